@@ -1,0 +1,42 @@
+# Every target sets itself up: a virtualenv in .venv with ugro installed.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+GPUS   ?=
+
+.PHONY: setup demo test lint up down worker beat clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ugro needs Python 3.11+")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## run a sweep on 4 simulated GPUs with the embedded Redis, then stop
+	$(BIN)/ugro demo
+
+test: setup  ## the test suite against real Redis, workers and processes
+	$(BIN)/pytest
+
+lint: setup  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+up: setup  ## start Redis (embedded), GPU workers, node agent and beat in the background
+	$(BIN)/ugro up $(if $(GPUS),--gpus $(GPUS))
+
+down: setup  ## stop what `make up` started
+	$(BIN)/ugro down
+
+worker: setup  ## this node's GPU workers and node agent, in the foreground
+	$(BIN)/ugro worker $(if $(GPUS),--gpus $(GPUS))
+
+beat: setup  ## Celery beat with ugro's schedule, in the foreground
+	$(BIN)/ugro beat
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

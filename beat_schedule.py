@@ -1,0 +1,21 @@
+"""What Celery beat runs, and when. Each entry names its queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ugro.runtime import control_queue
+from ugro.settings import Settings
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    control = control_queue(settings)
+    return {
+        # Safety net: dispatch is event-driven (on submit, on job end); this tick
+        # catches anything a crash or a lost request left in the queue.
+        "dispatch-tick": {
+            "task": "ugro.dispatch",
+            "schedule": settings.dispatch_interval,
+            "options": {"queue": control, "expires": settings.dispatch_interval},
+        },
+    }

@@ -1,0 +1,49 @@
+"""ugro: GPU job orchestration for machine-learning labs, on Celery + Redis.
+
+``log_metrics`` is imported eagerly (a training script needs nothing else); the
+client and the spec load on first use, so ``import ugro`` stays cheap in a job.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ugro.tracking import log_metrics
+
+if TYPE_CHECKING:
+    from ugro.client import Client
+    from ugro.errors import SpecError, UgroError
+    from ugro.job import Job
+    from ugro.settings import Settings
+    from ugro.spec import JobSpec
+    from ugro.status import JobStatus
+
+__all__ = [
+    "Client",
+    "Job",
+    "JobSpec",
+    "JobStatus",
+    "Settings",
+    "SpecError",
+    "UgroError",
+    "log_metrics",
+]
+
+_LAZY = {
+    "Client": "ugro.client",
+    "Job": "ugro.job",
+    "JobSpec": "ugro.spec",
+    "JobStatus": "ugro.status",
+    "Settings": "ugro.settings",
+    "SpecError": "ugro.errors",
+    "UgroError": "ugro.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ugro' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,57 @@
+"""The Celery app: transport settings, each with its reason.
+
+Celery is ugro's transport, not its source of truth: results live in the registry,
+so no result backend is configured and every task ignores its result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from ugro.runtime import control_queue
+from ugro.settings import Settings
+
+
+def make_app(settings: Settings) -> Any:
+    app = Celery("ugro", broker=settings.broker_url, include=["ugro.tasks"])
+    app.conf.update(
+        # JSON only: a pickled message is refused, never executed.
+        task_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        result_accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        # A job runs for days, far past the transport's visibility timeout, so job
+        # messages are acknowledged on receipt (not late) and ugro owns liveness with
+        # leases and heartbeats. Celery's time limits do not follow grandchildren,
+        # so none are set: ugro stops the job's whole process group itself.
+        task_acks_late=False,
+        task_time_limit=None,
+        task_soft_time_limit=None,
+        # One job in hand per GPU worker and nothing prefetched behind it.
+        worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,
+        task_default_queue=control_queue(settings),
+        task_create_missing_queues=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Every Celery key shares ugro's prefix, so installations sharing one
+            # Redis server stay apart.
+            "global_keyprefix": f"{settings.redis_prefix}:",
+        },
+        # Events let Flower show workers and tasks; they carry no job environment.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        timezone=settings.timezone,
+    )
+    from beat_schedule import beat_schedule
+
+    app.conf.beat_schedule = beat_schedule(settings)
+    app.ugro_settings = settings
+    return app

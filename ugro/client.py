@@ -1,0 +1,182 @@
+"""Client: the Python API, and the only API the CLI uses."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+from ugro.dispatch import dispatch_pending
+from ugro.errors import JobNotFound, SpecError
+from ugro.job import Job
+from ugro.redact import redact_env, split_secrets
+from ugro.registry import utcnow
+from ugro.runtime import Runtime
+from ugro.settings import Settings
+from ugro.spec import JobSpec, check_job_id, new_job_id
+from ugro.status import JobStatus
+
+
+class Client:
+    """Submit, inspect and wait for jobs.
+
+    Args:
+        settings: defaults to ``Settings()``, read from ``UGRO_*`` variables, the
+            same as the CLI.
+
+    Raises:
+        NotRunningError: when the Redis server does not answer (`ugro up` first).
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.rt = Runtime.open(self.settings)
+
+    def close(self) -> None:
+        self.rt.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # Submitting -------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> Job:
+        """Accept a job: create its tree and registry row, queue it, place it if a GPU
+        is free. Nothing is left behind when any step fails.
+
+        Raises:
+            SpecError: when no live node could ever run the job.
+        """
+        if spec.working_dir is None:
+            spec = spec.model_copy(update={"working_dir": os.getcwd()})
+        self._check_fits(spec)
+        job_id = new_job_id(spec.name)
+        _, secrets = split_secrets(spec.env)
+        stored = spec.model_copy(update={"env": redact_env(spec.env)})
+        now = utcnow()
+        paths = self.rt.paths(job_id)
+        paths.create(
+            {
+                "job_id": job_id,
+                "spec": stored.model_dump(mode="json"),
+                "submitted_at": now.isoformat(),
+                "submitted_by": getpass.getuser(),
+                "submitted_from": socket.gethostname(),
+            }
+        )
+        try:
+            self.rt.registry.create_job(
+                id=job_id, name=spec.name, kind=spec.kind, status=JobStatus.QUEUED.value,
+                priority=spec.priority, gpus=spec.gpus, node=None, attempt=0,
+                max_retries=spec.max_retries, spec=stored.model_dump_json(), created_at=now,
+            )
+            try:
+                self.rt.live.store_secrets(job_id, secrets)
+                self.rt.live.enqueue(job_id, spec.priority, spec.gpus, spec.node)
+            except BaseException:
+                self.rt.live.forget_job(job_id)
+                self.rt.registry.delete_job(job_id)
+                raise
+        except BaseException:
+            paths.remove()
+            raise
+        paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
+        # Placing here, when a GPU is free, saves the job a hop through beat.
+        dispatch_pending(self.rt)
+        return self.get(job_id)
+
+    def _check_fits(self, spec: JobSpec) -> None:
+        workers = self.rt.live.workers(max_age=self.settings.worker_ttl)
+        if not workers:
+            return  # nothing is up yet: the job waits for workers
+        per_node: dict[str, int] = {}
+        for worker in workers:
+            per_node[worker.node] = per_node.get(worker.node, 0) + 1
+        if spec.node is not None and spec.node not in per_node:
+            raise SpecError(
+                f"node: no node named {spec.node!r} is up (nodes: {', '.join(sorted(per_node))})"
+            )
+        most = per_node[spec.node] if spec.node else max(per_node.values())
+        if spec.gpus > most:
+            where = f"node {spec.node!r}" if spec.node else "the largest node"
+            raise SpecError(f"gpus: {spec.gpus} GPUs asked, {where} has {most}")
+
+    # Reading ------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """One job by id (or a unique prefix of it).
+
+        Raises:
+            JobNotFound: no job has that id.
+        """
+        check_job_id(job_id)
+        return Job.from_row(self.rt.registry.find_job(job_id), self.settings.jobs_dir)
+
+    def list(self, status: Sequence[JobStatus] | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs, newest first."""
+        rows = self.rt.registry.list_jobs(statuses=status, limit=limit)
+        return [Job.from_row(row, self.settings.jobs_dir) for row in rows]
+
+    def wait(
+        self,
+        job_ids: str | Sequence[str],
+        timeout: float | None = None,
+        on_change: Callable[[list[Job]], None] | None = None,
+    ) -> list[Job]:
+        """Block until every job has ended; returns them in the order given.
+
+        Wakes on the status events the workers publish, and re-reads the registry
+        at least every second in case an event was missed.
+
+        Raises:
+            TimeoutError: when ``timeout`` seconds pass first.
+        """
+        ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
+        ids = [self.get(job_id).id for job_id in ids]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pubsub = self.rt.live.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(self.rt.keys.events_channel)
+        try:
+            while True:
+                jobs = self._get_many(ids)
+                if on_change is not None:
+                    on_change(jobs)
+                if all(job.done for job in jobs):
+                    return jobs
+                if deadline is not None and time.monotonic() >= deadline:
+                    pending = [job.id for job in jobs if not job.done]
+                    raise TimeoutError(f"jobs still not done after {timeout} s: {pending}")
+                pubsub.get_message(timeout=1.0)
+        finally:
+            pubsub.close()
+
+    def _get_many(self, ids: list[str]) -> list[Job]:
+        rows = {row.id: row for row in self.rt.registry.list_jobs(ids=ids)}
+        missing = [job_id for job_id in ids if job_id not in rows]
+        if missing:
+            raise JobNotFound(f"no job {missing[0]!r}")
+        return [Job.from_row(rows[job_id], self.settings.jobs_dir) for job_id in ids]
+
+    def logs(self, job_id: str, follow: bool = False, poll: float = 0.2) -> Iterator[str]:
+        """The job's training log; with ``follow``, until the job has ended."""
+        job = self.get(job_id)
+        path = self.rt.paths(job.id).training_log
+        offset = 0
+        while True:
+            if path.exists():
+                with path.open("r", encoding="utf-8", errors="replace") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                    offset = handle.tell()
+                if chunk:
+                    yield chunk
+                    continue
+            if not follow or job.done:
+                return
+            time.sleep(poll)
+            job = self.get(job.id)

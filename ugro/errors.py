@@ -1,0 +1,56 @@
+"""The one exception tree of ugro.
+
+::
+
+    UgroError
+    ├── SpecError            a job spec or a user argument is invalid (CLI exit 2)
+    ├── JobNotFound          no job with that id (CLI exit 2)
+    ├── NotRunningError      the stack (Redis, workers) is not up (CLI exit 3)
+    ├── InventoryError       the GPU backend could not be read (CLI exit 3)
+    ├── TransitionError      a status change the lifecycle does not allow
+    └── StackError           starting or stopping processes failed (CLI exit 3)
+
+The library raises these and never prints; the CLI maps them to exit codes.
+"""
+
+from __future__ import annotations
+
+
+class UgroError(Exception):
+    """Root of every error ugro raises on purpose."""
+
+    exit_code = 1
+
+
+class SpecError(UgroError, ValueError):
+    """A job spec or an argument is invalid; the message names the field."""
+
+    exit_code = 2
+
+
+class JobNotFound(UgroError, LookupError):
+    """No job has that id."""
+
+    exit_code = 2
+
+
+class NotRunningError(UgroError):
+    """The Redis server or the workers that a command needs are not running."""
+
+    exit_code = 3
+
+
+class InventoryError(UgroError):
+    """The GPU inventory backend is misconfigured or failed."""
+
+    exit_code = 3
+
+
+class TransitionError(UgroError):
+    """A status change that the lifecycle table does not allow."""
+
+
+class StackError(UgroError):
+    """Starting or stopping the local stack failed."""
+
+    exit_code = 3

@@ -1,0 +1,1 @@
+"""Implementations of ``ugro.gpus.GpuBackend``."""

@@ -1,0 +1,72 @@
+"""GPU inventory: what GPUs this node has, read through a backend.
+
+``UGRO_GPU_BACKEND``: ``nvml`` (real GPUs through pynvml), ``fake:N`` (N simulated
+GPUs, for machines without one), ``cpu`` (one slot per core, no GPU) or ``auto``
+(NVML when it finds a GPU, else CPU slots). Indices follow ``nvidia-smi``
+(PCI bus order), which is why every job gets ``CUDA_DEVICE_ORDER=PCI_BUS_ID``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from ugro.errors import InventoryError
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    uuid: str
+    memory_total_mb: float
+    memory_used_mb: float = 0.0
+    utilization: float = 0.0  # percent
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GpuBackend(Protocol):
+    #: "nvml", "fake" or "cpu": what `ugro up` and `ugro nodes` say.
+    kind: str
+
+    def devices(self) -> list[GpuInfo]:
+        """Every device of this node, by index."""
+        ...
+
+    def describe(self) -> str:
+        """One plain sentence about what was found."""
+        ...
+
+
+def load_backend(spec: str) -> GpuBackend:
+    """The backend named by ``UGRO_GPU_BACKEND``."""
+    from ugro.gpu_backends.cpu import CpuBackend
+    from ugro.gpu_backends.fake import FakeBackend
+    from ugro.gpu_backends.nvml import NvmlBackend
+
+    spec = spec.strip().lower()
+    if spec.startswith("fake"):
+        _, _, count = spec.partition(":")
+        try:
+            n = int(count or "1")
+        except ValueError:
+            raise InventoryError(f"UGRO_GPU_BACKEND={spec!r}: write fake:N, N a number") from None
+        if not 1 <= n <= 64:
+            raise InventoryError(f"UGRO_GPU_BACKEND={spec!r}: N must be 1 to 64")
+        return FakeBackend(n)
+    if spec == "cpu":
+        return CpuBackend()
+    if spec == "nvml":
+        return NvmlBackend.open()
+    if spec == "auto":
+        try:
+            return NvmlBackend.open()
+        except InventoryError:
+            return CpuBackend()
+    raise InventoryError(
+        f"UGRO_GPU_BACKEND={spec!r} is not a backend: use auto, nvml, fake:N or cpu"
+    )

@@ -1,0 +1,83 @@
+"""Job: what the client hands back about one job."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ugro.registry import JobRow, gpu_list
+from ugro.status import JobStatus
+
+
+class Job(BaseModel):
+    id: str
+    name: str
+    kind: str
+    status: JobStatus
+    priority: int
+    gpus: int
+    node: str | None
+    gpu_indices: list[int]
+    attempt: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    exit_signal: int | None
+    exit_reason: str | None
+    error: str | None
+    job_dir: Path
+
+    @classmethod
+    def from_row(cls, row: JobRow, jobs_dir: Path) -> Job:
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            status=JobStatus(row.status),
+            priority=row.priority,
+            gpus=row.gpus,
+            node=row.node,
+            gpu_indices=gpu_list(row),
+            attempt=row.attempt,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            exit_code=row.exit_code,
+            exit_signal=row.exit_signal,
+            exit_reason=row.exit_reason,
+            error=row.error,
+            job_dir=jobs_dir / row.id,
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is JobStatus.FINISHED
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(self.started_at.tzinfo)
+        return (end - self.started_at).total_seconds()
+
+    @property
+    def failure_code(self) -> int:
+        """The exit code a shell should see for this job: 0 when it succeeded."""
+        if self.succeeded:
+            return 0
+        if self.exit_code:
+            return self.exit_code
+        if self.exit_signal:
+            return 128 + self.exit_signal
+        return 1
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

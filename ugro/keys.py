@@ -1,0 +1,67 @@
+"""Every Redis key ugro writes, built in one place.
+
+All keys start with the installation's prefix (``Settings.redis_prefix``, default
+``ugro``). Each builder says who writes the key and how long it lives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "ugro"
+
+    # Pending jobs, a sorted set scored by (priority, submission order); written by
+    # submit and requeue, emptied by dispatch. No TTL: it is the live queue.
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    # Monotonic submission counter that orders jobs of equal priority. No TTL.
+    @property
+    def sequence(self) -> str:
+        return f"{self.prefix}:seq"
+
+    # Live state of one job (hash: status, node, gpus, attempt, ...). Written by
+    # every status change; deleted 1 day after the job ends (the registry keeps it).
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    # Secret env values of one job, never written to disk by ugro. Deleted when the
+    # job reaches a terminal status.
+    def job_secrets(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:secrets"
+
+    # Heartbeat of a running job's attempt; TTL lease_ttl, renewed by the worker.
+    def heartbeat(self, job_id: str) -> str:
+        return f"{self.prefix}:heartbeat:{job_id}"
+
+    # The lease of one GPU: value "<job_id>|<token>", TTL placement_ttl until the
+    # worker claims it, then lease_ttl renewed by the heartbeat.
+    def lease(self, node: str, index: int) -> str:
+        return f"{self.prefix}:lease:{node}:{index}"
+
+    # Live GPU workers: hash "<node>:<index>" -> JSON {pid, host, seen}. Each
+    # worker refreshes its field every worker_ttl / 3 and deletes it on shutdown;
+    # dispatch ignores (and removes) a field older than worker_ttl. One hash, not a
+    # key per worker, so a dispatch pass reads them all in one call.
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    # Single-flight dispatch: a lock (TTL 30 s, a crashed holder cannot block
+    # dispatch for longer) and a flag that asks the holder for one more pass.
+    @property
+    def dispatch_lock(self) -> str:
+        return f"{self.prefix}:dispatch:lock"
+
+    @property
+    def dispatch_dirty(self) -> str:
+        return f"{self.prefix}:dispatch:dirty"
+
+    # Pub/sub channel announcing status changes ("<job_id> <status>").
+    @property
+    def events_channel(self) -> str:
+        return f"{self.prefix}:events"

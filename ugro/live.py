@@ -1,0 +1,204 @@
+"""Live state in Redis: the pending queue, job hashes, leases, workers, heartbeats.
+
+Every key comes from ``ugro.keys``; every multi-key change that must be atomic is a
+Lua script in ``ugro/lua/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from ugro.errors import NotRunningError
+from ugro.keys import Keys
+from ugro.settings import Settings
+
+# Pending score: higher priority first, then submission order. |priority| <= 1000
+# and the sequence stays below 1e10, so the score stays exact in a double.
+_PRIORITY_WEIGHT = 10_000_000_000
+# The live hash of a finished job is kept this long for `ugro wait` and the like.
+_ENDED_JOB_TTL = 86_400
+
+
+def connect(settings: Settings, timeout: float = 5.0) -> redis.Redis:
+    """A client for the configured Redis; NotRunningError when it does not answer."""
+    client = redis.Redis.from_url(
+        settings.effective_redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        where = "the embedded Redis" if settings.embedded_redis else settings.effective_redis_url
+        hint = "start it with `ugro up`" if settings.embedded_redis else "check UGRO_REDIS_URL"
+        raise NotRunningError(f"cannot reach {where} ({exc}): {hint}") from None
+    return client
+
+
+def _script(name: str) -> str:
+    return resources.files("ugro").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    node: str
+    index: int
+    pid: int
+    host: str
+    seen: float
+
+
+class LiveState:
+    """Typed access to ugro's keys in one Redis server."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._acquire = client.register_script(_script("lease_acquire.lua"))
+        self._renew = client.register_script(_script("lease_renew.lua"))
+        self._release = client.register_script(_script("lease_release.lua"))
+
+    @classmethod
+    def open(cls, settings: Settings) -> LiveState:
+        return cls(connect(settings), Keys(settings.redis_prefix))
+
+    # Pending queue ---------------------------------------------------------------
+
+    def enqueue(self, job_id: str, priority: int, gpus: int, node: str | None) -> None:
+        """Put a job in the pending queue with what placement needs to know."""
+        seq = int(self.redis.incr(self.keys.sequence))  # type: ignore[arg-type]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.job(job_id),
+            mapping={"status": "queued", "gpus": gpus, "node": node or "", "priority": priority},
+        )
+        pipe.persist(self.keys.job(job_id))
+        pipe.zadd(self.keys.pending, {job_id: -priority * _PRIORITY_WEIGHT + seq})
+        pipe.execute()
+
+    def pending(self, limit: int = 500) -> list[tuple[str, int, str | None]]:
+        """The first ``limit`` pending jobs in order, as (job_id, gpus, node)."""
+        ids: list[str] = self.redis.zrange(self.keys.pending, 0, limit - 1)  # type: ignore[assignment]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.keys.job(job_id), ["gpus", "node"])
+        found = []
+        for job_id, (gpus, node) in zip(ids, pipe.execute(), strict=True):
+            found.append((job_id, int(gpus or 1), node or None))
+        return found
+
+    def dequeue(self, job_id: str) -> None:
+        self.redis.zrem(self.keys.pending, job_id)
+
+    # Job hashes and events ---------------------------------------------------------
+
+    def set_job(self, job_id: str, **fields: Any) -> None:
+        """Update the live hash of a job and announce its status on the channel."""
+        mapping = {k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v)
+                   for k, v in fields.items()}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.job(job_id), mapping=mapping)
+        if fields.get("status") in ("finished", "failed", "cancelled"):
+            pipe.expire(self.keys.job(job_id), _ENDED_JOB_TTL)
+            pipe.delete(self.keys.job_secrets(job_id), self.keys.heartbeat(job_id))
+        if "status" in fields:
+            pipe.publish(self.keys.events_channel, f"{job_id} {fields['status']}")
+        pipe.execute()
+
+    def job(self, job_id: str) -> dict[str, str]:
+        return self.redis.hgetall(self.keys.job(job_id))  # type: ignore[return-value]
+
+    def forget_job(self, job_id: str) -> None:
+        """Remove every key of a job (a rolled-back submission)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.pending, job_id)
+        pipe.delete(self.keys.job(job_id), self.keys.job_secrets(job_id))
+        pipe.execute()
+
+    def store_secrets(self, job_id: str, secrets: dict[str, str]) -> None:
+        if secrets:
+            self.redis.set(self.keys.job_secrets(job_id), json.dumps(secrets))
+
+    def secrets(self, job_id: str) -> dict[str, str]:
+        raw = self.redis.get(self.keys.job_secrets(job_id))
+        return dict(json.loads(raw)) if raw else {}  # type: ignore[arg-type]
+
+    def heartbeat(self, job_id: str, ttl: float, **info: Any) -> None:
+        self.redis.set(
+            self.keys.heartbeat(job_id), json.dumps({"ts": time.time(), **info}), px=int(ttl * 1000)
+        )
+
+    # Leases ------------------------------------------------------------------------
+
+    def _lease_keys(self, node: str, gpus: list[int]) -> list[str]:
+        return [self.keys.lease(node, i) for i in gpus]
+
+    def acquire(self, node: str, gpus: list[int], holder: str, ttl: float) -> bool:
+        """Take all the leases of a placement atomically, or none."""
+        keys = self._lease_keys(node, gpus)
+        return bool(self._acquire(keys=keys, args=[holder, int(ttl * 1000)]))
+
+    def renew(self, node: str, gpus: list[int], holder: str, ttl: float) -> bool:
+        """Extend every lease of a holder; False if it lost any (it must stop)."""
+        keys = self._lease_keys(node, gpus)
+        return int(self._renew(keys=keys, args=[holder, int(ttl * 1000)])) == len(keys)
+
+    def release(self, node: str, gpus: list[int], holder: str) -> int:
+        return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))
+
+    def lease_holders(self, node: str, gpus: list[int]) -> dict[int, str | None]:
+        """Who holds each GPU (``"<job_id>|<token>"``), or None when it is free."""
+        if not gpus:
+            return {}
+        values = self.redis.mget(self._lease_keys(node, gpus))
+        return dict(zip(gpus, values, strict=True))  # type: ignore[arg-type]
+
+    # Workers -----------------------------------------------------------------------
+
+    def register_worker(self, node: str, index: int, pid: int, host: str) -> None:
+        info = json.dumps({"pid": pid, "host": host, "seen": time.time()})
+        self.redis.hset(self.keys.workers, f"{node}:{index}", info)
+
+    def unregister_worker(self, node: str, index: int) -> None:
+        self.redis.hdel(self.keys.workers, f"{node}:{index}")
+
+    def workers(self, max_age: float) -> list[WorkerInfo]:
+        """Live GPU workers; fields older than ``max_age`` are dropped as dead."""
+        now = time.time()
+        found, dead = [], []
+        raw: dict[str, str] = self.redis.hgetall(self.keys.workers)  # type: ignore[assignment]
+        for field, value in raw.items():
+            node, _, index = field.rpartition(":")
+            info = json.loads(value)
+            if now - float(info["seen"]) > max_age:
+                dead.append(field)
+                continue
+            found.append(WorkerInfo(node, int(index), int(info["pid"]), info["host"], info["seen"]))
+        if dead:
+            self.redis.hdel(self.keys.workers, *dead)
+        return sorted(found, key=lambda w: (w.node, w.index))
+
+    # Single-flight dispatch ---------------------------------------------------------
+
+    def request_dispatch(self) -> None:
+        self.redis.set(self.keys.dispatch_dirty, 1)
+
+    def take_dispatch_request(self) -> bool:
+        return self.redis.getdel(self.keys.dispatch_dirty) is not None
+
+    def dispatch_requested(self) -> bool:
+        return bool(self.redis.exists(self.keys.dispatch_dirty))
+
+    def dispatch_lock(self, timeout: float = 30.0) -> Any:
+        # The lock's TTL bounds how long a crashed holder can block dispatch.
+        return self.redis.lock(self.keys.dispatch_lock, timeout=timeout, blocking=False)

@@ -1,0 +1,114 @@
+"""JobPaths: the one owner of every file name in a job's directory.
+
+Nothing else in ugro joins paths inside ``jobs/<id>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ugro.spec import check_job_id
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` so that a reader sees the old file or the new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """The layout of ``<data_dir>/jobs/<job_id>/``."""
+
+    jobs_dir: Path
+    job_id: str
+
+    def __post_init__(self) -> None:
+        check_job_id(self.job_id)
+
+    @property
+    def root(self) -> Path:
+        return self.jobs_dir / self.job_id
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.json"
+
+    @property
+    def console(self) -> Path:
+        return self.root / "console.log"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def training_log(self) -> Path:
+        return self.logs / "training.log"
+
+    def rank_log(self, rank: int) -> Path:
+        return self.logs / f"rank_{rank}.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def create(self, config: dict[str, Any]) -> None:
+        """Create the whole tree with its config, all or nothing.
+
+        The tree is built under a hidden temporary name and renamed into place, so a
+        reader never sees a half-made job directory and a failure leaves none.
+        """
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".new-{self.job_id}-", dir=self.jobs_dir))
+        try:
+            for sub in ("logs", "checkpoints", "tensorboard"):
+                (staging / sub).mkdir()
+            (staging / "metrics.jsonl").touch()
+            (staging / "console.log").touch()
+            write_json_atomic(staging / "config.json", config)
+            staging.chmod(0o755)
+            os.rename(staging, self.root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def remove(self) -> None:
+        """Remove the job's tree (used when a submission is rolled back)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def append_console(self, line: str) -> None:
+        """Append one of the orchestrator's own lines to ``console.log``."""
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self.console.open("a", encoding="utf-8") as handle:
+            handle.write(f"{stamp} {line.rstrip()}\n")

@@ -1,0 +1,268 @@
+"""The registry: jobs, attempts and events in SQL, the source of truth.
+
+SQLite (WAL) in the data dir by default, any SQLAlchemy URL (PostgreSQL in a lab)
+through ``UGRO_DATABASE_URL``. Redis holds live state that can be rebuilt from here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from ugro.errors import JobNotFound
+from ugro.status import JobStatus, sources_of
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every datetime ugro stores is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "ugro_jobs"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    gpus: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gpu_indices: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    spec: Mapped[str] = mapped_column(Text)  # JSON, secrets redacted
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    placed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AttemptRow(Base):
+    __tablename__ = "ugro_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("ugro_jobs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    gpu_indices: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class EventRow(Base):
+    __tablename__ = "ugro_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # WAL lets the workers write while clients read; the busy timeout makes
+    # concurrent writers queue up instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``, with SQLite tuned for several processes at once."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+
+class Registry:
+    """Reads and writes of the jobs, attempts and events tables."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        try:
+            Base.metadata.create_all(self.engine)
+        except (OperationalError, ProgrammingError, IntegrityError):
+            # Another process created the tables between our check and our CREATE.
+            Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Jobs ------------------------------------------------------------------------
+
+    def create_job(self, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(JobRow).values(**values))
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a job that was never accepted (a rolled-back submission)."""
+        with self.engine.begin() as conn:
+            conn.execute(AttemptRow.__table__.delete().where(AttemptRow.job_id == job_id))
+            conn.execute(JobRow.__table__.delete().where(JobRow.id == job_id))
+
+    def get_job(self, job_id: str) -> JobRow:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(JobRow.__table__).where(JobRow.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}: `ugro list` shows the jobs there are")
+        return _job_from(row._mapping)
+
+    def find_job(self, prefix: str) -> JobRow:
+        """The one job whose id is or starts with ``prefix``."""
+        try:
+            return self.get_job(prefix)
+        except JobNotFound:
+            pass
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(JobRow.__table__).where(JobRow.id.like(pattern, escape="\\")).limit(2)
+            ).all()
+        if len(rows) == 1:
+            return _job_from(rows[0]._mapping)
+        if rows:
+            raise JobNotFound(f"{prefix!r} matches several jobs: give more of the id")
+        raise JobNotFound(f"no job {prefix!r}: `ugro list` shows the jobs there are")
+
+    def list_jobs(
+        self,
+        statuses: Iterable[JobStatus] | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[JobRow]:
+        query = select(JobRow.__table__).order_by(JobRow.created_at.desc(), JobRow.id)
+        if statuses is not None:
+            query = query.where(JobRow.status.in_([s.value for s in statuses]))
+        if ids is not None:
+            query = query.where(JobRow.id.in_(list(ids)))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_job_from(row._mapping) for row in conn.execute(query)]
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
+            return {status: count for status, count in rows}
+
+    def transition(
+        self,
+        job_id: str,
+        new: JobStatus,
+        expect: Iterable[JobStatus] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set ``status`` to ``new`` from any status allowed to reach it.
+
+        Returns False (and changes nothing) when the job is in a status from which
+        the lifecycle table does not allow ``new`` (or not in ``expect``, when given):
+        someone else got there first.
+        """
+        sources = [s.value for s in (sources_of(new) if expect is None else expect)]
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.in_(sources))
+                .values(status=new.value, **values)
+            )
+        return bool(result.rowcount == 1)
+
+    # Attempts and events ---------------------------------------------------------
+
+    def start_attempt(self, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(AttemptRow).values(**values))
+
+    def end_attempt(self, job_id: str, number: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(AttemptRow)
+                .where(AttemptRow.job_id == job_id, AttemptRow.number == number)
+                .values(**values)
+            )
+
+    def attempts(self, job_id: str) -> list[AttemptRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(AttemptRow.__table__)
+                .where(AttemptRow.job_id == job_id)
+                .order_by(AttemptRow.number)
+            )
+            return [AttemptRow(**dict(row._mapping)) for row in rows]
+
+    def add_event(
+        self, kind: str, message: str, job_id: str | None = None, node: str | None = None
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(EventRow).values(
+                    created_at=utcnow(), kind=kind, job_id=job_id, node=node, message=message
+                )
+            )
+
+    def events(self, job_id: str | None = None) -> list[EventRow]:
+        query = select(EventRow.__table__).order_by(EventRow.id)
+        if job_id is not None:
+            query = query.where(EventRow.job_id == job_id)
+        with self.engine.connect() as conn:
+            return [EventRow(**dict(row._mapping)) for row in conn.execute(query)]
+
+
+def _job_from(mapping: Any) -> JobRow:
+    values = dict(mapping)
+    for key in ("created_at", "placed_at", "started_at", "finished_at"):
+        values[key] = as_utc(values[key])
+    return JobRow(**values)
+
+
+def gpu_list(row: JobRow) -> list[int]:
+    """The GPU indices a job holds or held."""
+    return list(json.loads(row.gpu_indices)) if row.gpu_indices else []

@@ -1,0 +1,126 @@
+"""Settings: every knob ugro reads, from ``UGRO_*`` environment variables.
+
+Settings are a plain object passed to what needs them, never a global; the CLI and
+``Client()`` build one from the environment, tests build their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A unix socket path must fit sockaddr_un.sun_path (108 bytes on Linux).
+_MAX_SOCKET_PATH = 100
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("ugro", appauthor=False))
+
+
+def _default_node_name() -> str:
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+class Settings(BaseSettings):
+    """ugro's configuration; each field is ``UGRO_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="UGRO_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # None means: start and use the embedded Redis under the data dir.
+    redis_url: str | None = None
+    # None means: SQLite in the data dir.
+    database_url: str | None = None
+    # Prefix of every Redis key ugro and its Celery queues write, so that several
+    # installations (or test runs) can share one Redis server.
+    redis_prefix: str = "ugro"
+    node_name: str = Field(default_factory=_default_node_name)
+    # "auto" (NVML when a GPU answers, else CPU slots), "nvml", "fake:N" or "cpu".
+    gpu_backend: str = "auto"
+    timezone: str = "UTC"
+
+    # Liveness. The worker renews its leases and heartbeat every
+    # heartbeat_interval; a lease outlives a missed renewal or two, not more.
+    heartbeat_interval: float = 5.0
+    lease_ttl: float = 30.0
+    # A placed job whose worker never claims it frees its GPUs after this long.
+    placement_ttl: float = 120.0
+    # How long a worker key lives without a refresh before dispatch skips that GPU.
+    worker_ttl: float = 15.0
+    # Celery's Redis transport redelivers an unacked message after this; ugro acks
+    # job messages on receipt, so it only matters for control tasks.
+    visibility_timeout: float = 3600.0
+    # SIGTERM -> SIGKILL grace when ugro stops a job.
+    stop_grace: float = 30.0
+    # Beat's safety-net dispatch tick, in seconds.
+    dispatch_interval: float = 30.0
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("redis_prefix must be letters, digits, '-', '_' or '.'")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    # Derived locations -----------------------------------------------------------
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and process logs of the local stack."""
+        return self.data_dir / "run"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def redis_socket(self) -> Path:
+        """The embedded Redis's unix socket: in the data dir when the path fits."""
+        path = self.redis_dir / "redis.sock"
+        if len(str(path)) <= _MAX_SOCKET_PATH:
+            return path
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        short = Path(tempfile.gettempdir()) / f"ugro-{os.getuid()}-{digest}"
+        return short / "redis.sock"
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The redis-py URL of the server in use."""
+        if self.redis_url is not None:
+            return self.redis_url
+        return f"unix://{quote(str(self.redis_socket))}"
+
+    @property
+    def broker_url(self) -> str:
+        """The same server as a kombu URL (kombu spells unix sockets redis+socket)."""
+        url = self.effective_redis_url
+        if url.startswith("unix://"):
+            return "redis+socket://" + url.removeprefix("unix://")
+        return url
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'registry.sqlite3'}"

@@ -1,0 +1,155 @@
+"""JobSpec: what a researcher asks for, validated before anything is created."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ugro.errors import SpecError
+
+#: A safe path component: no separators, no leading dot, no control characters.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The most GPUs one job may ask for: more than any single server holds.
+MAX_GPUS = 64
+
+SafeName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def parse_duration(value: str | float | int) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1.5d"`` -> seconds."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration: use a number with s, m, h or d")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return seconds
+
+
+def _check_safe(value: str, what: str) -> str:
+    if not SAFE_NAME.match(value):
+        raise ValueError(
+            f"{value[:80]!r} is not a safe {what}: use 1-64 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+class JobSpec(BaseModel):
+    """One training or evaluation run.
+
+    ``command`` is an argv list run without a shell unless ``shell`` is true, in
+    which case it must be one string given to ``/bin/sh -c``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    command: list[str] = Field(min_length=1)
+    kind: Literal["train", "eval"] = "train"
+    gpus: int = Field(default=1, ge=1, le=MAX_GPUS)
+    node: str | None = None
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    max_retries: int = Field(default=0, ge=0, le=100)
+    timeout: float | None = None
+    epochs: int | None = Field(default=None, ge=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    shell: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_safe(value, "name")
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, value: str | None) -> str | None:
+        return None if value is None else _check_safe(value, "node name")
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        if not value[0].strip():
+            raise ValueError("the program (first element) is empty")
+        if any("\x00" in arg for arg in value):
+            raise ValueError("an argument contains a NUL byte")
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key.startswith("UGRO_"):
+                raise ValueError(f"{key!r}: UGRO_* variables are set by ugro itself")
+            if "\x00" in item:
+                raise ValueError(f"the value of {key!r} contains a NUL byte")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        return [_check_safe(tag, "tag") for tag in value]
+
+    def argv(self) -> list[str]:
+        """The argv to execute."""
+        if self.shell:
+            return ["/bin/sh", "-c", " ".join(self.command)]
+        return list(self.command)
+
+
+def parse_spec(data: dict[str, Any]) -> JobSpec:
+    """Validate a spec from plain data, raising SpecError that names the field."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(exc) from None
+
+
+def spec_error(exc: ValidationError) -> SpecError:
+    """A SpecError whose message names each bad field and what was wrong with it."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "spec"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{field}: {message}")
+    return SpecError("invalid job spec: " + "; ".join(lines))
+
+
+def new_job_id(name: str) -> str:
+    """A fresh job id: the name and a random suffix, a safe path component."""
+    return f"{name}-{secrets.token_hex(4)}"
+
+
+def check_job_id(job_id: str) -> str:
+    """Refuse a job id that is not a safe path component."""
+    if not JOB_ID.match(job_id):
+        raise SpecError(f"{job_id[:100]!r} is not a valid job id")
+    return job_id

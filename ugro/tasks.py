@@ -1,0 +1,50 @@
+"""Celery tasks: thin shells that decode, call domain code and report."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import current_app, shared_task
+from celery.signals import worker_shutting_down
+
+from ugro.attempt import run_attempt
+from ugro.dispatch import dispatch_pending
+from ugro.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+#: Set when this worker process shuts down: running jobs go back to the queue.
+SHUTTING_DOWN = threading.Event()
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """This worker process's Runtime, opened once."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime.open(current_app.ugro_settings)
+            _runtime._app = current_app
+        return _runtime
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    SHUTTING_DOWN.set()
+
+
+@shared_task(name="ugro.run_job", ignore_result=True)
+def run_job(job_id: str, token: str, node: str, gpus: list[int]) -> str:
+    """Run one placed job on this GPU worker."""
+    outcome = run_attempt(runtime(), job_id, token, node, [int(g) for g in gpus], SHUTTING_DOWN)
+    log.info("job %s: %s", job_id, outcome)
+    return outcome
+
+
+@shared_task(name="ugro.dispatch", ignore_result=True)
+def dispatch() -> int:
+    """Beat's safety-net tick: place whatever pending jobs fit."""
+    return dispatch_pending(runtime())

@@ -1,0 +1,1 @@
+"""Process entry points: GPU workers, the node agent and beat."""

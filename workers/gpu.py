@@ -1,0 +1,61 @@
+"""One GPU's worker: ``python -m workers.gpu --index N``.
+
+Consumes only ``ugro.gpu.<node>.<N>``, one job at a time, nothing prefetched. The
+threads pool (of one) runs the job beside the worker's own loop, so the worker
+keeps answering Flower and remote control while a job runs for days.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+
+from ugro.celery_app import make_app
+from ugro.dispatch import dispatch_pending
+from ugro.presence import Presence
+from ugro.runtime import queue_for_gpu
+from ugro.settings import Settings
+from ugro.tasks import runtime
+
+
+def worker_argv(settings: Settings, index: int) -> list[str]:
+    node = settings.node_name
+    return [
+        "worker",
+        "--queues", queue_for_gpu(settings, node, index),
+        "--concurrency", "1",
+        "--pool", "threads",
+        "--hostname", f"gpu{index}@{node}",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel", "INFO",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--index", type=int, required=True, help="the GPU index (nvidia-smi)")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    app = make_app(settings)
+    presence: list[Presence] = []
+
+    @worker_ready.connect(weak=False)
+    def _ready(**_: Any) -> None:
+        rt = runtime()
+        presence.append(Presence(rt.live, settings.node_name, args.index, settings.worker_ttl))
+        presence[0].start()
+        dispatch_pending(rt)  # jobs may have waited for this GPU to come up
+
+    @worker_shutdown.connect(weak=False)
+    def _gone(**_: Any) -> None:
+        for item in presence:
+            item.stop()
+
+    app.worker_main(worker_argv(settings, args.index))
+
+
+if __name__ == "__main__":
+    main()
