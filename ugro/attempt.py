@@ -64,7 +64,8 @@ def run_attempt(
         info = ExitInfo("error", 0.0, 0.0, error=f"ugro error: {exc}")
     _finish(rt, job, paths, node, gpus, info)
     rt.live.release(node, gpus, holder)
-    dispatch_pending(rt)
+    if not stop.is_set():  # a worker on its way out hands out no more work
+        dispatch_pending(rt)
     return f"{info.reason} ({info.error or 'exit 0'})"
 
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import redis
 
 from ugro.errors import StackError
@@ -98,26 +99,28 @@ class EmbeddedRedis:
         raise StackError(f"the embedded Redis did not answer within {timeout:.0f} s; see {self.logfile}")
 
     def pid(self) -> int | None:
+        """The server's pid, if its pid file names a redis-server that still runs."""
         try:
-            return int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
+            pid = int(self.pidfile.read_text().strip())
+            name = psutil.Process(pid).name()
+        except (OSError, ValueError, psutil.Error):
             return None
+        return pid if "redis" in name else None
 
     def stop(self, timeout: float = 20.0) -> bool:
-        """Stop the server (its append-only file is kept); True when one was running."""
+        """Stop the server (its append-only file is kept); True when one was running.
+
+        SIGTERM makes Redis flush its append-only file and exit, like SHUTDOWN.
+        """
         pid = self.pid()
-        if not self.is_running():
-            if pid is not None and _alive(pid):
-                os.kill(pid, signal.SIGTERM)
+        if pid is None or not _alive(pid):
+            self.socket.unlink(missing_ok=True)
             return False
-        try:
-            self.client().shutdown(nosave=True)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            pass  # the server closes the connection as it goes down
+        os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while pid is not None and _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid is not None and _alive(pid):
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid):
             os.kill(pid, signal.SIGKILL)
         self.socket.unlink(missing_ok=True)
         return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from ugro.celery_app import make_app
 from ugro.dispatch import dispatch_pending
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         presence[0].start()
         dispatch_pending(rt)  # jobs may have waited for this GPU to come up
 
+    # Withdraw from dispatch as soon as shutdown begins, so no job is placed on a
+    # GPU whose worker is on its way out.
+    @worker_shutting_down.connect(weak=False)
     @worker_shutdown.connect(weak=False)
     def _gone(**_: Any) -> None:
         for item in presence:

@@ -1,0 +1,150 @@
+"""Fixtures: real Redis, a real registry (PostgreSQL when it runs here, else SQLite),
+and a real local stack of worker processes on simulated GPUs."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ugro.redis_server import EmbeddedRedis
+from ugro.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PG_DSN = os.environ.get(
+    "UGRO_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=2"
+)
+
+
+def _postgres_available() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_DSN).close()
+        return True
+    except Exception:
+        return False
+
+
+POSTGRES = _postgres_available()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh registry database: a private schema on the PostgreSQL server when one
+    answers, else SQLite in the test's directory."""
+    if not POSTGRES:
+        yield f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+        return
+    import psycopg
+
+    schema = f"ugro_test_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    params = dict(part.split("=", 1) for part in PG_DSN.split())
+    yield (
+        f"postgresql+psycopg://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
+        f"?options=-csearch_path%3D{schema}"
+    )
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings for one test: its own data dir and registry, 4 fake GPUs, short timings."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        gpu_backend="fake:4",
+        node_name="testnode",
+        heartbeat_interval=0.5,
+        lease_ttl=5.0,
+        worker_ttl=3.0,
+        stop_grace=2.0,
+        dispatch_interval=5.0,
+    )
+
+
+@pytest.fixture
+def redis_server(settings: Settings) -> Iterator[EmbeddedRedis]:
+    """The embedded Redis of the test's data dir, running."""
+    server = EmbeddedRedis(settings)
+    server.start()
+    yield server
+    server.stop()
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The environment a user's shell would have for these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UGRO_")}
+    env.update(
+        UGRO_DATA_DIR=str(settings.data_dir),
+        UGRO_GPU_BACKEND=settings.gpu_backend,
+        UGRO_NODE_NAME=settings.node_name,
+        UGRO_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
+        UGRO_LEASE_TTL=str(settings.lease_ttl),
+        UGRO_WORKER_TTL=str(settings.worker_ttl),
+        UGRO_STOP_GRACE=str(settings.stop_grace),
+        UGRO_DISPATCH_INTERVAL=str(settings.dispatch_interval),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    if settings.database_url:
+        env["UGRO_DATABASE_URL"] = settings.database_url
+    return env
+
+
+def ugro(settings: Settings, *args: str, timeout: float = 120, cwd: Path | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `ugro` command as a user would."""
+    return subprocess.run(
+        [str(BIN / "ugro"), *args], env=env or env_for(settings), capture_output=True,
+        text=True, timeout=timeout, cwd=cwd or ROOT,
+    )
+
+
+def processes_of(settings: Settings) -> list[psutil.Process]:
+    """Every process still running for this data dir (workers, beat, Redis, jobs)."""
+    found = []
+    marker = str(settings.data_dir)
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            environ = proc.info["environ"] or {}
+        except psutil.Error:
+            continue
+        if marker in cmdline or environ.get("UGRO_DATA_DIR") == marker:
+            if proc.pid != os.getpid():
+                found.append(proc)
+    return found
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[Settings]:
+    """`ugro up` in the test's data dir (embedded Redis, 4 GPU workers, agent, beat);
+    `ugro down` after, which must leave no process behind."""
+    result = ugro(settings, "up")
+    assert result.returncode == 0, result.stderr + _logs(settings)
+    try:
+        yield settings
+    finally:
+        down = ugro(settings, "down")
+        assert down.returncode == 0, down.stderr
+        left = processes_of(settings)
+        for proc in left:
+            proc.kill()
+        assert not left, f"processes left after `ugro down`: {[p.cmdline() for p in left]}"
+
+
+def _logs(settings: Settings) -> str:
+    text = []
+    for path in sorted(settings.run_dir.glob("*.log")):
+        text.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-3000:])
+    return "\n".join(text)

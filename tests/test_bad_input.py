@@ -1,0 +1,59 @@
+"""Bad input is refused with a message naming the field, exit 2, and nothing left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ugro
+from ugro.redis_server import EmbeddedRedis
+from ugro.registry import Registry
+from ugro.settings import Settings
+
+CASES = [
+    (["--gpus", "-1"], "gpus"),
+    (["--gpus", "lots"], "gpus"),
+    (["--gpus", "1000"], "gpus"),
+    (["--name", "../x"], "name"),
+    (["--name", "/etc"], "name"),
+    (["--name", "x" * 300], "name"),
+    (["--name", "tab\there"], "name"),
+    (["--kind", "dance"], "kind"),
+    (["--timeout", "soon"], "timeout"),
+    (["--env", "NOEQUALS"], "env"),
+    (["--env", "1X=2"], "env"),
+]
+
+
+@pytest.mark.timeout(120)
+def test_bad_submissions_leave_nothing_behind(settings: Settings,
+                                              redis_server: EmbeddedRedis) -> None:
+    for extra, field in CASES:
+        args = ["submit", "--name", "ok", *extra, "--", "python", "train.py"]
+        result = ugro(settings, *args)
+        assert result.returncode == 2, (extra, result.stderr)
+        assert f"{field}" in result.stderr, (extra, result.stderr)
+        assert result.stdout == ""
+    empty = ugro(settings, "submit", "--name", "ok", "--")
+    assert empty.returncode == 2 and "command" in empty.stderr.lower()
+
+    # nothing in the tree, the registry or Redis
+    jobs_dir = settings.jobs_dir
+    assert not jobs_dir.exists() or list(jobs_dir.iterdir()) == []
+    registry = Registry(settings.effective_database_url)
+    assert registry.list_jobs() == []
+    registry.close()
+    assert redis_server.client().keys("*") == []
+
+
+def test_an_unknown_job_id_and_a_path_as_job_id_are_refused(settings: Settings,
+                                                            redis_server: EmbeddedRedis) -> None:
+    missing = ugro(settings, "status", "nosuchjob")
+    assert missing.returncode == 2 and "no job 'nosuchjob'" in missing.stderr
+    escape = ugro(settings, "logs", "../../etc/passwd")
+    assert escape.returncode == 2 and "not a valid job id" in escape.stderr
+
+
+def test_a_command_needing_redis_says_how_to_start_it(settings: Settings) -> None:
+    result = ugro(settings, "list")
+    assert result.returncode == 3
+    assert "ugro up" in result.stderr

@@ -1,0 +1,143 @@
+"""The working core end to end: `ugro up`, real GPU workers, real jobs, `ugro down`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, ugro
+from ugro import Client, JobSpec, JobStatus
+from ugro.settings import Settings
+
+RECORD = str(ROOT / "tests" / "jobs" / "record.py")
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.timeout(180)
+def test_twelve_jobs_on_four_gpus_each_run_once_never_sharing_a_gpu(
+    stack: Settings, tmp_path: Path
+) -> None:
+    # Given 4 GPU workers and 12 one-GPU jobs that record where and when they ran
+    out = tmp_path / "runs.jsonl"
+    with Client(stack) as client:
+        jobs = [
+            client.submit(JobSpec(name=f"job{i}", command=[sys.executable, RECORD, str(out), "1"],
+                                  env={"MY_API_TOKEN": "hunter2"}))
+            for i in range(12)
+        ]
+        # When they all end
+        done = client.wait([job.id for job in jobs], timeout=120)
+
+    # Then every job finished, exactly once
+    assert [job.status for job in done] == [JobStatus.FINISHED] * 12
+    records = _records(out)
+    assert sorted(r["job_id"] for r in records) == sorted(job.id for job in jobs)
+    assert {r["device_order"] for r in records} == {"PCI_BUS_ID"}
+    # no two jobs ever held the same GPU at the same moment
+    by_gpu: dict[object, list[dict[str, object]]] = {}
+    for record in records:
+        by_gpu.setdefault(record["cuda_visible_devices"], []).append(record)
+    assert set(by_gpu) == {"0", "1", "2", "3"}
+    for runs in by_gpu.values():
+        runs.sort(key=lambda r: float(r["start"]))  # type: ignore[arg-type]
+        for first, second in itertools.pairwise(runs):
+            assert float(first["end"]) <= float(second["start"])  # type: ignore[arg-type]
+    # and at some moment all four GPUs were busy at once
+    starts = sorted(float(r["start"]) for r in records)  # type: ignore[arg-type]
+    assert any(
+        sum(float(r["start"]) <= t < float(r["end"]) for r in records) == 4  # type: ignore[arg-type]
+        for t in starts
+    )
+    # The job saw its secret; the disk never did
+    assert {r["secret"] for r in records} == {"hunter2"}
+    by_job = {r["job_id"]: r for r in records}
+    for job in done:
+        _check_tree(job.job_dir, job.id, by_job[job.id])
+        assert "hunter2" not in (job.job_dir / "config.json").read_text()
+    registry_file = stack.data_dir / "registry.sqlite3"
+    if registry_file.exists():
+        assert b"hunter2" not in registry_file.read_bytes()
+
+
+def _check_tree(job_dir: Path, job_id: str, record: dict[str, object]) -> None:
+    for name in ("config.json", "metadata.json", "metrics.jsonl", "console.log"):
+        assert (job_dir / name).is_file(), name
+    for name in ("logs", "checkpoints", "tensorboard"):
+        assert (job_dir / name).is_dir(), name
+    config = json.loads((job_dir / "config.json").read_text())
+    assert config["job_id"] == job_id
+    assert config["spec"]["env"] == {"MY_API_TOKEN": "***"}
+    meta = json.loads((job_dir / "metadata.json").read_text())
+    for key in ("host", "node", "gpus", "command", "start", "end", "duration_s", "attempt",
+                "exit_code"):
+        assert meta[key] is not None, key
+    assert meta["exit_code"] == 0 and meta["attempt"] == 1 and len(meta["gpus"]) == 1
+    log = (job_dir / "logs" / "training.log").read_text()
+    assert f"recording {job_id}" in log
+    assert (job_dir / "logs" / "rank_0.log").read_text() == log
+    assert record["job_dir"] == str(job_dir)
+    assert record["checkpoint_dir"] == str(job_dir / "checkpoints")
+    assert record["tensorboard_dir"] == str(job_dir / "tensorboard")
+
+
+@pytest.mark.timeout(180)
+def test_the_cli_as_a_user_types_it(stack: Settings, tmp_path: Path) -> None:
+    examples = ROOT / "examples"
+    # submit prints the id alone
+    result = ugro(stack, "submit", "--name", "lr-3e-1", "--gpus", "1", "--",
+                  "python", "train.py", "--lr", "0.3", "--epochs", "3", cwd=examples)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    assert job_id.startswith("lr-3e-1-") and "\n" not in job_id
+
+    # logs -f follows the training log until the job ends
+    logs = ugro(stack, "logs", job_id, "-f")
+    assert logs.returncode == 0, logs.stderr
+    assert "epoch 2/3" in logs.stdout and "best val_accuracy" in logs.stdout
+
+    # wait exits 0 when all succeeded
+    assert ugro(stack, "wait", job_id).returncode == 0
+
+    # status and list speak JSON for scripts
+    status = json.loads(ugro(stack, "status", job_id, "--json").stdout)
+    for key in ("id", "name", "status", "gpus", "node", "job_dir", "exit_code"):
+        assert key in status
+    assert status["status"] == "finished" and status["exit_code"] == 0
+    assert status["node"] == "testnode"
+    job_dir = Path(status["job_dir"])
+    assert sorted(p.name for p in job_dir.glob("epoch_*")) == ["epoch_0", "epoch_1", "epoch_2"]
+    metrics = [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    listed = json.loads(ugro(stack, "list", "--json").stdout)
+    assert [job["id"] for job in listed] == [job_id]
+    table = ugro(stack, "list")
+    assert job_id in table.stdout and "finished" in table.stdout
+
+    # a failing job: wait exits with its code
+    failing = ugro(stack, "submit", "--name", "fails", "--", sys.executable, RECORD,
+                   str(tmp_path / "f.jsonl"), "0", "3").stdout.strip()
+    assert ugro(stack, "wait", failing, job_id).returncode == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_command_that_does_not_exist_fails_the_job_not_the_worker(stack: Settings,
+                                                                     tmp_path: Path) -> None:
+    with Client(stack) as client:
+        bad = client.submit(JobSpec(name="nope", command=["/no/such/program", "--x"]))
+        [bad] = client.wait(bad.id, timeout=60)
+        assert bad.status is JobStatus.FAILED
+        assert "/no/such/program" in (bad.job_dir / "console.log").read_text()
+        assert bad.error and "cannot start" in bad.error
+        # the same worker goes on running jobs: fill every GPU once more
+        out = tmp_path / "after.jsonl"
+        jobs = [client.submit(JobSpec(name=f"after{i}", command=[sys.executable, RECORD,
+                                                                 str(out), "0.2"]))
+                for i in range(4)]
+        assert all(job.succeeded for job in client.wait([job.id for job in jobs], timeout=60))
