@@ -24,6 +24,7 @@ test: setup  ## the test suite against real Redis, workers and processes
 
 lint: setup  ## ruff and mypy
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 up: setup  ## start Redis (embedded), GPU workers, node agent and beat in the background

@@ -101,12 +101,21 @@ def env_for(settings: Settings) -> dict[str, str]:
     return env
 
 
-def ugro(settings: Settings, *args: str, timeout: float = 120, cwd: Path | None = None,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def ugro(
+    settings: Settings,
+    *args: str,
+    timeout: float = 120,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the `ugro` command as a user would."""
     return subprocess.run(
-        [str(BIN / "ugro"), *args], env=env or env_for(settings), capture_output=True,
-        text=True, timeout=timeout, cwd=cwd or ROOT,
+        [str(BIN / "ugro"), *args],
+        env=env or env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or ROOT,
     )
 
 
@@ -120,9 +129,9 @@ def processes_of(settings: Settings) -> list[psutil.Process]:
             environ = proc.info["environ"] or {}
         except psutil.Error:
             continue
-        if marker in cmdline or environ.get("UGRO_DATA_DIR") == marker:
-            if proc.pid != os.getpid():
-                found.append(proc)
+        ours = marker in cmdline or environ.get("UGRO_DATA_DIR") == marker
+        if ours and proc.pid != os.getpid():
+            found.append(proc)
     return found
 
 

@@ -25,8 +25,9 @@ CASES = [
 
 
 @pytest.mark.timeout(120)
-def test_bad_submissions_leave_nothing_behind(settings: Settings,
-                                              redis_server: EmbeddedRedis) -> None:
+def test_bad_submissions_leave_nothing_behind(
+    settings: Settings, redis_server: EmbeddedRedis
+) -> None:
     for extra, field in CASES:
         args = ["submit", "--name", "ok", *extra, "--", "python", "train.py"]
         result = ugro(settings, *args)
@@ -45,8 +46,9 @@ def test_bad_submissions_leave_nothing_behind(settings: Settings,
     assert redis_server.client().keys("*") == []
 
 
-def test_an_unknown_job_id_and_a_path_as_job_id_are_refused(settings: Settings,
-                                                            redis_server: EmbeddedRedis) -> None:
+def test_an_unknown_job_id_and_a_path_as_job_id_are_refused(
+    settings: Settings, redis_server: EmbeddedRedis
+) -> None:
     missing = ugro(settings, "status", "nosuchjob")
     assert missing.returncode == 2 and "no job 'nosuchjob'" in missing.stderr
     escape = ugro(settings, "logs", "../../etc/passwd")

@@ -28,8 +28,13 @@ def test_twelve_jobs_on_four_gpus_each_run_once_never_sharing_a_gpu(
     out = tmp_path / "runs.jsonl"
     with Client(stack) as client:
         jobs = [
-            client.submit(JobSpec(name=f"job{i}", command=[sys.executable, RECORD, str(out), "1"],
-                                  env={"MY_API_TOKEN": "hunter2"}))
+            client.submit(
+                JobSpec(
+                    name=f"job{i}",
+                    command=[sys.executable, RECORD, str(out), "1"],
+                    env={"MY_API_TOKEN": "hunter2"},
+                )
+            )
             for i in range(12)
         ]
         # When they all end
@@ -75,8 +80,17 @@ def _check_tree(job_dir: Path, job_id: str, record: dict[str, object]) -> None:
     assert config["job_id"] == job_id
     assert config["spec"]["env"] == {"MY_API_TOKEN": "***"}
     meta = json.loads((job_dir / "metadata.json").read_text())
-    for key in ("host", "node", "gpus", "command", "start", "end", "duration_s", "attempt",
-                "exit_code"):
+    for key in (
+        "host",
+        "node",
+        "gpus",
+        "command",
+        "start",
+        "end",
+        "duration_s",
+        "attempt",
+        "exit_code",
+    ):
         assert meta[key] is not None, key
     assert meta["exit_code"] == 0 and meta["attempt"] == 1 and len(meta["gpus"]) == 1
     log = (job_dir / "logs" / "training.log").read_text()
@@ -91,8 +105,22 @@ def _check_tree(job_dir: Path, job_id: str, record: dict[str, object]) -> None:
 def test_the_cli_as_a_user_types_it(stack: Settings, tmp_path: Path) -> None:
     examples = ROOT / "examples"
     # submit prints the id alone
-    result = ugro(stack, "submit", "--name", "lr-3e-1", "--gpus", "1", "--",
-                  "python", "train.py", "--lr", "0.3", "--epochs", "3", cwd=examples)
+    result = ugro(
+        stack,
+        "submit",
+        "--name",
+        "lr-3e-1",
+        "--gpus",
+        "1",
+        "--",
+        "python",
+        "train.py",
+        "--lr",
+        "0.3",
+        "--epochs",
+        "3",
+        cwd=examples,
+    )
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip()
     assert job_id.startswith("lr-3e-1-") and "\n" not in job_id
@@ -121,14 +149,25 @@ def test_the_cli_as_a_user_types_it(stack: Settings, tmp_path: Path) -> None:
     assert job_id in table.stdout and "finished" in table.stdout
 
     # a failing job: wait exits with its code
-    failing = ugro(stack, "submit", "--name", "fails", "--", sys.executable, RECORD,
-                   str(tmp_path / "f.jsonl"), "0", "3").stdout.strip()
+    failing = ugro(
+        stack,
+        "submit",
+        "--name",
+        "fails",
+        "--",
+        sys.executable,
+        RECORD,
+        str(tmp_path / "f.jsonl"),
+        "0",
+        "3",
+    ).stdout.strip()
     assert ugro(stack, "wait", failing, job_id).returncode == 3
 
 
 @pytest.mark.timeout(120)
-def test_a_command_that_does_not_exist_fails_the_job_not_the_worker(stack: Settings,
-                                                                     tmp_path: Path) -> None:
+def test_a_command_that_does_not_exist_fails_the_job_not_the_worker(
+    stack: Settings, tmp_path: Path
+) -> None:
     with Client(stack) as client:
         bad = client.submit(JobSpec(name="nope", command=["/no/such/program", "--x"]))
         [bad] = client.wait(bad.id, timeout=60)
@@ -137,7 +176,10 @@ def test_a_command_that_does_not_exist_fails_the_job_not_the_worker(stack: Setti
         assert bad.error and "cannot start" in bad.error
         # the same worker goes on running jobs: fill every GPU once more
         out = tmp_path / "after.jsonl"
-        jobs = [client.submit(JobSpec(name=f"after{i}", command=[sys.executable, RECORD,
-                                                                 str(out), "0.2"]))
-                for i in range(4)]
+        jobs = [
+            client.submit(
+                JobSpec(name=f"after{i}", command=[sys.executable, RECORD, str(out), "0.2"])
+            )
+            for i in range(4)
+        ]
         assert all(job.succeeded for job in client.wait([job.id for job in jobs], timeout=60))

@@ -19,8 +19,7 @@ RECORD = str(ROOT / "tests" / "jobs" / "record.py")
 
 def _wait_for_status(client: Client, job_id: str, status: JobStatus, timeout: float) -> None:
     """Wait on the workers' status events until the job reaches ``status``."""
-    pubsub = client.rt.live.redis.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(client.rt.keys.events_channel)
+    pubsub = client.rt.live.subscribe()
     deadline = time.monotonic() + timeout
     try:
         while client.get(job_id).status is not status:
@@ -31,8 +30,9 @@ def _wait_for_status(client: Client, job_id: str, status: JobStatus, timeout: fl
 
 
 @pytest.mark.timeout(120)
-def test_a_duplicate_delivery_to_another_worker_runs_nothing(stack: Settings,
-                                                              tmp_path: Path) -> None:
+def test_a_duplicate_delivery_to_another_worker_runs_nothing(
+    stack: Settings, tmp_path: Path
+) -> None:
     out = tmp_path / "runs.jsonl"
     with Client(stack) as client:
         job = client.submit(JobSpec(name="once", command=[sys.executable, RECORD, str(out), "2"]))
@@ -56,14 +56,16 @@ def test_a_duplicate_delivery_to_another_worker_runs_nothing(stack: Settings,
 
 
 @pytest.mark.timeout(180)
-def test_down_requeues_a_running_job_and_up_runs_it_again(settings: Settings,
-                                                          tmp_path: Path) -> None:
+def test_down_requeues_a_running_job_and_up_runs_it_again(
+    settings: Settings, tmp_path: Path
+) -> None:
     out = tmp_path / "runs.jsonl"
     assert ugro(settings, "up").returncode == 0
     try:
         with Client(settings) as client:
-            job = client.submit(JobSpec(name="long",
-                                        command=[sys.executable, RECORD, str(out), "600"]))
+            job = client.submit(
+                JobSpec(name="long", command=[sys.executable, RECORD, str(out), "600"])
+            )
             _wait_for_status(client, job.id, JobStatus.RUNNING, timeout=30)
         assert ugro(settings, "down").returncode == 0
         assert processes_of(settings) == []  # the job's process is gone too

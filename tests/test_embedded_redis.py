@@ -24,13 +24,17 @@ def test_it_listens_only_on_a_private_socket_keeps_an_aof_and_never_evicts(
         key: client.config_get(key)[key]
         for key in ("port", "appendonly", "maxmemory-policy", "maxmemory", "unixsocketperm")
     }
-    assert config == {"port": "0", "appendonly": "yes", "maxmemory-policy": "noeviction",
-                      "maxmemory": "0", "unixsocketperm": "700"}
+    assert config == {
+        "port": "0",
+        "appendonly": "yes",
+        "maxmemory-policy": "noeviction",
+        "maxmemory": "0",
+        "unixsocketperm": "700",
+    }
     assert stat.S_IMODE(os.stat(settings.redis_socket).st_mode) == 0o700
 
 
-def test_a_queued_job_survives_a_restart(settings: Settings,
-                                         redis_server: EmbeddedRedis) -> None:
+def test_a_queued_job_survives_a_restart(settings: Settings, redis_server: EmbeddedRedis) -> None:
     with Client(settings) as client:
         job = client.submit(JobSpec(name="waits", command=["true"]))
     redis_server.stop()
@@ -80,8 +84,18 @@ def test_with_a_redis_url_nothing_is_started_and_keys_carry_the_prefix(
         up = ugro(lab, "up", "--gpus", "0,1", env=env)
         assert up.returncode == 0, up.stderr
         assert not lab.redis_dir.exists()  # no embedded server was started
-        submit = ugro(lab, "submit", "--name", "on-lab-redis", "--", sys.executable, "-c",
-                      "print('hi')", env=env, cwd=ROOT)
+        submit = ugro(
+            lab,
+            "submit",
+            "--name",
+            "on-lab-redis",
+            "--",
+            sys.executable,
+            "-c",
+            "print('hi')",
+            env=env,
+            cwd=ROOT,
+        )
         assert submit.returncode == 0, submit.stderr
         assert ugro(lab, "wait", submit.stdout.strip(), env=env).returncode == 0
         keys = [key.decode() for key in server.keys(f"*{prefix}*")]

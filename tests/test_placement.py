@@ -12,14 +12,18 @@ def test_jobs_take_free_gpus_in_queue_order() -> None:
 
 
 def test_a_multi_gpu_job_gets_exactly_its_gpus_on_one_node() -> None:
-    plans = plan_placements([PendingJob("big", 3)], {"n1": [0, 2], "n2": [1, 2, 3]},
-                            {"n1": 4, "n2": 4})
+    plans = plan_placements(
+        [PendingJob("big", 3)], {"n1": [0, 2], "n2": [1, 2, 3]}, {"n1": 4, "n2": 4}
+    )
     assert plans == [Placement("big", "n2", (1, 2, 3))]
 
 
 def test_best_fit_keeps_large_holes_open() -> None:
-    plans = plan_placements([PendingJob("small", 1), PendingJob("big", 4)],
-                            {"n1": [3], "n2": [0, 1, 2, 3]}, {"n1": 4, "n2": 4})
+    plans = plan_placements(
+        [PendingJob("small", 1), PendingJob("big", 4)],
+        {"n1": [3], "n2": [0, 1, 2, 3]},
+        {"n1": 4, "n2": 4},
+    )
     assert plans == [Placement("small", "n1", (3,)), Placement("big", "n2", (0, 1, 2, 3))]
 
 
@@ -30,8 +34,9 @@ def test_a_blocked_big_job_reserves_its_node_against_later_small_jobs() -> None:
 
 
 def test_a_pinned_job_goes_only_to_its_node() -> None:
-    plans = plan_placements([PendingJob("p", 1, node="n2")], {"n1": [0], "n2": [5]},
-                            {"n1": 1, "n2": 8})
+    plans = plan_placements(
+        [PendingJob("p", 1, node="n2")], {"n1": [0], "n2": [5]}, {"n1": 1, "n2": 8}
+    )
     assert plans == [Placement("p", "n2", (5,))]
 
 

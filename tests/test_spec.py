@@ -33,8 +33,9 @@ GOOD = {"name": "lr-3e-4", "command": ["python", "train.py"]}
         ({"node": "../etc"}, "node", "not a safe node name"),
     ],
 )
-def test_a_bad_spec_is_refused_naming_the_field(change: dict[str, object], field: str,
-                                                 words: str) -> None:
+def test_a_bad_spec_is_refused_naming_the_field(
+    change: dict[str, object], field: str, words: str
+) -> None:
     with pytest.raises(SpecError) as caught:
         parse_spec({**GOOD, **change})
     message = str(caught.value)
@@ -54,8 +55,10 @@ def test_shell_is_only_used_when_asked() -> None:
     assert JobSpec(**GOOD).argv() == ["python", "train.py"]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900),
-                                               ("2h", 7200), ("1.5d", 129600), (30, 30)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("1.5d", 129600), (30, 30)],
+)
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

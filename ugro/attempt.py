@@ -117,8 +117,13 @@ def _execute(
 
     def on_start(pid: int) -> None:
         rt.registry.start_attempt(
-            job_id=job.id, number=job.attempt, node=node, host=host,
-            gpu_indices=str(gpus), pid=pid, started_at=started,
+            job_id=job.id,
+            number=job.attempt,
+            node=node,
+            host=host,
+            gpu_indices=str(gpus),
+            pid=pid,
+            started_at=started,
         )
         rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, pid=pid, attempt=job.attempt)
 
@@ -136,8 +141,9 @@ def _execute(
         grace=rt.settings.stop_grace,
         on_start=on_start,
     )
-    info = run_command(argv, job_environment(rt, job, spec, paths, node, gpus), cwd, rank_log,
-                       control)
+    info = run_command(
+        argv, job_environment(rt, job, spec, paths, node, gpus), cwd, rank_log, control
+    )
     _write_metadata(paths, job, node, gpus, host, argv, started=started, info=info)
     return info
 
@@ -189,8 +195,12 @@ def _finish(
 ) -> None:
     ended = datetime.fromtimestamp(info.ended, UTC) if info.ended else utcnow()
     rt.registry.end_attempt(
-        job.id, job.attempt, ended_at=ended, exit_code=info.code,
-        exit_signal=info.signal, exit_reason=info.reason,
+        job.id,
+        job.attempt,
+        ended_at=ended,
+        exit_code=info.code,
+        exit_signal=info.signal,
+        exit_reason=info.reason,
     )
     status = _OUTCOME.get(info.reason, JobStatus.FAILED)
     line = f"attempt {job.attempt} ended: {info.reason}"
@@ -199,14 +209,27 @@ def _finish(
     paths.append_console(line)
     if status is JobStatus.QUEUED:
         # The worker is shutting down: the job goes back to the queue, not lost.
-        rt.transition(job.id, JobStatus.QUEUED, expect=[JobStatus.RUNNING], node=None,
-                      gpu_indices=None, exit_reason=info.reason, error=info.error)
+        rt.transition(
+            job.id,
+            JobStatus.QUEUED,
+            expect=[JobStatus.RUNNING],
+            node=None,
+            gpu_indices=None,
+            exit_reason=info.reason,
+            error=info.error,
+        )
         rt.live.enqueue(job.id, job.priority, job.gpus, _spec_node(job))
         rt.registry.add_event("requeued", f"{job.id} requeued: {info.reason}", job.id, node)
         return
     rt.transition(
-        job.id, status, expect=[JobStatus.RUNNING], finished_at=ended, exit_code=info.code,
-        exit_signal=info.signal, exit_reason=info.reason, error=info.error,
+        job.id,
+        status,
+        expect=[JobStatus.RUNNING],
+        finished_at=ended,
+        exit_code=info.code,
+        exit_signal=info.signal,
+        exit_reason=info.reason,
+        error=info.error,
     )
     if status is not JobStatus.FINISHED:
         rt.registry.add_event("job_failed", f"{job.id}: {line}", job.id, node)

@@ -48,8 +48,9 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        bad = "; ".join(f"UGRO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                        for e in exc.errors())
+        bad = "; ".join(
+            f"UGRO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
         _fail(f"invalid setting: {bad}", 2)
 
 
@@ -70,8 +71,13 @@ def _age(when: datetime | None) -> str:
 
 
 _STATUS_STYLE = {
-    "finished": "green", "running": "cyan", "placed": "cyan", "queued": "yellow",
-    "failed": "red", "lost": "red", "cancelled": "magenta",
+    "finished": "green",
+    "running": "cyan",
+    "placed": "cyan",
+    "queued": "yellow",
+    "failed": "red",
+    "lost": "red",
+    "cancelled": "magenta",
 }
 
 
@@ -95,8 +101,13 @@ def main() -> None:
 @click.option("--workdir", default=None, help="Run in this directory (default: here).")
 @click.option("--shell", is_flag=True, help="Run the command through /bin/sh -c.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def submit(command: tuple[str, ...], env: tuple[str, ...], tags: tuple[str, ...],
-           workdir: str | None, **options: Any) -> None:
+def submit(
+    command: tuple[str, ...],
+    env: tuple[str, ...],
+    tags: tuple[str, ...],
+    workdir: str | None,
+    **options: Any,
+) -> None:
     """Queue a job and print its id: ugro submit --name N -- python train.py"""
     from pathlib import Path
 
@@ -141,8 +152,14 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
     for job in jobs:
         gpus = ",".join(map(str, job.gpu_indices)) or f"({job.gpus})"
         style = _STATUS_STYLE.get(job.status.value, "")
-        table.add_row(job.id, job.name, f"[{style}]{job.status.value}[/]", job.node or "-",
-                      gpus, _age(job.created_at))
+        table.add_row(
+            job.id,
+            job.name,
+            f"[{style}]{job.status.value}[/]",
+            job.node or "-",
+            gpus,
+            _age(job.created_at),
+        )
     out.print(table)
 
 
@@ -156,16 +173,33 @@ def status(job_id: str, as_json: bool) -> None:
         paths = client.rt.paths(job.id)
     data = job.to_json()
     data["paths"] = {
-        "job_dir": str(paths.root), "config": str(paths.config),
-        "metadata": str(paths.metadata), "metrics": str(paths.metrics),
-        "console": str(paths.console), "training_log": str(paths.training_log),
-        "checkpoints": str(paths.checkpoints), "tensorboard": str(paths.tensorboard),
+        "job_dir": str(paths.root),
+        "config": str(paths.config),
+        "metadata": str(paths.metadata),
+        "metrics": str(paths.metrics),
+        "console": str(paths.console),
+        "training_log": str(paths.training_log),
+        "checkpoints": str(paths.checkpoints),
+        "tensorboard": str(paths.tensorboard),
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    for key in ("id", "name", "kind", "status", "node", "gpu_indices", "attempt",
-                "created_at", "started_at", "finished_at", "exit_code", "exit_reason", "error"):
+    for key in (
+        "id",
+        "name",
+        "kind",
+        "status",
+        "node",
+        "gpu_indices",
+        "attempt",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "exit_reason",
+        "error",
+    ):
         value = data[key]
         if value not in (None, [], ""):
             out.print(f"[bold]{key:<12}[/] {value}")
@@ -200,8 +234,11 @@ def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
 
         def show(jobs: list[Any]) -> None:
             running = sum(job.status.value == "running" for job in jobs)
-            progress.update(task, completed=sum(job.done for job in jobs),
-                            description=f"jobs done ({running} running)")
+            progress.update(
+                task,
+                completed=sum(job.done for job in jobs),
+                description=f"jobs done ({running} running)",
+            )
 
         jobs = client.wait(list(job_ids), timeout=limit, on_change=show)
     for job in jobs:
@@ -211,8 +248,14 @@ def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), console=err, transient=True)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def _parse_gpus(value: str | None) -> list[int] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import os
 import socket
@@ -71,9 +72,17 @@ class Client:
         )
         try:
             self.rt.registry.create_job(
-                id=job_id, name=spec.name, kind=spec.kind, status=JobStatus.QUEUED.value,
-                priority=spec.priority, gpus=spec.gpus, node=None, attempt=0,
-                max_retries=spec.max_retries, spec=stored.model_dump_json(), created_at=now,
+                id=job_id,
+                name=spec.name,
+                kind=spec.kind,
+                status=JobStatus.QUEUED.value,
+                priority=spec.priority,
+                gpus=spec.gpus,
+                node=None,
+                attempt=0,
+                max_retries=spec.max_retries,
+                spec=stored.model_dump_json(),
+                created_at=now,
             )
             try:
                 self.rt.live.store_secrets(job_id, secrets)
@@ -98,9 +107,8 @@ class Client:
         for worker in workers:
             per_node[worker.node] = per_node.get(worker.node, 0) + 1
         if spec.node is not None and spec.node not in per_node:
-            raise SpecError(
-                f"node: no node named {spec.node!r} is up (nodes: {', '.join(sorted(per_node))})"
-            )
+            up = ", ".join(sorted(per_node))
+            raise SpecError(f"node: no node named {spec.node!r} is up (nodes: {up})")
         most = per_node[spec.node] if spec.node else max(per_node.values())
         if spec.gpus > most:
             where = f"node {spec.node!r}" if spec.node else "the largest node"
@@ -117,7 +125,9 @@ class Client:
         check_job_id(job_id)
         return Job.from_row(self.rt.registry.find_job(job_id), self.settings.jobs_dir)
 
-    def list(self, status: Sequence[JobStatus] | None = None, limit: int | None = None) -> list[Job]:
+    def list(
+        self, status: Sequence[JobStatus] | None = None, limit: int | None = None
+    ) -> builtins.list[Job]:
         """Jobs, newest first."""
         rows = self.rt.registry.list_jobs(statuses=status, limit=limit)
         return [Job.from_row(row, self.settings.jobs_dir) for row in rows]
@@ -126,8 +136,8 @@ class Client:
         self,
         job_ids: str | Sequence[str],
         timeout: float | None = None,
-        on_change: Callable[[list[Job]], None] | None = None,
-    ) -> list[Job]:
+        on_change: Callable[[builtins.list[Job]], None] | None = None,
+    ) -> builtins.list[Job]:
         """Block until every job has ended; returns them in the order given.
 
         Wakes on the status events the workers publish, and re-reads the registry
@@ -136,14 +146,13 @@ class Client:
         Raises:
             TimeoutError: when ``timeout`` seconds pass first.
         """
-        ids = [job_ids] if isinstance(job_ids, str) else list(job_ids)
+        ids = [job_ids] if isinstance(job_ids, str) else builtins.list(job_ids)
         ids = [self.get(job_id).id for job_id in ids]
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.rt.live.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.rt.keys.events_channel)
+        pubsub = self.rt.live.subscribe()
         try:
             while True:
-                jobs = self._get_many(ids)
+                jobs = self.get_many(ids)
                 if on_change is not None:
                     on_change(jobs)
                 if all(job.done for job in jobs):
@@ -155,7 +164,8 @@ class Client:
         finally:
             pubsub.close()
 
-    def _get_many(self, ids: list[str]) -> list[Job]:
+    def get_many(self, ids: builtins.list[str]) -> builtins.list[Job]:
+        """Several jobs by their full ids, in the order given."""
         rows = {row.id: row for row in self.rt.registry.list_jobs(ids=ids)}
         missing = [job_id for job_id in ids if job_id not in rows]
         if missing:

@@ -31,14 +31,22 @@ def sweep(python: str) -> list[JobSpec]:
     """Six trainers over learning rates and three evaluators."""
     train, evaluate = str(EXAMPLES / "train.py"), str(EXAMPLES / "evaluate.py")
     specs = [
-        JobSpec(name=f"train-lr{lr}", kind="train", epochs=EPOCHS, tags=["demo"],
-                command=[python, train, "--lr", lr, "--epochs", str(EPOCHS),
-                         "--epoch-seconds", "0.4"])
+        JobSpec(
+            name=f"train-lr{lr}",
+            kind="train",
+            epochs=EPOCHS,
+            tags=["demo"],
+            command=[python, train, "--lr", lr, "--epochs", str(EPOCHS), "--epoch-seconds", "0.4"],
+        )
         for lr in LEARNING_RATES
     ]
     specs += [
-        JobSpec(name=f"eval-seed{seed}", kind="eval", tags=["demo"],
-                command=[python, evaluate, "--seed", str(seed), "--seconds", "1"])
+        JobSpec(
+            name=f"eval-seed{seed}",
+            kind="eval",
+            tags=["demo"],
+            command=[python, evaluate, "--seed", str(seed), "--seconds", "1"],
+        )
         for seed in range(3)
     ]
     return specs
@@ -65,7 +73,8 @@ def read_progress(job: Job) -> tuple[int | None, float | None]:
 
 
 def _table(jobs: list[Job], final: bool) -> Table:
-    table = Table(title="ugro demo: results" if final else "ugro demo: running", header_style="bold")
+    title = "ugro demo: results" if final else "ugro demo: running"
+    table = Table(title=title, header_style="bold")
     for column in ("name", "status", "node/GPU", "progress", "best score", "duration"):
         table.add_column(column)
     for job in jobs:
@@ -76,8 +85,14 @@ def _table(jobs: list[Job], final: bool) -> Table:
             progress = "done" if best is not None else "-"
         where = f"{job.node}/{','.join(map(str, job.gpu_indices))}" if job.node else "-"
         duration = f"{job.duration:.1f} s" if job.duration is not None else "-"
-        table.add_row(job.name, job.status.value, where, progress,
-                      "-" if best is None else f"{best:.3f}", duration)
+        table.add_row(
+            job.name,
+            job.status.value,
+            where,
+            progress,
+            "-" if best is None else f"{best:.3f}",
+            duration,
+        )
     return table
 
 
@@ -104,7 +119,7 @@ def run_demo(data_dir: str | None, gpus: int) -> int:
             ids = [job.id for job in jobs]
             with Live(_table(jobs, False), console=console, refresh_per_second=4) as live:
                 while True:
-                    jobs = client._get_many(ids)
+                    jobs = client.get_many(ids)
                     live.update(_table(jobs, False))
                     if all(job.done for job in jobs):
                         break

@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -74,7 +74,7 @@ class LiveState:
 
     def enqueue(self, job_id: str, priority: int, gpus: int, node: str | None) -> None:
         """Put a job in the pending queue with what placement needs to know."""
-        seq = int(self.redis.incr(self.keys.sequence))  # type: ignore[arg-type]
+        seq = int(self.redis.incr(self.keys.sequence))
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
             self.keys.job(job_id),
@@ -86,7 +86,7 @@ class LiveState:
 
     def pending(self, limit: int = 500) -> list[tuple[str, int, str | None]]:
         """The first ``limit`` pending jobs in order, as (job_id, gpus, node)."""
-        ids: list[str] = self.redis.zrange(self.keys.pending, 0, limit - 1)  # type: ignore[assignment]
+        ids = cast(list[str], self.redis.zrange(self.keys.pending, 0, limit - 1))
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -104,8 +104,10 @@ class LiveState:
 
     def set_job(self, job_id: str, **fields: Any) -> None:
         """Update the live hash of a job and announce its status on the channel."""
-        mapping = {k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v)
-                   for k, v in fields.items()}
+        mapping: dict[Any, Any] = {
+            k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v)
+            for k, v in fields.items()
+        }
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.job(job_id), mapping=mapping)
         if fields.get("status") in ("finished", "failed", "cancelled"):
@@ -116,7 +118,7 @@ class LiveState:
         pipe.execute()
 
     def job(self, job_id: str) -> dict[str, str]:
-        return self.redis.hgetall(self.keys.job(job_id))  # type: ignore[return-value]
+        return cast(dict[str, str], self.redis.hgetall(self.keys.job(job_id)))
 
     def forget_job(self, job_id: str) -> None:
         """Remove every key of a job (a rolled-back submission)."""
@@ -131,12 +133,18 @@ class LiveState:
 
     def secrets(self, job_id: str) -> dict[str, str]:
         raw = self.redis.get(self.keys.job_secrets(job_id))
-        return dict(json.loads(raw)) if raw else {}  # type: ignore[arg-type]
+        return dict(json.loads(cast(str, raw))) if raw else {}
 
     def heartbeat(self, job_id: str, ttl: float, **info: Any) -> None:
         self.redis.set(
             self.keys.heartbeat(job_id), json.dumps({"ts": time.time(), **info}), px=int(ttl * 1000)
         )
+
+    def subscribe(self) -> Any:
+        """A pub/sub connection listening to the status events channel."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub.subscribe(self.keys.events_channel)
+        return pubsub
 
     # Leases ------------------------------------------------------------------------
 

@@ -39,9 +39,7 @@ def plan_placements(
     for job in pending:
         if not any(available.get(n) for n in available if n not in reserved):
             break  # nothing left to hand out
-        candidates = [
-            n for n in available if n not in reserved and job.node in (None, n)
-        ]
+        candidates = [n for n in available if n not in reserved and job.node in (None, n)]
         fits = [n for n in candidates if len(available[n]) >= job.gpus]
         if fits:
             node = min(fits, key=lambda n: (len(available[n]), n))

@@ -87,16 +87,16 @@ class EmbeddedRedis:
             timeout=timeout,
         )
         if result.returncode != 0:
-            raise StackError(
-                f"the embedded Redis did not start ({result.stderr.strip() or result.stdout.strip()});"
-                f" see {self.logfile}"
-            )
+            said = result.stderr.strip() or result.stdout.strip()
+            raise StackError(f"the embedded Redis did not start ({said}); see {self.logfile}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.is_running():
                 return True
             time.sleep(0.05)
-        raise StackError(f"the embedded Redis did not answer within {timeout:.0f} s; see {self.logfile}")
+        raise StackError(
+            f"the embedded Redis did not answer within {timeout:.0f} s; see {self.logfile}"
+        )
 
     def pid(self) -> int | None:
         """The server's pid, if its pid file names a redis-server that still runs."""

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -145,8 +146,8 @@ class Registry:
     def delete_job(self, job_id: str) -> None:
         """Remove a job that was never accepted (a rolled-back submission)."""
         with self.engine.begin() as conn:
-            conn.execute(AttemptRow.__table__.delete().where(AttemptRow.job_id == job_id))
-            conn.execute(JobRow.__table__.delete().where(JobRow.id == job_id))
+            conn.execute(delete(AttemptRow).where(AttemptRow.job_id == job_id))
+            conn.execute(delete(JobRow).where(JobRow.id == job_id))
 
     def get_job(self, job_id: str) -> JobRow:
         with self.engine.connect() as conn:

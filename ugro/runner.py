@@ -134,8 +134,15 @@ def _classify(
     sig = -code if code < 0 else None
     exit_code = code if code >= 0 else None
     if stopped_for is not None:
-        return ExitInfo(stopped_for, started, ended, exit_code, sig, proc.pid,
-                        error=f"stopped by ugro: {stopped_for}")
+        return ExitInfo(
+            stopped_for,
+            started,
+            ended,
+            exit_code,
+            sig,
+            proc.pid,
+            error=f"stopped by ugro: {stopped_for}",
+        )
     if code == 0:
         return ExitInfo("ok", started, ended, 0, None, proc.pid)
     if _log_shows_oom(log_path):
@@ -146,8 +153,15 @@ def _classify(
         except ValueError:
             name = f"signal {sig}"
         return ExitInfo("killed", started, ended, None, sig, proc.pid, error=f"killed by {name}")
-    return ExitInfo("error", started, ended, code, None, proc.pid,
-                    error=last_error_line(log_path) or f"exit code {code}")
+    return ExitInfo(
+        "error",
+        started,
+        ended,
+        code,
+        None,
+        proc.pid,
+        error=last_error_line(log_path) or f"exit code {code}",
+    )
 
 
 def _tail(log_path: Path) -> bytes:

@@ -106,8 +106,13 @@ class Stack:
                 continue
             with (self.run_dir / f"{service.name}.log").open("ab") as log:
                 proc = subprocess.Popen(
-                    service.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, env=env, cwd=self.settings.data_dir,
+                    service.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                    cwd=self.settings.data_dir,
                 )
             (self.run_dir / f"{service.name}.pid").write_text(f"{proc.pid}\n")
         self._await_workers(indices, timeout, on_progress)

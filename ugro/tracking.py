@@ -26,8 +26,11 @@ def log_metrics(step: int, **values: Any) -> None:
     job_dir = os.environ.get("UGRO_JOB_DIR")
     if not job_dir:
         if not _warned:
-            warnings.warn("ugro.log_metrics: not inside a ugro job (no UGRO_JOB_DIR); "
-                          "metrics are not recorded", stacklevel=2)
+            warnings.warn(
+                "ugro.log_metrics: not inside a ugro job (no UGRO_JOB_DIR); "
+                "metrics are not recorded",
+                stacklevel=2,
+            )
             _warned = True
         return
     record = {"step": step, "time": time.time(), **values}

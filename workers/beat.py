@@ -13,8 +13,10 @@ def main() -> None:
     app.start(
         [
             "beat",
-            "--schedule", str(settings.run_dir / "celerybeat-schedule"),
-            "--loglevel", "INFO",
+            "--schedule",
+            str(settings.run_dir / "celerybeat-schedule"),
+            "--loglevel",
+            "INFO",
         ]
     )
 

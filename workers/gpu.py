@@ -24,13 +24,18 @@ def worker_argv(settings: Settings, index: int) -> list[str]:
     node = settings.node_name
     return [
         "worker",
-        "--queues", queue_for_gpu(settings, node, index),
-        "--concurrency", "1",
-        "--pool", "threads",
-        "--hostname", f"gpu{index}@{node}",
+        "--queues",
+        queue_for_gpu(settings, node, index),
+        "--concurrency",
+        "1",
+        "--pool",
+        "threads",
+        "--hostname",
+        f"gpu{index}@{node}",
         "--without-gossip",
         "--without-mingle",
-        "--loglevel", "INFO",
+        "--loglevel",
+        "INFO",
     ]
 
 

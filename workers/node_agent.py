@@ -18,13 +18,18 @@ def main() -> None:
     app.worker_main(
         [
             "worker",
-            "--queues", f"{node_queue(settings, node)},{control_queue(settings)}",
-            "--concurrency", "1",
-            "--pool", "threads",
-            "--hostname", f"agent@{node}",
+            "--queues",
+            f"{node_queue(settings, node)},{control_queue(settings)}",
+            "--concurrency",
+            "1",
+            "--pool",
+            "threads",
+            "--hostname",
+            f"agent@{node}",
             "--without-gossip",
             "--without-mingle",
-            "--loglevel", "INFO",
+            "--loglevel",
+            "INFO",
         ]
     )
 
