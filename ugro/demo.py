@@ -27,10 +27,10 @@ EPOCHS = 8
 console = Console(stderr=True, highlight=False)
 
 
-def sweep(python: str) -> list[JobSpec]:
-    """Six trainers over learning rates and three evaluators."""
-    train, evaluate = str(EXAMPLES / "train.py"), str(EXAMPLES / "evaluate.py")
-    specs = [
+def trainers(python: str) -> list[JobSpec]:
+    """The sweep: one trainer per learning rate."""
+    train = str(EXAMPLES / "train.py")
+    return [
         JobSpec(
             name=f"train-lr{lr}",
             kind="train",
@@ -40,16 +40,40 @@ def sweep(python: str) -> list[JobSpec]:
         )
         for lr in LEARNING_RATES
     ]
-    specs += [
+
+
+def evaluators(python: str, best: list[Job]) -> list[JobSpec]:
+    """Evaluate the best trainers' final checkpoints on the test split, and a baseline."""
+    evaluate = str(EXAMPLES / "evaluate.py")
+    specs = [
         JobSpec(
-            name=f"eval-seed{seed}",
+            name=f"eval-{job.name}",
             kind="eval",
             tags=["demo"],
-            command=[python, evaluate, "--seed", str(seed), "--seconds", "1"],
+            command=[
+                python,
+                evaluate,
+                "--checkpoint",
+                str(_last_checkpoint(job)),
+                "--seconds",
+                "1",
+            ],
         )
-        for seed in range(3)
+        for job in best
     ]
+    specs.append(
+        JobSpec(
+            name="eval-baseline",
+            kind="eval",
+            tags=["demo"],
+            command=[python, evaluate, "--seconds", "1"],
+        )
+    )
     return specs
+
+
+def _last_checkpoint(job: Job) -> Path:
+    return job.job_dir / "checkpoints" / f"epoch_{EPOCHS - 1}.npz"
 
 
 def read_progress(job: Job) -> tuple[int | None, float | None]:
@@ -96,6 +120,19 @@ def _table(jobs: list[Job], final: bool) -> Table:
     return table
 
 
+def _watch(client: Client, shown: list[Job], awaited: list[Job]) -> list[Job]:
+    """Show every job's progress live until the awaited ones end; the jobs, refreshed."""
+    ids = list(dict.fromkeys(job.id for job in shown + awaited))
+    waiting = {job.id for job in awaited}
+    jobs = client.get_many(ids)
+    with Live(_table(jobs, False), console=console, refresh_per_second=4) as live:
+        while not all(job.done for job in jobs if job.id in waiting):
+            time.sleep(0.5)
+            jobs = client.get_many(ids)
+            live.update(_table(jobs, False))
+    return jobs
+
+
 def run_demo(data_dir: str | None, gpus: int) -> int:
     """Run the demo end to end; the exit code is 0 when every job finished."""
     if not (EXAMPLES / "train.py").exists():
@@ -114,16 +151,14 @@ def run_demo(data_dir: str | None, gpus: int) -> int:
     console.print(f"up: {found}")
     try:
         with Client(settings) as client:
-            jobs = [client.submit(spec) for spec in sweep(sys.executable)]
-            console.print(f"submitted {len(jobs)} jobs")
-            ids = [job.id for job in jobs]
-            with Live(_table(jobs, False), console=console, refresh_per_second=4) as live:
-                while True:
-                    jobs = client.get_many(ids)
-                    live.update(_table(jobs, False))
-                    if all(job.done for job in jobs):
-                        break
-                    time.sleep(0.5)
+            jobs = [client.submit(spec) for spec in trainers(sys.executable)]
+            console.print(f"submitted a sweep of {len(jobs)} trainers")
+            jobs = _watch(client, jobs, jobs)
+            finished = [job for job in jobs if job.succeeded]
+            best = sorted(finished, key=lambda job: -(read_progress(job)[1] or 0.0))[:2]
+            evals = [client.submit(spec) for spec in evaluators(sys.executable, best)]
+            console.print(f"submitted {len(evals)} evaluators of the best checkpoints")
+            jobs = _watch(client, jobs, evals)
             Console().print(_table(jobs, True))
     finally:
         with console.status("stopping the stack..."):
