@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 from ugro.redis_server import EmbeddedRedis
 from ugro.settings import Settings
@@ -34,6 +35,9 @@ def _postgres_available() -> bool:
 
 
 POSTGRES = _postgres_available()
+#: A Redis server to test against instead of the embedded one; each test then
+#: writes only under a key prefix of its own and deletes it afterwards.
+TEST_REDIS_URL = os.environ.get("UGRO_TEST_REDIS_URL") or None
 
 
 @pytest.fixture
@@ -62,6 +66,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     """Settings for one test: its own data dir and registry, 4 fake GPUs, short timings."""
     return Settings(
         data_dir=tmp_path / "data",
+        redis_url=TEST_REDIS_URL,
+        redis_prefix=f"ugrotest-{secrets.token_hex(4)}" if TEST_REDIS_URL else "ugro",
         database_url=database_url,
         gpu_backend="fake:4",
         node_name="testnode",
@@ -74,12 +80,42 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
-def redis_server(settings: Settings) -> Iterator[EmbeddedRedis]:
+def embedded_settings(settings: Settings) -> Settings:
+    """The test's settings on the embedded Redis, whatever UGRO_TEST_REDIS_URL says."""
+    return settings.model_copy(update={"redis_url": None, "redis_prefix": "ugro"})
+
+
+@pytest.fixture
+def redis_server(embedded_settings: Settings) -> Iterator[EmbeddedRedis]:
     """The embedded Redis of the test's data dir, running."""
-    server = EmbeddedRedis(settings)
+    server = EmbeddedRedis(embedded_settings)
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def live_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """The Redis server the test's settings use, running; the test's keys go after."""
+    server = EmbeddedRedis(settings) if settings.embedded_redis else None
+    if server is not None:
+        server.start()
+    client = redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)
+    yield client
+    drop_keys(settings)
+    client.close()
+    if server is not None:
+        server.stop()
+
+
+def drop_keys(settings: Settings) -> None:
+    """Delete every key of the test's prefix from a shared Redis server."""
+    if settings.embedded_redis:
+        return
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    for key in client.scan_iter(f"{settings.redis_prefix}:*", count=1000):
+        client.delete(key)
+    client.close()
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -98,6 +134,9 @@ def env_for(settings: Settings) -> dict[str, str]:
     )
     if settings.database_url:
         env["UGRO_DATABASE_URL"] = settings.database_url
+    if settings.redis_url:
+        env["UGRO_REDIS_URL"] = settings.redis_url
+        env["UGRO_REDIS_PREFIX"] = settings.redis_prefix
     return env
 
 
@@ -149,6 +188,7 @@ def stack(settings: Settings) -> Iterator[Settings]:
         left = processes_of(settings)
         for proc in left:
             proc.kill()
+        drop_keys(settings)
         assert not left, f"processes left after `ugro down`: {[p.cmdline() for p in left]}"
 
 

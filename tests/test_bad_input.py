@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 from tests.conftest import ugro
-from ugro.redis_server import EmbeddedRedis
 from ugro.registry import Registry
 from ugro.settings import Settings
 
@@ -25,9 +25,7 @@ CASES = [
 
 
 @pytest.mark.timeout(120)
-def test_bad_submissions_leave_nothing_behind(
-    settings: Settings, redis_server: EmbeddedRedis
-) -> None:
+def test_bad_submissions_leave_nothing_behind(settings: Settings, live_redis: redis.Redis) -> None:
     for extra, field in CASES:
         args = ["submit", "--name", "ok", *extra, "--", "python", "train.py"]
         result = ugro(settings, *args)
@@ -43,11 +41,11 @@ def test_bad_submissions_leave_nothing_behind(
     registry = Registry(settings.effective_database_url)
     assert registry.list_jobs() == []
     registry.close()
-    assert redis_server.client().keys("*") == []
+    assert live_redis.keys(f"{settings.redis_prefix}:*") == []
 
 
 def test_an_unknown_job_id_and_a_path_as_job_id_are_refused(
-    settings: Settings, redis_server: EmbeddedRedis
+    settings: Settings, live_redis: redis.Redis
 ) -> None:
     missing = ugro(settings, "status", "nosuchjob")
     assert missing.returncode == 2 and "no job 'nosuchjob'" in missing.stderr
@@ -55,7 +53,7 @@ def test_an_unknown_job_id_and_a_path_as_job_id_are_refused(
     assert escape.returncode == 2 and "not a valid job id" in escape.stderr
 
 
-def test_a_command_needing_redis_says_how_to_start_it(settings: Settings) -> None:
-    result = ugro(settings, "list")
+def test_a_command_needing_redis_says_how_to_start_it(embedded_settings: Settings) -> None:
+    result = ugro(embedded_settings, "list")
     assert result.returncode == 3
     assert "ugro up" in result.stderr

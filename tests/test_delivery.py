@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, processes_of, ugro
+from tests.conftest import ROOT, drop_keys, processes_of, ugro
 from ugro import Client, JobSpec, JobStatus
 from ugro.registry import Registry
+from ugro.runtime import queue_for_gpu
 from ugro.settings import Settings
 
 RECORD = str(ROOT / "tests" / "jobs" / "record.py")
@@ -46,7 +47,7 @@ def test_a_duplicate_delivery_to_another_worker_runs_nothing(
         client.rt.app.send_task(
             "ugro.run_job",
             kwargs={"job_id": job.id, "token": token, "node": job.node, "gpus": job.gpu_indices},
-            queue=f"ugro.gpu.{job.node}.{idle}",
+            queue=queue_for_gpu(stack, job.node or "", idle),
         )
         [job] = client.wait(job.id, timeout=60)
     assert job.status is JobStatus.FINISHED and job.attempt == 1
@@ -80,4 +81,5 @@ def test_down_requeues_a_running_job_and_up_runs_it_again(
         assert "attempt 1 ended: interrupted" in console
     finally:
         assert ugro(settings, "down").returncode == 0
+        drop_keys(settings)
         assert processes_of(settings) == []

@@ -17,8 +17,9 @@ from ugro.settings import Settings
 
 
 def test_it_listens_only_on_a_private_socket_keeps_an_aof_and_never_evicts(
-    settings: Settings, redis_server: EmbeddedRedis
+    embedded_settings: Settings, redis_server: EmbeddedRedis
 ) -> None:
+    settings = embedded_settings
     client = redis_server.client()
     config = {
         key: client.config_get(key)[key]
@@ -34,7 +35,10 @@ def test_it_listens_only_on_a_private_socket_keeps_an_aof_and_never_evicts(
     assert stat.S_IMODE(os.stat(settings.redis_socket).st_mode) == 0o700
 
 
-def test_a_queued_job_survives_a_restart(settings: Settings, redis_server: EmbeddedRedis) -> None:
+def test_a_queued_job_survives_a_restart(
+    embedded_settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    settings = embedded_settings
     with Client(settings) as client:
         job = client.submit(JobSpec(name="waits", command=["true"]))
     redis_server.stop()
