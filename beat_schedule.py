@@ -18,4 +18,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.dispatch_interval,
             "options": {"queue": control, "expires": settings.dispatch_interval},
         },
+        # Finds lost jobs (dead workers) and rebuilds live state after a Redis wipe.
+        "reconcile-tick": {
+            "task": "ugro.reconcile",
+            "schedule": settings.reconcile_interval,
+            "options": {"queue": control, "expires": settings.reconcile_interval},
+        },
     }

@@ -10,26 +10,25 @@ import logging
 import os
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from ugro.dispatch import dispatch_pending
+from ugro.lifecycle import requeue, settle_failure
 from ugro.paths import JobPaths, write_json_atomic
 from ugro.registry import JobRow, utcnow
 from ugro.runner import ExitInfo, RunControl, run_command
-from ugro.runtime import Runtime
+from ugro.runtime import Runtime, gpu_json
 from ugro.spec import JobSpec
 from ugro.status import JobStatus
 
 log = logging.getLogger(__name__)
-
-#: What each way of ending makes of the job's status.
-_OUTCOME = {
-    "ok": JobStatus.FINISHED,
-    "interrupted": JobStatus.QUEUED,
-    "lost": JobStatus.LOST,
-}
+# A cancel request is looked for at most this often (one GET per running job).
+_CANCEL_POLL = 0.5
 
 
 def run_attempt(
@@ -61,12 +60,27 @@ def run_attempt(
         info = _execute(rt, job, paths, node, gpus, holder, stop)
     except Exception as exc:  # the worker must survive whatever one job does
         log.exception("job %s failed in ugro itself", job_id)
-        info = ExitInfo("error", 0.0, 0.0, error=f"ugro error: {exc}")
-    _finish(rt, job, paths, node, gpus, info)
+        now = time.time()
+        info = ExitInfo("error", now, now, error=f"ugro error: {exc}")
+    _finish(rt, job, paths, node, info)
     rt.live.release(node, gpus, holder)
     if not stop.is_set():  # a worker on its way out hands out no more work
         dispatch_pending(rt)
     return f"{info.reason} ({info.error or 'exit 0'})"
+
+
+def newest_checkpoint(checkpoints: Path) -> Path | None:
+    """The most recently written file under ``checkpoints/``, if any."""
+    newest: tuple[float, Path] | None = None
+    for path in checkpoints.rglob("*"):
+        try:
+            if path.is_file() and not path.name.startswith("."):
+                stamp = path.stat().st_mtime
+                if newest is None or stamp > newest[0]:
+                    newest = (stamp, path)
+        except OSError:
+            continue
+    return newest[1] if newest else None
 
 
 def job_environment(
@@ -79,7 +93,7 @@ def job_environment(
         {
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # indices as nvidia-smi shows them
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus),
-            "UGRO_JOB_ID": job.id,
+            "UGRO_JOB_ID": job.id,  # also the tag that finds every process of the job
             "UGRO_JOB_NAME": job.name,
             "UGRO_JOB_DIR": str(paths.root),
             "UGRO_CHECKPOINT_DIR": str(paths.checkpoints),
@@ -89,6 +103,9 @@ def job_environment(
             "PYTHONUNBUFFERED": "1",  # a Python job's prints reach the log as they happen
         }
     )
+    env.pop("UGRO_RESUME_FROM", None)
+    if job.attempt > 1 and (resume := newest_checkpoint(paths.checkpoints)) is not None:
+        env["UGRO_RESUME_FROM"] = str(resume)
     return env
 
 
@@ -104,16 +121,13 @@ def _execute(
     spec = JobSpec.model_validate_json(job.spec)
     argv = spec.argv()
     cwd = Path(spec.working_dir) if spec.working_dir else paths.root
-    rank_log = paths.rank_log(0)
-    rank_log.touch()
-    if not paths.training_log.exists():
-        # One file, two names: the single-rank training log is rank 0's log, with no
-        # copying of a byte of output.
-        os.link(rank_log, paths.training_log)
+    rank_log = paths.start_attempt_logs(job.attempt)
     host = socket.gethostname()
     started = datetime.now(UTC)
+    env = job_environment(rt, job, spec, paths, node, gpus)
     _write_metadata(paths, job, node, gpus, host, argv, started=started)
-    paths.append_console(f"attempt {job.attempt} starting on {node} GPUs {gpus}: {argv}")
+    resume = f", resuming from {env['UGRO_RESUME_FROM']}" if "UGRO_RESUME_FROM" in env else ""
+    paths.append_console(f"attempt {job.attempt} starting on {node} GPUs {gpus}{resume}: {argv}")
 
     def on_start(pid: int) -> None:
         rt.registry.start_attempt(
@@ -121,17 +135,35 @@ def _execute(
             number=job.attempt,
             node=node,
             host=host,
-            gpu_indices=str(gpus),
+            gpu_indices=gpu_json(gpus),
             pid=pid,
             started_at=started,
         )
         rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, pid=pid, attempt=job.attempt)
 
     def heartbeat() -> bool:
-        if not rt.live.renew(node, gpus, holder, rt.settings.lease_ttl):
-            return False
-        rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, attempt=job.attempt)
-        return True
+        try:
+            held = rt.live.renew(node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt)
+            if held:
+                rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, attempt=job.attempt)
+            return held
+        except redis.RedisError as exc:
+            # Redis away: nobody can declare the job lost either; keep running and
+            # take the lease again when it is back.
+            log.warning("heartbeat of %s failed: %s", job.id, exc)
+            return True
+
+    last_look = [0.0]
+
+    def cancelled() -> float | None:
+        now = time.monotonic()
+        if now - last_look[0] < _CANCEL_POLL:
+            return None
+        last_look[0] = now
+        try:
+            return rt.live.cancel_requested(job.id)
+        except redis.RedisError:
+            return None
 
     control = RunControl(
         heartbeat=heartbeat,
@@ -139,11 +171,10 @@ def _execute(
         stop=stop,
         timeout=spec.timeout,
         grace=rt.settings.stop_grace,
+        cancelled=cancelled,
         on_start=on_start,
     )
-    info = run_command(
-        argv, job_environment(rt, job, spec, paths, node, gpus), cwd, rank_log, control
-    )
+    info = run_command(argv, env, cwd, rank_log, control)
     _write_metadata(paths, job, node, gpus, host, argv, started=started, info=info)
     return info
 
@@ -190,10 +221,8 @@ def _write_metadata(
     write_json_atomic(paths.metadata, data)
 
 
-def _finish(
-    rt: Runtime, job: JobRow, paths: JobPaths, node: str, gpus: list[int], info: ExitInfo
-) -> None:
-    ended = datetime.fromtimestamp(info.ended, UTC) if info.ended else utcnow()
+def _finish(rt: Runtime, job: JobRow, paths: JobPaths, node: str, info: ExitInfo) -> None:
+    ended = datetime.fromtimestamp(info.ended, UTC)
     rt.registry.end_attempt(
         job.id,
         job.attempt,
@@ -202,38 +231,34 @@ def _finish(
         exit_signal=info.signal,
         exit_reason=info.reason,
     )
-    status = _OUTCOME.get(info.reason, JobStatus.FAILED)
     line = f"attempt {job.attempt} ended: {info.reason}"
     if info.error:
         line += f" - {info.error}"
     paths.append_console(line)
-    if status is JobStatus.QUEUED:
+    running = [JobStatus.RUNNING]
+    outcome: dict[str, Any] = {
+        "exit_code": info.code,
+        "exit_signal": info.signal,
+        "exit_reason": info.reason,
+        "error": info.error,
+    }
+    if info.reason == "ok":
+        rt.transition(job.id, JobStatus.FINISHED, expect=running, finished_at=ended, **outcome)
+    elif info.reason == "interrupted":
         # The worker is shutting down: the job goes back to the queue, not lost.
-        rt.transition(
-            job.id,
-            JobStatus.QUEUED,
-            expect=[JobStatus.RUNNING],
-            node=None,
-            gpu_indices=None,
-            exit_reason=info.reason,
-            error=info.error,
+        requeue(rt, job, running, "its worker shut down", **outcome)
+    elif info.reason == "cancelled":
+        rt.transition(job.id, JobStatus.CANCELLED, expect=running, finished_at=ended, **outcome)
+        rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
+    else:
+        settle_failure(
+            rt,
+            job,
+            running,
+            info.reason,
+            info.error,
+            ended,
+            info.code,
+            info.signal,
+            info.deterministic,
         )
-        rt.live.enqueue(job.id, job.priority, job.gpus, _spec_node(job))
-        rt.registry.add_event("requeued", f"{job.id} requeued: {info.reason}", job.id, node)
-        return
-    rt.transition(
-        job.id,
-        status,
-        expect=[JobStatus.RUNNING],
-        finished_at=ended,
-        exit_code=info.code,
-        exit_signal=info.signal,
-        exit_reason=info.reason,
-        error=info.error,
-    )
-    if status is not JobStatus.FINISHED:
-        rt.registry.add_event("job_failed", f"{job.id}: {line}", job.id, node)
-
-
-def _spec_node(job: JobRow) -> str | None:
-    return JobSpec.model_validate_json(job.spec).node

@@ -93,7 +93,13 @@ def main() -> None:
 @click.option("--gpus", default="1", show_default=True, help="GPUs on one node.")
 @click.option("--node", default=None, help="Run only on this node.")
 @click.option("--priority", default="0", show_default=True, help="Higher starts first.")
-@click.option("--max-retries", default="0", show_default=True)
+@click.option("--max-retries", default="0", show_default=True, help="Retries after a failure.")
+@click.option(
+    "--retry-on",
+    "retry_on",
+    multiple=True,
+    help="Also retry this kind of failure (oom); repeatable.",
+)
 @click.option("--timeout", default=None, help="Stop after this long: 90s, 15m, 2h, 1d.")
 @click.option("--epochs", default=None, help="Epochs planned (for progress).")
 @click.option("--env", "env", multiple=True, help="KEY=VALUE for the job; repeatable.")
@@ -102,6 +108,7 @@ def main() -> None:
 @click.option("--shell", is_flag=True, help="Run the command through /bin/sh -c.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def submit(
+    retry_on: tuple[str, ...],
     command: tuple[str, ...],
     env: tuple[str, ...],
     tags: tuple[str, ...],
@@ -120,7 +127,7 @@ def submit(
             _fail(f"env: {item!r} is not KEY=VALUE", 2)
         pairs[key] = value
     data = {k: v for k, v in options.items() if v is not None}
-    data.update(command=list(command), env=pairs, tags=list(tags))
+    data.update(command=list(command), env=pairs, tags=list(tags), retry_on=list(retry_on))
     if workdir is not None:
         data["working_dir"] = str(Path(workdir).absolute())
     spec = parse_spec(data)
@@ -210,10 +217,11 @@ def status(job_id: str, as_json: bool) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
-def logs(job_id: str, follow: bool) -> None:
+@click.option("--attempt", type=int, default=None, help="That attempt's log (default: newest).")
+def logs(job_id: str, follow: bool, attempt: int | None) -> None:
     """Print a job's training log."""
     with _client() as client:
-        for chunk in client.logs(job_id, follow=follow):
+        for chunk in client.logs(job_id, follow=follow, attempt=attempt):
             sys.stdout.write(chunk)
             sys.stdout.flush()
 
@@ -245,6 +253,48 @@ def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
         if not job.succeeded:
             err.print(f"{job.id}: {job.status.value} ({job.exit_reason or '-'}: {job.error or ''})")
             sys.exit(job.failure_code)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--grace", default=None, help="SIGTERM -> SIGKILL grace (default: 30s).")
+@click.option("--no-wait", is_flag=True, help="Return once asked; do not wait for the end.")
+def cancel(job_ids: tuple[str, ...], grace: str | None, no_wait: bool) -> None:
+    """Cancel jobs: a queued job never starts, a running one is stopped."""
+    from ugro.spec import parse_duration
+
+    try:
+        seconds = None if grace is None else parse_duration(grace)
+    except ValueError as exc:
+        _fail(f"--grace: {exc}", 2)
+    with _client() as client:
+        jobs = [client.cancel(job_id, grace=seconds) for job_id in job_ids]
+        if not no_wait:
+            with _progress() as progress:
+                progress.add_task("stopping", total=None)
+                jobs = client.wait([job.id for job in jobs])
+    for job in jobs:
+        err.print(f"{job.id}: {job.status.value}")
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+def retry(job_ids: tuple[str, ...]) -> None:
+    """Queue failed, cancelled or lost jobs again as their next attempt."""
+    with _client() as client:
+        for job_id in job_ids:
+            job = client.retry(job_id)
+            err.print(f"{job.id}: {job.status.value}")
+
+
+@main.command(name="reconcile")
+def reconcile_command() -> None:
+    """Rebuild live state from the registry now (after a Redis wipe, say)."""
+    from ugro.reconcile import reconcile
+
+    with _client() as client:
+        report = reconcile(client.rt)
+    err.print(", ".join(f"{what}: {n}" for what, n in report.items()) or "nothing to do")
 
 
 def _progress() -> Progress:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import getpass
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+import redis
+
 from ugro.dispatch import dispatch_pending
-from ugro.errors import JobNotFound, SpecError
+from ugro.errors import JobNotFound, SpecError, StateError
 from ugro.job import Job
+from ugro.lifecycle import requeue
 from ugro.redact import redact_env, split_secrets
 from ugro.registry import utcnow
 from ugro.runtime import Runtime
@@ -88,7 +92,8 @@ class Client:
                 self.rt.live.store_secrets(job_id, secrets)
                 self.rt.live.enqueue(job_id, spec.priority, spec.gpus, spec.node)
             except BaseException:
-                self.rt.live.forget_job(job_id)
+                with contextlib.suppress(redis.RedisError):
+                    self.rt.live.forget_job(job_id)
                 self.rt.registry.delete_job(job_id)
                 raise
         except BaseException:
@@ -113,6 +118,58 @@ class Client:
         if spec.gpus > most:
             where = f"node {spec.node!r}" if spec.node else "the largest node"
             raise SpecError(f"gpus: {spec.gpus} GPUs asked, {where} has {most}")
+
+    # Run control ------------------------------------------------------------------
+
+    def cancel(self, job_id: str, grace: float | None = None) -> Job:
+        """Cancel a job: a queued one never starts; a running one gets SIGTERM on its
+        whole process group, then SIGKILL after ``grace`` seconds (default: the
+        ``stop_grace`` setting). Returns the job; a running job's status becomes
+        ``cancelled`` once its processes are gone (``wait`` for it).
+
+        Raises:
+            StateError: the job has already finished or failed.
+        """
+        grace = self.settings.stop_grace if grace is None else grace
+        for _ in range(10):  # the status may change under us; try again when it does
+            job = self.get(job_id)
+            if job.status is JobStatus.CANCELLED:
+                return job
+            if job.status in (JobStatus.FINISHED, JobStatus.FAILED):
+                raise StateError(f"job {job.id} has already {job.status.value}")
+            if job.status is JobStatus.RUNNING:
+                self.rt.live.request_cancel(job.id, grace)
+                self.rt.paths(job.id).append_console(f"cancel requested (grace {grace:g} s)")
+                return self.get(job.id)
+            ended = {"finished_at": utcnow(), "exit_reason": "cancelled"}
+            if self.rt.transition(job.id, JobStatus.CANCELLED, expect=[job.status], **ended):
+                self.rt.live.dequeue(job.id)
+                if job.node:
+                    self.rt.live.release_job(job.id, job.node, job.gpu_indices)
+                    dispatch_pending(self.rt)
+                self.rt.paths(job.id).append_console(f"cancelled while {job.status.value}")
+                self.rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id)
+                return self.get(job.id)
+        raise StateError(f"job {job_id} kept changing status; try again")
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed, cancelled or lost job again, as its next attempt.
+
+        Raises:
+            StateError: the job is not failed, cancelled or lost.
+        """
+        job = self.get(job_id)
+        ended = [JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST]
+        if job.status not in ended:
+            raise StateError(
+                f"job {job.id} is {job.status.value}: only a failed, cancelled"
+                " or lost job can be retried"
+            )
+        row = self.rt.registry.get_job(job.id)
+        if not requeue(self.rt, row, ended, "retried by hand", finished_at=None):
+            raise StateError(f"job {job.id} changed status; look again with `ugro status`")
+        dispatch_pending(self.rt)
+        return self.get(job.id)
 
     # Reading ------------------------------------------------------------------------
 
@@ -172,14 +229,27 @@ class Client:
             raise JobNotFound(f"no job {missing[0]!r}")
         return [Job.from_row(rows[job_id], self.settings.jobs_dir) for job_id in ids]
 
-    def logs(self, job_id: str, follow: bool = False, poll: float = 0.2) -> Iterator[str]:
-        """The job's training log; with ``follow``, until the job has ended."""
+    def logs(
+        self, job_id: str, follow: bool = False, attempt: int | None = None, poll: float = 0.2
+    ) -> Iterator[str]:
+        """The job's training log (of ``attempt``, default the newest); with
+        ``follow``, until the job has ended, across its retries."""
         job = self.get(job_id)
-        path = self.rt.paths(job.id).training_log
-        offset = 0
+        paths = self.rt.paths(job.id)
+        if attempt is not None and not 1 <= attempt <= max(job.attempt, 1):
+            raise SpecError(f"attempt: job {job.id} has attempts 1 to {job.attempt}")
+        path = (
+            paths.training_log if attempt is None else paths.attempt_logs(attempt) / "training.log"
+        )
+        offset, inode = 0, None
         while True:
             if path.exists():
                 with path.open("r", encoding="utf-8", errors="replace") as handle:
+                    current = os.fstat(handle.fileno()).st_ino
+                    if inode is not None and current != inode:
+                        offset = 0  # a new attempt started: its log is a new file
+                        yield f"--- attempt {self.get(job.id).attempt} ---\n"
+                    inode = current
                     handle.seek(offset)
                     chunk = handle.read()
                     offset = handle.tell()

@@ -5,6 +5,7 @@
     UgroError
     ├── SpecError            a job spec or a user argument is invalid (CLI exit 2)
     ├── JobNotFound          no job with that id (CLI exit 2)
+    ├── StateError           the job's status does not allow that (CLI exit 2)
     ├── NotRunningError      the stack (Redis, workers) is not up (CLI exit 3)
     ├── InventoryError       the GPU backend could not be read (CLI exit 3)
     ├── TransitionError      a status change the lifecycle does not allow
@@ -30,6 +31,12 @@ class SpecError(UgroError, ValueError):
 
 class JobNotFound(UgroError, LookupError):
     """No job has that id."""
+
+    exit_code = 2
+
+
+class StateError(UgroError):
+    """The job's status does not allow what was asked (cancel a finished job...)."""
 
     exit_code = 2
 

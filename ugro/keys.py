@@ -19,6 +19,12 @@ class Keys:
     def pending(self) -> str:
         return f"{self.prefix}:pending"
 
+    # Jobs waiting out a retry backoff: sorted set scored by the unix time at which
+    # they may run; dispatch moves due ones to pending. No TTL.
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}:delayed"
+
     # Monotonic submission counter that orders jobs of equal priority. No TTL.
     @property
     def sequence(self) -> str:
@@ -42,6 +48,26 @@ class Keys:
     # worker claims it, then lease_ttl renewed by the heartbeat.
     def lease(self, node: str, index: int) -> str:
         return f"{self.prefix}:lease:{node}:{index}"
+
+    # A cancel request for a running job: value = the grace in seconds. Written by
+    # `ugro cancel`, read by the job's worker; deleted when the job ends (1 day TTL).
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
+
+    # The highest attempt of a job declared lost: a worker of that attempt that
+    # comes back must not re-take its lease (it fences itself). TTL 7 days.
+    def fence(self, job_id: str) -> str:
+        return f"{self.prefix}:fence:{job_id}"
+
+    # When the reconciler first saw a placed or running job without its lease
+    # (unix time). Lost only if still so after lease_ttl. TTL 1 hour.
+    def suspect(self, job_id: str) -> str:
+        return f"{self.prefix}:suspect:{job_id}"
+
+    # Single-flight reconcile (TTL 60 s).
+    @property
+    def reconcile_lock(self) -> str:
+        return f"{self.prefix}:reconcile:lock"
 
     # Live GPU workers: hash "<node>:<index>" -> JSON {pid, host, seen}. Each
     # worker refreshes its field every worker_ttl / 3 and deletes it on shutdown;

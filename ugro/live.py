@@ -65,6 +65,7 @@ class LiveState:
         self._acquire = client.register_script(_script("lease_acquire.lua"))
         self._renew = client.register_script(_script("lease_renew.lua"))
         self._release = client.register_script(_script("lease_release.lua"))
+        self._release_job = client.register_script(_script("lease_release_job.lua"))
 
     @classmethod
     def open(cls, settings: Settings) -> LiveState:
@@ -84,6 +85,38 @@ class LiveState:
         pipe.zadd(self.keys.pending, {job_id: -priority * _PRIORITY_WEIGHT + seq})
         pipe.execute()
 
+    def enqueue_delayed(
+        self, job_id: str, priority: int, gpus: int, node: str | None, ready_at: float
+    ) -> None:
+        """Queue a job that may not be placed before ``ready_at`` (a retry backoff)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.job(job_id),
+            mapping={"status": "queued", "gpus": gpus, "node": node or "", "priority": priority},
+        )
+        pipe.persist(self.keys.job(job_id))
+        pipe.zadd(self.keys.delayed, {job_id: ready_at})
+        pipe.execute()
+
+    def promote_due(self) -> int:
+        """Move delayed jobs whose backoff is over into the pending queue."""
+        due = cast(list[str], self.redis.zrangebyscore(self.keys.delayed, "-inf", time.time()))
+        for job_id in due:
+            fields = cast(
+                list[str | None],
+                self.redis.hmget(self.keys.job(job_id), ["priority", "gpus", "node"]),
+            )
+            priority, gpus, node = fields
+            self.enqueue(job_id, int(priority or 0), int(gpus or 1), node or None)
+            self.redis.zrem(self.keys.delayed, job_id)
+        return len(due)
+
+    def queued_ids(self) -> set[str]:
+        """Every job id in the pending queue or waiting out a backoff."""
+        pending = cast(list[str], self.redis.zrange(self.keys.pending, 0, -1))
+        delayed = cast(list[str], self.redis.zrange(self.keys.delayed, 0, -1))
+        return set(pending) | set(delayed)
+
     def pending(self, limit: int = 500) -> list[tuple[str, int, str | None]]:
         """The first ``limit`` pending jobs in order, as (job_id, gpus, node)."""
         ids = cast(list[str], self.redis.zrange(self.keys.pending, 0, limit - 1))
@@ -98,7 +131,10 @@ class LiveState:
         return found
 
     def dequeue(self, job_id: str) -> None:
-        self.redis.zrem(self.keys.pending, job_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.pending, job_id)
+        pipe.zrem(self.keys.delayed, job_id)
+        pipe.execute()
 
     # Job hashes and events ---------------------------------------------------------
 
@@ -112,7 +148,9 @@ class LiveState:
         pipe.hset(self.keys.job(job_id), mapping=mapping)
         if fields.get("status") in ("finished", "failed", "cancelled"):
             pipe.expire(self.keys.job(job_id), _ENDED_JOB_TTL)
-            pipe.delete(self.keys.job_secrets(job_id), self.keys.heartbeat(job_id))
+            pipe.delete(
+                self.keys.job_secrets(job_id), self.keys.heartbeat(job_id), self.keys.cancel(job_id)
+            )
         if "status" in fields:
             pipe.publish(self.keys.events_channel, f"{job_id} {fields['status']}")
         pipe.execute()
@@ -124,6 +162,7 @@ class LiveState:
         """Remove every key of a job (a rolled-back submission)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.zrem(self.keys.pending, job_id)
+        pipe.zrem(self.keys.delayed, job_id)
         pipe.delete(self.keys.job(job_id), self.keys.job_secrets(job_id))
         pipe.execute()
 
@@ -156,10 +195,49 @@ class LiveState:
         keys = self._lease_keys(node, gpus)
         return bool(self._acquire(keys=keys, args=[holder, int(ttl * 1000)]))
 
-    def renew(self, node: str, gpus: list[int], holder: str, ttl: float) -> bool:
-        """Extend every lease of a holder; False if it lost any (it must stop)."""
+    def renew(self, node: str, gpus: list[int], holder: str, ttl: float, attempt: int = 0) -> bool:
+        """Extend every lease of a holder; False if it lost any (it must stop).
+
+        With ``attempt`` (a running job's heartbeat), a lease that vanished (Redis
+        was wiped) is taken again, unless that attempt was declared lost.
+        """
+        job_id = holder.partition("|")[0]
+        keys = [*self._lease_keys(node, gpus), self.keys.fence(job_id)]
+        held = int(self._renew(keys=keys, args=[holder, int(ttl * 1000), attempt]))
+        return held == len(gpus)
+
+    def release_job(self, job_id: str, node: str, gpus: list[int]) -> int:
+        """Release the leases ``job_id`` holds on these GPUs, whatever its token."""
         keys = self._lease_keys(node, gpus)
-        return int(self._renew(keys=keys, args=[holder, int(ttl * 1000)])) == len(keys)
+        return int(self._release_job(keys=keys, args=[f"{job_id}|"])) if keys else 0
+
+    def holds_lease(self, job_id: str, node: str, gpus: list[int]) -> bool:
+        """Whether ``job_id`` holds at least one of these GPUs' leases."""
+        holders = self.lease_holders(node, gpus).values()
+        return any(h is not None and h.startswith(f"{job_id}|") for h in holders)
+
+    def fence(self, job_id: str, attempt: int) -> None:
+        """Declare an attempt lost: its worker may not re-take its leases."""
+        self.redis.set(self.keys.fence(job_id), attempt, ex=7 * 86400)
+
+    def suspect_since(self, job_id: str, now: float) -> float:
+        """When the job was first seen without its lease (now, if this is the first)."""
+        key = self.keys.suspect(job_id)
+        self.redis.set(key, now, nx=True, ex=3600)
+        return float(cast(str, self.redis.get(key)) or now)
+
+    def clear_suspect(self, job_id: str) -> None:
+        self.redis.delete(self.keys.suspect(job_id))
+
+    # Cancel requests -------------------------------------------------------------
+
+    def request_cancel(self, job_id: str, grace: float) -> None:
+        self.redis.set(self.keys.cancel(job_id), grace, ex=86400)
+
+    def cancel_requested(self, job_id: str) -> float | None:
+        """The grace asked for, when someone asked to cancel the job."""
+        value = self.redis.get(self.keys.cancel(job_id))
+        return None if value is None else float(cast(str, value))
 
     def release(self, node: str, gpus: list[int], holder: str) -> int:
         return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))

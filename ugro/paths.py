@@ -30,6 +30,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def _link_over(target: Path, name: Path) -> None:
+    """Make ``name`` a hard link to ``target``, replacing what was there atomically."""
+    if name.exists() and os.path.samefile(target, name):
+        return
+    tmp = name.with_name(f".{name.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.link(target, tmp)
+    os.replace(tmp, name)
+
+
 @dataclass(frozen=True)
 class JobPaths:
     """The layout of ``<data_dir>/jobs/<job_id>/``."""
@@ -74,6 +84,25 @@ class JobPaths:
 
     def rank_log(self, rank: int) -> Path:
         return self.logs / f"rank_{rank}.log"
+
+    def attempt_logs(self, attempt: int) -> Path:
+        return self.logs / f"attempt_{attempt}"
+
+    def start_attempt_logs(self, attempt: int) -> Path:
+        """Make ``logs/attempt_<n>/`` and point the top-level names at it.
+
+        Returns rank 0's log of the attempt. ``training.log`` and ``rank_0.log``,
+        in the attempt's folder and at the top of ``logs/``, are hard links to it:
+        one file, several names, no copying. The top-level names always show the
+        newest attempt; each attempt's own folder keeps its output apart.
+        """
+        folder = self.attempt_logs(attempt)
+        folder.mkdir(parents=True, exist_ok=True)
+        rank_log = folder / "rank_0.log"
+        rank_log.touch()
+        for name in (folder / "training.log", self.training_log, self.rank_log(0)):
+            _link_over(rank_log, name)
+        return rank_log
 
     @property
     def checkpoints(self) -> Path:

@@ -1,13 +1,22 @@
-"""Process-group control: how ugro stops a job and everything it started."""
+"""Process control: how ugro finds and stops a job's processes.
+
+A job's processes are its process group plus every process carrying its tag
+(``UGRO_JOB_ID`` in the environment), so a grandchild that double-forked and
+called ``setsid`` is still found.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
-import time
+from collections.abc import Iterable
+from pathlib import Path
 
 import psutil
+
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def alive(pid: int) -> bool:
@@ -18,57 +27,123 @@ def alive(pid: int) -> bool:
         return False
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group ``pgid`` is still there."""
+def become_subreaper() -> bool:
+    """Make orphaned descendants of this process its children (Linux), so that a
+    job's double-forked processes are reaped here and never left as zombies."""
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
-def signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to a process group; False when the group is gone."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_group(pgid: int, grace: float) -> None:
-    """SIGTERM the group, wait up to ``grace`` seconds, then SIGKILL what is left."""
-    if not signal_group(pgid, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not group_alive(pgid):
-            return
-        time.sleep(0.05)
-    signal_group(pgid, signal.SIGKILL)
-
-
-def stop_pids(pids: list[int], grace: float) -> None:
-    """SIGTERM each process's group, wait up to ``grace``, then SIGKILL the rest."""
-    procs = []
-    for pid in pids:
+def job_processes(pgid: int | None, job_id: str) -> list[psutil.Process]:
+    """The live processes of a job: its group ``pgid`` and every process tagged
+    with its id."""
+    found = []
+    for proc in psutil.process_iter(["environ"]):
         try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            in_group = pgid is not None and os.getpgid(proc.pid) == pgid
+            tagged = (proc.info["environ"] or {}).get("UGRO_JOB_ID") == job_id
+        except (psutil.Error, ProcessLookupError, PermissionError):
             continue
+        if (in_group or tagged) and proc.pid != os.getpid():
+            found.append(proc)
+    return found
+
+
+def tagged_jobs() -> dict[str, list[psutil.Process]]:
+    """Every live process on this machine that carries a job tag, by job id."""
+    found: dict[str, list[psutil.Process]] = {}
+    for proc in psutil.process_iter(["environ"]):
+        try:
+            job_id = (proc.info["environ"] or {}).get("UGRO_JOB_ID")
+            if job_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found.setdefault(job_id, []).append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def send(procs: Iterable[psutil.Process], sig: int) -> None:
     for proc in procs:
-        _signal_tree(proc, signal.SIGTERM)
-    _, remaining = psutil.wait_procs(procs, timeout=grace)
-    for proc in remaining:
-        _signal_tree(proc, signal.SIGKILL)
-    psutil.wait_procs(remaining, timeout=5)
-
-
-def _signal_tree(proc: psutil.Process, sig: int) -> None:
-    try:
-        os.killpg(os.getpgid(proc.pid), sig)
-    except (ProcessLookupError, PermissionError):
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
+
+
+def reap(procs: Iterable[psutil.Process]) -> None:
+    """Collect the exit status of those of ``procs`` that are our children."""
+    me = os.getpid()
+    for proc in procs:
+        try:
+            if proc.ppid() == me:
+                os.waitpid(proc.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError, OSError):
+            continue
+
+
+def reap_children() -> None:
+    """Collect every exited child of this process (orphans of jobs that this
+    subreaper adopted). Call only when no job's main process is still unwaited."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_job(job_id: str, grace: float) -> int:
+    """SIGTERM every process tagged with ``job_id``, SIGKILL what is left after
+    ``grace`` seconds; returns how many there were."""
+    procs = job_processes(None, job_id)
+    send(procs, signal.SIGTERM)
+    _, left = psutil.wait_procs(procs, timeout=grace)
+    send(left, signal.SIGKILL)
+    psutil.wait_procs(left, timeout=5)
+    reap(procs)
+    return len(procs)
+
+
+def stop_supervisor(pid: int, grace: float) -> None:
+    """SIGTERM a supervisor (it stops its services), wait up to ``grace``, then
+    SIGKILL its whole process group."""
+    try:
+        proc = psutil.Process(pid)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except psutil.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    except psutil.Error:
+        return
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this cgroup, when
+    the kernel says (cgroup v2 memory.events, or v1 memory.oom_control)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    candidates = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidates.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events")
+        elif "memory" in controllers.split(","):
+            candidates.append(
+                Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"
+            )
+    for candidate in candidates:
+        try:
+            for entry in candidate.read_text().splitlines():
+                key, _, value = entry.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None

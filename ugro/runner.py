@@ -1,13 +1,15 @@
 """Run one job's command as a child process group and classify how it ended.
 
-The child gets its own session (and so its own process group); stopping a job
-signals the whole group, SIGTERM first and SIGKILL after a grace period, and
-whatever of the group outlives the main process is killed when it exits, so no
-stray process keeps a GPU.
+The child gets its own session (and so its own process group) and carries the
+job's tag in its environment. Stopping a job (cancel, timeout, lost lease, worker
+shutdown) sends SIGTERM to the group and to every tagged process, then SIGKILL to
+whatever is left after the grace period; whatever outlives the main process is
+killed when it exits, so no stray process keeps a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,10 +17,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ugro.processes import signal_group, stop_group
+import psutil
+
+from ugro.processes import job_processes, oom_kill_count, reap, reap_children, send
 
 #: How the log tail shows a CUDA (or host) out-of-memory failure.
 _OOM_PATTERN = re.compile(
@@ -26,6 +30,7 @@ _OOM_PATTERN = re.compile(
     rb"cudaErrorMemoryAllocation|RESOURCE_EXHAUSTED: Out of memory|MemoryError",
 )
 _TAIL_BYTES = 64 * 1024
+# How often the runner looks at its job: a cancel or a shutdown is noticed this fast.
 _POLL = 0.25
 
 
@@ -33,9 +38,11 @@ _POLL = 0.25
 class ExitInfo:
     """How a run ended.
 
-    ``reason``: ``ok``, ``error`` (non-zero exit or could not start), ``killed``
-    (a signal), ``oom``, ``timeout``, ``lost`` (its lease was lost, ugro stopped it)
-    or ``interrupted`` (the worker shut down, the job goes back to the queue).
+    ``reason``: ``ok``, ``error`` (non-zero exit, or could not start), ``killed``
+    (a signal ugro did not send), ``oom``, ``timeout``, ``cancelled``, ``lost``
+    (its lease was lost and the worker fenced itself) or ``interrupted`` (the
+    worker shut down; the job goes back to the queue). ``deterministic`` marks a
+    failure that would repeat (the command could not start): never retried.
     """
 
     reason: str
@@ -45,6 +52,7 @@ class ExitInfo:
     signal: int | None = None
     pid: int | None = None
     error: str | None = None
+    deterministic: bool = False
 
     @property
     def duration(self) -> float:
@@ -56,8 +64,8 @@ class RunControl:
     """What the runner checks while the job runs.
 
     ``heartbeat`` is called every ``interval`` seconds and returns False when the
-    job's leases were lost (the runner then stops the job: the worker fences
-    itself). ``stop`` set means the worker is shutting down.
+    job's leases were lost. ``cancelled`` returns the grace a cancel asked for, or
+    None. ``stop`` set means the worker is shutting down.
     """
 
     heartbeat: Callable[[], bool]
@@ -65,7 +73,15 @@ class RunControl:
     stop: threading.Event
     timeout: float | None
     grace: float
+    cancelled: Callable[[], float | None] = lambda: None
     on_start: Callable[[int], None] = lambda pid: None
+
+
+@dataclass
+class _Stopping:
+    reason: str
+    kill_at: float
+    procs: list[psutil.Process] = field(default_factory=list)
 
 
 def run_command(
@@ -76,7 +92,9 @@ def run_command(
     control: RunControl,
 ) -> ExitInfo:
     """Run ``argv`` to its end with output appended to ``log_path``."""
+    job_id = env.get("UGRO_JOB_ID", "")
     started = time.time()
+    ooms_before = oom_kill_count()
     with log_path.open("ab") as out:
         try:
             proc = subprocess.Popen(
@@ -90,62 +108,105 @@ def run_command(
                 close_fds=True,
             )
         except OSError as exc:
-            error = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
-            return ExitInfo("error", started, time.time(), code=127, error=error)
+            error = f"cannot start {argv[0]!r} in {cwd}: {exc.strerror or exc}"
+            return ExitInfo("error", started, time.time(), 127, error=error, deterministic=True)
     control.on_start(proc.pid)
-    stopped_for: str | None = None
+    stopping = _watch(proc, job_id, control)
+    _finish_off(proc.pid, job_id, stopping)
+    return _classify(proc, started, stopping, log_path, ooms_before)
+
+
+def _watch(proc: subprocess.Popen[bytes], job_id: str, control: RunControl) -> _Stopping | None:
+    """Wait for the main process, starting the stop sequence when asked to."""
     now = time.monotonic()
     deadline = None if control.timeout is None else now + control.timeout
     next_beat = now + control.interval
+    stopping: _Stopping | None = None
     while True:
         try:
-            # Short waits: a cancel or a shutdown is noticed within this long.
             proc.wait(timeout=_POLL)
-            break
+            return stopping
         except subprocess.TimeoutExpired:
             pass
-        if stopped_for is not None:
-            continue
         now = time.monotonic()
+        if stopping is not None:
+            if now >= stopping.kill_at:
+                _kill_all(proc.pid, job_id, stopping)
+            continue
+        reason, grace = None, control.grace
         if control.stop.is_set():
-            stopped_for = "interrupted"
+            reason = "interrupted"
+        elif (asked := control.cancelled()) is not None:
+            reason, grace = "cancelled", asked
         elif deadline is not None and now >= deadline:
-            stopped_for = "timeout"
+            reason = "timeout"
         elif now >= next_beat:
             next_beat = now + control.interval
             if not control.heartbeat():
-                stopped_for = "lost"
-        if stopped_for is not None:
-            _stop_in_background(proc.pid, control.grace)
-    # Whatever the job left behind in its group dies with it.
-    signal_group(proc.pid, signal.SIGKILL)
-    return _classify(proc, started, stopped_for, log_path)
+                reason = "lost"
+        if reason is not None:
+            stopping = _Stopping(reason, now + grace, job_processes(proc.pid, job_id))
+            _signal_group(proc.pid, signal.SIGTERM)
+            send(stopping.procs, signal.SIGTERM)
 
 
-def _stop_in_background(pgid: int, grace: float) -> None:
-    threading.Thread(target=stop_group, args=(pgid, grace), daemon=True).start()
+def _finish_off(pgid: int, job_id: str, stopping: _Stopping | None) -> None:
+    """Once the main process is gone, what is left of the job dies too.
+
+    A job that ended by itself: its process group gets SIGKILL at once (cheap, no
+    scan; a tagged process outside the group is the node agent's orphan scan's).
+    A job ugro was stopping: every process of it gets the rest of the grace.
+    """
+    if stopping is None:
+        _signal_group(pgid, signal.SIGKILL)
+        reap_children()
+        return
+    left = job_processes(pgid, job_id)
+    _, left = psutil.wait_procs(left, timeout=max(0.0, stopping.kill_at - time.monotonic()))
+    send(left, signal.SIGKILL)
+    psutil.wait_procs(left, timeout=5)
+    reap(left + stopping.procs)
+    reap_children()
+
+
+def _kill_all(pgid: int, job_id: str, stopping: _Stopping) -> None:
+    _signal_group(pgid, signal.SIGKILL)
+    stopping.procs = job_processes(pgid, job_id) + stopping.procs
+    send(stopping.procs, signal.SIGKILL)
+    stopping.kill_at = float("inf")
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def _classify(
-    proc: subprocess.Popen[bytes], started: float, stopped_for: str | None, log_path: Path
+    proc: subprocess.Popen[bytes],
+    started: float,
+    stopping: _Stopping | None,
+    log_path: Path,
+    ooms_before: int | None,
 ) -> ExitInfo:
     ended = time.time()
     code = proc.returncode
     sig = -code if code < 0 else None
     exit_code = code if code >= 0 else None
-    if stopped_for is not None:
+    if stopping is not None:
         return ExitInfo(
-            stopped_for,
+            stopping.reason,
             started,
             ended,
             exit_code,
             sig,
             proc.pid,
-            error=f"stopped by ugro: {stopped_for}",
+            error=f"stopped by ugro: {stopping.reason}",
         )
     if code == 0:
         return ExitInfo("ok", started, ended, 0, None, proc.pid)
-    if _log_shows_oom(log_path):
+    ooms_after = oom_kill_count()
+    kernel_oom = sig == signal.SIGKILL and (ooms_after or 0) > (ooms_before or 0)
+    if kernel_oom or _log_shows_oom(log_path):
         return ExitInfo("oom", started, ended, exit_code, sig, proc.pid, error="out of memory")
     if sig is not None:
         try:
@@ -153,15 +214,8 @@ def _classify(
         except ValueError:
             name = f"signal {sig}"
         return ExitInfo("killed", started, ended, None, sig, proc.pid, error=f"killed by {name}")
-    return ExitInfo(
-        "error",
-        started,
-        ended,
-        code,
-        None,
-        proc.pid,
-        error=last_error_line(log_path) or f"exit code {code}",
-    )
+    error = last_error_line(log_path) or f"exit code {code}"
+    return ExitInfo("error", started, ended, code, None, proc.pid, error=error)
 
 
 def _tail(log_path: Path) -> bytes:

@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     stop_grace: float = 30.0
     # Beat's safety-net dispatch tick, in seconds.
     dispatch_interval: float = 30.0
+    # Beat's reconcile tick: finds lost jobs and rebuilds live state after a wipe.
+    # A dead worker's job is declared lost at most lease_ttl (lease expiry) +
+    # lease_ttl (suspect window) + reconcile_interval after its last heartbeat.
+    reconcile_interval: float = 15.0
+    # How often a node agent looks for job processes that no running attempt owns.
+    orphan_scan_interval: float = 10.0
+    # Retry backoff: base * 2^(attempt-1) seconds, at most retry_backoff_max.
+    retry_backoff: float = 10.0
+    retry_backoff_max: float = 600.0
+    # A GPU with more memory used than this by programs other than ugro's jobs is
+    # left alone until it is free again (MiB).
+    foreign_memory_mb: float = 1024.0
 
     @field_validator("redis_prefix")
     @classmethod

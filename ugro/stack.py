@@ -1,33 +1,27 @@
-"""The local stack: the processes `ugro up` starts in the background and
-`ugro down` stops, and `ugro worker` runs in the foreground.
+"""The local stack: what `ugro up` starts in the background and `ugro down` stops,
+and what `ugro worker` runs in the foreground.
 
-Each process has a pid file and a log file under ``<data_dir>/run/``.
+The services run under one supervisor (``ugro.supervisor``); each has a log file
+under ``<data_dir>/run/``.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import FrameType
+from pathlib import Path
 
 from ugro.errors import StackError
 from ugro.gpus import load_backend
 from ugro.live import LiveState
-from ugro.processes import alive, stop_pids
+from ugro.processes import alive, stop_supervisor
 from ugro.redis_server import EmbeddedRedis
 from ugro.registry import Registry
 from ugro.settings import Settings
-
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    argv: list[str]
+from ugro.supervisor import Service, Supervisor
 
 
 def node_services(gpus: list[int]) -> list[Service]:
@@ -63,26 +57,31 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def supervisor_argv(gpus: list[int], with_beat: bool, log_dir: Path | None) -> list[str]:
+    argv = [sys.executable, "-m", "workers.supervisor", "--gpus", ",".join(map(str, gpus))]
+    if with_beat:
+        argv.append("--beat")
+    if log_dir is not None:
+        argv += ["--log-dir", str(log_dir)]
+    return argv
+
+
 class Stack:
+    """The background stack of one node: the embedded Redis (unless a Redis URL is
+    set) and the supervisor, whose pid is in ``run/supervisor.pid``."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.run_dir = settings.run_dir
         self.redis = EmbeddedRedis(settings)
+        self.pidfile = self.run_dir / "supervisor.pid"
 
-    def _pidfile(self, name: str) -> os.PathLike[str]:
-        return self.run_dir / f"{name}.pid"
-
-    def running(self) -> dict[str, int]:
-        """The stack's processes that are alive, by name."""
-        found = {}
-        for pidfile in sorted(self.run_dir.glob("*.pid")):
-            try:
-                pid = int(pidfile.read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if alive(pid):
-                found[pidfile.stem] = pid
-        return found
+    def supervisor_pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if alive(pid) else None
 
     def up(
         self,
@@ -91,30 +90,26 @@ class Stack:
         timeout: float = 90.0,
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> str:
-        """Start Redis (when embedded), the GPU workers, the node agent and beat in
-        the background; return once every GPU worker serves its queue."""
+        """Start Redis (when embedded) and the supervisor with the GPU workers, the
+        node agent and beat, in the background; return once every GPU worker serves
+        its queue."""
         indices, found = select_gpus(self.settings, gpus)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.embedded_redis:
             self.redis.start()
         Registry(self.settings.effective_database_url).close()  # tables, before the workers race
-        services = node_services(indices) + ([beat_service()] if with_beat else [])
-        running = self.running()
-        env = _child_env(self.settings)
-        for service in services:
-            if service.name in running:
-                continue
-            with (self.run_dir / f"{service.name}.log").open("ab") as log:
+        if self.supervisor_pid() is None:
+            with (self.run_dir / "supervisor.log").open("ab") as log:
                 proc = subprocess.Popen(
-                    service.argv,
+                    supervisor_argv(indices, with_beat, self.run_dir),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    env=env,
+                    env=_child_env(self.settings),
                     cwd=self.settings.data_dir,
                 )
-            (self.run_dir / f"{service.name}.pid").write_text(f"{proc.pid}\n")
+            self.pidfile.write_text(f"{proc.pid}\n")
         self._await_workers(indices, timeout, on_progress)
         return found
 
@@ -135,11 +130,9 @@ class Stack:
                     on_progress("GPU workers ready", done, len(indices))
                 if done == len(indices):
                     return
-                dead = [name for name in self._expected(indices) if name not in self.running()]
-                if dead:
+                if self.supervisor_pid() is None:
                     raise StackError(
-                        f"{', '.join(dead)} exited at start; see {self.run_dir}/{dead[0]}.log,"
-                        " then `ugro down`"
+                        f"the supervisor exited at start; see {self.run_dir}/supervisor.log"
                     )
                 if time.monotonic() > deadline:
                     raise StackError(
@@ -150,41 +143,24 @@ class Stack:
         finally:
             live.redis.close()
 
-    def _expected(self, indices: list[int]) -> list[str]:
-        return [f"gpu-{i}" for i in indices]
-
     def down(self, grace: float | None = None) -> list[str]:
-        """Stop every process `up` started, then the embedded Redis; returns their names.
+        """Stop the supervisor (and so every service), then the embedded Redis.
 
-        Workers get SIGTERM first: each puts its running job back in the queue
-        (after the job's own stop sequence) before it exits.
+        Workers get SIGTERM first: each stops its running job (its stop sequence)
+        and puts it back in the queue before it exits.
         """
-        running = self.running()
-        wait = (self.settings.stop_grace if grace is None else grace) + 15.0
-        stop_pids(list(running.values()), grace=wait)
-        for name in running:
-            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-        stopped = list(running)
+        stopped = []
+        pid = self.supervisor_pid()
+        if pid is not None:
+            wait = (self.settings.stop_grace if grace is None else grace) + 20.0
+            stop_supervisor(pid, wait)
+            stopped.append("supervisor")
+        self.pidfile.unlink(missing_ok=True)
         if self.settings.embedded_redis and self.redis.stop():
             stopped.append("redis")
         return stopped
 
 
 def run_foreground(settings: Settings, services: list[Service]) -> int:
-    """Run services as children with their output on this terminal until they end.
-
-    SIGTERM or SIGINT is passed on to every child; this returns when all are gone,
-    with the first non-zero exit status among them.
-    """
-    env = _child_env(settings)
-    procs = [subprocess.Popen(service.argv, env=env) for service in services]
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [proc.wait() for proc in procs]
-    return next((code for code in codes if code), 0)
+    """Run services under a supervisor with their output on this terminal."""
+    return Supervisor(services, _child_env(settings)).run()

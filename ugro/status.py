@@ -42,7 +42,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
             JobStatus.QUEUED,
         }
     ),
-    JobStatus.LOST: frozenset({JobStatus.QUEUED, JobStatus.FAILED}),
+    JobStatus.LOST: frozenset({JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
     JobStatus.CANCELLED: frozenset({JobStatus.QUEUED}),
     JobStatus.FINISHED: frozenset(),

@@ -11,6 +11,7 @@ from celery.signals import worker_shutting_down
 
 from ugro.attempt import run_attempt
 from ugro.dispatch import dispatch_pending
+from ugro.reconcile import reconcile
 from ugro.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ def run_job(job_id: str, token: str, node: str, gpus: list[int]) -> str:
     outcome = run_attempt(runtime(), job_id, token, node, [int(g) for g in gpus], SHUTTING_DOWN)
     log.info("job %s: %s", job_id, outcome)
     return outcome
+
+
+@shared_task(name="ugro.reconcile", ignore_result=True)
+def reconcile_task() -> dict[str, int]:
+    """Beat's reconcile tick: lost jobs, live state rebuilt after a wipe."""
+    return reconcile(runtime())
 
 
 @shared_task(name="ugro.dispatch", ignore_result=True)

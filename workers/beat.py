@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery.signals import beat_init
+
 from ugro.celery_app import make_app
+from ugro.reconcile import reconcile
+from ugro.runtime import Runtime
 from ugro.settings import Settings
 
 
@@ -10,6 +16,16 @@ def main() -> None:
     settings = Settings()
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     app = make_app(settings)
+
+    @beat_init.connect(weak=False)
+    def _start(**_: Any) -> None:
+        # Beat (re)starting may follow a Redis wipe: rebuild live state first.
+        rt = Runtime.open(settings)
+        try:
+            reconcile(rt)
+        finally:
+            rt.close()
+
     app.start(
         [
             "beat",

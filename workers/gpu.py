@@ -15,6 +15,8 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from ugro.celery_app import make_app
 from ugro.dispatch import dispatch_pending
 from ugro.presence import Presence
+from ugro.processes import become_subreaper
+from ugro.reconcile import reconcile
 from ugro.runtime import queue_for_gpu
 from ugro.settings import Settings
 from ugro.tasks import runtime
@@ -45,11 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings()
     app = make_app(settings)
+    # Orphans of this worker's jobs become its children, so it reaps them.
+    become_subreaper()
     presence: list[Presence] = []
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
         rt = runtime()
+        reconcile(rt)
         presence.append(Presence(rt.live, settings.node_name, args.index, settings.worker_ttl))
         presence[0].start()
         dispatch_pending(rt)  # jobs may have waited for this GPU to come up

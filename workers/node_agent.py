@@ -1,37 +1,62 @@
 """The node agent: ``python -m workers.node_agent``.
 
 Serves ``ugro.node.<node>`` (this node's own control work) and ``ugro.control``
-(beat's cluster-wide ticks, such as the dispatch safety net).
+(beat's cluster-wide ticks: dispatch and reconcile), and scans this node for
+orphaned job processes every ``orphan_scan_interval``.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutting_down
+
 from ugro.celery_app import make_app
+from ugro.orphans import kill_orphans
+from ugro.reconcile import reconcile
 from ugro.runtime import control_queue, node_queue
 from ugro.settings import Settings
+from ugro.tasks import runtime
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
     settings = Settings()
     app = make_app(settings)
     node = settings.node_name
+    stop = threading.Event()
+
+    def scan_orphans() -> None:
+        while not stop.wait(settings.orphan_scan_interval):
+            try:
+                kill_orphans(runtime(), node)
+            except Exception:  # the scan must keep going whatever one pass hit
+                log.exception("orphan scan failed")
+
+    @worker_ready.connect(weak=False)
+    def _ready(**_: Any) -> None:
+        reconcile(runtime())
+        threading.Thread(target=scan_orphans, name="ugro-orphans", daemon=True).start()
+
+    @worker_shutting_down.connect(weak=False)
+    def _stopping(**_: Any) -> None:
+        stop.set()
+
     app.worker_main(
         [
             "worker",
-            "--queues",
-            f"{node_queue(settings, node)},{control_queue(settings)}",
-            "--concurrency",
-            "1",
-            "--pool",
-            "threads",
-            "--hostname",
-            f"agent@{node}",
+            "--queues", f"{node_queue(settings, node)},{control_queue(settings)}",
+            "--concurrency", "1",
+            "--pool", "threads",
+            "--hostname", f"agent@{node}",
             "--without-gossip",
             "--without-mingle",
-            "--loglevel",
-            "INFO",
+            "--loglevel", "INFO",
         ]
-    )
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

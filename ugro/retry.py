@@ -1,0 +1,29 @@
+"""Retry policy: whether a failed attempt runs again, and after how long. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: Ways of ending that are retried when the job has retries left. An OOM is not:
+#: the same OOM again wastes GPU hours, so a job opts in with ``retry_on=["oom"]``.
+RETRIED_BY_DEFAULT = frozenset({"error", "killed", "timeout", "lost"})
+#: Every reason a job may list in ``retry_on``.
+RETRYABLE = RETRIED_BY_DEFAULT | {"oom"}
+
+
+def should_retry(
+    reason: str, attempt: int, max_retries: int, retry_on: Iterable[str], deterministic: bool
+) -> bool:
+    """Whether attempt ``attempt`` (1-based), which ended for ``reason``, is retried.
+
+    ``deterministic`` failures (the command could not even start) would fail the
+    same way again, so they are never retried.
+    """
+    if deterministic or attempt > max_retries:
+        return False
+    return reason in RETRIED_BY_DEFAULT or reason in set(retry_on)
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: doubling from ``base``, capped."""
+    return float(min(cap, base * 2 ** max(0, attempt - 1)))
