@@ -55,6 +55,7 @@ def run_attempt(
     if not claimed:
         return "skipped: this attempt was claimed already (duplicate delivery)"
     job = rt.registry.get_job(job_id)
+    rt.live.set_job(job_id, started=time.time())  # for placement's backfill estimates
     paths = rt.paths(job_id)
     try:
         info = _execute(rt, job, paths, node, gpus, holder, stop)
@@ -62,8 +63,9 @@ def run_attempt(
         log.exception("job %s failed in ugro itself", job_id)
         now = time.time()
         info = ExitInfo("error", now, now, error=f"ugro error: {exc}")
-    _finish(rt, job, paths, node, info)
+    # The GPUs are free the moment the job's processes are gone.
     rt.live.release(node, gpus, holder)
+    _finish(rt, job, paths, node, info)
     if not stop.is_set():  # a worker on its way out hands out no more work
         dispatch_pending(rt)
     return f"{info.reason} ({info.error or 'exit 0'})"

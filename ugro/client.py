@@ -90,7 +90,7 @@ class Client:
             )
             try:
                 self.rt.live.store_secrets(job_id, secrets)
-                self.rt.live.enqueue(job_id, spec.priority, spec.gpus, spec.node)
+                self.rt.live.enqueue(job_id, spec.priority, spec.gpus, spec.node, spec.timeout)
             except BaseException:
                 with contextlib.suppress(redis.RedisError):
                     self.rt.live.forget_job(job_id)

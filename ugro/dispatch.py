@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from ugro.placement import PendingJob, Placement, plan_placements
 from ugro.registry import utcnow
@@ -36,25 +38,55 @@ def dispatch_pending(rt: Runtime) -> int:
             return placed
 
 
-def _free_gpus(rt: Runtime) -> tuple[dict[str, list[int]], dict[str, int]]:
-    workers = rt.live.workers(max_age=rt.settings.worker_ttl)
+@dataclass
+class GpuView:
+    """What dispatch sees of the cluster's GPUs in one pass."""
+
+    free: dict[str, list[int]] = field(default_factory=dict)
+    capacity: dict[str, int] = field(default_factory=dict)
+    # node -> index -> the job holding its lease
+    held: dict[str, dict[int, str]] = field(default_factory=dict)
+    # node -> index -> why another program keeps it busy
+    blocked: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+def gpu_view(rt: Runtime) -> GpuView:
+    """Live GPUs by node: free, held by a job, or blocked by another program."""
+    view = GpuView()
     by_node: dict[str, list[int]] = defaultdict(list)
-    for worker in workers:
+    for worker in rt.live.workers(max_age=rt.settings.worker_ttl):
         by_node[worker.node].append(worker.index)
-    free: dict[str, list[int]] = {}
+        if worker.blocked:
+            view.blocked.setdefault(worker.node, {})[worker.index] = worker.blocked
     for node, indices in by_node.items():
         holders = rt.live.lease_holders(node, indices)
-        free[node] = [i for i in indices if holders[i] is None]
-    return free, {node: len(indices) for node, indices in by_node.items()}
+        view.capacity[node] = len(indices)
+        view.held[node] = {i: h.partition("|")[0] for i, h in holders.items() if h is not None}
+        blocked = view.blocked.get(node, {})
+        view.free[node] = [i for i in indices if holders[i] is None and i not in blocked]
+    return view
+
+
+def _busy_ends(rt: Runtime, view: GpuView) -> dict[str, list[float | None]]:
+    """For each node, how long each held GPU's job may still run (None: unknown)."""
+    jobs = sorted({job for held in view.held.values() for job in held.values()})
+    left = rt.live.time_left(jobs, time.time()) if jobs else {}
+    return {node: [left.get(job) for job in held.values()] for node, held in view.held.items()}
 
 
 def _dispatch_pass(rt: Runtime) -> int:
-    free, capacity = _free_gpus(rt)
-    if not any(free.values()):
+    rt.live.promote_due()
+    view = gpu_view(rt)
+    if not any(view.free.values()):
         return 0
-    pending = [PendingJob(job_id, gpus, node) for job_id, gpus, node in rt.live.pending()]
+    pending = [PendingJob(*fields) for fields in rt.live.pending()]
+    if not pending:
+        return 0
+    most_free = max(len(free) for free in view.free.values())
+    # Backfill estimates cost a read per running job: only when a job must wait.
+    ends = _busy_ends(rt, view) if any(job.gpus > most_free for job in pending) else None
     placed = 0
-    for placement in plan_placements(pending, free, capacity):
+    for placement in plan_placements(pending, view.free, view.capacity, ends):
         placed += place(rt, placement)
     return placed
 

@@ -9,6 +9,7 @@ GPUs, for machines without one), ``cpu`` (one slot per core, no GPU) or ``auto``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from ugro.errors import InventoryError
@@ -24,6 +25,8 @@ class GpuInfo:
     utilization: float = 0.0  # percent
     temperature_c: float | None = None
     power_w: float | None = None
+    # Compute processes NVML sees on the device (ugro's jobs and anyone else's).
+    processes: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,7 +45,36 @@ class GpuBackend(Protocol):
         ...
 
 
-def load_backend(spec: str) -> GpuBackend:
+def foreign_use(device: GpuInfo, leased: bool, memory_threshold_mb: float) -> str | None:
+    """Why another program keeps this GPU busy, or None when it is free for ugro.
+
+    A compute process that carries no ugro job tag is another program's; so is
+    memory in use above the threshold while no ugro job holds the GPU.
+    """
+    import psutil
+
+    for pid in device.processes:
+        try:
+            environ = psutil.Process(pid).environ()
+        except psutil.AccessDenied:
+            environ = {}
+        except psutil.Error:
+            continue  # gone already
+        if "UGRO_JOB_ID" not in environ:
+            try:
+                name = psutil.Process(pid).name()
+            except psutil.Error:
+                name = "?"
+            return f"in use by another program (pid {pid}, {name})"
+    if not leased and device.memory_used_mb > memory_threshold_mb:
+        return (
+            f"{device.memory_used_mb:.0f} MiB in use by other programs"
+            f" (more than UGRO_FOREIGN_MEMORY_MB={memory_threshold_mb:.0f})"
+        )
+    return None
+
+
+def load_backend(spec: str, data_dir: Path | None = None) -> GpuBackend:
     """The backend named by ``UGRO_GPU_BACKEND``."""
     from ugro.gpu_backends.cpu import CpuBackend
     from ugro.gpu_backends.fake import FakeBackend
@@ -57,7 +89,7 @@ def load_backend(spec: str) -> GpuBackend:
             raise InventoryError(f"UGRO_GPU_BACKEND={spec!r}: write fake:N, N a number") from None
         if not 1 <= n <= 64:
             raise InventoryError(f"UGRO_GPU_BACKEND={spec!r}: N must be 1 to 64")
-        return FakeBackend(n)
+        return FakeBackend(n, data_dir)
     if spec == "cpu":
         return CpuBackend()
     if spec == "nvml":

@@ -32,12 +32,11 @@ def requeue(
     )
     if not moved:
         return False
+    ready_at = time.time() + delay if delay > 0 else None
+    rt.live.enqueue(job.id, job.priority, job.gpus, spec.node, spec.timeout, ready_at)
     if delay > 0:
-        rt.live.enqueue_delayed(job.id, job.priority, job.gpus, spec.node, time.time() + delay)
         # Wake dispatch when the backoff is over (beat's tick is the safety net).
         rt.app.send_task("ugro.dispatch", countdown=delay, queue=control_queue(rt.settings))
-    else:
-        rt.live.enqueue(job.id, job.priority, job.gpus, spec.node)
     when = f" in {delay:.0f} s" if delay > 0 else ""
     rt.paths(job.id).append_console(f"requeued{when}: {why}")
     rt.registry.add_event("requeued", f"{job.id} requeued{when}: {why}", job.id, job.node)

@@ -54,6 +54,8 @@ class WorkerInfo:
     pid: int
     host: str
     seen: float
+    blocked: str | None = None  # why another program keeps the GPU busy
+    gpu: dict[str, Any] | None = None  # the device's last reading (GpuInfo fields)
 
 
 class LiveState:
@@ -73,29 +75,33 @@ class LiveState:
 
     # Pending queue ---------------------------------------------------------------
 
-    def enqueue(self, job_id: str, priority: int, gpus: int, node: str | None) -> None:
-        """Put a job in the pending queue with what placement needs to know."""
-        seq = int(self.redis.incr(self.keys.sequence))
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            self.keys.job(job_id),
-            mapping={"status": "queued", "gpus": gpus, "node": node or "", "priority": priority},
-        )
-        pipe.persist(self.keys.job(job_id))
-        pipe.zadd(self.keys.pending, {job_id: -priority * _PRIORITY_WEIGHT + seq})
-        pipe.execute()
-
-    def enqueue_delayed(
-        self, job_id: str, priority: int, gpus: int, node: str | None, ready_at: float
+    def enqueue(
+        self,
+        job_id: str,
+        priority: int,
+        gpus: int,
+        node: str | None,
+        timeout: float | None = None,
+        ready_at: float | None = None,
     ) -> None:
-        """Queue a job that may not be placed before ``ready_at`` (a retry backoff)."""
+        """Put a job in the pending queue with what placement needs to know, or, with
+        ``ready_at``, among the delayed jobs until then (a retry backoff)."""
+        fields: dict[Any, Any] = {
+            "status": "queued",
+            "priority": priority,
+            "gpus": gpus,
+            "node": node or "",
+            "timeout": timeout or "",
+        }
+        if ready_at is None:
+            seq = int(self.redis.incr(self.keys.sequence))
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            self.keys.job(job_id),
-            mapping={"status": "queued", "gpus": gpus, "node": node or "", "priority": priority},
-        )
+        pipe.hset(self.keys.job(job_id), mapping=fields)
         pipe.persist(self.keys.job(job_id))
-        pipe.zadd(self.keys.delayed, {job_id: ready_at})
+        if ready_at is None:
+            pipe.zadd(self.keys.pending, {job_id: -priority * _PRIORITY_WEIGHT + seq})
+        else:
+            pipe.zadd(self.keys.delayed, {job_id: ready_at})
         pipe.execute()
 
     def promote_due(self) -> int:
@@ -104,10 +110,16 @@ class LiveState:
         for job_id in due:
             fields = cast(
                 list[str | None],
-                self.redis.hmget(self.keys.job(job_id), ["priority", "gpus", "node"]),
+                self.redis.hmget(self.keys.job(job_id), ["priority", "gpus", "node", "timeout"]),
             )
-            priority, gpus, node = fields
-            self.enqueue(job_id, int(priority or 0), int(gpus or 1), node or None)
+            priority, gpus, node, timeout = fields
+            self.enqueue(
+                job_id,
+                int(priority or 0),
+                int(gpus or 1),
+                node or None,
+                float(timeout) if timeout else None,
+            )
             self.redis.zrem(self.keys.delayed, job_id)
         return len(due)
 
@@ -117,18 +129,31 @@ class LiveState:
         delayed = cast(list[str], self.redis.zrange(self.keys.delayed, 0, -1))
         return set(pending) | set(delayed)
 
-    def pending(self, limit: int = 500) -> list[tuple[str, int, str | None]]:
-        """The first ``limit`` pending jobs in order, as (job_id, gpus, node)."""
+    def pending(self, limit: int = 500) -> list[tuple[str, int, str | None, float | None]]:
+        """The first ``limit`` pending jobs in order: (job_id, gpus, node, timeout)."""
         ids = cast(list[str], self.redis.zrange(self.keys.pending, 0, limit - 1))
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(self.keys.job(job_id), ["gpus", "node"])
+            pipe.hmget(self.keys.job(job_id), ["gpus", "node", "timeout"])
         found = []
-        for job_id, (gpus, node) in zip(ids, pipe.execute(), strict=True):
-            found.append((job_id, int(gpus or 1), node or None))
+        for job_id, (gpus, node, timeout) in zip(ids, pipe.execute(), strict=True):
+            found.append(
+                (job_id, int(gpus or 1), node or None, float(timeout) if timeout else None)
+            )
         return found
+
+    def time_left(self, job_ids: list[str], now: float) -> dict[str, float | None]:
+        """Seconds until each job's timeout stops it at the latest (None: no timeout)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), ["timeout", "started"])
+        left: dict[str, float | None] = {}
+        for job_id, (timeout, started) in zip(job_ids, pipe.execute(), strict=True):
+            begun = float(started) if started else now
+            left[job_id] = float(timeout) - (now - begun) if timeout else None
+        return left
 
     def dequeue(self, job_id: str) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -251,9 +276,17 @@ class LiveState:
 
     # Workers -----------------------------------------------------------------------
 
-    def register_worker(self, node: str, index: int, pid: int, host: str) -> None:
-        info = json.dumps({"pid": pid, "host": host, "seen": time.time()})
-        self.redis.hset(self.keys.workers, f"{node}:{index}", info)
+    def register_worker(
+        self,
+        node: str,
+        index: int,
+        pid: int,
+        host: str,
+        blocked: str | None = None,
+        gpu: dict[str, Any] | None = None,
+    ) -> None:
+        info = {"pid": pid, "host": host, "seen": time.time(), "blocked": blocked, "gpu": gpu}
+        self.redis.hset(self.keys.workers, f"{node}:{index}", json.dumps(info))
 
     def unregister_worker(self, node: str, index: int) -> None:
         self.redis.hdel(self.keys.workers, f"{node}:{index}")
@@ -269,7 +302,17 @@ class LiveState:
             if now - float(info["seen"]) > max_age:
                 dead.append(field)
                 continue
-            found.append(WorkerInfo(node, int(index), int(info["pid"]), info["host"], info["seen"]))
+            found.append(
+                WorkerInfo(
+                    node,
+                    int(index),
+                    int(info["pid"]),
+                    info["host"],
+                    info["seen"],
+                    info.get("blocked"),
+                    info.get("gpu"),
+                )
+            )
         if dead:
             self.redis.hdel(self.keys.workers, *dead)
         return sorted(found, key=lambda w: (w.node, w.index))

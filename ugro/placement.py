@@ -2,9 +2,14 @@
 
 Jobs are taken in queue order (priority, then submission). A job goes to the node
 where it fits most tightly (fewest free GPUs that still hold it), on that node's
-lowest free indices, so large holes stay open for large jobs. A job that fits
-nowhere yet reserves the node it can fit soonest: nothing later in the queue is
-placed there, so a big job is not starved by a stream of small ones.
+lowest free indices, so large holes stay open for large jobs.
+
+A job that fits nowhere yet reserves the node where it can start soonest (EASY
+backfill): a later, smaller job may still use that node's free GPUs only when it
+cannot delay the reserved job, that is when its own timeout ends before the
+reserved job's earliest start, or when it takes GPUs the reserved job will not
+need then. A running job without a timeout may end at any moment, so it counts
+as ending now: nothing is backfilled against it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ class PendingJob:
     job_id: str
     gpus: int
     node: str | None = None
+    timeout: float | None = None  # seconds, when the job has one
 
 
 @dataclass(frozen=True)
@@ -27,27 +33,69 @@ class Placement:
     gpus: tuple[int, ...]
 
 
+@dataclass
+class _Reservation:
+    shadow: float  # earliest time (s from now) the reserved job can start
+    spare: int  # GPUs free at that time beyond what the reserved job needs
+
+
+def _reserve(need: int, free_now: int, busy_ends: Sequence[float | None]) -> _Reservation:
+    ends = sorted(0.0 if end is None else max(0.0, end) for end in busy_ends)
+    missing = need - free_now
+    shadow = ends[missing - 1] if 0 < missing <= len(ends) else 0.0
+    free_then = free_now + sum(1 for end in ends if end <= shadow)
+    return _Reservation(shadow, free_then - need)
+
+
 def plan_placements(
     pending: Sequence[PendingJob],
     free: Mapping[str, Sequence[int]],
     capacity: Mapping[str, int],
+    busy_ends: Mapping[str, Sequence[float | None]] | None = None,
 ) -> list[Placement]:
-    """Placements for ``pending`` given each node's free GPU indices and GPU count."""
+    """Placements for ``pending``.
+
+    Args:
+        pending: jobs in queue order.
+        free: each node's free GPU indices.
+        capacity: each node's GPU count.
+        busy_ends: for each node, when each busy GPU's job ends at the latest
+            (seconds from now), None when it has no timeout.
+    """
     available = {node: sorted(indices) for node, indices in free.items()}
-    reserved: set[str] = set()
+    ends = {node: list((busy_ends or {}).get(node, [])) for node in available}
+    reserved: dict[str, _Reservation] = {}
     plans: list[Placement] = []
     for job in pending:
-        if not any(available.get(n) for n in available if n not in reserved):
-            break  # nothing left to hand out
-        candidates = [n for n in available if n not in reserved and job.node in (None, n)]
+        if not any(available.values()):
+            break
+        candidates = [n for n in available if job.node in (None, n)]
         fits = [n for n in candidates if len(available[n]) >= job.gpus]
-        if fits:
-            node = min(fits, key=lambda n: (len(available[n]), n))
+        open_fits = [n for n in fits if n not in reserved]
+        backfill = [n for n in fits if n in reserved and _can_backfill(job, reserved[n])]
+        choice = open_fits or backfill
+        if choice:
+            node = min(choice, key=lambda n: (len(available[n]), n))
             taken = available[node][: job.gpus]
             available[node] = available[node][job.gpus :]
+            ends[node] += [job.timeout] * job.gpus
+            if node in reserved and not _fits_before(job, reserved[node]):
+                reserved[node].spare -= job.gpus
             plans.append(Placement(job.job_id, node, tuple(taken)))
             continue
-        possible = [n for n in candidates if capacity.get(n, 0) >= job.gpus]
+        possible = [n for n in candidates if n not in reserved and capacity.get(n, 0) >= job.gpus]
         if possible:
-            reserved.add(max(possible, key=lambda n: (len(available[n]), n)))
+            node = min(
+                possible,
+                key=lambda n: (_reserve(job.gpus, len(available[n]), ends[n]).shadow, n),
+            )
+            reserved[node] = _reserve(job.gpus, len(available[node]), ends[node])
     return plans
+
+
+def _fits_before(job: PendingJob, reservation: _Reservation) -> bool:
+    return job.timeout is not None and job.timeout <= reservation.shadow
+
+
+def _can_backfill(job: PendingJob, reservation: _Reservation) -> bool:
+    return _fits_before(job, reservation) or job.gpus <= reservation.spare

@@ -55,7 +55,7 @@ def _reconcile(rt: Runtime) -> Counter[str]:
         if status is JobStatus.QUEUED:
             if row.id not in in_queue:
                 spec = JobSpec.model_validate_json(row.spec)
-                rt.live.enqueue(row.id, row.priority, row.gpus, spec.node)
+                rt.live.enqueue(row.id, row.priority, row.gpus, spec.node, spec.timeout)
                 report["queued again"] += 1
         elif status is JobStatus.LOST:
             # Declared lost by a pass that stopped before settling it.

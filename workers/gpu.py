@@ -14,6 +14,7 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from ugro.celery_app import make_app
 from ugro.dispatch import dispatch_pending
+from ugro.gpus import load_backend
 from ugro.presence import Presence
 from ugro.processes import become_subreaper
 from ugro.reconcile import reconcile
@@ -55,7 +56,18 @@ def main(argv: list[str] | None = None) -> None:
     def _ready(**_: Any) -> None:
         rt = runtime()
         reconcile(rt)
-        presence.append(Presence(rt.live, settings.node_name, args.index, settings.worker_ttl))
+        backend = load_backend(settings.gpu_backend, settings.data_dir)
+        presence.append(
+            Presence(
+                rt.live,
+                settings.node_name,
+                args.index,
+                settings.worker_ttl,
+                backend,
+                settings.foreign_memory_mb,
+                on_unblocked=lambda: dispatch_pending(rt),
+            )
+        )
         presence[0].start()
         dispatch_pending(rt)  # jobs may have waited for this GPU to come up
 

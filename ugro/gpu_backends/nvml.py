@@ -49,6 +49,11 @@ class NvmlBackend:
                 power: float | None = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
             except nvml.NVMLError:
                 power = None
+            try:
+                running = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                processes = tuple(int(p.pid) for p in running)
+            except nvml.NVMLError:
+                processes = ()
             name = nvml.nvmlDeviceGetName(handle)
             uuid = nvml.nvmlDeviceGetUUID(handle)
             found.append(
@@ -61,6 +66,7 @@ class NvmlBackend:
                     utilization=util,
                     temperature_c=temp,
                     power_w=power,
+                    processes=processes,
                 )
             )
         return found
