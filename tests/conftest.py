@@ -3,12 +3,14 @@ and a real local stack of worker processes on simulated GPUs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -40,12 +42,12 @@ POSTGRES = _postgres_available()
 TEST_REDIS_URL = os.environ.get("UGRO_TEST_REDIS_URL") or None
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def registry_database(directory: Path) -> Iterator[str]:
     """A fresh registry database: a private schema on the PostgreSQL server when one
-    answers, else SQLite in the test's directory."""
+    answers, else SQLite in ``directory``."""
     if not POSTGRES:
-        yield f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+        yield f"sqlite:///{directory / 'registry.sqlite3'}"
         return
     import psycopg
 
@@ -53,30 +55,48 @@ def database_url(tmp_path: Path) -> Iterator[str]:
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     params = dict(part.split("=", 1) for part in PG_DSN.split())
-    yield (
-        f"postgresql+psycopg://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
-        f"?options=-csearch_path%3D{schema}"
-    )
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield (
+            f"postgresql+psycopg://{params['user']}@{params['host']}:{params['port']}"
+            f"/{params['dbname']}?options=-csearch_path%3D{schema}"
+        )
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    with registry_database(tmp_path) as url:
+        yield url
+
+
+def make_settings(data_dir: Path, database_url: str, **changes: Any) -> Settings:
+    """Settings for a test: its own data dir and registry, 4 fake GPUs, short timings."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "redis_url": TEST_REDIS_URL,
+        "redis_prefix": f"ugrotest-{secrets.token_hex(4)}" if TEST_REDIS_URL else "ugro",
+        "gpu_backend": "fake:4",
+        "node_name": "testnode",
+        "heartbeat_interval": 0.5,
+        "lease_ttl": 5.0,
+        "worker_ttl": 3.0,
+        "stop_grace": 2.0,
+        "dispatch_interval": 5.0,
+        "reconcile_interval": 2.0,
+        "orphan_scan_interval": 1.0,
+        "retry_backoff": 0.5,
+        "retry_backoff_max": 2.0,
+    }
+    values.update(changes)
+    return Settings(**values)
 
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    """Settings for one test: its own data dir and registry, 4 fake GPUs, short timings."""
-    return Settings(
-        data_dir=tmp_path / "data",
-        redis_url=TEST_REDIS_URL,
-        redis_prefix=f"ugrotest-{secrets.token_hex(4)}" if TEST_REDIS_URL else "ugro",
-        database_url=database_url,
-        gpu_backend="fake:4",
-        node_name="testnode",
-        heartbeat_interval=0.5,
-        lease_ttl=5.0,
-        worker_ttl=3.0,
-        stop_grace=2.0,
-        dispatch_interval=5.0,
-    )
+    return make_settings(tmp_path / "data", database_url)
 
 
 @pytest.fixture
@@ -121,22 +141,10 @@ def drop_keys(settings: Settings) -> None:
 def env_for(settings: Settings) -> dict[str, str]:
     """The environment a user's shell would have for these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("UGRO_")}
-    env.update(
-        UGRO_DATA_DIR=str(settings.data_dir),
-        UGRO_GPU_BACKEND=settings.gpu_backend,
-        UGRO_NODE_NAME=settings.node_name,
-        UGRO_HEARTBEAT_INTERVAL=str(settings.heartbeat_interval),
-        UGRO_LEASE_TTL=str(settings.lease_ttl),
-        UGRO_WORKER_TTL=str(settings.worker_ttl),
-        UGRO_STOP_GRACE=str(settings.stop_grace),
-        UGRO_DISPATCH_INTERVAL=str(settings.dispatch_interval),
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    if settings.database_url:
-        env["UGRO_DATABASE_URL"] = settings.database_url
-    if settings.redis_url:
-        env["UGRO_REDIS_URL"] = settings.redis_url
-        env["UGRO_REDIS_PREFIX"] = settings.redis_prefix
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"UGRO_{name.upper()}"] = str(value)
+    env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     return env
 
 
@@ -174,22 +182,28 @@ def processes_of(settings: Settings) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture
-def stack(settings: Settings) -> Iterator[Settings]:
-    """`ugro up` in the test's data dir (embedded Redis, 4 GPU workers, agent, beat);
-    `ugro down` after, which must leave no process behind."""
-    result = ugro(settings, "up")
+@contextlib.contextmanager
+def running_stack(settings: Settings, *up_args: str) -> Iterator[Settings]:
+    """`ugro up` with these settings; `ugro down` after, which must leave no process."""
+    result = ugro(settings, "up", *up_args)
     assert result.returncode == 0, result.stderr + _logs(settings)
     try:
         yield settings
     finally:
         down = ugro(settings, "down")
-        assert down.returncode == 0, down.stderr
         left = processes_of(settings)
         for proc in left:
             proc.kill()
         drop_keys(settings)
+        assert down.returncode == 0, down.stderr
         assert not left, f"processes left after `ugro down`: {[p.cmdline() for p in left]}"
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[Settings]:
+    """`ugro up` in the test's data dir (embedded Redis, 4 GPU workers, agent, beat)."""
+    with running_stack(settings) as running:
+        yield running
 
 
 def _logs(settings: Settings) -> str:

@@ -178,7 +178,9 @@ def status(job_id: str, as_json: bool) -> None:
     with _client() as client:
         job = client.get(job_id)
         paths = client.rt.paths(job.id)
+        waiting = client.why_waiting(job.id)
     data = job.to_json()
+    data["waiting"] = waiting
     data["paths"] = {
         "job_dir": str(paths.root),
         "config": str(paths.config),
@@ -197,6 +199,7 @@ def status(job_id: str, as_json: bool) -> None:
         "name",
         "kind",
         "status",
+        "waiting",
         "node",
         "gpu_indices",
         "attempt",
@@ -285,6 +288,39 @@ def retry(job_ids: tuple[str, ...]) -> None:
         for job_id in job_ids:
             job = client.retry(job_id)
             err.print(f"{job.id}: {job.status.value}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def nodes(as_json: bool) -> None:
+    """Show each node's GPUs: free, busy with a job, or blocked by another program."""
+    with _client() as client:
+        found = client.nodes()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        err.print("no GPU worker is up: start them with `ugro up` or `ugro worker`")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NODE", "GPU", "STATE", "JOB / WHY", "UTIL", "MEMORY", "TEMP"):
+        table.add_column(column)
+    for node in found:
+        for gpu in node["gpus"]:
+            reading = gpu["reading"] or {}
+            style = {"free": "green", "busy": "cyan", "blocked": "red"}[gpu["state"]]
+            memory = reading.get("memory_used_mb")
+            total = reading.get("memory_total_mb")
+            table.add_row(
+                node["node"],
+                str(gpu["index"]),
+                f"[{style}]{gpu['state']}[/]",
+                gpu["job"] or gpu["blocked"] or "-",
+                f"{reading.get('utilization', 0):.0f}%" if reading else "-",
+                f"{memory:.0f}/{total:.0f} MiB" if memory is not None and total else "-",
+                f"{reading['temperature_c']:.0f} C" if reading.get("temperature_c") else "-",
+            )
+    out.print(table)
 
 
 @main.command(name="reconcile")

@@ -9,11 +9,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import redis
 
-from ugro.dispatch import dispatch_pending
+from ugro.dispatch import dispatch_pending, gpu_view
 from ugro.errors import JobNotFound, SpecError, StateError
+from ugro.explain import why_waiting
 from ugro.job import Job
 from ugro.lifecycle import requeue
 from ugro.redact import redact_env, split_secrets
@@ -220,6 +222,38 @@ class Client:
                 pubsub.get_message(timeout=1.0)
         finally:
             pubsub.close()
+
+    def why_waiting(self, job_id: str) -> str | None:
+        """Why a queued job has not started yet (None when it is not queued)."""
+        job = self.get(job_id)
+        if job.status is not JobStatus.QUEUED:
+            return None
+        spec = JobSpec.model_validate_json(self.rt.registry.get_job(job.id).spec)
+        ahead, ready_in = self.rt.live.queue_position(job.id)
+        return why_waiting(job.gpus, spec.node, gpu_view(self.rt), ahead or 0, ready_in)
+
+    def nodes(self) -> builtins.list[dict[str, Any]]:
+        """Each node's GPUs: worker up, free, held by a job, or blocked, with readings."""
+        view = gpu_view(self.rt)
+        workers = self.rt.live.workers(max_age=self.settings.worker_ttl)
+        found: dict[str, dict[str, Any]] = {}
+        for worker in workers:
+            entry = found.setdefault(
+                worker.node, {"node": worker.node, "host": worker.host, "gpus": []}
+            )
+            job = view.held.get(worker.node, {}).get(worker.index)
+            state = "blocked" if worker.blocked else ("busy" if job else "free")
+            entry["gpus"].append(
+                {
+                    "index": worker.index,
+                    "state": state,
+                    "job": job,
+                    "blocked": worker.blocked,
+                    "last_seen": worker.seen,
+                    "reading": worker.gpu,
+                }
+            )
+        return [found[node] for node in sorted(found)]
 
     def get_many(self, ids: builtins.list[str]) -> builtins.list[Job]:
         """Several jobs by their full ids, in the order given."""

@@ -123,6 +123,13 @@ class LiveState:
             self.redis.zrem(self.keys.delayed, job_id)
         return len(due)
 
+    def queue_position(self, job_id: str) -> tuple[int | None, float | None]:
+        """(jobs ahead of it in the pending queue, seconds of backoff left)."""
+        rank = self.redis.zrank(self.keys.pending, job_id)
+        ready_at = self.redis.zscore(self.keys.delayed, job_id)
+        left = None if ready_at is None else float(ready_at) - time.time()
+        return (None if rank is None else int(cast(int, rank))), left
+
     def queued_ids(self) -> set[str]:
         """Every job id in the pending queue or waiting out a backoff."""
         pending = cast(list[str], self.redis.zrange(self.keys.pending, 0, -1))
