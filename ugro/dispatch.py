@@ -51,8 +51,15 @@ class GpuView:
 
 
 def gpu_view(rt: Runtime) -> GpuView:
-    """Live GPUs by node: free, held by a job, or blocked by another program."""
+    """Live GPUs by node: free, held by a job, or blocked by another program.
+
+    A GPU is held when its lease is taken in Redis or when the registry says a
+    placed or running job has it: after Redis was wiped, a running job's worker
+    takes its lease again at its next heartbeat, and until then the registry keeps
+    its GPUs from being handed out twice.
+    """
     view = GpuView()
+    in_registry = rt.registry.held_gpus()
     by_node: dict[str, list[int]] = defaultdict(list)
     for worker in rt.live.workers(max_age=rt.settings.worker_ttl):
         by_node[worker.node].append(worker.index)
@@ -61,9 +68,12 @@ def gpu_view(rt: Runtime) -> GpuView:
     for node, indices in by_node.items():
         holders = rt.live.lease_holders(node, indices)
         view.capacity[node] = len(indices)
-        view.held[node] = {i: h.partition("|")[0] for i, h in holders.items() if h is not None}
+        held = {i: h.partition("|")[0] for i, h in holders.items() if h is not None}
+        for index, job_id in in_registry.get(node, {}).items():
+            held.setdefault(index, job_id)
+        view.held[node] = held
         blocked = view.blocked.get(node, {})
-        view.free[node] = [i for i in indices if holders[i] is None and i not in blocked]
+        view.free[node] = [i for i in indices if i not in held and i not in blocked]
     return view
 
 

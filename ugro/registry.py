@@ -189,6 +189,19 @@ class Registry:
         with self.engine.connect() as conn:
             return [_job_from(row._mapping) for row in conn.execute(query)]
 
+    def held_gpus(self) -> dict[str, dict[int, str]]:
+        """GPUs that placed and running jobs hold, by node and index (job id)."""
+        query = select(JobRow.id, JobRow.node, JobRow.gpu_indices).where(
+            JobRow.status.in_([JobStatus.PLACED.value, JobStatus.RUNNING.value])
+        )
+        held: dict[str, dict[int, str]] = {}
+        with self.engine.connect() as conn:
+            for job_id, node, indices in conn.execute(query):
+                if node and indices:
+                    for index in json.loads(indices):
+                        held.setdefault(node, {})[int(index)] = job_id
+        return held
+
     def count_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
