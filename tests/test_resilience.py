@@ -113,6 +113,8 @@ def test_a_job_whose_worker_dies_on_every_attempt_fails_after_its_retries(
         assert done.status is JobStatus.FAILED and done.exit_reason == "lost"
         assert done.attempt == 2
         assert [a.exit_reason for a in client.rt.registry.attempts(job.id)] == ["lost", "lost"]
+        meta = json.loads((done.job_dir / "metadata.json").read_text())
+        assert meta["exit_reason"] == "lost" and meta["attempt"] == 2
         for pid in map(int, pids.read_text().split()):
             _wait_gone(pid, 15)
 

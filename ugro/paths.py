@@ -132,6 +132,15 @@ class JobPaths:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
+    def update_metadata(self, **values: Any) -> None:
+        """Change some fields of ``metadata.json`` (written by the worker) in place."""
+        try:
+            data = json.loads(self.metadata.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {"job_id": self.job_id}
+        data.update(values)
+        write_json_atomic(self.metadata, data)
+
     def remove(self) -> None:
         """Remove the job's tree (used when a submission is rolled back)."""
         shutil.rmtree(self.root, ignore_errors=True)

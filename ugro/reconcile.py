@@ -82,8 +82,11 @@ def declare_lost(rt: Runtime, row: JobRow) -> bool:
         row.id, JobStatus.LOST, expect=[JobStatus.RUNNING], exit_reason="lost", error=error
     ):
         return False
-    rt.registry.end_attempt(row.id, row.attempt, ended_at=datetime.now(UTC), exit_reason="lost")
-    rt.paths(row.id).append_console(f"attempt {row.attempt} lost: {error}")
+    ended = datetime.now(UTC)
+    rt.registry.end_attempt(row.id, row.attempt, ended_at=ended, exit_reason="lost")
+    paths = rt.paths(row.id)
+    paths.update_metadata(end=ended.isoformat(), exit_reason="lost", error=error)
+    paths.append_console(f"attempt {row.attempt} lost: {error}")
     rt.registry.add_event("job_lost", f"{row.id} lost: {error}", row.id, row.node)
     settle_failure(rt, rt.registry.get_job(row.id), [JobStatus.LOST], "lost", error)
     return True
