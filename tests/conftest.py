@@ -8,7 +8,8 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import psutil
 import pytest
 import redis
 
+from ugro.client import Client
+from ugro.job import Job
 from ugro.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 
@@ -211,3 +214,24 @@ def _logs(settings: Settings) -> str:
     for path in sorted(settings.run_dir.glob("*.log")):
         text.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-3000:])
     return "\n".join(text)
+
+
+def wait_for_job(client: Client, job_id: str, check: Callable[[Job], bool], timeout: float) -> Job:
+    """Wait on the workers' status events until ``check`` holds for the job."""
+    pubsub = client.rt.live.subscribe()
+    deadline = time.monotonic() + timeout
+    try:
+        while not check(job := client.get(job_id)):
+            assert time.monotonic() < deadline, f"{job_id}: still {job.status.value}"
+            pubsub.get_message(timeout=0.5)
+        return job
+    finally:
+        pubsub.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+    """Poll for what no event announces (a file a job writes, a process's end)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

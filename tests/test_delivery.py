@@ -4,12 +4,11 @@ stack puts its running jobs back in the queue instead of losing them."""
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, drop_keys, processes_of, ugro
+from tests.conftest import ROOT, drop_keys, processes_of, ugro, wait_for_job
 from ugro import Client, JobSpec, JobStatus
 from ugro.registry import Registry
 from ugro.runtime import queue_for_gpu
@@ -19,15 +18,7 @@ RECORD = str(ROOT / "tests" / "jobs" / "record.py")
 
 
 def _wait_for_status(client: Client, job_id: str, status: JobStatus, timeout: float) -> None:
-    """Wait on the workers' status events until the job reaches ``status``."""
-    pubsub = client.rt.live.subscribe()
-    deadline = time.monotonic() + timeout
-    try:
-        while client.get(job_id).status is not status:
-            assert time.monotonic() < deadline, f"{job_id} never became {status}"
-            pubsub.get_message(timeout=1.0)
-    finally:
-        pubsub.close()
+    wait_for_job(client, job_id, lambda job: job.status is status, timeout)
 
 
 @pytest.mark.timeout(120)

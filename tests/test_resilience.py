@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -23,11 +22,14 @@ from tests.conftest import (
     processes_of,
     running_stack,
     ugro,
+    wait_for_job,
+    wait_until,
 )
 from ugro import Client, JobSpec, JobStatus
 from ugro.job import Job
 from ugro.redis_server import EmbeddedRedis
 from ugro.registry import Registry
+from ugro.settings import Settings
 
 JOBS = ROOT / "tests" / "jobs"
 RECORD = str(JOBS / "record.py")
@@ -37,25 +39,12 @@ PY = sys.executable
 FAST = {"lease_ttl": 2.0, "reconcile_interval": 1.0, "orphan_scan_interval": 1.0, "worker_ttl": 2.0}
 
 
-def _wait_for(client: Client, job_id: str, check: Callable[[Job], bool], timeout: float) -> Job:
-    """Wait on the workers' status events until ``check`` holds for the job."""
-    pubsub = client.rt.live.subscribe()
-    deadline = time.monotonic() + timeout
-    try:
-        while not check(job := client.get(job_id)):
-            assert time.monotonic() < deadline, f"{job_id}: still {job.status.value}"
-            pubsub.get_message(timeout=0.5)
-        return job
-    finally:
-        pubsub.close()
-
-
 def _wait_file(path: Path, lines: int, timeout: float) -> list[str]:
-    # A job's own file: nothing publishes an event for it.
-    deadline = time.monotonic() + timeout
-    while not path.exists() or len(path.read_text().splitlines()) < lines:
-        assert time.monotonic() < deadline, f"{path} has fewer than {lines} lines"
-        time.sleep(0.05)
+    wait_until(
+        lambda: path.exists() and len(path.read_text().splitlines()) >= lines,
+        timeout,
+        f"{lines} lines in {path}",
+    )
     return path.read_text().splitlines()
 
 
@@ -76,12 +65,12 @@ def test_a_killed_worker_s_job_is_lost_its_process_killed_and_requeued_once(
                 name="victim", max_retries=1, command=[PY, str(JOBS / "flaky.py"), str(out), "600"]
             )
         )
-        running = _wait_for(client, job.id, lambda j: j.status is JobStatus.RUNNING, 30)
+        running = wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 30)
         first = json.loads(_wait_file(out, 1, 30)[0])
         killed_at = time.monotonic()
         os.kill(_worker_pid(client, "testnode", running.gpu_indices[0]), signal.SIGKILL)
 
-        done = _wait_for(client, job.id, lambda j: j.done, 60)
+        done = wait_for_job(client, job.id, lambda j: j.done, 60)
         assert done.status is JobStatus.FINISHED and done.attempt == 2
         # the orphaned attempt-1 process did not keep running unseen
         assert (
@@ -109,7 +98,7 @@ def test_a_job_whose_worker_dies_on_every_attempt_fails_after_its_retries(
                 name="cursed", max_retries=1, command=[PY, str(JOBS / "kill_worker.py"), str(pids)]
             )
         )
-        done = _wait_for(client, job.id, lambda j: j.done, 90)
+        done = wait_for_job(client, job.id, lambda j: j.done, 90)
         assert done.status is JobStatus.FAILED and done.exit_reason == "lost"
         assert done.attempt == 2
         assert [a.exit_reason for a in client.rt.registry.attempts(job.id)] == ["lost", "lost"]
@@ -119,11 +108,15 @@ def test_a_job_whose_worker_dies_on_every_attempt_fails_after_its_retries(
             _wait_gone(pid, 15)
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _wait_gone(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, f"pid {pid} still alive"
-        time.sleep(0.1)
+    wait_until(lambda: _gone(pid), timeout, f"pid {pid} to end")
 
 
 def _queued_and_running(client: Client, out: Path) -> list[Job]:
@@ -132,21 +125,38 @@ def _queued_and_running(client: Client, out: Path) -> list[Job]:
         client.submit(JobSpec(name=f"j{i}", command=[PY, RECORD, str(out), "3"])) for i in range(8)
     ]
     for job in jobs[:4]:
-        _wait_for(client, job.id, lambda j: j.status is JobStatus.RUNNING, 30)
+        wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 30)
     assert all(client.get(job.id).status is JobStatus.QUEUED for job in jobs[4:])
     return jobs
 
 
 def _all_ran_once(client: Client, jobs: list[Job], out: Path) -> None:
-    done = [_wait_for(client, job.id, lambda j: j.done, 90) for job in jobs]
+    done = [wait_for_job(client, job.id, lambda j: j.done, 90) for job in jobs]
     assert all(job.status is JobStatus.FINISHED for job in done), [j.status for j in done]
     ran = [json.loads(line)["job_id"] for line in out.read_text().splitlines()]
     assert sorted(ran) == sorted(job.id for job in jobs)
 
 
+def _wipe(settings: Settings, how: str) -> None:
+    server = EmbeddedRedis(settings)
+    if how == "flushall":
+        server.client().flushall()
+        return
+    server.stop()  # then start again with nothing kept
+    for path in sorted(settings.redis_dir.glob("appendonly*"), reverse=True):
+        if path.is_dir():
+            for inner in path.iterdir():
+                inner.unlink()
+            path.rmdir()
+        else:
+            path.unlink()
+    server.start()
+
+
 @pytest.mark.timeout(150)
-def test_after_flushall_queued_jobs_are_queued_again_and_running_ones_found(
-    tmp_path: Path, database_url: str
+@pytest.mark.parametrize("how", ["flushall", "restart"])
+def test_after_redis_is_wiped_queued_jobs_run_and_running_ones_are_found(
+    tmp_path: Path, database_url: str, how: str
 ) -> None:
     # The stack's own embedded Redis: this test wipes it.
     settings = make_settings(
@@ -155,32 +165,9 @@ def test_after_flushall_queued_jobs_are_queued_again_and_running_ones_found(
     out = tmp_path / "runs.jsonl"
     with running_stack(settings), Client(settings) as client:
         jobs = _queued_and_running(client, out)
-        EmbeddedRedis(settings).client().flushall()
+        _wipe(settings, how)
         _all_ran_once(client, jobs, out)
         assert all(j.attempt == 1 for j in client.get_many([j.id for j in jobs]))
-
-
-@pytest.mark.timeout(150)
-def test_after_a_restart_of_a_redis_that_kept_nothing_no_job_is_dropped(
-    tmp_path: Path, database_url: str
-) -> None:
-    settings = make_settings(
-        tmp_path / "data", database_url, redis_url=None, redis_prefix="ugro", **FAST
-    )
-    out = tmp_path / "runs.jsonl"
-    with running_stack(settings), Client(settings) as client:
-        jobs = _queued_and_running(client, out)
-        server = EmbeddedRedis(settings)
-        server.stop()
-        for path in settings.redis_dir.glob("appendonly*"):  # it keeps nothing
-            if path.is_dir():
-                for inner in path.iterdir():
-                    inner.unlink()
-                path.rmdir()
-            else:
-                path.unlink()
-        server.start()
-        _all_ran_once(client, jobs, out)
 
 
 def test_an_unreachable_redis_fails_submit_fast_and_creates_nothing(
@@ -245,7 +232,7 @@ def test_two_nodes_share_the_work_and_one_stopping_leaves_the_other_running(
                 JobSpec(name="on-b", node="b", command=[PY, RECORD, str(out), "60"])
             )
             for job in (long_a, long_b):
-                _wait_for(client, job.id, lambda j: j.status is JobStatus.RUNNING, 30)
+                wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 30)
             worker_b.send_signal(signal.SIGTERM)
             assert worker_b.wait(timeout=60) == 0
             [on_a] = client.wait(long_a.id, timeout=30)
@@ -259,8 +246,4 @@ def test_two_nodes_share_the_work_and_one_stopping_leaves_the_other_running(
 
 
 def _wait_until_nodes(client: Client, names: set[str]) -> None:
-    pubsub_free_deadline = time.monotonic() + 60
-    while {n["node"] for n in client.nodes()} != names:
-        # Worker start-up writes presence, not events: look again shortly.
-        assert time.monotonic() < pubsub_free_deadline, client.nodes()
-        time.sleep(0.2)
+    wait_until(lambda: {n["node"] for n in client.nodes()} == names, 60, f"nodes {names}")

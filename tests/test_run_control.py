@@ -7,14 +7,21 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.conftest import ROOT, make_settings, processes_of, registry_database, running_stack, ugro
+from tests.conftest import (
+    ROOT,
+    make_settings,
+    processes_of,
+    registry_database,
+    running_stack,
+    ugro,
+    wait_until,
+)
 from ugro import Client, JobSpec, JobStatus
 from ugro.runtime import queue_for_gpu
 from ugro.settings import Settings
@@ -157,7 +164,7 @@ def test_cancel_stops_the_whole_job_even_a_stubborn_setsid_grandchild(
     job = client.submit(
         JobSpec(name="stubborn", command=[str(JOBS / "stubborn.sh"), str(pids_file)])
     )
-    _wait_until(lambda: pids_file.exists() and len(pids_file.read_text().split()) == 2, 30)
+    wait_until(lambda: pids_file.exists() and len(pids_file.read_text().split()) == 2, 30)
     pids = [int(p) for p in pids_file.read_text().split()]
     assert all(psutil.pid_exists(pid) for pid in pids)
     assert os.getsid(pids[0]) != os.getsid(pids[1])  # the grandchild left the session
@@ -178,14 +185,6 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def _wait_until(condition: object, timeout: float) -> None:
-    # Only for files a job writes: nothing publishes an event for them.
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.mark.timeout(60)
@@ -291,7 +290,7 @@ def test_a_pickled_message_is_refused_and_the_worker_stays_up(
         serializer="pickle",
     )
     log = lab.run_dir / "gpu-0.log"
-    _wait_until(lambda: "pickle" in log.read_text(), 20)
+    wait_until(lambda: "pickle" in log.read_text(), 20)
     assert "untrusted content of type pickle" in log.read_text()
     assert not marker.exists()
     # the worker is still up and runs the next jobs on its GPU
@@ -340,7 +339,7 @@ def test_a_gpu_another_program_uses_gets_no_job_and_says_why(
     control = lab.data_dir / "fake-gpus.json"
     try:
         control.write_text(json.dumps({str(i): {"processes": [intruder.pid]} for i in range(4)}))
-        _wait_until(
+        wait_until(
             lambda: all(g["state"] == "blocked" for n in client.nodes() for g in n["gpus"]), 20
         )
         job = client.submit(JobSpec(name="polite", command=["true"]))
