@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from ugro.dispatch import dispatch_pending
 from ugro.lifecycle import requeue, settle_failure
 from ugro.registry import JobRow, gpu_list
-from ugro.runtime import Runtime
+from ugro.runtime import Runtime, node_queue
 from ugro.spec import JobSpec
 from ugro.status import JobStatus
 
@@ -88,5 +88,9 @@ def declare_lost(rt: Runtime, row: JobRow) -> bool:
     paths.update_metadata(end=ended.isoformat(), exit_reason="lost", error=error)
     paths.append_console(f"attempt {row.attempt} lost: {error}")
     rt.registry.add_event("job_lost", f"{row.id} lost: {error}", row.id, row.node)
+    if row.node:
+        # Its processes may still run there: the node's agent stops them now rather
+        # than at its next scan.
+        rt.app.send_task("ugro.kill_orphans", queue=node_queue(rt.settings, row.node))
     settle_failure(rt, rt.registry.get_job(row.id), [JobStatus.LOST], "lost", error)
     return True

@@ -11,6 +11,7 @@ from celery.signals import worker_shutting_down
 
 from ugro.attempt import run_attempt
 from ugro.dispatch import dispatch_pending
+from ugro.orphans import kill_orphans
 from ugro.reconcile import reconcile
 from ugro.runtime import Runtime
 
@@ -49,6 +50,13 @@ def run_job(job_id: str, token: str, node: str, gpus: list[int]) -> str:
 def reconcile_task() -> dict[str, int]:
     """Beat's reconcile tick: lost jobs, live state rebuilt after a wipe."""
     return reconcile(runtime())
+
+
+@shared_task(name="ugro.kill_orphans", ignore_result=True)
+def kill_orphans_task() -> int:
+    """Stop this node's orphaned job processes now (sent to the node's own queue)."""
+    rt = runtime()
+    return kill_orphans(rt, rt.settings.node_name)
 
 
 @shared_task(name="ugro.dispatch", ignore_result=True)
