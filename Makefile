@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 GPUS   ?=
 
-.PHONY: setup demo test lint up down worker beat clean
+.PHONY: setup demo test lint bench up down worker beat clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ugro needs Python 3.11+")'
@@ -26,6 +26,9 @@ lint: setup  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: setup  ## ugro against raw Celery and the process floor (QUICK=1: under a minute)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
 up: setup  ## start Redis (embedded), GPU workers, node agent and beat in the background
 	$(BIN)/ugro up $(if $(GPUS),--gpus $(GPUS))

@@ -44,8 +44,8 @@ def make_app(settings: Settings) -> Any:
             "global_keyprefix": f"{settings.redis_prefix}:",
         },
         # Events let Flower show workers and tasks; they carry no job environment.
+        # No "task-sent" event: it would double the messages of every submission.
         worker_send_task_events=True,
-        task_send_sent_event=True,
         worker_hijack_root_logger=False,
         enable_utc=True,
         timezone=settings.timezone,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
+from ugro.live import WorkerInfo
 from ugro.placement import PendingJob, Placement, plan_placements
 from ugro.registry import utcnow
 from ugro.runtime import Runtime, gpu_json
@@ -23,18 +23,17 @@ log = logging.getLogger(__name__)
 
 def dispatch_pending(rt: Runtime) -> int:
     """Place every pending job that fits now; returns how many were placed."""
+    token = secrets.token_hex(8)
+    if not rt.live.dispatch_enter(token):
+        return 0  # the holder will see our request
     placed = 0
     while True:
-        rt.live.request_dispatch()
-        lock = rt.live.dispatch_lock()
-        if not lock.acquire():
-            return placed  # the holder will see our request
         try:
-            while rt.live.take_dispatch_request():
-                placed += _dispatch_pass(rt)
-        finally:
-            lock.release()
-        if not rt.live.dispatch_requested():
+            placed += _dispatch_pass(rt)
+        except Exception:
+            rt.live.dispatch_exit(token)
+            raise
+        if not rt.live.dispatch_exit(token):
             return placed
 
 
@@ -51,29 +50,37 @@ class GpuView:
 
 
 def gpu_view(rt: Runtime) -> GpuView:
-    """Live GPUs by node: free, held by a job, or blocked by another program.
+    """Live GPUs by node: free, held by a job, or blocked by another program."""
+    workers, holders, _ = rt.live.dispatch_snapshot(rt.settings.worker_ttl, limit=0)
+    return _view(rt, workers, holders, consult_registry=True)
 
-    A GPU is held when its lease is taken in Redis or when the registry says a
+
+def _view(
+    rt: Runtime,
+    workers: list[WorkerInfo],
+    holders: dict[tuple[str, int], str | None],
+    consult_registry: bool,
+) -> GpuView:
+    """A GPU is held when its lease is taken in Redis or when the registry says a
     placed or running job has it: after Redis was wiped, a running job's worker
     takes its lease again at its next heartbeat, and until then the registry keeps
-    its GPUs from being handed out twice.
-    """
+    its GPUs from being handed out twice."""
     view = GpuView()
-    in_registry = rt.registry.held_gpus()
-    by_node: dict[str, list[int]] = defaultdict(list)
-    for worker in rt.live.workers(max_age=rt.settings.worker_ttl):
-        by_node[worker.node].append(worker.index)
+    in_registry = rt.registry.held_gpus() if consult_registry else {}
+    for worker in workers:
+        node, index = worker.node, worker.index
+        view.capacity[node] = view.capacity.get(node, 0) + 1
+        held = view.held.setdefault(node, {})
+        holder = holders.get((node, index))
+        if holder is not None:
+            held[index] = holder.partition("|")[0]
+        elif index in in_registry.get(node, {}):
+            held[index] = in_registry[node][index]
         if worker.blocked:
-            view.blocked.setdefault(worker.node, {})[worker.index] = worker.blocked
-    for node, indices in by_node.items():
-        holders = rt.live.lease_holders(node, indices)
-        view.capacity[node] = len(indices)
-        held = {i: h.partition("|")[0] for i, h in holders.items() if h is not None}
-        for index, job_id in in_registry.get(node, {}).items():
-            held.setdefault(index, job_id)
-        view.held[node] = held
-        blocked = view.blocked.get(node, {})
-        view.free[node] = [i for i in indices if i not in held and i not in blocked]
+            view.blocked.setdefault(node, {})[index] = worker.blocked
+        free = view.free.setdefault(node, [])
+        if index not in held and not worker.blocked:
+            free.append(index)
     return view
 
 
@@ -85,13 +92,13 @@ def _busy_ends(rt: Runtime, view: GpuView) -> dict[str, list[float | None]]:
 
 
 def _dispatch_pass(rt: Runtime) -> int:
-    rt.live.promote_due()
-    view = gpu_view(rt)
+    workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl)
+    if not entries:
+        return 0  # nothing waits, or every GPU is leased: no need to ask the registry
+    view = _view(rt, workers, holders, consult_registry=True)
     if not any(view.free.values()):
         return 0
-    pending = [PendingJob(*fields) for fields in rt.live.pending()]
-    if not pending:
-        return 0
+    pending = [PendingJob(*fields) for fields in entries]
     most_free = max(len(free) for free in view.free.values())
     # Backfill estimates cost a read per running job: only when a job must wait.
     ends = _busy_ends(rt, view) if any(job.gpus > most_free for job in pending) else None
@@ -121,7 +128,6 @@ def place(rt: Runtime, placement: Placement) -> bool:
         rt.live.release(placement.node, gpus, holder)
         rt.live.dequeue(placement.job_id)
         return False
-    rt.send_job(placement.job_id, token, placement.node, gpus)
-    rt.live.dequeue(placement.job_id)
+    rt.send_job(placement.job_id, token, placement.node, gpus)  # (placed: out of the queue)
     log.info("placed %s on %s GPUs %s", placement.job_id, placement.node, gpus)
     return True

@@ -47,6 +47,10 @@ def _script(name: str) -> str:
     return resources.files("ugro").joinpath("lua", name).read_text(encoding="utf-8")
 
 
+#: A pending job as dispatch sees it: (job_id, gpus, node, timeout).
+PendingEntry = tuple[str, int, str | None, float | None]
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     node: str
@@ -68,6 +72,8 @@ class LiveState:
         self._renew = client.register_script(_script("lease_renew.lua"))
         self._release = client.register_script(_script("lease_release.lua"))
         self._release_job = client.register_script(_script("lease_release_job.lua"))
+        self._enter = client.register_script(_script("dispatch_enter.lua"))
+        self._exit = client.register_script(_script("dispatch_exit.lua"))
 
     @classmethod
     def open(cls, settings: Settings) -> LiveState:
@@ -136,7 +142,7 @@ class LiveState:
         delayed = cast(list[str], self.redis.zrange(self.keys.delayed, 0, -1))
         return set(pending) | set(delayed)
 
-    def pending(self, limit: int = 500) -> list[tuple[str, int, str | None, float | None]]:
+    def pending(self, limit: int = 500) -> list[PendingEntry]:
         """The first ``limit`` pending jobs in order: (job_id, gpus, node, timeout)."""
         ids = cast(list[str], self.redis.zrange(self.keys.pending, 0, limit - 1))
         if not ids:
@@ -171,7 +177,10 @@ class LiveState:
     # Job hashes and events ---------------------------------------------------------
 
     def set_job(self, job_id: str, **fields: Any) -> None:
-        """Update the live hash of a job and announce its status on the channel."""
+        """Update the live hash of a job and announce its status on the channel.
+
+        A job whose status is no longer ``queued`` leaves the queues in the same step.
+        """
         mapping: dict[Any, Any] = {
             k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v)
             for k, v in fields.items()
@@ -184,6 +193,9 @@ class LiveState:
                 self.keys.job_secrets(job_id), self.keys.heartbeat(job_id), self.keys.cancel(job_id)
             )
         if "status" in fields:
+            if fields["status"] != "queued":
+                pipe.zrem(self.keys.pending, job_id)
+                pipe.zrem(self.keys.delayed, job_id)
             pipe.publish(self.keys.events_channel, f"{job_id} {fields['status']}")
         pipe.execute()
 
@@ -300,9 +312,13 @@ class LiveState:
 
     def workers(self, max_age: float) -> list[WorkerInfo]:
         """Live GPU workers; fields older than ``max_age`` are dropped as dead."""
+        return self._live_workers(
+            cast(dict[str, str], self.redis.hgetall(self.keys.workers)), max_age
+        )
+
+    def _live_workers(self, raw: dict[str, str], max_age: float) -> list[WorkerInfo]:
         now = time.time()
         found, dead = [], []
-        raw: dict[str, str] = self.redis.hgetall(self.keys.workers)  # type: ignore[assignment]
         for field, value in raw.items():
             node, _, index = field.rpartition(":")
             info = json.loads(value)
@@ -326,15 +342,48 @@ class LiveState:
 
     # Single-flight dispatch ---------------------------------------------------------
 
-    def request_dispatch(self) -> None:
-        self.redis.set(self.keys.dispatch_dirty, 1)
+    def dispatch_enter(self, token: str, ttl: float = 30.0) -> bool:
+        """Ask for a dispatch pass; True when this caller must run it (holds the lock)."""
+        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock]
+        return bool(self._enter(keys=keys, args=[token, int(ttl * 1000)]))
 
-    def take_dispatch_request(self) -> bool:
-        return self.redis.getdel(self.keys.dispatch_dirty) is not None
+    def dispatch_exit(self, token: str, ttl: float = 30.0) -> bool:
+        """After a pass: True when another is asked for (the lock is kept), else the
+        lock is released."""
+        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock]
+        return bool(self._exit(keys=keys, args=[token, int(ttl * 1000)]))
 
-    def dispatch_requested(self) -> bool:
-        return bool(self.redis.exists(self.keys.dispatch_dirty))
+    def dispatch_snapshot(
+        self, max_age: float, limit: int = 64
+    ) -> tuple[list[WorkerInfo], dict[tuple[str, int], str | None], list[PendingEntry]]:
+        """What a dispatch pass needs: the live workers, who holds each of their GPUs'
+        leases and, when some GPU is free, the first ``limit`` pending jobs.
 
-    def dispatch_lock(self, timeout: float = 30.0) -> Any:
-        # The lock's TTL bounds how long a crashed holder can block dispatch.
-        return self.redis.lock(self.keys.dispatch_lock, timeout=timeout, blocking=False)
+        Two round trips when every GPU is leased, three otherwise. ``limit`` bounds
+        the work of a pass whatever the queue's length: jobs further back wait for
+        the ones before them to be placed (or to reserve their node).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.workers)
+        pipe.zrange(self.keys.pending, 0, limit - 1)
+        pipe.zcount(self.keys.delayed, "-inf", time.time())
+        raw_workers, ids, due = pipe.execute()
+        if due:
+            self.promote_due()
+            ids = self.redis.zrange(self.keys.pending, 0, limit - 1)
+        workers = self._live_workers(raw_workers, max_age)
+        if not workers:
+            return [], {}, []
+        places = [(w.node, w.index) for w in workers]
+        leases = cast(list[str | None], self.redis.mget([self.keys.lease(n, i) for n, i in places]))
+        holders = dict(zip(places, leases, strict=True))
+        if not ids or all(holder is not None for holder in leases):
+            return workers, holders, []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.keys.job(job_id), ["gpus", "node", "timeout"])
+        pending: list[PendingEntry] = [
+            (str(job_id), int(gpus or 1), node or None, float(timeout) if timeout else None)
+            for job_id, (gpus, node, timeout) in zip(ids, pipe.execute(), strict=True)
+        ]
+        return workers, holders, pending

@@ -1,0 +1,1 @@
+"""Benchmarks: ugro against raw Celery and the process floor, in one run."""
