@@ -96,18 +96,6 @@ def reap_children() -> None:
             return
 
 
-def kill_job(job_id: str, grace: float) -> int:
-    """SIGTERM every process tagged with ``job_id``, SIGKILL what is left after
-    ``grace`` seconds; returns how many there were."""
-    procs = job_processes(None, job_id)
-    send(procs, signal.SIGTERM)
-    _, left = psutil.wait_procs(procs, timeout=grace)
-    send(left, signal.SIGKILL)
-    psutil.wait_procs(left, timeout=5)
-    reap(procs)
-    return len(procs)
-
-
 def stop_supervisor(pid: int, grace: float) -> None:
     """SIGTERM a supervisor (it stops its services), wait up to ``grace``, then
     SIGKILL its whole process group."""

@@ -20,7 +20,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    func,
     insert,
     select,
     update,
@@ -201,11 +200,6 @@ class Registry:
                     for index in json.loads(indices):
                         held.setdefault(node, {})[int(index)] = job_id
         return held
-
-    def count_by_status(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(JobRow.status, func.count()).group_by(JobRow.status))
-            return {status: count for status, count in rows}
 
     def transition(
         self,
