@@ -1,0 +1,9 @@
+"""The `ugro` command: a thin shell over ``ugro.Client`` and ``ugro.stack``.
+
+Tables and progress go to people (progress on stderr), ``--json`` to scripts.
+"""
+
+from ugro.cli import cluster, jobs  # noqa: F401  (they add their commands to main)
+from ugro.cli.base import main
+
+__all__ = ["main"]

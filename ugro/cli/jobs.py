@@ -1,0 +1,215 @@
+"""`ugro` commands about jobs: submit, list, status, logs, wait, cancel, retry."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.table import Table
+
+from ugro.cli.base import STATUS_STYLE, age, client_from_env, err, fail, main, out, progress_bar
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--name", required=True, help="A short name: letters, digits, '.', '_', '-'.")
+@click.option("--kind", default="train", show_default=True, help="train or eval.")
+@click.option("--gpus", default="1", show_default=True, help="GPUs on one node.")
+@click.option("--node", default=None, help="Run only on this node.")
+@click.option("--priority", default="0", show_default=True, help="Higher starts first.")
+@click.option("--max-retries", default="0", show_default=True, help="Retries after a failure.")
+@click.option(
+    "--retry-on",
+    "retry_on",
+    multiple=True,
+    help="Also retry this kind of failure (oom); repeatable.",
+)
+@click.option("--timeout", default=None, help="Stop after this long: 90s, 15m, 2h, 1d.")
+@click.option("--epochs", default=None, help="Epochs planned (for progress).")
+@click.option("--env", "env", multiple=True, help="KEY=VALUE for the job; repeatable.")
+@click.option("--tag", "tags", multiple=True, help="A label; repeatable.")
+@click.option("--workdir", default=None, help="Run in this directory (default: here).")
+@click.option("--shell", is_flag=True, help="Run the command through /bin/sh -c.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def submit(
+    retry_on: tuple[str, ...],
+    command: tuple[str, ...],
+    env: tuple[str, ...],
+    tags: tuple[str, ...],
+    workdir: str | None,
+    **options: Any,
+) -> None:
+    """Queue a job and print its id: ugro submit --name N -- python train.py"""
+    from pathlib import Path
+
+    from ugro.spec import parse_spec
+
+    pairs = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"env: {item!r} is not KEY=VALUE", 2)
+        pairs[key] = value
+    data = {k: v for k, v in options.items() if v is not None}
+    data.update(command=list(command), env=pairs, tags=list(tags), retry_on=list(retry_on))
+    if workdir is not None:
+        data["working_dir"] = str(Path(workdir).absolute())
+    spec = parse_spec(data)
+    with client_from_env() as client:
+        job = client.submit(spec)
+    click.echo(job.id)
+
+
+@main.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--status", "statuses", multiple=True, help="Only jobs in this status.")
+@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
+    """List jobs, newest first."""
+    from ugro.status import JobStatus
+
+    try:
+        wanted = [JobStatus(s) for s in statuses] or None
+    except ValueError as exc:
+        fail(f"--status: {exc}; use one of {', '.join(s.value for s in JobStatus)}", 2)
+    with client_from_env() as client:
+        jobs = client.list(status=wanted, limit=limit)
+    if as_json:
+        click.echo(json.dumps([job.to_json() for job in jobs], indent=2))
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "NAME", "STATUS", "NODE", "GPUS", "AGE"):
+        table.add_column(column)
+    for job in jobs:
+        gpus = ",".join(map(str, job.gpu_indices)) or f"({job.gpus})"
+        style = STATUS_STYLE.get(job.status.value, "")
+        table.add_row(
+            job.id,
+            job.name,
+            f"[{style}]{job.status.value}[/]",
+            job.node or "-",
+            gpus,
+            age(job.created_at),
+        )
+    out.print(table)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(job_id: str, as_json: bool) -> None:
+    """Show one job, with its paths."""
+    with client_from_env() as client:
+        job = client.get(job_id)
+        paths = client.rt.paths(job.id)
+        waiting = client.why_waiting(job.id)
+    data = job.to_json()
+    data["waiting"] = waiting
+    data["paths"] = {
+        "job_dir": str(paths.root),
+        "config": str(paths.config),
+        "metadata": str(paths.metadata),
+        "metrics": str(paths.metrics),
+        "console": str(paths.console),
+        "training_log": str(paths.training_log),
+        "checkpoints": str(paths.checkpoints),
+        "tensorboard": str(paths.tensorboard),
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key in (
+        "id",
+        "name",
+        "kind",
+        "status",
+        "waiting",
+        "node",
+        "gpu_indices",
+        "attempt",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "exit_reason",
+        "error",
+    ):
+        value = data[key]
+        if value not in (None, [], ""):
+            out.print(f"[bold]{key:<12}[/] {value}")
+    for key, value in data["paths"].items():
+        out.print(f"[bold]{key:<12}[/] {value}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--attempt", type=int, default=None, help="That attempt's log (default: newest).")
+def logs(job_id: str, follow: bool, attempt: int | None) -> None:
+    """Print a job's training log."""
+    with client_from_env() as client:
+        for chunk in client.logs(job_id, follow=follow, attempt=attempt):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--timeout", default=None, help="Give up after this long (90s, 15m, 2h).")
+def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
+    """Wait for jobs to end; exit 0 when all succeeded, else the first failure's code."""
+    from ugro.spec import parse_duration
+
+    try:
+        limit = None if timeout is None else parse_duration(timeout)
+    except ValueError as exc:
+        fail(f"--timeout: {exc}", 2)
+    with client_from_env() as client, progress_bar() as progress:
+        task = progress.add_task("jobs done", total=len(job_ids))
+
+        def show(jobs: list[Any]) -> None:
+            running = sum(job.status.value == "running" for job in jobs)
+            progress.update(
+                task,
+                completed=sum(job.done for job in jobs),
+                description=f"jobs done ({running} running)",
+            )
+
+        jobs = client.wait(list(job_ids), timeout=limit, on_change=show)
+    for job in jobs:
+        if not job.succeeded:
+            err.print(f"{job.id}: {job.status.value} ({job.exit_reason or '-'}: {job.error or ''})")
+            sys.exit(job.failure_code)
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--grace", default=None, help="SIGTERM -> SIGKILL grace (default: 30s).")
+@click.option("--no-wait", is_flag=True, help="Return once asked; do not wait for the end.")
+def cancel(job_ids: tuple[str, ...], grace: str | None, no_wait: bool) -> None:
+    """Cancel jobs: a queued job never starts, a running one is stopped."""
+    from ugro.spec import parse_duration
+
+    try:
+        seconds = None if grace is None else parse_duration(grace)
+    except ValueError as exc:
+        fail(f"--grace: {exc}", 2)
+    with client_from_env() as client:
+        jobs = [client.cancel(job_id, grace=seconds) for job_id in job_ids]
+        if not no_wait:
+            with progress_bar() as progress:
+                progress.add_task("stopping", total=None)
+                jobs = client.wait([job.id for job in jobs])
+    for job in jobs:
+        err.print(f"{job.id}: {job.status.value}")
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True)
+def retry(job_ids: tuple[str, ...]) -> None:
+    """Queue failed, cancelled or lost jobs again as their next attempt."""
+    with client_from_env() as client:
+        for job_id in job_ids:
+            job = client.retry(job_id)
+            err.print(f"{job.id}: {job.status.value}")
