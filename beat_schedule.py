@@ -18,6 +18,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.dispatch_interval,
             "options": {"queue": control, "expires": settings.dispatch_interval},
         },
+        # Progress and status of every active job; stops what is stuck.
+        "progress-scan": {
+            "task": "ugro.progress_scan",
+            "schedule": settings.progress_interval,
+            "options": {"queue": control, "expires": settings.progress_interval},
+        },
         # Finds lost jobs (dead workers) and rebuilds live state after a Redis wipe.
         "reconcile-tick": {
             "task": "ugro.reconcile",

@@ -19,12 +19,12 @@ from typing import Any
 import psutil
 
 from bench.adapters import CeleryAdapter, FloorAdapter, UgroAdapter, workdir
-from bench.workloads import summarise, w1_latency, w2_throughput, w3_output
+from bench.workloads import summarise, w1_latency, w2_throughput, w3_output, w4_scan
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {
-    "full": {"w1": 200, "w2": 1000, "w3": 20, "repeats": 3},
-    "quick": {"w1": 30, "w2": 100, "w3": 4, "repeats": 3},
+    "full": {"w1": 200, "w2": 1000, "w3": 20, "w4": 10_000, "repeats": 3},
+    "quick": {"w1": 30, "w2": 100, "w3": 4, "w4": 1_000, "repeats": 3},
 }
 
 
@@ -73,6 +73,10 @@ def run(size: str) -> list[dict[str, Any]]:
                     **ugro.worker_memory(),
                 }
             )
+            tree = root / f"w4-{repeat}"
+            scan = w4_scan(tree, n["w4"], active=50)
+            rows.append({"workload": "W4 scan", "adapter": "ugro", "repeat": repeat, **scan})
+            shutil.rmtree(tree, ignore_errors=True)
     finally:
         for adapter in adapters:
             adapter.stop()

@@ -52,5 +52,54 @@ def w3_output(adapter: Any, jobs: int) -> dict[str, float]:
     return {"wall_s": time.time() - began}
 
 
+def build_tree(root: Path, runs: int, active: int) -> list[Path]:
+    """``runs`` run directories: finished trainers (3 epochs, the expected files) and
+    evaluators, and ``active`` trainers that are still writing epochs."""
+    files = ("training_losses.pt", "optimizer_buffer.json", "validation_scores.json")
+    dirs = []
+    for i in range(runs):
+        run = root / f"run{i:05d}"
+        if i % 2 and i >= active:
+            run.mkdir(parents=True)
+            (run / "evaluation_scores.json").write_text('{"accuracy": 0.8}')
+        else:
+            epochs = 1 if i < active else 3
+            for epoch in range(epochs):
+                epoch_dir = run / f"epoch_{epoch}"
+                epoch_dir.mkdir(parents=True)
+                for name in files:
+                    (epoch_dir / name).write_text('{"accuracy": 0.5}')
+        dirs.append(run)
+    return dirs
+
+
+def w4_scan(root: Path, runs: int, active: int) -> dict[str, float]:
+    """The progress scan over ``runs`` directories: cold, warm with nothing new, and
+    warm after each active run wrote one more epoch."""
+    from ugro.scan import Scanner
+
+    dirs = build_tree(root, runs, active)
+    scanner = Scanner(stuck_after=3600, outdated_after=30 * 86400)
+    began = time.perf_counter()
+    scanner.scan(dirs, epochs=3)
+    cold = time.perf_counter() - began
+    began = time.perf_counter()
+    scanner.scan(dirs, epochs=3)
+    warm = time.perf_counter() - began
+    for run in dirs[:active]:
+        (run / "epoch_1").mkdir()
+        for name in ("training_losses.pt", "optimizer_buffer.json", "validation_scores.json"):
+            (run / "epoch_1" / name).write_text('{"accuracy": 0.6}')
+    began = time.perf_counter()
+    scanner.scan(dirs, epochs=3)
+    changed = time.perf_counter() - began
+    return {
+        "cold_s": cold,
+        "warm_s": warm,
+        "warm_50_changed_s": changed,
+        "reread_dirs": float(scanner.read_count),
+    }
+
+
 def summarise(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}

@@ -146,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = Path(os.environ.get("UGRO_CHECKPOINT_DIR") or out / "checkpoints")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    log_metrics = _ugro_log_metrics or make_fallback_log_metrics(out)
+    # Inside a ugro job, ugro records the metrics in the job's directory; run by hand,
+    # they go to metrics.jsonl under --out.
+    in_job = bool(os.environ.get("UGRO_JOB_DIR"))
+    log_metrics = (_ugro_log_metrics if in_job else None) or make_fallback_log_metrics(out)
 
     data = make_dataset()
     train, val = data["train"], data["validation"]

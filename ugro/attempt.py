@@ -157,7 +157,7 @@ def _execute(
 
     last_look = [0.0]
 
-    def cancelled() -> float | None:
+    def cancelled() -> tuple[float, str] | None:
         now = time.monotonic()
         if now - last_look[0] < _CANCEL_POLL:
             return None
@@ -249,7 +249,7 @@ def _finish(rt: Runtime, job: JobRow, paths: JobPaths, node: str, info: ExitInfo
     elif info.reason == "interrupted":
         # The worker is shutting down: the job goes back to the queue, not lost.
         requeue(rt, job, running, "its worker shut down", **outcome)
-    elif info.reason == "cancelled":
+    elif info.reason == "cancelled":  # by a person; "stuck" is retried below
         rt.transition(job.id, JobStatus.CANCELLED, expect=running, finished_at=ended, **outcome)
         rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
     else:

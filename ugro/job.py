@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from ugro.progress import ProgressInfo
 from ugro.registry import JobRow, gpu_list
 from ugro.status import JobStatus
 
@@ -30,6 +32,10 @@ class Job(BaseModel):
     exit_reason: str | None
     error: str | None
     job_dir: Path
+    #: The progress scan's last finding (None before the first scan of the job).
+    progress: ProgressInfo | None = None
+    #: running, finished, stuck, failed or outdated, from the progress scan.
+    run_status: str | None = None
 
     @classmethod
     def from_row(cls, row: JobRow, jobs_dir: Path) -> Job:
@@ -51,6 +57,7 @@ class Job(BaseModel):
             exit_reason=row.exit_reason,
             error=row.error,
             job_dir=jobs_dir / row.id,
+            **_progress_fields(row.progress),
         )
 
     @property
@@ -81,3 +88,11 @@ class Job(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _progress_fields(encoded: str | None) -> dict[str, Any]:
+    if not encoded:
+        return {}
+    data = json.loads(encoded)
+    status = data.pop("status", None)
+    return {"progress": ProgressInfo.model_validate(data), "run_status": status}

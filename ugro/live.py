@@ -187,11 +187,13 @@ class LiveState:
         }
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.job(job_id), mapping=mapping)
-        if fields.get("status") in ("finished", "failed", "cancelled"):
+        status = fields.get("status")
+        if status in ("finished", "failed", "cancelled"):
             pipe.expire(self.keys.job(job_id), _ENDED_JOB_TTL)
-            pipe.delete(
-                self.keys.job_secrets(job_id), self.keys.heartbeat(job_id), self.keys.cancel(job_id)
-            )
+            pipe.delete(self.keys.job_secrets(job_id), self.keys.heartbeat(job_id))
+        if status in ("queued", "lost", "finished", "failed", "cancelled"):
+            # A stop request was for the attempt that just ended, not the next one.
+            pipe.delete(self.keys.cancel(job_id))
         if "status" in fields:
             if fields["status"] != "queued":
                 pipe.zrem(self.keys.pending, job_id)
@@ -275,13 +277,18 @@ class LiveState:
 
     # Cancel requests -------------------------------------------------------------
 
-    def request_cancel(self, job_id: str, grace: float) -> None:
-        self.redis.set(self.keys.cancel(job_id), grace, ex=86400)
+    def request_cancel(self, job_id: str, grace: float, reason: str = "cancelled") -> None:
+        """Ask the job's worker to stop it: ``cancelled`` by a person, or ``stuck``."""
+        value = json.dumps({"grace": grace, "reason": reason})
+        self.redis.set(self.keys.cancel(job_id), value, ex=86400)
 
-    def cancel_requested(self, job_id: str) -> float | None:
-        """The grace asked for, when someone asked to cancel the job."""
+    def cancel_requested(self, job_id: str) -> tuple[float, str] | None:
+        """(grace, reason) when someone asked to stop the job."""
         value = self.redis.get(self.keys.cancel(job_id))
-        return None if value is None else float(cast(str, value))
+        if value is None:
+            return None
+        asked = json.loads(cast(str, value))
+        return float(asked["grace"]), str(asked["reason"])
 
     def release(self, node: str, gpus: list[int], holder: str) -> int:
         return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))

@@ -72,6 +72,8 @@ class JobRow(Base):
     exit_signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
     exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The progress scan's last finding: ProgressInfo fields and "status" (JSON).
+    progress: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AttemptRow(Base):
@@ -222,6 +224,11 @@ class Registry:
                 .values(status=new.value, **values)
             )
         return bool(result.rowcount == 1)
+
+    def set_progress(self, job_id: str, progress: str) -> None:
+        """Record the progress scan's finding (it does not change the status)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(JobRow).where(JobRow.id == job_id).values(progress=progress))
 
     # Attempts and events ---------------------------------------------------------
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 #: Ways of ending that are retried when the job has retries left. An OOM is not:
 #: the same OOM again wastes GPU hours, so a job opts in with ``retry_on=["oom"]``.
-RETRIED_BY_DEFAULT = frozenset({"error", "killed", "timeout", "lost"})
+RETRIED_BY_DEFAULT = frozenset({"error", "killed", "timeout", "lost", "stuck"})
 #: Every reason a job may list in ``retry_on``.
 RETRYABLE = RETRIED_BY_DEFAULT | {"oom"}
 

@@ -39,7 +39,8 @@ class ExitInfo:
     """How a run ended.
 
     ``reason``: ``ok``, ``error`` (non-zero exit, or could not start), ``killed``
-    (a signal ugro did not send), ``oom``, ``timeout``, ``cancelled``, ``lost``
+    (a signal ugro did not send), ``oom``, ``timeout``, ``cancelled``, ``stuck``
+    (stopped by the progress scan: no log or metric changed for too long), ``lost``
     (its lease was lost and the worker fenced itself) or ``interrupted`` (the
     worker shut down; the job goes back to the queue). ``deterministic`` marks a
     failure that would repeat (the command could not start): never retried.
@@ -73,7 +74,7 @@ class RunControl:
     stop: threading.Event
     timeout: float | None
     grace: float
-    cancelled: Callable[[], float | None] = lambda: None
+    cancelled: Callable[[], tuple[float, str] | None] = lambda: None
     on_start: Callable[[int], None] = lambda pid: None
 
 
@@ -137,7 +138,7 @@ def _watch(proc: subprocess.Popen[bytes], job_id: str, control: RunControl) -> _
         if control.stop.is_set():
             reason = "interrupted"
         elif (asked := control.cancelled()) is not None:
-            reason, grace = "cancelled", asked
+            grace, reason = asked
         elif deadline is not None and now >= deadline:
             reason = "timeout"
         elif now >= next_beat:

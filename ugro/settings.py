@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     # Retry backoff: base * 2^(attempt-1) seconds, at most retry_backoff_max.
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0
+    # Progress: a running job whose logs and metrics did not change for stuck_after
+    # seconds is stuck (stopped and requeued); a run finished longer than
+    # outdated_after ago is outdated. The scan runs every progress_interval.
+    stuck_after: float = 3 * 3600.0
+    outdated_after: float = 30 * 86400.0
+    progress_interval: float = 60.0
     # A GPU with more memory used than this by programs other than ugro's jobs is
     # left alone until it is free again (MiB).
     foreign_memory_mb: float = 1024.0

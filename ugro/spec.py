@@ -61,7 +61,7 @@ class JobSpec(BaseModel):
     node: str | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
     max_retries: int = Field(default=0, ge=0, le=100)
-    retry_on: list[Literal["oom", "error", "killed", "timeout", "lost"]] = Field(
+    retry_on: list[Literal["oom", "error", "killed", "timeout", "lost", "stuck"]] = Field(
         default_factory=list
     )
     timeout: float | None = None

@@ -12,6 +12,7 @@ from celery.signals import worker_shutting_down
 from ugro.attempt import run_attempt
 from ugro.dispatch import dispatch_pending
 from ugro.orphans import kill_orphans
+from ugro.progress_scan import progress_scan
 from ugro.reconcile import reconcile
 from ugro.runtime import Runtime
 
@@ -50,6 +51,12 @@ def run_job(job_id: str, token: str, node: str, gpus: list[int]) -> str:
 def reconcile_task() -> dict[str, int]:
     """Beat's reconcile tick: lost jobs, live state rebuilt after a wipe."""
     return reconcile(runtime())
+
+
+@shared_task(name="ugro.progress_scan", ignore_result=True)
+def progress_scan_task() -> dict[str, int]:
+    """Beat's progress scan: progress.json and status of every active job."""
+    return progress_scan(runtime())
 
 
 @shared_task(name="ugro.kill_orphans", ignore_result=True)

@@ -18,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from ugro.errors import UgroError
 from ugro.settings import Settings
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped to another program, a table keeps its natural width: nothing is cut.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, highlight=False)
 
 
@@ -75,6 +76,8 @@ STATUS_STYLE = {
     "failed": "red",
     "lost": "red",
     "cancelled": "magenta",
+    "stuck": "red",
+    "outdated": "dim",
 }
 
 

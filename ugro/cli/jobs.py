@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from ugro.cli.base import STATUS_STYLE, age, client_from_env, err, fail, main, out, progress_bar
+from ugro.cli.progress import progress_cells
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -67,29 +68,39 @@ def submit(
 @click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
 def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
     """List jobs, newest first."""
+    from ugro.scan import OUTDATED, STUCK
     from ugro.status import JobStatus
 
-    try:
-        wanted = [JobStatus(s) for s in statuses] or None
-    except ValueError as exc:
-        fail(f"--status: {exc}; use one of {', '.join(s.value for s in JobStatus)}", 2)
+    findings = {STUCK, OUTDATED}  # the progress scan's, not stored statuses
+    known = [s.value for s in JobStatus] + sorted(findings)
+    unknown = [s for s in statuses if s not in known]
+    if unknown:
+        fail(f"--status: {unknown[0]!r} is not a status; use one of {', '.join(known)}", 2)
+    stored = [JobStatus(s) for s in statuses if s not in findings]
+    scanned = {s for s in statuses if s in findings}
     with client_from_env() as client:
-        jobs = client.list(status=wanted, limit=limit)
+        jobs = client.list(status=None if scanned else stored or None, limit=limit)
+    if scanned:
+        jobs = [j for j in jobs if j.run_status in scanned or j.status.value in statuses]
     if as_json:
         click.echo(json.dumps([job.to_json() for job in jobs], indent=2))
         return
     table = Table(box=None, header_style="bold")
-    for column in ("ID", "NAME", "STATUS", "NODE", "GPUS", "AGE"):
+    # Ids are copied into other commands: never cut or wrapped, whatever the width.
+    table.add_column("ID", no_wrap=True, min_width=max((len(j.id) for j in jobs), default=2))
+    for column in ("NAME", "STATUS", "NODE", "GPUS", "PROGRESS", "EPOCHS", "BEST", "ETA", "AGE"):
         table.add_column(column)
     for job in jobs:
         gpus = ",".join(map(str, job.gpu_indices)) or f"({job.gpus})"
-        style = STATUS_STYLE.get(job.status.value, "")
+        shown = job.run_status if job.run_status in (STUCK, OUTDATED) else job.status.value
+        style = STATUS_STYLE.get(shown, "")
         table.add_row(
             job.id,
             job.name,
-            f"[{style}]{job.status.value}[/]",
+            f"[{style}]{shown}[/]",
             job.node or "-",
             gpus,
+            *progress_cells(job.progress),
             age(job.created_at),
         )
     out.print(table)

@@ -1,0 +1,70 @@
+"""The progress scan on beat, against a real stack: progress recorded for a real
+trainer, and a run that stops writing is found stuck, stopped and requeued."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, make_settings, running_stack, ugro, wait_for_job, wait_until
+from ugro import Client, JobSpec, JobStatus
+
+PY = sys.executable
+
+
+@pytest.mark.timeout(120)
+def test_progress_is_recorded_and_a_stuck_run_is_stopped_and_requeued(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(
+        tmp_path / "data", database_url, stuck_after=2.0, progress_interval=1.0
+    )
+    with running_stack(settings), Client(settings) as client:
+        trainer = client.submit(
+            JobSpec(
+                name="trainer",
+                epochs=3,
+                command=[
+                    PY,
+                    str(ROOT / "examples" / "train.py"),
+                    "--epochs",
+                    "3",
+                    "--epoch-seconds",
+                    "0.5",
+                ],
+            )
+        )
+        quiet = client.submit(
+            JobSpec(
+                name="quiet",
+                max_retries=1,
+                command=[PY, "-c", "import time; print('started', flush=True); time.sleep(600)"],
+            )
+        )
+        [done] = client.wait(trainer.id, timeout=60)
+        assert done.succeeded
+        progress_file = done.job_dir / "progress.json"
+        wait_until(
+            lambda: (
+                progress_file.exists()
+                and json.loads(progress_file.read_text())["completed_epochs"] == 3
+            ),
+            30,
+            "the final progress",
+        )
+        status = json.loads(ugro(settings, "status", trainer.id, "--json").stdout)
+        progress = status["progress"]
+        assert progress["runner_type"] == "trainer" and progress["percent"] == 100.0
+        assert progress["best_score"] is not None and status["run_status"] == "finished"
+        assert "100%" in ugro(settings, "list").stdout
+
+        stuck = wait_for_job(client, quiet.id, lambda j: j.done, 60)
+        assert stuck.status is JobStatus.FAILED and stuck.exit_reason == "stuck"
+        attempts = client.rt.registry.attempts(quiet.id)
+        assert [a.exit_reason for a in attempts] == ["stuck", "stuck"]
+        kinds = [e.kind for e in client.rt.registry.events(quiet.id)]
+        assert kinds.count("stuck") == 2 and kinds.count("requeued") == 1
+        assert "stuck: no log or metric changed" in (stuck.job_dir / "console.log").read_text()

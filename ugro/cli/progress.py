@@ -1,0 +1,69 @@
+"""`ugro scan`: progress and status of experiment directories ugro did not launch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ugro.cli.base import main, out, settings_from_env
+from ugro.progress import ProgressInfo
+
+
+def progress_cells(info: ProgressInfo | None) -> tuple[str, str, str, str]:
+    """(progress, epochs, best score, ETA) for a table row."""
+    if info is None:
+        return "-", "-", "-", "-"
+    bar_width = 10
+    filled = round(info.percent / 100 * bar_width)
+    bar = "#" * filled + "." * (bar_width - filled) + f" {info.percent:3.0f}%"
+    epochs = f"{info.completed_epochs}/{info.total_epochs or '?'}"
+    if info.early_stopped:
+        epochs += f" (early stop at {info.early_stop_epoch})"
+    best = "-" if info.best_score is None else f"{info.best_score:.4g}"
+    eta = "-" if info.eta_seconds is None else _duration(info.eta_seconds)
+    return bar, epochs, best, eta
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--epochs", type=int, default=None, help="Planned epochs, when no config says.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def scan(path: Path, epochs: int | None, as_json: bool) -> None:
+    """Progress of a run's directory, or of every run directory in PATH."""
+    from ugro.scan import Scanner, run_dirs_under
+
+    settings = settings_from_env()
+    reports = Scanner(settings.stuck_after, settings.outdated_after).scan(
+        run_dirs_under(path.absolute()), epochs
+    )
+    if as_json:
+        click.echo(json.dumps([report.to_json() for report in reports], indent=2))
+    else:
+        table = Table(box=None, header_style="bold")
+        for column in ("RUN", "TYPE", "STATUS", "PROGRESS", "EPOCHS", "BEST", "ETA"):
+            table.add_column(column)
+        for report in reports:
+            info = report.progress
+            table.add_row(
+                report.path.name, info.runner_type or "?", report.status, *progress_cells(info)
+            )
+        out.print(table)
+        for report in reports:
+            for warning in report.progress.warnings:
+                out.print(f"[yellow]warning:[/] {report.path.name}: {warning}")
+    errors = [r.progress.error for r in reports if r.progress.error]
+    for error in errors:
+        click.echo(f"error: {error}", err=True)
+    if errors:
+        sys.exit(2)

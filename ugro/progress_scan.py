@@ -1,0 +1,91 @@
+"""The progress scan on beat: refresh every active job's progress and status, and
+stop what is stuck.
+
+Active jobs are the running ones and those that ended since the previous scan (to
+record their final progress); the thousands of older job directories are not
+touched, and an active one whose files did not change is not read again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ugro.paths import write_json_atomic
+from ugro.progress import tracker_for_kind
+from ugro.registry import JobRow
+from ugro.runtime import Runtime
+from ugro.scan import STUCK, Scanner, decide_status, last_change
+from ugro.spec import JobSpec
+from ugro.status import JobStatus
+
+log = logging.getLogger(__name__)
+
+_scanner: Scanner | None = None
+
+
+def progress_scan(rt: Runtime) -> dict[str, int]:
+    """One pass; returns how many jobs it saw and how many it found stuck."""
+    global _scanner
+    if _scanner is None:
+        _scanner = Scanner(rt.settings.stuck_after, rt.settings.outdated_after)
+    now = time.time()
+    since = datetime.now(UTC) - timedelta(seconds=3 * rt.settings.progress_interval)
+    rows = rt.registry.list_jobs(statuses=[JobStatus.RUNNING])
+    rows += [
+        r
+        for r in rt.registry.list_jobs(statuses=[JobStatus.FINISHED, JobStatus.FAILED])
+        if r.finished_at is not None and r.finished_at >= since
+    ]
+    stuck = 0
+    for row in rows:
+        try:
+            status = _refresh(rt, _scanner, row, now)
+        except Exception:  # one bad directory must not stop the scan of the others
+            log.exception("progress scan of %s failed", row.id)
+            continue
+        if status == STUCK and row.status == JobStatus.RUNNING.value:
+            stuck += _stop_stuck(rt, row)
+    return {"scanned": len(rows), "stuck": stuck}
+
+
+def _refresh(rt: Runtime, scanner: Scanner, row: JobRow, now: float) -> str:
+    spec = JobSpec.model_validate_json(row.spec)
+    paths = rt.paths(row.id)
+    info = scanner.progress(paths.root, tracker_for_kind(spec.kind), spec.epochs)
+    info = info.model_copy(update={"started_at": row.started_at})
+    alive = row.status == JobStatus.RUNNING.value
+    ended = row.finished_at.timestamp() if row.finished_at else None
+    changed = last_change(paths.root) or (row.started_at.timestamp() if row.started_at else None)
+    complete = info.complete
+    if info.runner_type == "trainer" and info.total_epochs is None:
+        # No planned epoch count to measure against: its exit says whether it completed.
+        complete = row.status == JobStatus.FINISHED.value
+    status = decide_status(
+        alive,
+        complete,
+        changed,
+        ended,
+        now,
+        rt.settings.stuck_after,
+        rt.settings.outdated_after,
+    )
+    record: dict[str, Any] = {"status": status, **info.model_dump(mode="json")}
+    encoded = json.dumps(record, sort_keys=True)
+    if encoded != row.progress:
+        write_json_atomic(paths.progress, record)
+        rt.registry.set_progress(row.id, encoded)
+        rt.live.set_job(row.id, progress=encoded)
+    return status
+
+
+def _stop_stuck(rt: Runtime, row: JobRow) -> int:
+    quiet = rt.settings.stuck_after
+    why = f"no log or metric changed for {quiet:g} s"
+    rt.live.request_cancel(row.id, rt.settings.stop_grace, reason="stuck")
+    rt.paths(row.id).append_console(f"stuck: {why}; stopping it")
+    rt.registry.add_event("stuck", f"{row.id} stuck: {why}", row.id, row.node)
+    return 1

@@ -1,0 +1,171 @@
+"""Progress scans: ProgressInfo and status for many run directories, incrementally.
+
+A run's status is one of ``running``, ``finished``, ``stuck``, ``failed`` or
+``outdated`` (see ``decide_status``). A directory whose files have not changed
+since the last scan is not read again: its signature (the stat of its top-level
+entries and of its newest epoch directory's files) is compared with the cache's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ugro.progress import ProgressInfo, ScanError, Tracker, detect
+
+RUNNING, FINISHED, STUCK, FAILED, OUTDATED = "running", "finished", "stuck", "failed", "outdated"
+
+
+def decide_status(
+    alive: bool | None,
+    complete: bool,
+    last_change: float | None,
+    ended_at: float | None,
+    now: float,
+    stuck_after: float,
+    outdated_after: float,
+) -> str:
+    """A run's status from plain facts. Pure.
+
+    Args:
+        alive: whether its process runs; None when nobody knows (a directory ugro
+            did not launch: then a run unchanged for the stuck window counts failed).
+        complete: the tracker found every planned epoch, or the evaluation scores.
+        last_change: newest modification of its logs, metrics and epoch files.
+        ended_at: when it ended, if it did (else its last change is used).
+    """
+    quiet = last_change is not None and now - last_change > stuck_after
+    if alive:
+        return STUCK if quiet else RUNNING
+    if complete:
+        end = ended_at or last_change
+        return OUTDATED if end is not None and now - end > outdated_after else FINISHED
+    if alive is None and not quiet:
+        return RUNNING
+    return FAILED
+
+
+def signature(run_dir: Path) -> tuple[Any, ...]:
+    """What changes when any file a tracker reads changes."""
+    entries = []
+    newest_epoch: tuple[int, str] | None = None
+    with os.scandir(run_dir) as scan:
+        for entry in scan:
+            stat = entry.stat()
+            entries.append((entry.name, stat.st_mtime_ns, stat.st_size))
+            if entry.name.startswith("epoch_") and entry.name[6:].isdigit():
+                newest_epoch = max(newest_epoch or (-1, ""), (int(entry.name[6:]), entry.name))
+    inner: list[tuple[str, int, int]] = []
+    if newest_epoch is not None:
+        with os.scandir(run_dir / newest_epoch[1]) as scan:
+            inner = sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in scan)
+    return (tuple(sorted(entries)), tuple(inner))
+
+
+def last_change(run_dir: Path) -> float | None:
+    """Newest modification among the run's logs, metrics and epoch directories."""
+    stamps = []
+    for name in ("metrics.jsonl", "logs/training.log", "evaluation_scores.json"):
+        try:
+            stamps.append((run_dir / name).stat().st_mtime)
+        except OSError:
+            continue
+    try:
+        with os.scandir(run_dir) as scan:
+            stamps += [e.stat().st_mtime for e in scan if e.name.startswith("epoch_")]
+    except OSError:
+        pass
+    return max(stamps) if stamps else None
+
+
+def total_epochs_of(run_dir: Path, given: int | None) -> int | None:
+    """Planned epochs: as given, else from a config.json beside the run."""
+    if given is not None:
+        return given
+    for config in (run_dir / "config.json", run_dir.parent / "config.json"):
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        spec = data.get("spec", data) if isinstance(data, dict) else {}
+        epochs = spec.get("epochs") if isinstance(spec, dict) else None
+        if isinstance(epochs, int):
+            return epochs
+    return None
+
+
+@dataclass
+class RunReport:
+    path: Path
+    status: str
+    progress: ProgressInfo
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "status": self.status,
+            **self.progress.model_dump(mode="json"),
+        }
+
+
+class Scanner:
+    """Scans run directories, re-reading only those whose files changed."""
+
+    def __init__(self, stuck_after: float, outdated_after: float) -> None:
+        self.stuck_after = stuck_after
+        self.outdated_after = outdated_after
+        self._cache: dict[tuple[Path, int | None], tuple[tuple[Any, ...], ProgressInfo]] = {}
+        self.read_count = 0  # directories actually read by the last scan
+
+    def progress(self, run_dir: Path, tracker: Tracker | None, epochs: int | None) -> ProgressInfo:
+        sig = signature(run_dir)
+        cached = self._cache.get((run_dir, epochs))
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        self.read_count += 1
+        info = (tracker or detect(run_dir)).read(run_dir, total_epochs_of(run_dir, epochs))
+        self._cache[(run_dir, epochs)] = (sig, info)
+        return info
+
+    def scan(self, run_dirs: Iterable[Path], epochs: int | None = None) -> list[RunReport]:
+        """Reports for directories ugro did not launch (runner type detected)."""
+        self.read_count = 0
+        now = time.time()
+        reports = []
+        for run_dir in run_dirs:
+            try:
+                info = self.progress(run_dir, None, epochs)
+            except ScanError as exc:
+                reports.append(RunReport(run_dir, FAILED, ProgressInfo(error=str(exc))))
+                continue
+            changed = last_change(run_dir)
+            status = decide_status(
+                None, info.complete, changed, None, now, self.stuck_after, self.outdated_after
+            )
+            reports.append(RunReport(run_dir, status, info))
+        return reports
+
+
+def run_dirs_under(path: Path) -> list[Path]:
+    """PATH itself when it is one run's directory, else the run directories in it."""
+    from ugro.trackers import TRACKERS
+
+    if any(tracker.recognises(path) for tracker in TRACKERS):
+        return [path]
+    try:
+        children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise ScanError(f"{path}: cannot read it ({exc.strerror})") from None
+    if not children:
+        detect(path)  # raises, naming what it saw and what it expected
+    return children
+
+
+def isotime(stamp: float | None) -> str | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, UTC).isoformat()
