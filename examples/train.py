@@ -83,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="checkpoint .npz (or a directory of them) to resume from "
         "(default: $UGRO_RESUME_FROM if set)",
     )
+    p.add_argument(
+        "--crash-at-epoch",
+        type=int,
+        default=None,
+        help="raise an error when this epoch starts, unless resumed (to try retries)",
+    )
     args = p.parse_args(argv)
     if args.lr <= 0:
         p.error("--lr must be positive")
@@ -182,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed from {resume} at epoch {start_epoch}", flush=True)
 
     for epoch in range(start_epoch, args.epochs):
+        if epoch == args.crash_at_epoch and start_epoch == 0:
+            raise RuntimeError(f"simulated crash at epoch {epoch}")
         losses = train_epoch(model, opt, train, args.batch_size, rng)
         global_step += len(losses)
         if args.epoch_seconds:

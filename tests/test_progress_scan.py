@@ -68,3 +68,45 @@ def test_progress_is_recorded_and_a_stuck_run_is_stopped_and_requeued(
         kinds = [e.kind for e in client.rt.registry.events(quiet.id)]
         assert kinds.count("stuck") == 2 and kinds.count("requeued") == 1
         assert "stuck: no log or metric changed" in (stuck.job_dir / "console.log").read_text()
+
+
+@pytest.mark.timeout(120)
+def test_a_crashed_trainer_is_relaunched_and_resumes_from_its_checkpoint(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path / "data", database_url, progress_interval=1.0)
+    with running_stack(settings), Client(settings) as client:
+        job = client.submit(
+            JobSpec(
+                name="crashy",
+                epochs=4,
+                max_retries=1,
+                command=[
+                    PY,
+                    str(ROOT / "examples" / "train.py"),
+                    "--epochs",
+                    "4",
+                    "--crash-at-epoch",
+                    "2",
+                ],
+            )
+        )
+        [done] = client.wait(job.id, timeout=60)
+        assert done.succeeded and done.attempt == 2
+        first = (done.job_dir / "logs" / "attempt_1" / "training.log").read_text()
+        second = (done.job_dir / "logs" / "attempt_2" / "training.log").read_text()
+        assert "simulated crash at epoch 2" in first
+        assert "resumed from" in second and "epoch_1.npz at epoch 2" in second
+        assert sorted(p.name for p in done.job_dir.glob("epoch_*")) == [
+            "epoch_0",
+            "epoch_1",
+            "epoch_2",
+            "epoch_3",
+        ]
+        progress_file = done.job_dir / "progress.json"
+        wait_until(
+            lambda: progress_file.exists() and json.loads(progress_file.read_text())["complete"],
+            30,
+            "its progress",
+        )
+        assert json.loads(progress_file.read_text())["completed_epochs"] == 4

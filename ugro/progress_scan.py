@@ -1,9 +1,9 @@
 """The progress scan on beat: refresh every active job's progress and status, and
 stop what is stuck.
 
-Active jobs are the running ones and those that ended since the previous scan (to
-record their final progress); the thousands of older job directories are not
-touched, and an active one whose files did not change is not read again.
+Active jobs are the running ones and the ended ones whose final progress is not
+recorded yet; the thousands of older job directories are not touched, and an
+active one whose files did not change is not read again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ugro.paths import write_json_atomic
@@ -25,6 +24,8 @@ from ugro.status import JobStatus
 log = logging.getLogger(__name__)
 
 _scanner: Scanner | None = None
+# Ended jobs whose final progress is recorded per pass: a backlog drains over passes.
+_SETTLE_PER_PASS = 200
 
 
 def progress_scan(rt: Runtime) -> dict[str, int]:
@@ -33,13 +34,8 @@ def progress_scan(rt: Runtime) -> dict[str, int]:
     if _scanner is None:
         _scanner = Scanner(rt.settings.stuck_after, rt.settings.outdated_after)
     now = time.time()
-    since = datetime.now(UTC) - timedelta(seconds=3 * rt.settings.progress_interval)
     rows = rt.registry.list_jobs(statuses=[JobStatus.RUNNING])
-    rows += [
-        r
-        for r in rt.registry.list_jobs(statuses=[JobStatus.FINISHED, JobStatus.FAILED])
-        if r.finished_at is not None and r.finished_at >= since
-    ]
+    rows += rt.registry.unsettled_progress(limit=_SETTLE_PER_PASS)
     stuck = 0
     for row in rows:
         try:
@@ -55,7 +51,7 @@ def progress_scan(rt: Runtime) -> dict[str, int]:
 def _refresh(rt: Runtime, scanner: Scanner, row: JobRow, now: float) -> str:
     spec = JobSpec.model_validate_json(row.spec)
     paths = rt.paths(row.id)
-    info = scanner.progress(paths.root, tracker_for_kind(spec.kind), spec.epochs)
+    info = scanner.progress(paths.root, tracker_for_kind(spec.kind, spec.epoch_files), spec.epochs)
     info = info.model_copy(update={"started_at": row.started_at})
     alive = row.status == JobStatus.RUNNING.value
     ended = row.finished_at.timestamp() if row.finished_at else None

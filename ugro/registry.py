@@ -21,6 +21,7 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    or_,
     select,
     update,
 )
@@ -224,6 +225,26 @@ class Registry:
                 .values(status=new.value, **values)
             )
         return bool(result.rowcount == 1)
+
+    def unsettled_progress(self, limit: int) -> list[JobRow]:
+        """Ended jobs whose recorded progress still says running or stuck (or that the
+        progress scan has not seen at all): the scan records their final state once."""
+        ended = [JobStatus.FINISHED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value]
+        query = (
+            select(JobRow.__table__)
+            .where(
+                JobRow.status.in_(ended),
+                or_(
+                    JobRow.progress.is_(None),
+                    JobRow.progress.like('%"status": "running"%'),
+                    JobRow.progress.like('%"status": "stuck"%'),
+                ),
+            )
+            .order_by(JobRow.finished_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_job_from(row._mapping) for row in conn.execute(query)]
 
     def set_progress(self, job_id: str, progress: str) -> None:
         """Record the progress scan's finding (it does not change the status)."""

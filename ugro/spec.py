@@ -66,6 +66,8 @@ class JobSpec(BaseModel):
     )
     timeout: float | None = None
     epochs: int | None = Field(default=None, ge=1)
+    # The files a trainer's epoch_<n>/ holds once that epoch is complete.
+    epoch_files: list[str] | None = Field(default=None, min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     working_dir: str | None = None
     tags: list[str] = Field(default_factory=list)
@@ -112,6 +114,14 @@ class JobSpec(BaseModel):
     def _working_dir(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError(f"{value!r} must be an absolute path")
+        return value
+
+    @field_validator("epoch_files")
+    @classmethod
+    def _epoch_files(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"{name!r} must be a plain file name")
         return value
 
     @field_validator("tags")
