@@ -20,6 +20,7 @@ import redis
 from ugro.dispatch import dispatch_pending
 from ugro.lifecycle import requeue, settle_failure
 from ugro.paths import JobPaths, write_json_atomic
+from ugro.progress_scan import final_progress
 from ugro.registry import JobRow, utcnow
 from ugro.runner import ExitInfo, RunControl, run_command
 from ugro.runtime import Runtime, gpu_json
@@ -243,6 +244,7 @@ def _finish(rt: Runtime, job: JobRow, paths: JobPaths, node: str, info: ExitInfo
         "exit_signal": info.signal,
         "exit_reason": info.reason,
         "error": info.error,
+        "progress": final_progress(rt, job, ok=info.reason == "ok"),
     }
     if info.reason == "ok":
         rt.transition(job.id, JobStatus.FINISHED, expect=running, finished_at=ended, **outcome)
@@ -263,4 +265,5 @@ def _finish(rt: Runtime, job: JobRow, paths: JobPaths, node: str, info: ExitInfo
             info.code,
             info.signal,
             info.deterministic,
+            outcome["progress"],
         )

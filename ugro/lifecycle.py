@@ -60,6 +60,7 @@ def settle_failure(
     code: int | None = None,
     sig: int | None = None,
     deterministic: bool = False,
+    progress: str | None = None,
 ) -> JobStatus:
     """A failed attempt: queue the job again under its retry policy, or fail it.
 
@@ -72,6 +73,7 @@ def settle_failure(
         "exit_signal": sig,
         "exit_reason": reason,
         "error": error,
+        "progress": progress,
     }
     if should_retry(reason, failures, spec.max_retries, spec.retry_on, deterministic):
         delay = backoff(failures, rt.settings.retry_backoff, rt.settings.retry_backoff_max)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 
 from ugro.paths import write_json_atomic
 from ugro.progress import tracker_for_kind
@@ -24,8 +23,9 @@ from ugro.status import JobStatus
 log = logging.getLogger(__name__)
 
 _scanner: Scanner | None = None
-# Ended jobs whose final progress is recorded per pass: a backlog drains over passes.
-_SETTLE_PER_PASS = 200
+# Ended jobs whose final progress is recorded per pass. A worker records it as a job
+# ends; this catches the rest (jobs declared lost, cancelled before they ran).
+_SETTLE_PER_PASS = 50
 
 
 def progress_scan(rt: Runtime) -> dict[str, int]:
@@ -48,31 +48,55 @@ def progress_scan(rt: Runtime) -> dict[str, int]:
     return {"scanned": len(rows), "stuck": stuck}
 
 
-def _refresh(rt: Runtime, scanner: Scanner, row: JobRow, now: float) -> str:
+def progress_record(
+    rt: Runtime,
+    row: JobRow,
+    scanner: Scanner | None,
+    alive: bool,
+    ended_ok: bool,
+    ended: float | None,
+    now: float,
+) -> tuple[str, str]:
+    """(status, the JSON recorded as the job's progress) from its directory."""
     spec = JobSpec.model_validate_json(row.spec)
-    paths = rt.paths(row.id)
-    info = scanner.progress(paths.root, tracker_for_kind(spec.kind, spec.epoch_files), spec.epochs)
+    root = rt.paths(row.id).root
+    tracker = tracker_for_kind(spec.kind, spec.epoch_files)
+    if scanner is None:
+        info = tracker.read(root, spec.epochs)
+    else:
+        info = scanner.progress(root, tracker, spec.epochs)
     info = info.model_copy(update={"started_at": row.started_at})
-    alive = row.status == JobStatus.RUNNING.value
-    ended = row.finished_at.timestamp() if row.finished_at else None
-    changed = last_change(paths.root) or (row.started_at.timestamp() if row.started_at else None)
+    changed = last_change(root) or (row.started_at.timestamp() if row.started_at else None)
     complete = info.complete
     if info.runner_type == "trainer" and info.total_epochs is None:
         # No planned epoch count to measure against: its exit says whether it completed.
-        complete = row.status == JobStatus.FINISHED.value
+        complete = ended_ok
     status = decide_status(
-        alive,
-        complete,
-        changed,
-        ended,
-        now,
-        rt.settings.stuck_after,
-        rt.settings.outdated_after,
+        alive, complete, changed, ended, now, rt.settings.stuck_after, rt.settings.outdated_after
     )
-    record: dict[str, Any] = {"status": status, **info.model_dump(mode="json")}
-    encoded = json.dumps(record, sort_keys=True)
+    return status, json.dumps({"status": status, **info.model_dump(mode="json")}, sort_keys=True)
+
+
+def final_progress(rt: Runtime, row: JobRow, ok: bool) -> str | None:
+    """A job's progress as it ends, written to progress.json; recorded by the caller
+    with its final status. None when the directory cannot be read."""
+    now = time.time()
+    try:
+        _, encoded = progress_record(rt, row, None, False, ok, now, now)
+        write_json_atomic(rt.paths(row.id).progress, json.loads(encoded))
+    except Exception:  # progress is a report: it never stands in the way of an exit
+        log.exception("final progress of %s", row.id)
+        return None
+    return encoded
+
+
+def _refresh(rt: Runtime, scanner: Scanner, row: JobRow, now: float) -> str:
+    alive = row.status == JobStatus.RUNNING.value
+    ended = row.finished_at.timestamp() if row.finished_at else None
+    ok = row.status == JobStatus.FINISHED.value
+    status, encoded = progress_record(rt, row, scanner, alive, ok, ended, now)
     if encoded != row.progress:
-        write_json_atomic(paths.progress, record)
+        write_json_atomic(rt.paths(row.id).progress, json.loads(encoded))
         rt.registry.set_progress(row.id, encoded)
         rt.live.set_job(row.id, progress=encoded)
     return status
