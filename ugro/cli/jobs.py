@@ -28,6 +28,12 @@ from ugro.cli.progress import progress_cells
 )
 @click.option("--timeout", default=None, help="Stop after this long: 90s, 15m, 2h, 1d.")
 @click.option("--epochs", default=None, help="Epochs planned (for progress).")
+@click.option(
+    "--epoch-file",
+    "epoch_files",
+    multiple=True,
+    help="A file each epoch_<n>/ holds when done (default: the usual three).",
+)
 @click.option("--env", "env", multiple=True, help="KEY=VALUE for the job; repeatable.")
 @click.option("--tag", "tags", multiple=True, help="A label; repeatable.")
 @click.option("--workdir", default=None, help="Run in this directory (default: here).")
@@ -35,6 +41,7 @@ from ugro.cli.progress import progress_cells
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def submit(
     retry_on: tuple[str, ...],
+    epoch_files: tuple[str, ...],
     command: tuple[str, ...],
     env: tuple[str, ...],
     tags: tuple[str, ...],
@@ -54,6 +61,8 @@ def submit(
         pairs[key] = value
     data = {k: v for k, v in options.items() if v is not None}
     data.update(command=list(command), env=pairs, tags=list(tags), retry_on=list(retry_on))
+    if epoch_files:
+        data["epoch_files"] = list(epoch_files)
     if workdir is not None:
         data["working_dir"] = str(Path(workdir).absolute())
     spec = parse_spec(data)
