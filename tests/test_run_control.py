@@ -147,11 +147,13 @@ def test_a_cancelled_queued_job_never_starts(client: Client, tmp_path: Path) -> 
     assert ugro(client.settings, "cancel", blocker.id).returncode == 2  # already finished
 
 
-def _zombies() -> list[psutil.Process]:
+def _zombies_of(settings: Settings) -> list[int]:
+    """Zombie children of the stack's processes (its supervisor and workers)."""
+    parents = {proc.pid for proc in processes_of(settings)}
     found = []
-    for proc in psutil.process_iter(["status"]):
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
-            found.append(proc)
+    for proc in psutil.process_iter(["status", "ppid"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE and proc.info["ppid"] in parents:
+            found.append(proc.pid)
     return found
 
 
@@ -160,7 +162,6 @@ def test_cancel_stops_the_whole_job_even_a_stubborn_setsid_grandchild(
     client: Client, tmp_path: Path
 ) -> None:
     pids_file = tmp_path / "pids"
-    zombies_before = {p.pid for p in _zombies()}
     job = client.submit(
         JobSpec(name="stubborn", command=[str(JOBS / "stubborn.sh"), str(pids_file)])
     )
@@ -176,7 +177,7 @@ def test_cancel_stops_the_whole_job_even_a_stubborn_setsid_grandchild(
     # its GPU is free again (the lease goes before the status changes)
     holders = client.rt.live.lease_holders("testnode", done.gpu_indices)
     assert all(holder is None for holder in holders.values())
-    assert {p.pid for p in _zombies()} <= zombies_before
+    assert _zombies_of(client.settings) == []
     assert "cancelled" in (done.job_dir / "console.log").read_text()
 
 

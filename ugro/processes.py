@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -94,6 +95,38 @@ def reap_children() -> None:
             return
         if pid == 0:
             return
+
+
+def group_exists(pgid: int) -> bool:
+    """Whether any process (a zombie included) is left in the group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def settle(procs: Iterable[psutil.Process], pgid: int | None, timeout: float) -> None:
+    """Wait for killed processes to end, reaping those that are (or became, as a
+    subreaper) our children, so that none is left as a zombie."""
+    me = os.getpid()
+    procs = list(procs)
+    deadline = time.monotonic() + timeout
+    while True:
+        reap_children()
+        waiting = []
+        for proc in procs:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE or proc.ppid() == me:
+                    waiting.append(proc)
+            except psutil.Error:
+                continue
+        procs = waiting
+        if (not procs and not (pgid and group_exists(pgid))) or time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def stop_supervisor(pid: int, grace: float) -> None:

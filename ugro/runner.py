@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from ugro.processes import job_processes, oom_kill_count, reap, reap_children, send
+from ugro.processes import job_processes, oom_kill_count, send, settle
 
 #: How the log tail shows a CUDA (or host) out-of-memory failure.
 _OOM_PATTERN = re.compile(
@@ -160,14 +160,13 @@ def _finish_off(pgid: int, job_id: str, stopping: _Stopping | None) -> None:
     """
     if stopping is None:
         _signal_group(pgid, signal.SIGKILL)
-        reap_children()
+        settle([], pgid, timeout=1.0)
         return
     left = job_processes(pgid, job_id)
     _, left = psutil.wait_procs(left, timeout=max(0.0, stopping.kill_at - time.monotonic()))
     send(left, signal.SIGKILL)
-    psutil.wait_procs(left, timeout=5)
-    reap(left + stopping.procs)
-    reap_children()
+    _signal_group(pgid, signal.SIGKILL)
+    settle(left + stopping.procs, pgid, timeout=5.0)
 
 
 def _kill_all(pgid: int, job_id: str, stopping: _Stopping) -> None:
