@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from rich.table import Table
 from ugro.client import Client
 from ugro.errors import StackError
 from ugro.job import Job
+from ugro.progress import tracker_for_kind
 from ugro.settings import Settings
 from ugro.spec import JobSpec
 from ugro.stack import Stack
@@ -77,23 +77,9 @@ def _last_checkpoint(job: Job) -> Path:
 
 
 def read_progress(job: Job) -> tuple[int | None, float | None]:
-    """(epochs completed, best validation accuracy) from the job's metrics.jsonl."""
-    epochs, best = None, None
-    metrics = job.job_dir / "metrics.jsonl"
-    try:
-        lines = metrics.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        record = json.loads(line)
-        if "epoch" in record:
-            epochs = int(record["epoch"]) + 1
-        if "val_accuracy" in record:
-            best = max(best or 0.0, float(record["val_accuracy"]))
-    scores = job.job_dir / "evaluation_scores.json"
-    if scores.exists():
-        best = float(json.loads(scores.read_text(encoding="utf-8"))["accuracy"])
-    return epochs, best
+    """(epochs completed, best score) of a demo job, read by its runner type's tracker."""
+    info = tracker_for_kind(job.kind).read(job.job_dir, EPOCHS if job.kind == "train" else None)
+    return info.completed_epochs, info.best_score
 
 
 def _table(jobs: list[Job], final: bool) -> Table:
