@@ -13,6 +13,8 @@ from importlib import resources
 from typing import Any, cast
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from ugro.errors import NotRunningError
 from ugro.keys import Keys
@@ -25,8 +27,13 @@ _PRIORITY_WEIGHT = 10_000_000_000
 _ENDED_JOB_TTL = 86_400
 
 
-def connect(settings: Settings, timeout: float = 5.0) -> redis.Redis:
-    """A client for the configured Redis; NotRunningError when it does not answer."""
+def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) -> redis.Redis:
+    """A client for the configured Redis; NotRunningError when it does not answer.
+
+    With ``ride_out`` (workers and agents, mid-job), a command that finds Redis
+    gone retries with backoff for about a minute, so a Redis restart does not fail
+    the job a worker runs. A person's command fails fast instead.
+    """
     client = redis.Redis.from_url(
         settings.effective_redis_url,
         socket_timeout=timeout,
@@ -40,6 +47,13 @@ def connect(settings: Settings, timeout: float = 5.0) -> redis.Redis:
         where = "the embedded Redis" if settings.embedded_redis else settings.effective_redis_url
         hint = "start it with `ugro up`" if settings.embedded_redis else "check UGRO_REDIS_URL"
         raise NotRunningError(f"cannot reach {where} ({exc}): {hint}") from None
+    if ride_out:
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=40)
+        client.connection_pool.connection_kwargs.update(
+            retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError, OSError]
+        )
+        client.connection_pool.reset()
+        client.set_retry(retry)
     return client
 
 
@@ -76,8 +90,8 @@ class LiveState:
         self._exit = client.register_script(_script("dispatch_exit.lua"))
 
     @classmethod
-    def open(cls, settings: Settings) -> LiveState:
-        return cls(connect(settings), Keys(settings.redis_prefix))
+    def open(cls, settings: Settings, ride_out: bool = False) -> LiveState:
+        return cls(connect(settings, ride_out=ride_out), Keys(settings.redis_prefix))
 
     # Pending queue ---------------------------------------------------------------
 

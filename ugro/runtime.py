@@ -41,9 +41,10 @@ class Runtime:
     _app: Any = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings) -> Runtime:
+    def open(cls, settings: Settings, ride_out: bool = False) -> Runtime:
+        """With ``ride_out`` (worker processes), Redis commands wait out a restart."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        live = LiveState.open(settings)
+        live = LiveState.open(settings, ride_out=ride_out)
         return cls(settings, live, Registry(settings.effective_database_url))
 
     @property
