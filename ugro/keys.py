@@ -49,8 +49,9 @@ class Keys:
     def lease(self, node: str, index: int) -> str:
         return f"{self.prefix}:lease:{node}:{index}"
 
-    # A cancel request for a running job: value = the grace in seconds. Written by
-    # `ugro cancel`, read by the job's worker; deleted when the job ends (1 day TTL).
+    # A stop request for a running job: JSON {grace, reason}, reason "cancelled"
+    # (`ugro cancel`) or "stuck" (the progress scan). Read by the job's worker;
+    # deleted when the attempt ends (1 day TTL).
     def cancel(self, job_id: str) -> str:
         return f"{self.prefix}:cancel:{job_id}"
 
@@ -69,7 +70,8 @@ class Keys:
     def reconcile_lock(self) -> str:
         return f"{self.prefix}:reconcile:lock"
 
-    # Live GPU workers: hash "<node>:<index>" -> JSON {pid, host, seen}. Each
+    # Live GPU workers: hash "<node>:<index>" -> JSON {pid, host, seen, blocked,
+    # gpu (the device's last reading)}. Each
     # worker refreshes its field every worker_ttl / 3 and deletes it on shutdown;
     # dispatch ignores (and removes) a field older than worker_ttl. One hash, not a
     # key per worker, so a dispatch pass reads them all in one call.

@@ -14,7 +14,7 @@ import signal
 
 import psutil
 
-from ugro.processes import reap, send, tagged_jobs
+from ugro.processes import send, tagged_jobs
 from ugro.runtime import Runtime
 from ugro.status import JobStatus
 
@@ -63,6 +63,7 @@ def kill_orphans(rt: Runtime, node: str, grace: float | None = None) -> int:
     send(orphans, signal.SIGTERM)
     _, left = psutil.wait_procs(orphans, timeout=rt.settings.stop_grace if grace is None else grace)
     send(left, signal.SIGKILL)
+    # Orphans are the children of the supervisor or a GPU worker (subreapers),
+    # which reap them; the agent only waits for them to end.
     psutil.wait_procs(left, timeout=5)
-    reap(orphans)
     return len(orphans)

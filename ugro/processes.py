@@ -74,17 +74,6 @@ def send(procs: Iterable[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
-def reap(procs: Iterable[psutil.Process]) -> None:
-    """Collect the exit status of those of ``procs`` that are our children."""
-    me = os.getpid()
-    for proc in procs:
-        try:
-            if proc.ppid() == me:
-                os.waitpid(proc.pid, os.WNOHANG)
-        except (psutil.Error, ChildProcessError, OSError):
-            continue
-
-
 def reap_children() -> None:
     """Collect every exited child of this process (orphans of jobs that this
     subreaper adopted). Call only when no job's main process is still unwaited."""
