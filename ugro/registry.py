@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
+    Float,
     DateTime,
     ForeignKey,
     Integer,
@@ -103,6 +105,31 @@ class EventRow(Base):
     job_id: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
     message: Mapped[str] = mapped_column(Text)
+
+
+class NodeSampleRow(Base):
+    """One health sweep's finding for one node (kept, bounded, for the daily
+    summary and `ugro nodes --history`; see ``ugro.samples``)."""
+
+    __tablename__ = "ugro_node_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    score: Mapped[int] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(16))  # INFO | WARNING | CRITICAL
+    breaker: Mapped[str] = mapped_column(String(16))  # closed | open | half_open
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    disk_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Jobs waiting in the queue (cluster-wide) when the sample was taken.
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    # JSON list, one object per GPU: index, utilization, memory_used_mb,
+    # memory_total_mb, temperature_c, power_w, busy (leased by a job), error.
+    gpus: Mapped[str] = mapped_column(Text, default="[]")
+    reasons: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of strings
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -81,6 +81,54 @@ class Settings(BaseSettings):
     # left alone until it is free again (MiB).
     foreign_memory_mb: float = 1024.0
 
+    # Node health. Each node agent reads its node every health_collect_interval;
+    # beat's sweep scores every node, every 5 s while jobs run or a node is
+    # degraded, backing off to 60 s when all is calm.
+    health_collect_interval: float = 5.0
+    health_min_interval: float = 5.0
+    health_max_interval: float = 60.0
+    # Nodes probed over SSH (TOML: [[node]] name, host, port, user, key);
+    # default <data_dir>/cluster.toml when it exists.
+    cluster_file: Path | None = None
+    # Host keys are checked against this file (default ~/.ssh/known_hosts).
+    known_hosts: Path | None = None
+    ssh_timeout: float = 3.0
+    # Circuit breaker per node: this many failed checks in a row open it for
+    # breaker_open_seconds; then one half-open check closes or reopens it.
+    breaker_failures: int = 3
+    breaker_open_seconds: float = 300.0
+    # Thresholds of the health score (0-100; GPU 40, system 30, network 20,
+    # process 10) and of its levels.
+    gpu_temp_warning_c: float = 83.0
+    gpu_temp_critical_c: float = 92.0
+    disk_warning_percent: float = 90.0
+    disk_critical_percent: float = 97.0
+    memory_warning_percent: float = 90.0
+    memory_critical_percent: float = 98.0
+    cpu_warning_percent: float = 95.0
+    latency_warning_ms: float = 250.0
+    score_warning: int = 80
+    score_critical: int = 50
+    # Health samples are kept this many days.
+    health_retention_days: float = 8.0
+
+    # Notifications (apprise URLs: slack://, mailto://, json://, ...), separated by
+    # commas or spaces; critical alerts and the daily summary go there.
+    notify_urls: str = ""
+    # Daily summary: written at 23:59 in `timezone`, kept this many days; runs
+    # longer than summary_long_run_days are listed.
+    summary_retention_days: int = 30
+    summary_long_run_days: float = 7.0
+
+    # Flower: loopback by default; basic auth "user:password" (when unset, a
+    # password is generated into <data_dir>/flower-auth, mode 0600).
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_basic_auth: str | None = None
+    # Prometheus exporter (`ugro metrics`, and the node agent when set > 0).
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 9847
+
     @field_validator("redis_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -136,6 +184,25 @@ class Settings(BaseSettings):
         if url.startswith("unix://"):
             return "redis+socket://" + url.removeprefix("unix://")
         return url
+
+    @property
+    def notify_url_list(self) -> list[str]:
+        return [url for url in self.notify_urls.replace(",", " ").split() if url]
+
+    @property
+    def summaries_dir(self) -> Path:
+        return self.data_dir / "summaries"
+
+    @property
+    def effective_cluster_file(self) -> Path | None:
+        if self.cluster_file is not None:
+            return self.cluster_file
+        default = self.data_dir / "cluster.toml"
+        return default if default.exists() else None
+
+    @property
+    def effective_known_hosts(self) -> Path:
+        return self.known_hosts or Path("~/.ssh/known_hosts").expanduser()
 
     @property
     def effective_database_url(self) -> str:

@@ -1,0 +1,94 @@
+"""Health samples: what each sweep found per node, kept in the registry, bounded.
+
+The health sweep adds one row per node per sweep; rows older than
+``UGRO_HEALTH_RETENTION_DAYS`` are pruned by the sweep itself. The daily summary
+and ``ugro nodes --history`` read them back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from ugro.registry import NodeSampleRow, Registry, as_utc
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    index: int
+    utilization: float | None = None  # percent
+    memory_used_mb: float | None = None
+    memory_total_mb: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    busy: bool = False  # leased by a ugro job
+    error: str | None = None  # the device did not answer
+
+
+@dataclass(frozen=True)
+class NodeSample:
+    node: str
+    at: datetime
+    score: int
+    level: str
+    breaker: str
+    reachable: bool
+    latency_ms: float | None = None
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    disk_percent: float | None = None
+    pending: int = 0
+    gpus: tuple[GpuSample, ...] = ()
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        values["at"] = self.at.isoformat()
+        values["gpus"] = [vars(gpu) for gpu in self.gpus]
+        values["reasons"] = list(self.reasons)
+        return values
+
+
+def add_sample(registry: Registry, sample: NodeSample) -> None:
+    values = sample.to_dict()
+    values["at"] = sample.at
+    values["gpus"] = json.dumps(values["gpus"])
+    values["reasons"] = json.dumps(values["reasons"])
+    with registry.engine.begin() as conn:
+        conn.execute(insert(NodeSampleRow).values(**values))
+
+
+def samples(
+    registry: Registry,
+    since: datetime,
+    until: datetime | None = None,
+    node: str | None = None,
+) -> list[NodeSample]:
+    """Samples taken in [since, until), oldest first."""
+    query = select(NodeSampleRow.__table__).where(NodeSampleRow.at >= since)
+    if until is not None:
+        query = query.where(NodeSampleRow.at < until)
+    if node is not None:
+        query = query.where(NodeSampleRow.node == node)
+    query = query.order_by(NodeSampleRow.at, NodeSampleRow.id)
+    with registry.engine.connect() as conn:
+        return [_from_row(dict(row._mapping)) for row in conn.execute(query)]
+
+
+def prune_samples(registry: Registry, before: datetime) -> int:
+    with registry.engine.begin() as conn:
+        result = conn.execute(delete(NodeSampleRow).where(NodeSampleRow.at < before))
+        return int(result.rowcount or 0)
+
+
+def _from_row(values: dict[str, Any]) -> NodeSample:
+    values.pop("id", None)
+    at = as_utc(values.pop("at"))
+    assert at is not None
+    gpus = tuple(GpuSample(**gpu) for gpu in json.loads(values.pop("gpus") or "[]"))
+    reasons = tuple(json.loads(values.pop("reasons") or "[]"))
+    return NodeSample(at=at, gpus=gpus, reasons=reasons, **values)
