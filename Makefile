@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 GPUS   ?=
 
-.PHONY: setup demo test lint bench up down worker beat clean
+.PHONY: setup system demo test lint bench up down worker beat clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ugro needs Python 3.11+")'
@@ -16,10 +16,26 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Debian packages the tests drive for real: sshd (network probes) and Chromium
+# (Flower in a browser). Installed once when missing and we may; never a download
+# of a browser of its own.
+SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/chromium /usr/bin/chromedriver
+system:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing openssh-server chromium chromium-driver (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends openssh-server chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "missing:$$missing; install openssh-server chromium chromium-driver" >&2; exit 1; \
+	  fi; \
+	fi
+
 demo: setup  ## run a sweep on 4 simulated GPUs with the embedded Redis, then stop
 	$(BIN)/ugro demo
 
-test: setup  ## the test suite against real Redis, workers and processes
+test: setup system  ## the test suite against real Redis, workers and processes
 	$(BIN)/pytest
 
 lint: setup  ## ruff and mypy
