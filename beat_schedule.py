@@ -18,6 +18,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.dispatch_interval,
             "options": {"queue": control, "expires": settings.dispatch_interval},
         },
+        # Node health: ticks at the shortest interval; the task itself lets one
+        # sweep through per adaptive interval (5 s busy or degraded, up to 60 s calm).
+        "health-sweep": {
+            "task": "ugro.health_sweep",
+            "schedule": settings.health_min_interval,
+            "options": {"queue": control, "expires": settings.health_min_interval},
+        },
         # Progress and status of every active job; stops what is stuck.
         "progress-scan": {
             "task": "ugro.progress_scan",

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -21,6 +22,7 @@ from ugro.lifecycle import requeue
 from ugro.redact import redact_env, split_secrets
 from ugro.registry import utcnow
 from ugro.runtime import Runtime
+from ugro.samples import NodeSample, samples
 from ugro.settings import Settings
 from ugro.spec import JobSpec, check_job_id, new_job_id
 from ugro.status import JobStatus
@@ -233,17 +235,24 @@ class Client:
         return why_waiting(job.gpus, spec.node, gpu_view(self.rt), ahead or 0, ready_in)
 
     def nodes(self) -> builtins.list[dict[str, Any]]:
-        """Each node's GPUs: worker up, free, held by a job, or blocked, with readings."""
+        """Each node: its health (score, level, breaker, system readings, last check)
+        and its GPUs (worker up, free, held by a job, or blocked, with readings)."""
+        from ugro.sweep import latest_health
+
         view = gpu_view(self.rt)
         workers = self.rt.live.workers(max_age=self.settings.worker_ttl)
+        health = latest_health(self.rt)
         found: dict[str, dict[str, Any]] = {}
-        for worker in workers:
-            entry = found.setdefault(
-                worker.node, {"node": worker.node, "host": worker.host, "gpus": []}
+
+        def entry(node: str, host: str | None) -> dict[str, Any]:
+            return found.setdefault(
+                node, {"node": node, "host": host, "gpus": [], "health": health.get(node)}
             )
+
+        for worker in workers:
             job = view.held.get(worker.node, {}).get(worker.index)
             state = "blocked" if worker.blocked else ("busy" if job else "free")
-            entry["gpus"].append(
+            entry(worker.node, worker.host)["gpus"].append(
                 {
                     "index": worker.index,
                     "state": state,
@@ -253,7 +262,13 @@ class Client:
                     "reading": worker.gpu,
                 }
             )
+        for node in health:  # nodes with no GPU worker up: probed, or gone quiet
+            entry(node, None)
         return [found[node] for node in sorted(found)]
+
+    def node_history(self, since: datetime, node: str | None = None) -> builtins.list[NodeSample]:
+        """The health sweep's samples since ``since``, oldest first."""
+        return samples(self.rt.registry, since, node=node)
 
     def get_many(self, ids: builtins.list[str]) -> builtins.list[Job]:
         """Several jobs by their full ids, in the order given."""

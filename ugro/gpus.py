@@ -27,6 +27,9 @@ class GpuInfo:
     power_w: float | None = None
     # Compute processes NVML sees on the device (ugro's jobs and anyone else's).
     processes: tuple[int, ...] = ()
+    # Set when the device did not answer (fell off the bus, driver error): the
+    # health score turns CRITICAL and the GPU gets no job.
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,13 +49,16 @@ class GpuBackend(Protocol):
 
 
 def foreign_use(device: GpuInfo, leased: bool, memory_threshold_mb: float) -> str | None:
-    """Why another program keeps this GPU busy, or None when it is free for ugro.
+    """Why this GPU cannot take a job now (it failed, or another program keeps it
+    busy), or None when it is free for ugro.
 
     A compute process that carries no ugro job tag is another program's; so is
     memory in use above the threshold while no ugro job holds the GPU.
     """
     import psutil
 
+    if device.error:
+        return f"GPU not answering: {device.error}"
     for pid in device.processes:
         try:
             environ = psutil.Process(pid).environ()
@@ -74,7 +80,7 @@ def foreign_use(device: GpuInfo, leased: bool, memory_threshold_mb: float) -> st
     return None
 
 
-def load_backend(spec: str, data_dir: Path | None = None) -> GpuBackend:
+def load_backend(spec: str, data_dir: Path | None = None, node: str = "") -> GpuBackend:
     """The backend named by ``UGRO_GPU_BACKEND``."""
     from ugro.gpu_backends.cpu import CpuBackend
     from ugro.gpu_backends.fake import FakeBackend
@@ -89,7 +95,7 @@ def load_backend(spec: str, data_dir: Path | None = None) -> GpuBackend:
             raise InventoryError(f"UGRO_GPU_BACKEND={spec!r}: write fake:N, N a number") from None
         if not 1 <= n <= 64:
             raise InventoryError(f"UGRO_GPU_BACKEND={spec!r}: N must be 1 to 64")
-        return FakeBackend(n, data_dir)
+        return FakeBackend(n, data_dir, node)
     if spec == "cpu":
         return CpuBackend()
     if spec == "nvml":

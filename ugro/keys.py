@@ -89,6 +89,52 @@ class Keys:
     def dispatch_dirty(self) -> str:
         return f"{self.prefix}:dispatch:dirty"
 
+    # Node health ------------------------------------------------------------------
+
+    # A node agent's latest reading of its node (JSON NodeReading), refreshed every
+    # health_collect_interval; TTL 10 intervals, the sweep judges freshness itself.
+    def node_reading(self, node: str) -> str:
+        return f"{self.prefix}:health:reading:{node}"
+
+    # Nodes known to the health sweep: hash node -> unix time of its agent's last
+    # reading. The sweep drops a node silent for a day.
+    @property
+    def health_nodes(self) -> str:
+        return f"{self.prefix}:health:nodes"
+
+    # The sweep's latest finding per node: hash node -> JSON NodeSample. No TTL;
+    # rewritten by every sweep, a dropped node's field is deleted with it.
+    @property
+    def node_health(self) -> str:
+        return f"{self.prefix}:health:latest"
+
+    # Nodes dispatch must not use: hash node -> why (breaker open or half-open,
+    # or health CRITICAL). Written by the sweep only.
+    @property
+    def unhealthy_nodes(self) -> str:
+        return f"{self.prefix}:health:unhealthy"
+
+    # One node's circuit breaker: hash {state, failures, opened_at}. Changed only
+    # by lua/breaker_record.lua. No TTL.
+    def breaker(self, node: str) -> str:
+        return f"{self.prefix}:breaker:{node}"
+
+    # Sweep pacing: a gate key (SET NX, PX = the current interval) so one sweep
+    # runs per interval however many beats tick, and the interval itself (adapts
+    # between health_min_interval and health_max_interval).
+    @property
+    def health_gate(self) -> str:
+        return f"{self.prefix}:health:gate"
+
+    @property
+    def health_interval(self) -> str:
+        return f"{self.prefix}:health:interval"
+
+    # Set (TTL 1 hour) when a sweep pruned old health samples: one prune an hour.
+    @property
+    def health_prune(self) -> str:
+        return f"{self.prefix}:health:prune"
+
     # Pub/sub channel announcing status changes ("<job_id> <status>").
     @property
     def events_channel(self) -> str:

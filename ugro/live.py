@@ -57,6 +57,10 @@ def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) ->
     return client
 
 
+def _node_block(why: str | None) -> str | None:
+    return None if why is None else f"node unhealthy ({why})"
+
+
 def _script(name: str) -> str:
     return resources.files("ugro").joinpath("lua", name).read_text(encoding="utf-8")
 
@@ -333,11 +337,17 @@ class LiveState:
 
     def workers(self, max_age: float) -> list[WorkerInfo]:
         """Live GPU workers; fields older than ``max_age`` are dropped as dead."""
-        return self._live_workers(
-            cast(dict[str, str], self.redis.hgetall(self.keys.workers)), max_age
-        )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.workers)
+        pipe.hgetall(self.keys.unhealthy_nodes)
+        raw, unhealthy = pipe.execute()
+        return self._live_workers(raw, max_age, unhealthy)
 
-    def _live_workers(self, raw: dict[str, str], max_age: float) -> list[WorkerInfo]:
+    def _live_workers(
+        self, raw: dict[str, str], max_age: float, unhealthy: dict[str, str]
+    ) -> list[WorkerInfo]:
+        """Workers seen within ``max_age``. A GPU of a node the health sweep marked
+        unhealthy is blocked with the node's reason, so dispatch skips it."""
         now = time.time()
         found, dead = [], []
         for field, value in raw.items():
@@ -353,7 +363,7 @@ class LiveState:
                     int(info["pid"]),
                     info["host"],
                     info["seen"],
-                    info.get("blocked"),
+                    info.get("blocked") or _node_block(unhealthy.get(node)),
                     info.get("gpu"),
                 )
             )
@@ -388,11 +398,12 @@ class LiveState:
         pipe.hgetall(self.keys.workers)
         pipe.zrange(self.keys.pending, 0, limit - 1)
         pipe.zcount(self.keys.delayed, "-inf", time.time())
-        raw_workers, ids, due = pipe.execute()
+        pipe.hgetall(self.keys.unhealthy_nodes)
+        raw_workers, ids, due, unhealthy = pipe.execute()
         if due:
             self.promote_due()
             ids = self.redis.zrange(self.keys.pending, 0, limit - 1)
-        workers = self._live_workers(raw_workers, max_age)
+        workers = self._live_workers(raw_workers, max_age, unhealthy)
         if not workers:
             return [], {}, []
         places = [(w.node, w.index) for w in workers]

@@ -15,6 +15,7 @@ from ugro.orphans import kill_orphans
 from ugro.progress_scan import progress_scan
 from ugro.reconcile import reconcile
 from ugro.runtime import Runtime
+from ugro.sweep import health_sweep
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +71,12 @@ def kill_orphans_task() -> int:
 def dispatch() -> int:
     """Beat's safety-net tick: place whatever pending jobs fit."""
     return dispatch_pending(runtime())
+
+
+@shared_task(name="ugro.health_sweep", ignore_result=True)
+def health_sweep_task() -> dict[str, object] | None:
+    """Beat's health sweep: runs when the adaptive interval says it is due."""
+    report = health_sweep(runtime())
+    if report is None:
+        return None
+    return {"nodes": {n: s.level for n, s in report.nodes.items()}, "interval": report.interval}

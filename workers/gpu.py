@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     def _ready(**_: Any) -> None:
         rt = runtime()
         reconcile(rt)
-        backend = load_backend(settings.gpu_backend, settings.data_dir)
+        backend = load_backend(settings.gpu_backend, settings.data_dir, settings.node_name)
         presence.append(
             Presence(
                 rt.live,

@@ -1,8 +1,9 @@
 """The node agent: ``python -m workers.node_agent``.
 
 Serves ``ugro.node.<node>`` (this node's own control work) and ``ugro.control``
-(beat's cluster-wide ticks: dispatch and reconcile), and scans this node for
-orphaned job processes every ``orphan_scan_interval``.
+(beat's cluster-wide ticks: dispatch, reconcile, health sweep), reads this node's
+health every ``health_collect_interval`` and scans it for orphaned job processes
+every ``orphan_scan_interval``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutting_down
 
 from ugro.celery_app import make_app
+from ugro.gpus import load_backend
+from ugro.health import HealthCollector
 from ugro.orphans import kill_orphans
 from ugro.reconcile import reconcile
 from ugro.runtime import control_queue, node_queue
@@ -28,6 +31,8 @@ def main() -> None:
     app = make_app(settings)
     node = settings.node_name
     stop = threading.Event()
+    backend = load_backend(settings.gpu_backend, settings.data_dir, node)
+    collector: HealthCollector | None = None
 
     def scan_orphans() -> None:
         while not stop.wait(settings.orphan_scan_interval):
@@ -38,12 +43,17 @@ def main() -> None:
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
+        nonlocal collector
         reconcile(runtime())
+        collector = HealthCollector(runtime(), backend)
+        collector.start()
         threading.Thread(target=scan_orphans, name="ugro-orphans", daemon=True).start()
 
     @worker_shutting_down.connect(weak=False)
     def _stopping(**_: Any) -> None:
         stop.set()
+        if collector is not None:
+            collector.stop()
 
     app.worker_main(
         [

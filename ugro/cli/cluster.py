@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 from rich.table import Table
@@ -13,16 +15,82 @@ from ugro.cli.base import client_from_env, err, fail, main, out, progress_bar, s
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def nodes(as_json: bool) -> None:
-    """Show each node's GPUs: free, busy with a job, or blocked by another program."""
+@click.option("--gpus", "per_gpu", is_flag=True, help="One row per GPU instead of per node.")
+@click.option(
+    "--history",
+    "history",
+    default=None,
+    metavar="DURATION",
+    help="The health samples of the last DURATION (e.g. 1h, 30m), oldest first.",
+)
+@click.option("--node", default=None, help="With --history: this node only.")
+def nodes(as_json: bool, per_gpu: bool, history: str | None, node: str | None) -> None:
+    """Each node's health (breaker, score, GPUs, CPU, memory, disk, last check)."""
+    if history is not None:
+        _history(history, node, as_json)
+        return
     with client_from_env() as client:
         found = client.nodes()
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
     if not found:
-        err.print("no GPU worker is up: start them with `ugro up` or `ugro worker`")
+        err.print("no node reports yet: start the workers with `ugro up` or `ugro worker`")
         return
+    out.print(_gpu_table(found) if per_gpu else _node_table(found))
+    for entry in found:
+        health = entry["health"] or {}
+        if health.get("reasons"):
+            out.print(f"{entry['node']}: " + "; ".join(health["reasons"]))
+
+
+_LEVEL_STYLE = {"INFO": "green", "WARNING": "yellow", "CRITICAL": "red"}
+_BREAKER_STYLE = {"closed": "green", "half_open": "yellow", "open": "red"}
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def _node_table(found: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold")
+    columns = ("NODE", "BREAKER", "SCORE", "GPUS", "UTIL", "GPU MEM", "TEMP", "CPU", "MEM", "DISK")
+    for column in (*columns, "CHECKED"):
+        table.add_column(column)
+    now = datetime.now(UTC)
+    for entry in found:
+        health = entry["health"] or {}
+        readings = [g for g in health.get("gpus", [])] or [
+            g["reading"] for g in entry["gpus"] if g["reading"]
+        ]
+        busy = sum(1 for g in entry["gpus"] if g["state"] == "busy")
+        total = len(entry["gpus"]) or len(readings)
+        utils = [g["utilization"] for g in readings if g.get("utilization") is not None]
+        used = sum(g.get("memory_used_mb") or 0 for g in readings)
+        size = sum(g.get("memory_total_mb") or 0 for g in readings)
+        temps = [g["temperature_c"] for g in readings if g.get("temperature_c") is not None]
+        level, breaker = health.get("level"), health.get("breaker")
+        checked = "-"
+        if health.get("at"):
+            ago = (now - datetime.fromisoformat(health["at"])).total_seconds()
+            checked = f"{ago:.0f}s ago"
+        table.add_row(
+            entry["node"],
+            f"[{_BREAKER_STYLE[breaker]}]{breaker.replace('_', '-')}[/]" if breaker else "-",
+            f"[{_LEVEL_STYLE[level]}]{health['score']} {level}[/]" if level else "-",
+            f"{busy}/{total}",
+            f"{sum(utils) / len(utils):.0f}%" if utils else "-",
+            f"{used / 1024:.1f}/{size / 1024:.0f} GiB" if size else "-",
+            f"{max(temps):.0f} C" if temps else "-",
+            _percent(health.get("cpu_percent")),
+            _percent(health.get("memory_percent")),
+            _percent(health.get("disk_percent")),
+            checked,
+        )
+    return table
+
+
+def _gpu_table(found: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("NODE", "GPU", "STATE", "JOB / WHY", "UTIL", "MEMORY", "TEMP"):
         table.add_column(column)
@@ -41,7 +109,61 @@ def nodes(as_json: bool) -> None:
                 f"{memory:.0f}/{total:.0f} MiB" if memory is not None and total else "-",
                 f"{reading['temperature_c']:.0f} C" if reading.get("temperature_c") else "-",
             )
+    return table
+
+
+def _history(duration: str, node: str | None, as_json: bool) -> None:
+    from ugro.spec import parse_duration
+
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        fail(f"--history: {exc}", 2)
+    since = datetime.now(UTC) - timedelta(seconds=seconds)
+    with client_from_env() as client:
+        found = client.node_history(since, node)
+    if as_json:
+        click.echo(json.dumps([sample.to_dict() for sample in found], indent=2))
+        return
+    if not found:
+        err.print(f"no health samples in the last {duration}")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("TIME", "NODE", "BREAKER", "SCORE", "GPU UTIL", "BUSY", "CPU", "WHY"):
+        table.add_column(column)
+    for sample in found:
+        utils = [g.utilization for g in sample.gpus if g.utilization is not None]
+        table.add_row(
+            sample.at.astimezone().strftime("%H:%M:%S"),
+            sample.node,
+            sample.breaker.replace("_", "-"),
+            f"[{_LEVEL_STYLE[sample.level]}]{sample.score} {sample.level}[/]",
+            f"{sum(utils) / len(utils):.0f}%" if utils else "-",
+            f"{sum(g.busy for g in sample.gpus)}/{len(sample.gpus)}",
+            _percent(sample.cpu_percent),
+            "; ".join(sample.reasons) or "-",
+        )
     out.print(table)
+
+
+@main.command(name="health")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def health_command(as_json: bool) -> None:
+    """Run a health sweep now (beat runs one every 5-60 s) and show what it found."""
+    from ugro.sweep import health_sweep
+
+    with client_from_env() as client:
+        report = health_sweep(client.rt, force=True)
+    assert report is not None
+    if as_json:
+        click.echo(json.dumps({n: s.to_dict() for n, s in report.nodes.items()}, indent=2))
+        return
+    for name, sample in report.nodes.items():
+        why = "; ".join(sample.reasons) or "all checks pass"
+        style = _LEVEL_STYLE[sample.level]
+        out.print(
+            f"{name}: [{style}]{sample.score} {sample.level}[/], breaker {sample.breaker}: {why}"
+        )
 
 
 @main.command(name="reconcile")

@@ -1,0 +1,286 @@
+"""The health sweep: score every node, drive its breaker, keep dispatch off bad nodes.
+
+Beat asks for a sweep every ``health_min_interval``; a gate key in Redis lets one
+through per current interval, which adapts: ``health_min_interval`` while jobs
+run or a node is degraded, growing by half each calm sweep up to
+``health_max_interval``. Each sweep probes the cluster file's nodes over SSH
+(concurrently), reads every agent's latest reading, scores each node, records
+the check in its breaker, stores a sample, and rewrites the set of nodes
+dispatch must skip. Jobs already running on a bad node are left alone; the
+alert names them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from ugro.breaker import BreakerState, BreakerStatus, CircuitBreaker
+from ugro.errors import InventoryError
+from ugro.health import NodeReading, latest_readings
+from ugro.health_score import Verdict, score_node
+from ugro.netprobe import ClusterNode, NetProbe, load_cluster, probe_nodes
+from ugro.runtime import Runtime
+from ugro.samples import GpuSample, NodeSample, add_sample, prune_samples
+
+log = logging.getLogger(__name__)
+
+# A node nothing has reported for this long (and not in the cluster file) is
+# dropped from the sweep: it was taken out of the lab.
+_FORGET_AFTER = 86_400.0
+_PRUNE_EVERY = 3600
+
+
+@dataclass
+class SweepReport:
+    nodes: dict[str, NodeSample] = field(default_factory=dict)
+    interval: float = 0.0
+    duration: float = 0.0
+
+
+def breaker_for(rt: Runtime) -> CircuitBreaker:
+    s = rt.settings
+    return CircuitBreaker(rt.live.redis, rt.live.keys, s.breaker_failures, s.breaker_open_seconds)
+
+
+def health_sweep(rt: Runtime, force: bool = False) -> SweepReport | None:
+    """One sweep, unless one ran less than the current interval ago (``force``
+    skips that check). Returns None when it did not run."""
+    s, live, keys = rt.settings, rt.live, rt.live.keys
+    interval = float(
+        cast(str | None, live.redis.get(keys.health_interval)) or s.health_min_interval
+    )
+    # The gate lapses a little before the interval does, so beat's tick that
+    # arrives right on time is not turned away by a few milliseconds.
+    gate_ms = int(max(interval - 0.5 * s.health_min_interval, 0.1) * 1000)
+    if not force and not live.redis.set(
+        keys.health_gate, secrets.token_hex(4), nx=True, px=gate_ms
+    ):
+        return None
+    started = time.monotonic()
+    now = time.time()
+    cluster = _cluster_nodes(rt)
+    nodes = _nodes_to_check(rt, cluster, now)
+    probes: dict[str, NetProbe] = {}
+    if cluster:
+        probes = probe_nodes(cluster, s.effective_known_hosts, s.ssh_timeout)
+    readings = latest_readings(rt, nodes)
+    previous = _latest_samples(rt)
+    pending = int(live.redis.zcard(keys.pending))
+    breaker = breaker_for(rt)
+    report = SweepReport()
+    busy_anywhere = False
+    recovered = False
+    for node in nodes:
+        verdict = score_node(readings.get(node), probes.get(node), now, s)
+        status = breaker.record(node, ok=verdict.level != "CRITICAL", now=now)
+        state = _shown_state(status, now, s.breaker_open_seconds)
+        busy = _busy_gpus(rt, node, readings.get(node))
+        busy_anywhere = busy_anywhere or any(busy.values())
+        sample = _sample(
+            node, now, verdict, state, readings.get(node), probes.get(node), busy, pending
+        )
+        report.nodes[node] = sample
+        _alert(rt, node, sample, previous.get(node), status)
+        recovered |= _mark_dispatch(rt, node, sample)
+    _store(rt, report)
+    calm = not busy_anywhere and all(
+        sample.level == "INFO" and sample.breaker == "closed" for sample in report.nodes.values()
+    )
+    report.interval = min(interval * 1.5, s.health_max_interval) if calm else s.health_min_interval
+    live.redis.set(keys.health_interval, report.interval)
+    if recovered:
+        from ugro.dispatch import dispatch_pending
+
+        dispatch_pending(rt)  # jobs may have waited for exactly this node
+    report.duration = time.monotonic() - started
+    return report
+
+
+def _cluster_nodes(rt: Runtime) -> list[ClusterNode]:
+    path = rt.settings.effective_cluster_file
+    if path is None:
+        return []
+    try:
+        return load_cluster(path)
+    except InventoryError as exc:
+        # A broken cluster file must not stop the sweep of the other nodes.
+        log.error("health sweep: %s", exc)
+        return []
+
+
+def _nodes_to_check(rt: Runtime, cluster: list[ClusterNode], now: float) -> list[str]:
+    keys = rt.live.keys
+    known = cast(dict[str, str], rt.live.redis.hgetall(keys.health_nodes))
+    workers = {w.node for w in rt.live.workers(max_age=rt.settings.worker_ttl)}
+    listed = {node.name for node in cluster}
+    gone = [
+        node
+        for node, seen in known.items()
+        if now - float(seen) > _FORGET_AFTER and node not in listed and node not in workers
+    ]
+    if gone:
+        pipe = rt.live.redis.pipeline()
+        pipe.hdel(keys.health_nodes, *gone)
+        pipe.hdel(keys.node_health, *gone)
+        pipe.hdel(keys.unhealthy_nodes, *gone)
+        pipe.delete(*(keys.breaker(node) for node in gone))
+        pipe.execute()
+    return sorted((set(known) - set(gone)) | workers | listed)
+
+
+def _shown_state(status: BreakerStatus, now: float, window: float) -> BreakerState:
+    if status.state == "open" and status.opened_at and now - status.opened_at >= window:
+        return "half_open"
+    return status.state
+
+
+def _busy_gpus(rt: Runtime, node: str, reading: NodeReading | None) -> dict[int, bool]:
+    indices = [int(gpu["index"]) for gpu in reading.gpus] if reading else []
+    if not indices:
+        return {}
+    holders = rt.live.lease_holders(node, indices)
+    return {index: holder is not None for index, holder in holders.items()}
+
+
+def _sample(
+    node: str,
+    now: float,
+    verdict: Verdict,
+    breaker: BreakerState,
+    reading: NodeReading | None,
+    probe: NetProbe | None,
+    busy: dict[int, bool],
+    pending: int,
+) -> NodeSample:
+    fresh = reading is not None and verdict.reachable
+    gpus = (reading.gpus if reading and fresh else None) or (probe.gpus if probe else None) or []
+    return NodeSample(
+        node=node,
+        at=datetime.fromtimestamp(now, UTC),
+        score=verdict.score,
+        level=verdict.level,
+        breaker=breaker,
+        reachable=verdict.reachable,
+        latency_ms=verdict.latency_ms,
+        cpu_percent=reading.cpu_percent if reading and fresh else None,
+        memory_percent=reading.memory_percent if reading and fresh else None,
+        disk_percent=reading.disk_percent if reading and fresh else None,
+        pending=pending,
+        gpus=tuple(
+            GpuSample(
+                index=int(gpu["index"]),
+                utilization=gpu.get("utilization"),
+                memory_used_mb=gpu.get("memory_used_mb"),
+                memory_total_mb=gpu.get("memory_total_mb"),
+                temperature_c=gpu.get("temperature_c"),
+                power_w=gpu.get("power_w"),
+                busy=busy.get(int(gpu["index"]), False),
+                error=gpu.get("error"),
+            )
+            for gpu in gpus
+        ),
+        reasons=tuple(verdict.reasons),
+    )
+
+
+def _latest_samples(rt: Runtime) -> dict[str, dict[str, object]]:
+    raw = cast(dict[str, str], rt.live.redis.hgetall(rt.live.keys.node_health))
+    return {node: json.loads(value) for node, value in raw.items()}
+
+
+def latest_health(rt: Runtime) -> dict[str, dict[str, object]]:
+    """The last sweep's finding per node (NodeSample.to_dict()), for `ugro nodes`
+    and the metrics exporter."""
+    return _latest_samples(rt)
+
+
+def _running_on(rt: Runtime, node: str) -> list[str]:
+    from ugro.status import JobStatus
+
+    rows = rt.registry.list_jobs(statuses=[JobStatus.RUNNING, JobStatus.PLACED])
+    return [row.id for row in rows if row.node == node]
+
+
+def _alert(
+    rt: Runtime,
+    node: str,
+    sample: NodeSample,
+    before: dict[str, object] | None,
+    status: BreakerStatus,
+) -> None:
+    """Events (and log lines) for what changed; CRITICAL goes to the notify URLs."""
+    why = "; ".join(sample.reasons) or "all checks pass"
+    was = str(before["level"]) if before else "INFO"
+    registry = rt.registry
+    if status.change in ("opened", "reopened"):
+        running = _running_on(rt, node)
+        left = f"; left running there: {', '.join(running)}" if running else ""
+        message = (
+            f"breaker of {node} open for {rt.settings.breaker_open_seconds:.0f} s"
+            f" after {status.failures} failed checks: {why}{left}"
+        )
+        log.warning("%s", message)
+        registry.add_event("breaker_open", message, node=node)
+    elif status.change == "closed":
+        message = f"breaker of {node} closed: {why}"
+        log.warning("%s", message)
+        registry.add_event("breaker_closed", message, node=node)
+    if sample.level == was:
+        return
+    kind = {"CRITICAL": "health_critical", "WARNING": "health_warning", "INFO": "health_ok"}[
+        sample.level
+    ]
+    message = f"{node} {sample.level} (score {sample.score}): {why}"
+    log.warning("%s", message)
+    registry.add_event(kind, message, node=node)
+    if sample.level == "CRITICAL" and rt.settings.notify_url_list:
+        _notify(rt, f"ugro: node {node} is CRITICAL", message)
+
+
+def _notify(rt: Runtime, title: str, body: str) -> None:
+    try:
+        from ugro.notify import notify
+
+        notify(rt.settings, title, body)
+    except Exception:  # an alert that cannot be sent is logged, the sweep goes on
+        log.exception("sending the alert %r failed", title)
+
+
+def _mark_dispatch(rt: Runtime, node: str, sample: NodeSample) -> bool:
+    """Put ``node`` on (or take it off) the list dispatch skips; True when it
+    comes off."""
+    keys = rt.live.keys
+    if sample.breaker != "closed":
+        why = f"breaker {sample.breaker.replace('_', '-')}"
+        if sample.reasons:
+            why += f": {sample.reasons[0]}"
+        rt.live.redis.hset(keys.unhealthy_nodes, node, why)
+        return False
+    if sample.level == "CRITICAL":
+        first = sample.reasons[0] if sample.reasons else f"score {sample.score}"
+        rt.live.redis.hset(keys.unhealthy_nodes, node, f"health CRITICAL: {first}")
+        return False
+    return bool(rt.live.redis.hdel(keys.unhealthy_nodes, node))
+
+
+def _store(rt: Runtime, report: SweepReport) -> None:
+    keys = rt.live.keys
+    if report.nodes:
+        rt.live.redis.hset(
+            keys.node_health,
+            mapping={node: json.dumps(sample.to_dict()) for node, sample in report.nodes.items()},
+        )
+    for sample in report.nodes.values():
+        add_sample(rt.registry, sample)
+    # Pruning once an hour is plenty: the table is bounded by age, not by rows.
+    if rt.live.redis.set(keys.health_prune, 1, nx=True, ex=_PRUNE_EVERY):
+        cutoff = datetime.now(UTC) - timedelta(days=rt.settings.health_retention_days)
+        pruned = prune_samples(rt.registry, cutoff)
+        if pruned:
+            log.info("pruned %d health samples older than %s", pruned, cutoff.date())
