@@ -95,8 +95,11 @@ def test_network_probe_unreachable_or_slow(limits: Settings) -> None:
 def test_a_probed_node_without_an_agent_is_scored_from_nvidia_smi(limits: Settings) -> None:
     probe = NetProbe("n", True, 3.0, None, [gpu(0), gpu(1, temperature_c=99.0)])
     verdict = score_node(None, probe, time.time(), limits)
-    assert verdict.level == "CRITICAL" and verdict.score == 40  # network 20 + one GPU 20
+    # Scored on what could be checked: network 20 + one GPU of two 20, of 60.
+    assert verdict.level == "CRITICAL" and verdict.score == 67
     assert "no ugro agent reports from this node" in verdict.reasons
+    network_only = score_node(None, NetProbe("n", True, 3.0, None, None), time.time(), limits)
+    assert (network_only.level, network_only.score) == ("WARNING", 100)
 
 
 def test_missing_processes_cost_the_process_points(limits: Settings) -> None:

@@ -123,19 +123,24 @@ def score_node(
     elif fresh:
         network = NETWORK_WEIGHT  # its agent talks to Redis: it is on the network
     points = network
+    # What could be checked: a node probed over SSH with no agent is scored on
+    # its network (and its GPUs, when nvidia-smi answered) alone.
+    weight = 100.0
     if fresh and reading is not None:
         points += _gpu_points(reading, settings, tally)
         points += _system_points(reading, settings, tally)
         points += _process_points(reading, tally)
-    elif probe is not None and probe.reachable and probe.gpus is not None:
-        # No agent there, but nvidia-smi answered over SSH.
-        points += _gpu_points(_reading_from_probe(probe, now), settings, tally)
-        tally.warning.append("no ugro agent reports from this node")
     elif reading is not None:
         tally.critical.append(f"agent silent for {now - reading.at:.0f} s")
     elif probe is None:
         tally.critical.append("no agent reports from this node")
-    score = round(points)
+    elif probe.reachable:
+        tally.warning.append("no ugro agent reports from this node")
+        weight = NETWORK_WEIGHT
+        if probe.gpus is not None:
+            points += _gpu_points(_reading_from_probe(probe, now), settings, tally)
+            weight += GPU_WEIGHT
+    score = round(100 * points / weight)
     level: Level = "INFO"
     if tally.critical or score < settings.score_critical:
         level = "CRITICAL"

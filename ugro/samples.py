@@ -54,12 +54,21 @@ class NodeSample:
 
 
 def add_sample(registry: Registry, sample: NodeSample) -> None:
-    values = sample.to_dict()
-    values["at"] = sample.at
-    values["gpus"] = json.dumps(values["gpus"])
-    values["reasons"] = json.dumps(values["reasons"])
-    with registry.engine.begin() as conn:
-        conn.execute(insert(NodeSampleRow).values(**values))
+    add_samples(registry, [sample])
+
+
+def add_samples(registry: Registry, found: list[NodeSample]) -> None:
+    """Store one sweep's samples in one transaction."""
+    rows = []
+    for sample in found:
+        values = sample.to_dict()
+        values["at"] = sample.at
+        values["gpus"] = json.dumps(values["gpus"])
+        values["reasons"] = json.dumps(values["reasons"])
+        rows.append(values)
+    if rows:
+        with registry.engine.begin() as conn:
+            conn.execute(insert(NodeSampleRow), rows)
 
 
 def samples(

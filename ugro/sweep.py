@@ -25,8 +25,8 @@ from ugro.errors import InventoryError
 from ugro.health import NodeReading, latest_readings
 from ugro.health_score import Verdict, score_node
 from ugro.netprobe import ClusterNode, NetProbe, load_cluster, probe_nodes
-from ugro.runtime import Runtime
-from ugro.samples import GpuSample, NodeSample, add_sample, prune_samples
+from ugro.runtime import Runtime, control_queue
+from ugro.samples import GpuSample, NodeSample, add_samples, prune_samples
 
 log = logging.getLogger(__name__)
 
@@ -244,12 +244,14 @@ def _alert(
 
 
 def _notify(rt: Runtime, title: str, body: str) -> None:
+    """Hand the alert to the ``ugro.alert`` task: sending (and retrying a refused
+    delivery) must not hold up the sweep."""
     try:
-        from ugro.notify import notify
-
-        notify(rt.settings, title, body)
-    except Exception:  # an alert that cannot be sent is logged, the sweep goes on
-        log.exception("sending the alert %r failed", title)
+        rt.app.send_task(
+            "ugro.alert", args=[title, body], queue=control_queue(rt.settings), ignore_result=True
+        )
+    except Exception:  # an alert that cannot be queued is logged, the sweep goes on
+        log.exception("queueing the alert %r failed", title)
 
 
 def _mark_dispatch(rt: Runtime, node: str, sample: NodeSample) -> bool:
@@ -276,8 +278,7 @@ def _store(rt: Runtime, report: SweepReport) -> None:
             keys.node_health,
             mapping={node: json.dumps(sample.to_dict()) for node, sample in report.nodes.items()},
         )
-    for sample in report.nodes.values():
-        add_sample(rt.registry, sample)
+    add_samples(rt.registry, list(report.nodes.values()))
     # Pruning once an hour is plenty: the table is bounded by age, not by rows.
     if rt.live.redis.set(keys.health_prune, 1, nx=True, ex=_PRUNE_EVERY):
         cutoff = datetime.now(UTC) - timedelta(days=rt.settings.health_retention_days)

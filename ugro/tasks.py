@@ -80,3 +80,24 @@ def health_sweep_task() -> dict[str, object] | None:
     if report is None:
         return None
     return {"nodes": {n: s.level for n, s in report.nodes.items()}, "interval": report.interval}
+
+
+class DeliveryFailed(Exception):
+    """A notification URL refused or could not be reached (retried by Celery)."""
+
+
+@shared_task(
+    name="ugro.alert",
+    ignore_result=True,
+    autoretry_for=(DeliveryFailed,),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=6,
+)
+def alert_task(title: str, body: str) -> None:
+    """Send a critical alert to the notification URLs; a failure is retried with
+    backoff for about ten minutes, then given up (it stays in the events table)."""
+    from ugro.notify import notify
+
+    if not notify(runtime().settings, title, body):
+        raise DeliveryFailed(title)
