@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: str | None = None
-    # Prometheus exporter (`ugro metrics`, and the node agent when set > 0).
+    # Prometheus exporter (`ugro metrics`): where it listens.
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9847
 
