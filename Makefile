@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 GPUS   ?=
 
-.PHONY: setup system demo test lint bench up down worker beat clean
+.PHONY: setup system demo test lint bench up down worker beat metrics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ugro needs Python 3.11+")'
@@ -57,6 +57,9 @@ worker: setup  ## this node's GPU workers and node agent, in the foreground
 
 beat: setup  ## Celery beat with ugro's schedule, in the foreground
 	$(BIN)/ugro beat
+
+metrics: setup  ## the Prometheus exporter (UGRO_METRICS_PORT, 9847), in the foreground
+	$(BIN)/ugro metrics
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
