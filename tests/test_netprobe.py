@@ -16,8 +16,9 @@ from tests.sshd import (
     running_sshd,
     silent_port,
 )
+from ugro.cluster import ClusterNode, load_cluster
 from ugro.errors import InventoryError
-from ugro.netprobe import ClusterNode, NetProbe, load_cluster, probe_nodes
+from ugro.netprobe import NetProbe, probe_nodes
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -48,7 +48,7 @@ class NotRunningError(UgroError):
 
 
 class InventoryError(UgroError):
-    """The GPU inventory backend is misconfigured or failed."""
+    """The GPU inventory backend or the cluster file is misconfigured or failed."""
 
     exit_code = 3
 

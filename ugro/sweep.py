@@ -21,10 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from ugro.breaker import BreakerState, BreakerStatus, CircuitBreaker
+from ugro.cluster import ClusterNode, load_cluster
 from ugro.errors import InventoryError
 from ugro.health import NodeReading, latest_readings
 from ugro.health_score import Verdict, score_node
-from ugro.netprobe import ClusterNode, NetProbe, load_cluster, probe_nodes
+from ugro.netprobe import NetProbe, probe_nodes
 from ugro.runtime import Runtime, control_queue
 from ugro.samples import GpuSample, NodeSample, add_samples, prune_samples
 
