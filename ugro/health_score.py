@@ -9,11 +9,13 @@ score's thresholds decide between WARNING and INFO. Pure: no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ugro.health import NodeReading
-from ugro.netprobe import NetProbe
 from ugro.settings import Settings
+
+if TYPE_CHECKING:
+    from ugro.netprobe import NetProbe
 
 Level = Literal["INFO", "WARNING", "CRITICAL"]
 GPU_WEIGHT, SYSTEM_WEIGHT, NETWORK_WEIGHT, PROCESS_WEIGHT = 40.0, 30.0, 20.0, 10.0

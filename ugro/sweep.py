@@ -18,16 +18,18 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from ugro.breaker import BreakerState, BreakerStatus, CircuitBreaker
 from ugro.cluster import ClusterNode, load_cluster
 from ugro.errors import InventoryError
 from ugro.health import NodeReading, latest_readings
 from ugro.health_score import Verdict, score_node
-from ugro.netprobe import NetProbe, probe_nodes
 from ugro.runtime import Runtime, control_queue
 from ugro.samples import GpuSample, NodeSample, add_samples, prune_samples
+
+if TYPE_CHECKING:
+    from ugro.netprobe import NetProbe
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ def health_sweep(rt: Runtime, force: bool = False) -> SweepReport | None:
     nodes = _nodes_to_check(rt, cluster, now)
     probes: dict[str, NetProbe] = {}
     if cluster:
+        from ugro.netprobe import probe_nodes  # paramiko: only where nodes are probed
+
         probes = probe_nodes(cluster, s.effective_known_hosts, s.ssh_timeout)
     readings = latest_readings(rt, nodes)
     previous = _latest_samples(rt)
