@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery.schedules import crontab
+
 from ugro.runtime import control_queue
 from ugro.settings import Settings
+from ugro.summary_daily import SCHEDULED_AT
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -30,6 +33,17 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "ugro.progress_scan",
             "schedule": settings.progress_interval,
             "options": {"queue": control, "expires": settings.progress_interval},
+        },
+        # The daily summary at 23:59 in UGRO_TIMEZONE: crontab reads the clock in
+        # the app's timezone, which is that one. The task writes each day once
+        # (a row per date in the registry), so a second beat started by mistake
+        # doubles nothing; days missed while beat was down are caught up at its
+        # start (workers/beat.py) and by the next run. No expiry: a late run still
+        # writes the right day.
+        "daily-summary": {
+            "task": "ugro.daily_summary",
+            "schedule": crontab(hour=SCHEDULED_AT.hour, minute=SCHEDULED_AT.minute),
+            "options": {"queue": control},
         },
         # Finds lost jobs (dead workers) and rebuilds live state after a Redis wipe.
         "reconcile-tick": {

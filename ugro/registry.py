@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
-    Float,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -130,6 +130,25 @@ class NodeSampleRow(Base):
     # memory_total_mb, temperature_c, power_w, busy (leased by a job), error.
     gpus: Mapped[str] = mapped_column(Text, default="[]")
     reasons: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of strings
+
+
+class SummaryRow(Base):
+    """One day's daily summary: the row is the claim that makes it written once
+    (``date`` is unique), whoever else runs the daily task at the same moment; see
+    ``ugro.summary_daily``."""
+
+    __tablename__ = "ugro_summaries"
+
+    date: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, local
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str] = mapped_column(String(255))
+    written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Delivery to the notification URLs: claimed like the writing, so that two
+    # tasks never both send it; cleared again when sending failed.
+    delivery_claimed_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -310,6 +329,19 @@ class Registry:
                     created_at=utcnow(), kind=kind, job_id=job_id, node=node, message=message
                 )
             )
+
+    def events_between(self, since: datetime, until: datetime) -> list[EventRow]:
+        """Events created in [since, until), oldest first."""
+        query = (
+            select(EventRow.__table__)
+            .where(EventRow.created_at >= since, EventRow.created_at < until)
+            .order_by(EventRow.created_at, EventRow.id)
+        )
+        with self.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        for values in rows:
+            values["created_at"] = as_utc(values["created_at"])
+        return [EventRow(**values) for values in rows]
 
     def events(self, job_id: str | None = None) -> list[EventRow]:
         query = select(EventRow.__table__).order_by(EventRow.id)

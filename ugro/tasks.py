@@ -101,3 +101,33 @@ def alert_task(title: str, body: str) -> None:
 
     if not notify(runtime().settings, title, body):
         raise DeliveryFailed(title)
+
+
+#: Delivery retries of the daily summary: with the job-retry backoff (10 s
+#: doubling to 10 min by default) about half an hour; a day still undelivered is
+#: tried again by the next daily run.
+_SUMMARY_DELIVERY_RETRIES = 8
+
+
+@shared_task(name="ugro.daily_summary", bind=True, ignore_result=True)
+def daily_summary_task(self: Any) -> dict[str, Any]:
+    """Beat's 23:59 run (and beat start's catch-up): write each due day's summary
+    once, prune old ones, deliver new ones. A failed delivery is retried as a new
+    message after a backoff, so the control worker is not held while a webhook is
+    down; the run is idempotent, so the retry writes nothing twice."""
+    from ugro.retry import backoff
+    from ugro.summary_daily import run_daily
+
+    rt = runtime()
+    report = run_daily(rt.registry, rt.settings)
+    if report.delivery_failed:
+        settings = rt.settings
+        delay = backoff(
+            self.request.retries + 1, settings.retry_backoff, settings.retry_backoff_max
+        )
+        raise self.retry(
+            exc=DeliveryFailed("daily summary"),
+            countdown=delay,
+            max_retries=_SUMMARY_DELIVERY_RETRIES,
+        )
+    return vars(report)

@@ -8,7 +8,7 @@ from celery.signals import beat_init
 
 from ugro.celery_app import make_app
 from ugro.reconcile import reconcile
-from ugro.runtime import Runtime
+from ugro.runtime import Runtime, control_queue
 from ugro.settings import Settings
 
 
@@ -25,6 +25,9 @@ def main() -> None:
             reconcile(rt)
         finally:
             rt.close()
+        # Days whose 23:59 summary was missed while beat was down are written now
+        # by a worker (the task writes each due day once and delivers it).
+        app.send_task("ugro.daily_summary", queue=control_queue(settings))
 
     app.start(
         [
