@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 GPUS   ?=
 
-.PHONY: setup system demo test lint bench up down worker beat metrics clean
+.PHONY: setup system demo test lint bench up down worker beat flower metrics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ugro needs Python 3.11+")'
@@ -46,7 +46,7 @@ lint: setup  ## ruff and mypy
 bench: setup  ## ugro against raw Celery and the process floor (QUICK=1: under a minute)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
-up: setup  ## start Redis (embedded), GPU workers, node agent and beat in the background
+up: setup  ## start Redis (embedded), GPU workers, node agent and beat in the background; logs in <data_dir>/run/
 	$(BIN)/ugro up $(if $(GPUS),--gpus $(GPUS))
 
 down: setup  ## stop what `make up` started
@@ -57,6 +57,9 @@ worker: setup  ## this node's GPU workers and node agent, in the foreground
 
 beat: setup  ## Celery beat with ugro's schedule, in the foreground
 	$(BIN)/ugro beat
+
+flower: setup  ## Flower on ugro's broker, login required (UGRO_FLOWER_PORT, 5555), in the foreground
+	$(BIN)/ugro flower
 
 metrics: setup  ## the Prometheus exporter (UGRO_METRICS_PORT, 9847), in the foreground
 	$(BIN)/ugro metrics
