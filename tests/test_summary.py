@@ -446,7 +446,8 @@ def test_two_concurrent_daily_runs_write_and_send_the_day_once(
     ]
     reports = [json.loads(proc.communicate(timeout=40)[0]) for proc in procs]
     assert sorted(r["written"] for r in reports) == [[], [day.isoformat()]]
-    assert sorted(r["skipped"] for r in reports) == [[], [day.isoformat()]]
+    # The other found the row taken, or (a moment later) the day no longer due.
+    assert all(r["skipped"] in ([], [day.isoformat()]) for r in reports)
     receiver.wait(lambda: len(receiver.posts) >= 1, 10, "the delivery")
     assert [b["title"] for b in receiver.delivered()] == [f"{TITLE} {day}"]
     body = receiver.delivered()[0]

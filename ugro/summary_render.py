@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ugro.samples import NodeSample
-from ugro.summary import DaySummary
+from ugro.summary_model import DaySummary
 from ugro.summary_resources import Peak, node_gpu_util
 
 #: Table cells are cut to this many characters (the JSON has them whole).
