@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 import secrets
 import signal
 import stat
@@ -30,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from ugro.errors import SpecError, StackError
 from ugro.settings import Settings
@@ -40,8 +38,6 @@ GENERATED_USER = "ugro"
 AUTH_FILE_NAME = "flower-auth"
 # The tasks page shows each job's id (in the task's kwargs) beside its state.
 TASK_COLUMNS = "name,uuid,state,kwargs,received,started,runtime,worker"
-# A job's lease token fences its GPU lease; a viewer has no use for it.
-_TOKEN_IN_REPR = re.compile(r"""(['"]token['"]\s*:\s*)(['"])[^'"]*\2""")
 
 
 @dataclass(frozen=True)
@@ -123,15 +119,6 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def hide_token(task: Any) -> Any:
-    """Flower's ``format_task`` hook: a task as the pages show it, token hidden."""
-    for field in ("args", "kwargs"):
-        text = getattr(task, field, None)
-        if isinstance(text, str):
-            setattr(task, field, _TOKEN_IN_REPR.sub(r"\1\2***\2", text))
-    return task
-
-
 def run_flower(
     settings: Settings,
     login: FlowerLogin,
@@ -164,7 +151,6 @@ def run_flower(
     options.port = settings.flower_port
     options.basic_auth = [login.credential]
     options.read_only = not allow_control
-    options.format_task = hide_token
     options.tasks_columns = TASK_COLUMNS
     # ugro's workers send task events from the start (celery_app), so Flower need
     # not broadcast enable_events to every worker every 5 s.

@@ -68,6 +68,8 @@ class Runtime:
         self.app.send_task(
             "ugro.run_job",
             kwargs={"job_id": job_id, "token": token, "node": node, "gpus": gpus},
+            # What Flower and the logs show: the lease token stays out of sight.
+            kwargsrepr=repr({"job_id": job_id, "node": node, "gpus": gpus}),
             queue=queue_for_gpu(self.settings, node, gpus[0]),
         )
 

@@ -15,7 +15,6 @@ from ugro.orphans import kill_orphans
 from ugro.progress_scan import progress_scan
 from ugro.reconcile import reconcile
 from ugro.runtime import Runtime
-from ugro.sweep import health_sweep
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +75,9 @@ def dispatch() -> int:
 @shared_task(name="ugro.health_sweep", ignore_result=True)
 def health_sweep_task() -> dict[str, object] | None:
     """Beat's health sweep: runs when the adaptive interval says it is due."""
+    # Imported here: the sweep brings paramiko, which GPU workers never need.
+    from ugro.sweep import health_sweep
+
     report = health_sweep(runtime())
     if report is None:
         return None

@@ -3,7 +3,7 @@
 Tables and progress go to people (progress on stderr), ``--json`` to scripts.
 """
 
-from ugro.cli import cluster, jobs, ops, progress, summary  # noqa: F401  (they add their commands to main)
+from ugro.cli import cluster, jobs, metrics, ops, progress, summary  # noqa: F401  (they add their commands to main)
 from ugro.cli.base import main
 
 __all__ = ["main"]
