@@ -59,8 +59,10 @@ def health_sweep(rt: Runtime, force: bool = False) -> SweepReport | None:
         cast(str | None, live.redis.get(keys.health_interval)) or s.health_min_interval
     )
     # The gate lapses a little before the interval does, so beat's tick that
-    # arrives right on time is not turned away by a few milliseconds.
-    gate_ms = int(max(interval - 0.5 * s.health_min_interval, 0.1) * 1000)
+    # arrives right on time is not turned away by a few milliseconds. Beat ticks
+    # every health_min_interval, so the real interval is the next whole tick.
+    slack = min(0.5, 0.1 * s.health_min_interval)
+    gate_ms = int(max(interval - slack, 0.1) * 1000)
     if not force and not live.redis.set(
         keys.health_gate, secrets.token_hex(4), nx=True, px=gate_ms
     ):
