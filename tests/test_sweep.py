@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -185,3 +186,47 @@ def test_a_critical_node_is_alerted_to_the_notify_urls(
     kinds = {(e.kind, e.node) for e in registry.events()}
     registry.close()
     assert ("health_critical", "dead0") in kinds
+
+
+@pytest.mark.timeout(30)
+def test_a_running_job_whose_process_is_gone_is_reported_on_the_second_reading(
+    rt: Runtime,
+) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid names no process now
+    now = datetime.now(UTC)
+    node = rt.settings.node_name
+    rt.registry.create_job(
+        id="vanished-1",
+        name="vanished",
+        kind="train",
+        status="running",
+        priority=0,
+        gpus=1,
+        node=node,
+        gpu_indices="[0]",
+        attempt=1,
+        max_retries=0,
+        spec="{}",
+        created_at=now,
+    )
+    rt.registry.start_attempt(
+        job_id="vanished-1",
+        number=1,
+        node=node,
+        host="h",
+        gpu_indices="[0]",
+        pid=gone.pid,
+        started_at=now,
+    )
+    backend = FakeBackend(1, None, node)
+    suspects: set[str] = set()
+    first = read_node(rt, backend, suspects)
+    assert first.processes_missing == [] and first.processes_expected == 1
+    second = read_node(rt, backend, suspects)
+    assert second.processes_missing == [f"job vanished-1 (GPUs [0]): process {gone.pid} is gone"]
+    publish_reading(rt, second)
+    report = health_sweep(rt, force=True)
+    assert report is not None
+    sample = report.nodes[node]
+    assert sample.level == "WARNING" and sample.reasons[-1] == second.processes_missing[0]

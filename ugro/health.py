@@ -56,8 +56,16 @@ def _gpu_fields(device: GpuInfo) -> dict[str, Any]:
     return values
 
 
-def read_node(rt: Runtime, backend: GpuBackend) -> NodeReading:
-    """This node's reading now."""
+def read_node(
+    rt: Runtime, backend: GpuBackend, suspects: set[str] | None = None
+) -> NodeReading:
+    """This node's reading now.
+
+    ``suspects``: what the previous reading found gone. A process counts as gone
+    only when two readings in a row miss it, so a job that just ended (its
+    process exited, its status not yet written) is not reported; the set is
+    updated in place.
+    """
     settings = rt.settings
     node = settings.node_name
     error = None
@@ -67,7 +75,13 @@ def read_node(rt: Runtime, backend: GpuBackend) -> NodeReading:
         gpus, error = [], f"reading the GPUs failed: {exc}"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     disk = shutil.disk_usage(settings.data_dir)
-    expected, missing = _process_liveness(rt, node)
+    expected, gone = _process_liveness(rt, node)
+    if suspects is None:
+        missing = list(gone.values())
+    else:
+        missing = [message for key, message in gone.items() if key in suspects]
+        suspects.clear()
+        suspects.update(gone)
     return NodeReading(
         node=node,
         host=socket.gethostname(),
@@ -82,10 +96,11 @@ def read_node(rt: Runtime, backend: GpuBackend) -> NodeReading:
     )
 
 
-def _process_liveness(rt: Runtime, node: str) -> tuple[int, list[str]]:
+def _process_liveness(rt: Runtime, node: str) -> tuple[int, dict[str, str]]:
     """How many job processes and GPU workers this node should run, and which of
-    them are gone (a running job whose process vanished, a worker that died)."""
-    missing: list[str] = []
+    them are gone (a running job whose process vanished, a worker that died),
+    keyed by what is gone."""
+    missing: dict[str, str] = {}
     expected = 0
     for row in rt.registry.list_jobs(statuses=[JobStatus.RUNNING]):
         if row.node != node:
@@ -96,13 +111,15 @@ def _process_liveness(rt: Runtime, node: str) -> tuple[int, list[str]]:
             continue
         expected += 1
         if not psutil.pid_exists(pid):
-            missing.append(f"job {row.id} (GPUs {gpu_list(row)}): process {pid} is gone")
+            message = f"job {row.id} (GPUs {gpu_list(row)}): process {pid} is gone"
+            missing[f"{row.id}:{pid}"] = message
     for worker in rt.live.workers(max_age=rt.settings.worker_ttl * 4):
         if worker.node != node or worker.host != socket.gethostname():
             continue
         expected += 1
         if not psutil.pid_exists(worker.pid):
-            missing.append(f"GPU worker {worker.index}: process {worker.pid} is gone")
+            message = f"GPU worker {worker.index}: process {worker.pid} is gone"
+            missing[f"worker:{worker.index}:{worker.pid}"] = message
     return expected, missing
 
 
@@ -130,6 +147,7 @@ class HealthCollector:
     def __init__(self, rt: Runtime, backend: GpuBackend) -> None:
         self.rt = rt
         self.backend = backend
+        self._suspects: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ugro-health", daemon=True)
 
@@ -141,7 +159,7 @@ class HealthCollector:
         self._stop.set()
 
     def collect(self) -> NodeReading:
-        reading = read_node(self.rt, self.backend)
+        reading = read_node(self.rt, self.backend, self._suspects)
         publish_reading(self.rt, reading)
         return reading
 
