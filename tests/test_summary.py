@@ -35,8 +35,9 @@ from ugro import Client, JobSpec
 from ugro.registry import EventRow, Registry, SummaryRow
 from ugro.samples import GpuSample, NodeSample, add_sample, samples
 from ugro.settings import Settings
-from ugro.summary import Day, build_summary, metrics_schema
+from ugro.summary import build_summary, metrics_schema
 from ugro.summary_daily import SummaryFiles, due_days, run_daily, summary_rows
+from ugro.summary_day import Day
 
 PY = sys.executable
 TITLE = "ugro daily summary"

@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources as package_files
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import ColumnElement, func, or_, select
 
-from ugro.errors import SpecError
 from ugro.paths import JobPaths
 from ugro.progress import ProgressInfo
 from ugro.registry import AttemptRow, EventRow, JobRow, Registry, _job_from, as_utc, gpu_list
@@ -29,6 +27,7 @@ from ugro.runner import last_error_line
 from ugro.samples import NodeSample, samples
 from ugro.settings import Settings
 from ugro.status import JobStatus
+from ugro.summary_day import Day
 from ugro.summary_model import (
     ActiveRun,
     DaySummary,
@@ -55,51 +54,6 @@ MAX_LISTED_EVENTS = 200
 _QUOTE_LOG_FOR = frozenset({"oom", "killed", "error"})
 _FAILED = frozenset({JobStatus.FAILED.value, JobStatus.LOST.value})
 _ACTIVE = frozenset({JobStatus.QUEUED.value, JobStatus.PLACED.value, JobStatus.RUNNING.value})
-
-
-# The day ---------------------------------------------------------------------------
-
-
-def timezone_of(settings: Settings) -> ZoneInfo:
-    """The configured timezone; SpecError when the name is not one zoneinfo knows."""
-    try:
-        return ZoneInfo(settings.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SpecError(
-            f"UGRO_TIMEZONE: {settings.timezone!r} is not a timezone; use an IANA name"
-            " such as UTC or Europe/Berlin"
-        ) from None
-
-
-@dataclass(frozen=True)
-class Day:
-    """One calendar day in a timezone, and its bounds in UTC."""
-
-    date: date
-    tz: ZoneInfo
-
-    @property
-    def since(self) -> datetime:
-        return datetime.combine(self.date, time(0), self.tz).astimezone(UTC)
-
-    @property
-    def until(self) -> datetime:
-        return datetime.combine(self.date + timedelta(days=1), time(0), self.tz).astimezone(UTC)
-
-    def local(self, moment: datetime) -> datetime:
-        return moment.astimezone(self.tz)
-
-
-def parse_day(text: str, tz: ZoneInfo) -> Day:
-    """A ``YYYY-MM-DD`` date; SpecError naming the bad value otherwise."""
-    try:
-        return Day(date.fromisoformat(text), tz)
-    except ValueError:
-        raise SpecError(f"--date: {text!r} is not a date like 2026-11-23 (YYYY-MM-DD)") from None
-
-
-def today(tz: ZoneInfo, now: datetime | None = None) -> Day:
-    return Day((now or datetime.now(UTC)).astimezone(tz).date(), tz)
 
 
 # Reading the day -------------------------------------------------------------------

@@ -33,7 +33,8 @@ from ugro.paths import write_json_atomic
 from ugro.registry import Registry, SummaryRow
 from ugro.samples import samples
 from ugro.settings import Settings
-from ugro.summary import Day, build_summary, timezone_of, today
+from ugro.summary import build_summary
+from ugro.summary_day import Day, timezone_of, today
 from ugro.summary_model import DaySummary
 from ugro.summary_render import render_chart, render_markdown
 

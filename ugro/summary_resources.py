@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from ugro.samples import NodeSample
 
 if TYPE_CHECKING:
-    from ugro.summary import Day
+    from ugro.summary_day import Day
 
 #: The longest a health sample stands for (twice the sweep's slowest interval).
 GAP_SECONDS = 120.0
