@@ -29,6 +29,10 @@ class Adapter(Protocol):
         """Queue one command; returns a handle for ``wait``."""
         ...
 
+    def submit_many(self, argvs: list[list[str]]) -> list[Any]:
+        """Queue several commands at once, the way the system offers for it."""
+        ...
+
     def wait(self, handles: list[Any]) -> list[float]:
         """Block until every job has ended; the time each was seen finished."""
         ...
@@ -67,6 +71,9 @@ class FloorAdapter:
         done, seen = threading.Event(), []
         self.jobs.put((argv, self.workdir / f"floor-{self.count}.out", done, seen))
         return done, seen
+
+    def submit_many(self, argvs: list[list[str]]) -> list[Any]:
+        return [self.submit(argv) for argv in argvs]
 
     def wait(self, handles: list[Any]) -> list[float]:
         for done, _ in handles:
@@ -109,6 +116,10 @@ class CeleryAdapter:
     def submit(self, argv: list[str]) -> Any:
         self.count += 1
         return self.task.apply_async(args=[argv, str(self.workdir / f"celery-{self.count}.out")])
+
+    def submit_many(self, argvs: list[list[str]]) -> list[Any]:
+        # A loop: a group (one call) sends each task the same way, only slower.
+        return [self.submit(argv) for argv in argvs]
 
     def wait(self, handles: list[Any]) -> list[float]:
         seen = []
@@ -158,6 +169,13 @@ class UgroAdapter:
     def submit(self, argv: list[str]) -> Any:
         self.count += 1
         return self.client.submit(self.spec(name=f"bench{self.count}", command=argv)).id
+
+    def submit_many(self, argvs: list[list[str]]) -> list[Any]:
+        specs = []
+        for argv in argvs:
+            self.count += 1
+            specs.append(self.spec(name=f"bench{self.count}", command=argv))
+        return [job.id for job in self.client.submit_many(specs)]
 
     def wait(self, handles: list[Any]) -> list[float]:
         seen: dict[str, float] = {}

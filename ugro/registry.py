@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
-    Float,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -169,14 +169,22 @@ class Registry:
     # Jobs ------------------------------------------------------------------------
 
     def create_job(self, **values: Any) -> None:
+        self.create_jobs([values])
+
+    def create_jobs(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert several jobs in one transaction (one commit): all or none."""
         with self.engine.begin() as conn:
-            conn.execute(insert(JobRow).values(**values))
+            conn.execute(insert(JobRow), list(rows))
 
     def delete_job(self, job_id: str) -> None:
         """Remove a job that was never accepted (a rolled-back submission)."""
+        self.delete_jobs([job_id])
+
+    def delete_jobs(self, job_ids: Sequence[str]) -> None:
+        """Remove jobs that were never accepted (a rolled-back submission)."""
         with self.engine.begin() as conn:
-            conn.execute(delete(AttemptRow).where(AttemptRow.job_id == job_id))
-            conn.execute(delete(JobRow).where(JobRow.id == job_id))
+            conn.execute(delete(AttemptRow).where(AttemptRow.job_id.in_(list(job_ids))))
+            conn.execute(delete(JobRow).where(JobRow.id.in_(list(job_ids))))
 
     def get_job(self, job_id: str) -> JobRow:
         with self.engine.connect() as conn:
@@ -246,6 +254,45 @@ class Registry:
         """
         sources = [s.value for s in (sources_of(new) if expect is None else expect)]
         with self.engine.begin() as conn:
+            result = conn.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.in_(sources))
+                .values(status=new.value, **values)
+            )
+        return bool(result.rowcount == 1)
+
+    def claim(
+        self, job_id: str, new: JobStatus, expect: Iterable[JobStatus], **values: Any
+    ) -> JobRow | None:
+        """``transition``, handing back the row as it is now (None when someone else
+        got there first): one statement, ``UPDATE ... RETURNING``."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.in_([s.value for s in expect]))
+                .values(status=new.value, **values)
+                .returning(*JobRow.__table__.c)
+            ).first()
+        return None if row is None else _job_from(row._mapping)
+
+    def end_attempt_with_status(
+        self,
+        job_id: str,
+        number: int,
+        attempt: dict[str, Any],
+        new: JobStatus,
+        expect: Iterable[JobStatus],
+        **values: Any,
+    ) -> bool:
+        """``end_attempt`` and ``transition`` in one transaction (one commit). The
+        attempt's end is recorded either way; returns whether the status changed."""
+        sources = [s.value for s in expect]
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(AttemptRow)
+                .where(AttemptRow.job_id == job_id, AttemptRow.number == number)
+                .values(**attempt)
+            )
             result = conn.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status.in_(sources))
