@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -49,11 +50,19 @@ def w2_throughput(adapter: Any, jobs: int, batch: bool = False) -> dict[str, flo
 
 
 def w3_output(adapter: Any, jobs: int) -> dict[str, float]:
-    """Jobs writing ~20 MB each to stdout, captured to files."""
+    """Jobs writing ~20 MB each to stdout, captured to files.
+
+    Each adapter starts with no dirty pages left by the one before (sync), and its
+    output files are deleted afterwards: otherwise the kernel's writeback of the
+    earlier runs' gigabytes throttles whoever writes next.
+    """
+    os.sync()
     began = time.time()
     handles = [adapter.submit(["head", "-c", str(OUTPUT_BYTES), "/dev/zero"]) for _ in range(jobs)]
     adapter.wait(handles)
-    return {"wall_s": time.time() - began}
+    wall = time.time() - began
+    adapter.discard(handles)
+    return {"wall_s": wall}
 
 
 def build_tree(root: Path, runs: int, active: int) -> list[Path]:

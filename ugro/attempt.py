@@ -70,7 +70,6 @@ def _run_one(
     claimed = rt.claim(
         job_id,
         expect=[JobStatus.PLACED],
-        attempt=JobRow.attempt + 1,
         started_at=utcnow(),
         finished_at=None,
         exit_code=None,

@@ -88,9 +88,10 @@ class Runtime:
     def claim(
         self, job_id: str, expect: Iterable[JobStatus], **values: Any
     ) -> tuple[JobRow, dict[str, str]] | None:
-        """A worker's claim of a placed job: ``transition`` to running that hands
-        back the row as it is now and the job's secrets (None: claimed already)."""
-        row = self.registry.claim(job_id, JobStatus.RUNNING, expect, **values)
+        """A worker's claim of a placed job: ``transition`` to running that starts
+        its next attempt and hands back the row as it is now and the job's secrets
+        (None: claimed already)."""
+        row = self.registry.claim(job_id, expect, **values)
         if row is None:
             return None
         live = _live_fields(JobStatus.RUNNING, values)
