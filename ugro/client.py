@@ -274,16 +274,19 @@ class Client:
             TimeoutError: when ``timeout`` seconds pass first.
         """
         given = [job_ids] if isinstance(job_ids, str) else builtins.list(job_ids)
-        ids = self._full_ids(given)
+        events = self._subscription()  # before the first read: no event is missed
+        latest = self._by_full_id(given)
+        ids = [latest[job_id].id for job_id in given]
+        latest = {job.id: job for job in latest.values()}
         deadline = None if timeout is None else time.monotonic() + timeout
-        events = self._subscription()
-        latest: dict[str, Job] = {}
         # What to read from the registry next: every job not done yet at first and
         # at least once a second, else only those an event said ended.
-        to_read, full, next_full = ids, True, 0.0
+        to_read: builtins.list[str] = []
+        full, next_full = True, 0.0
         try:
             while True:
-                latest.update((job.id, job) for job in self.get_many(to_read))
+                if to_read:
+                    latest.update((job.id, job) for job in self.get_many(to_read))
                 jobs = [latest[job_id] for job_id in ids]
                 if on_change is not None:
                     on_change(jobs)
@@ -304,10 +307,12 @@ class Client:
             self._close_events()
             raise
 
-    def _full_ids(self, given: builtins.list[str]) -> builtins.list[str]:
-        """Full job ids for ids or unique prefixes (JobNotFound for the others)."""
-        known = {row.id for row in self.rt.registry.list_jobs(ids=given)}
-        return [job_id if job_id in known else self.get(job_id).id for job_id in given]
+    def _by_full_id(self, given: builtins.list[str]) -> dict[str, Job]:
+        """The jobs of ids or unique prefixes, by what was given (JobNotFound for an
+        id that names none): one read when all are full ids."""
+        rows = self.rt.registry.list_jobs(ids=given)
+        found = {row.id: Job.from_row(row, self.settings.jobs_dir) for row in rows}
+        return {job_id: found.get(job_id) or self.get(job_id) for job_id in given}
 
     def _subscription(self) -> Any:
         """The status events subscription, made once and kept between waits; events
