@@ -81,6 +81,8 @@ class Client:
         Raises:
             SpecError: when no live node could ever run one of the jobs.
         """
+        if not specs:
+            return []
         specs = [
             spec.model_copy(update={"working_dir": os.getcwd()})
             if spec.working_dir is None

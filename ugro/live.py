@@ -218,7 +218,10 @@ class LiveState:
         # that command alone fails and is done again the ordinary way.
         pipe.evalsha(self._release.sha, len(keys), *keys, holder)
         self._queue_set_job(pipe, job_id, fields)
-        first = pipe.execute(raise_on_error=False)[0]
+        first, *rest = pipe.execute(raise_on_error=False)
+        for error in rest:
+            if isinstance(error, Exception):
+                raise error
         if isinstance(first, redis.exceptions.NoScriptError):
             self.release(node, gpus, holder)
         elif isinstance(first, Exception):
