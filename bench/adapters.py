@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,16 @@ class Adapter(Protocol):
         """Queue one command; returns a handle for ``wait``."""
         ...
 
+    def submit_many(self, argvs: list[list[str]]) -> list[Any]:
+        """Queue several commands at once, the way the system offers for it."""
+        ...
+
     def wait(self, handles: list[Any]) -> list[float]:
         """Block until every job has ended; the time each was seen finished."""
+        ...
+
+    def discard(self, handles: list[Any]) -> None:
+        """Delete what these jobs wrote (their output files)."""
         ...
 
     def stop(self) -> None: ...
@@ -49,6 +58,7 @@ class FloorAdapter:
         )
         self.threads = [threading.Thread(target=self._slot, daemon=True) for _ in range(slots)]
         self.count = 0
+        self.outputs: dict[int, Path] = {}
 
     def start(self) -> None:
         for thread in self.threads:
@@ -65,8 +75,17 @@ class FloorAdapter:
     def submit(self, argv: list[str]) -> Any:
         self.count += 1
         done, seen = threading.Event(), []
-        self.jobs.put((argv, self.workdir / f"floor-{self.count}.out", done, seen))
+        out = self.workdir / f"floor-{self.count}.out"
+        self.jobs.put((argv, out, done, seen))
+        self.outputs[id(done)] = out
         return done, seen
+
+    def discard(self, handles: list[Any]) -> None:
+        for done, _ in handles:
+            self.outputs.pop(id(done)).unlink(missing_ok=True)
+
+    def submit_many(self, argvs: list[list[str]]) -> list[Any]:
+        return [self.submit(argv) for argv in argvs]
 
     def wait(self, handles: list[Any]) -> list[float]:
         for done, _ in handles:
@@ -88,6 +107,7 @@ class CeleryAdapter:
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.count = 0
+        self.outputs: dict[str, Path] = {}
 
     def start(self) -> None:
         env = dict(os.environ, BENCH_CELERY_BROKER=self.broker)
@@ -108,7 +128,18 @@ class CeleryAdapter:
 
     def submit(self, argv: list[str]) -> Any:
         self.count += 1
-        return self.task.apply_async(args=[argv, str(self.workdir / f"celery-{self.count}.out")])
+        out = self.workdir / f"celery-{self.count}.out"
+        result = self.task.apply_async(args=[argv, str(out)])
+        self.outputs[result.id] = out
+        return result
+
+    def discard(self, handles: list[Any]) -> None:
+        for result in handles:
+            self.outputs.pop(result.id).unlink(missing_ok=True)
+
+    def submit_many(self, argvs: list[list[str]]) -> list[Any]:
+        # A loop: a group (one call) sends each task the same way, only slower.
+        return [self.submit(argv) for argv in argvs]
 
     def wait(self, handles: list[Any]) -> list[float]:
         seen = []
@@ -159,6 +190,13 @@ class UgroAdapter:
         self.count += 1
         return self.client.submit(self.spec(name=f"bench{self.count}", command=argv)).id
 
+    def submit_many(self, argvs: list[list[str]]) -> list[Any]:
+        specs = []
+        for argv in argvs:
+            self.count += 1
+            specs.append(self.spec(name=f"bench{self.count}", command=argv))
+        return [job.id for job in self.client.submit_many(specs)]
+
     def wait(self, handles: list[Any]) -> list[float]:
         seen: dict[str, float] = {}
 
@@ -170,6 +208,10 @@ class UgroAdapter:
 
         self.client.wait(handles, on_change=note)
         return [seen[job_id] for job_id in handles]
+
+    def discard(self, handles: list[Any]) -> None:
+        for job_id in handles:
+            shutil.rmtree(self.client.rt.paths(job_id).logs, ignore_errors=True)
 
     def worker_memory(self) -> dict[str, float]:
         """Resident and unique memory (MB) of one GPU worker and of the node agent."""

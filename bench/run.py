@@ -53,6 +53,7 @@ def run(size: str) -> list[dict[str, Any]]:
             for workload, call in (
                 ("W1 latency", lambda a: w1_latency(a, n["w1"], root)),
                 ("W2 throughput", lambda a: w2_throughput(a, n["w2"])),
+                ("W2 batch", lambda a: w2_throughput(a, n["w2"], batch=True)),
                 ("W3 output", lambda a: w3_output(a, n["w3"])),
             ):
                 for adapter in order:

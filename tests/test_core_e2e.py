@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, ugro
 from ugro import Client, JobSpec, JobStatus
+from ugro.errors import SpecError
 from ugro.settings import Settings
 
 RECORD = str(ROOT / "tests" / "jobs" / "record.py")
@@ -18,6 +19,44 @@ RECORD = str(ROOT / "tests" / "jobs" / "record.py")
 
 def _records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.timeout(180)
+def test_a_sweep_submitted_at_once_is_all_or_nothing_and_runs_each_job_once(
+    stack: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "runs.jsonl"
+    with Client(stack) as client:
+        # Given a batch with one job that no node can hold
+        bad = [
+            JobSpec(name="fits", command=["true"]),
+            JobSpec(name="huge", command=["true"], gpus=5),
+        ]
+        # When it is submitted, then it is refused whole: no job of it is left anywhere
+        with pytest.raises(SpecError, match="gpus"):
+            client.submit_many(bad)
+        assert client.list() == []
+        assert not stack.jobs_dir.exists() or list(stack.jobs_dir.iterdir()) == []
+        # Given ten jobs for four GPUs, submitted in one call
+        specs = [
+            JobSpec(name=f"sweep{i}", command=[sys.executable, RECORD, str(out), "0.2"])
+            for i in range(10)
+        ]
+        jobs = client.submit_many(specs)
+        assert [job.name for job in jobs] == [f"sweep{i}" for i in range(10)]
+        done = client.wait([job.id for job in jobs], timeout=120)
+
+    # Then each finished after exactly one attempt, run once, one GPU at a time
+    assert [(job.status, job.attempt) for job in done] == [(JobStatus.FINISHED, 1)] * 10
+    records = _records(out)
+    assert sorted(r["job_id"] for r in records) == sorted(job.id for job in jobs)
+    by_gpu: dict[object, list[dict[str, object]]] = {}
+    for record in records:
+        by_gpu.setdefault(record["cuda_visible_devices"], []).append(record)
+    for runs in by_gpu.values():
+        runs.sort(key=lambda r: float(r["start"]))  # type: ignore[arg-type]
+        for first, second in itertools.pairwise(runs):
+            assert float(first["end"]) <= float(second["start"])  # type: ignore[arg-type]
 
 
 @pytest.mark.timeout(180)

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from ugro.dispatch import dispatch_pending
+from ugro.dispatch import LocalSlot, dispatch_pending
 from ugro.lifecycle import requeue, settle_failure
 from ugro.paths import JobPaths, write_json_atomic
 from ugro.progress_scan import final_progress
@@ -35,17 +35,41 @@ _CANCEL_POLL = 0.5
 def run_attempt(
     rt: Runtime, job_id: str, token: str, node: str, gpus: list[int], stop: threading.Event
 ) -> str:
-    """Run a placed job to its end on this worker; returns what happened, for logs."""
+    """Run a placed job to its end on this worker, then each job that the dispatch
+    pass at its end placed on this worker's GPU (see ``LocalSlot``); returns what
+    happened, for logs."""
+    outcomes: list[str] = []
+    following: tuple[str, str, list[int]] | None = (job_id, token, gpus)
+    while following is not None:
+        job_id, token, gpus = following
+        fresh = bool(outcomes)  # placed by this thread a moment ago
+        outcome, following = _run_one(rt, job_id, token, node, gpus, stop, fresh)
+        outcomes.append(outcome if not outcomes else f"then {job_id}: {outcome}")
+    return "; ".join(outcomes)
+
+
+def _run_one(
+    rt: Runtime,
+    job_id: str,
+    token: str,
+    node: str,
+    gpus: list[int],
+    stop: threading.Event,
+    fresh: bool = False,
+) -> tuple[str, tuple[str, str, list[int]] | None]:
+    """One attempt; returns what happened and the job placed here next, if any.
+
+    ``fresh``: this thread placed the job a moment ago, with leases in the running
+    window already (see ``LocalSlot``).
+    """
     holder = f"{job_id}|{token}"
     # The lease proves the placement is still ours; renewing it also moves its TTL
     # from the placement window to the running window.
-    if not rt.live.renew(node, gpus, holder, rt.settings.lease_ttl):
-        return "skipped: the placement's lease has expired or was taken"
-    claimed = rt.transition(
+    if not fresh and not rt.live.renew(node, gpus, holder, rt.settings.lease_ttl):
+        return "skipped: the placement's lease has expired or was taken", None
+    claimed = rt.claim(
         job_id,
-        JobStatus.RUNNING,
         expect=[JobStatus.PLACED],
-        attempt=JobRow.attempt + 1,
         started_at=utcnow(),
         finished_at=None,
         exit_code=None,
@@ -53,23 +77,27 @@ def run_attempt(
         exit_reason=None,
         error=None,
     )
-    if not claimed:
-        return "skipped: this attempt was claimed already (duplicate delivery)"
-    job = rt.registry.get_job(job_id)
-    rt.live.set_job(job_id, started=time.time())  # for placement's backfill estimates
+    if claimed is None:
+        return "skipped: this attempt was claimed already (duplicate delivery)", None
+    job, secrets = claimed
     paths = rt.paths(job_id)
     try:
-        info = _execute(rt, job, paths, node, gpus, holder, stop)
+        info = _execute(rt, job, secrets, paths, node, gpus, holder, stop)
     except Exception as exc:  # the worker must survive whatever one job does
         log.exception("job %s failed in ugro itself", job_id)
         now = time.time()
         info = ExitInfo("error", now, now, error=f"ugro error: {exc}")
-    # The GPUs are free the moment the job's processes are gone.
-    rt.live.release(node, gpus, holder)
-    _finish(rt, job, paths, node, info)
-    if not stop.is_set():  # a worker on its way out hands out no more work
-        dispatch_pending(rt)
-    return f"{info.reason} ({info.error or 'exit 0'})"
+    try:
+        _finish(rt, job, paths, node, info, (node, gpus, holder))
+    except BaseException:
+        rt.live.release(node, gpus, holder)  # no leaked lease, whatever failed
+        raise
+    outcome = f"{info.reason} ({info.error or 'exit 0'})"
+    if stop.is_set():  # a worker on its way out hands out no more work
+        return outcome, None
+    mine = LocalSlot(node, gpus[0])
+    dispatch_pending(rt, mine)
+    return outcome, mine.taken
 
 
 def newest_checkpoint(checkpoints: Path) -> Path | None:
@@ -87,11 +115,16 @@ def newest_checkpoint(checkpoints: Path) -> Path | None:
 
 
 def job_environment(
-    rt: Runtime, job: JobRow, spec: JobSpec, paths: JobPaths, node: str, gpus: list[int]
+    job: JobRow,
+    spec: JobSpec,
+    secrets: dict[str, str],
+    paths: JobPaths,
+    node: str,
+    gpus: list[int],
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.update(spec.env)
-    env.update(rt.live.secrets(job.id))
+    env.update(secrets)
     env.update(
         {
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # indices as nvidia-smi shows them
@@ -115,6 +148,7 @@ def job_environment(
 def _execute(
     rt: Runtime,
     job: JobRow,
+    secrets: dict[str, str],
     paths: JobPaths,
     node: str,
     gpus: list[int],
@@ -127,12 +161,12 @@ def _execute(
     rank_log = paths.start_attempt_logs(job.attempt)
     host = socket.gethostname()
     started = datetime.now(UTC)
-    env = job_environment(rt, job, spec, paths, node, gpus)
-    _write_metadata(paths, job, node, gpus, host, argv, started=started)
+    env = job_environment(job, spec, secrets, paths, node, gpus)
     resume = f", resuming from {env['UGRO_RESUME_FROM']}" if "UGRO_RESUME_FROM" in env else ""
-    paths.append_console(f"attempt {job.attempt} starting on {node} GPUs {gpus}{resume}: {argv}")
 
     def on_start(pid: int) -> None:
+        # The bookkeeping of the start follows the start, off the job's critical
+        # path; should any of it fail, the runner stops the job.
         rt.registry.start_attempt(
             job_id=job.id,
             number=job.attempt,
@@ -142,7 +176,10 @@ def _execute(
             pid=pid,
             started_at=started,
         )
-        rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, pid=pid, attempt=job.attempt)
+        _write_metadata(paths, job, node, gpus, host, argv, started=started, pid=pid)
+        paths.append_console(
+            f"attempt {job.attempt} started on {node} GPUs {gpus}{resume}: {argv} (pid {pid})"
+        )
 
     def heartbeat() -> bool:
         try:
@@ -191,6 +228,7 @@ def _write_metadata(
     argv: list[str],
     started: datetime,
     info: ExitInfo | None = None,
+    pid: int | None = None,
 ) -> None:
     data: dict[str, Any] = {
         "job_id": job.id,
@@ -209,7 +247,7 @@ def _write_metadata(
         "exit_code": None,
         "exit_signal": None,
         "exit_reason": None,
-        "pid": None,
+        "pid": pid,
     }
     if info is not None:
         data.update(
@@ -224,16 +262,23 @@ def _write_metadata(
     write_json_atomic(paths.metadata, data)
 
 
-def _finish(rt: Runtime, job: JobRow, paths: JobPaths, node: str, info: ExitInfo) -> None:
+def _finish(
+    rt: Runtime,
+    job: JobRow,
+    paths: JobPaths,
+    node: str,
+    info: ExitInfo,
+    leases: tuple[str, list[int], str],
+) -> None:
+    """Record the attempt's end and the job's next status; release its leases (the
+    job's processes are gone by now)."""
     ended = datetime.fromtimestamp(info.ended, UTC)
-    rt.registry.end_attempt(
-        job.id,
-        job.attempt,
-        ended_at=ended,
-        exit_code=info.code,
-        exit_signal=info.signal,
-        exit_reason=info.reason,
-    )
+    attempt: dict[str, Any] = {
+        "ended_at": ended,
+        "exit_code": info.code,
+        "exit_signal": info.signal,
+        "exit_reason": info.reason,
+    }
     line = f"attempt {job.attempt} ended: {info.reason}"
     if info.error:
         line += f" - {info.error}"
@@ -246,14 +291,30 @@ def _finish(rt: Runtime, job: JobRow, paths: JobPaths, node: str, info: ExitInfo
         "error": info.error,
         "progress": final_progress(rt, job, ok=info.reason == "ok"),
     }
-    if info.reason == "ok":
-        rt.transition(job.id, JobStatus.FINISHED, expect=running, finished_at=ended, **outcome)
-    elif info.reason == "interrupted":
+    ending = {"ok": JobStatus.FINISHED, "cancelled": JobStatus.CANCELLED}.get(info.reason)
+    if ending is not None:
+        # The attempt's end and the job's status in one commit. "stuck" is
+        # retried below; "cancelled" is by a person.
+        rt.end_attempt(
+            job.id,
+            job.attempt,
+            attempt,
+            ending,
+            expect=running,
+            release=leases,
+            finished_at=ended,
+            **outcome,
+        )
+        if ending is JobStatus.CANCELLED:
+            rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
+        return
+    # The GPUs are free before the job is queued again, and the retry policy
+    # counts the attempts that ended: record this one first.
+    rt.live.release(*leases)
+    rt.registry.end_attempt(job.id, job.attempt, **attempt)
+    if info.reason == "interrupted":
         # The worker is shutting down: the job goes back to the queue, not lost.
         requeue(rt, job, running, "its worker shut down", **outcome)
-    elif info.reason == "cancelled":  # by a person; "stuck" is retried below
-        rt.transition(job.id, JobStatus.CANCELLED, expect=running, finished_at=ended, **outcome)
-        rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
     else:
         settle_failure(
             rt,

@@ -19,13 +19,19 @@ from ugro.errors import JobNotFound, SpecError, StateError
 from ugro.explain import why_waiting
 from ugro.job import Job
 from ugro.lifecycle import requeue
+from ugro.paths import JobPaths
 from ugro.redact import redact_env, split_secrets
 from ugro.registry import utcnow
 from ugro.runtime import Runtime
 from ugro.samples import NodeSample, samples
 from ugro.settings import Settings
 from ugro.spec import JobSpec, check_job_id, new_job_id
-from ugro.status import JobStatus
+from ugro.status import TERMINAL, JobStatus
+
+# How long submit trusts what it read of the live nodes, in seconds. A job that
+# fits is accepted on that; one that does not is checked again before refusing.
+_NODES_FRESH = 1.0
+_ENDED = frozenset(status.value for status in TERMINAL)
 
 
 class Client:
@@ -42,8 +48,14 @@ class Client:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.rt = Runtime.open(self.settings)
+        self._user = getpass.getuser()
+        self._host = socket.gethostname()
+        # (when, live GPU workers per node): what submit checks a spec against.
+        self._nodes_seen: tuple[float, dict[str, int]] | None = None
+        self._events: Any = None  # the status events subscription, kept between waits
 
     def close(self) -> None:
+        self._close_events()
         self.rt.close()
 
     def __enter__(self) -> Client:
@@ -61,67 +73,125 @@ class Client:
         Raises:
             SpecError: when no live node could ever run the job.
         """
-        if spec.working_dir is None:
-            spec = spec.model_copy(update={"working_dir": os.getcwd()})
-        self._check_fits(spec)
-        job_id = new_job_id(spec.name)
-        _, secrets = split_secrets(spec.env)
-        stored = spec.model_copy(update={"env": redact_env(spec.env)})
+        return self.submit_many([spec])[0]
+
+    def submit_many(self, specs: Sequence[JobSpec]) -> builtins.list[Job]:
+        """Accept several jobs at once, as ``submit`` does one, in order: their trees,
+        their registry rows in one commit, one round trip to queue them all and one
+        dispatch pass. All or nothing: when any step fails, none is accepted.
+
+        Raises:
+            SpecError: when no live node could ever run one of the jobs.
+        """
+        if not specs:
+            return []
+        specs = [
+            spec.model_copy(update={"working_dir": os.getcwd()})
+            if spec.working_dir is None
+            else spec
+            for spec in specs
+        ]
+        for spec in specs:
+            self._check_fits(spec)
         now = utcnow()
-        paths = self.rt.paths(job_id)
-        paths.create(
-            {
-                "job_id": job_id,
-                "spec": stored.model_dump(mode="json"),
-                "submitted_at": now.isoformat(),
-                "submitted_by": getpass.getuser(),
-                "submitted_from": socket.gethostname(),
-            }
-        )
+        accepted: builtins.list[tuple[JobSpec, JobPaths, dict[str, str]]] = []
+        rows: builtins.list[dict[str, Any]] = []
         try:
-            self.rt.registry.create_job(
-                id=job_id,
-                name=spec.name,
-                kind=spec.kind,
-                status=JobStatus.QUEUED.value,
-                priority=spec.priority,
-                gpus=spec.gpus,
-                node=None,
-                attempt=0,
-                max_retries=spec.max_retries,
-                spec=stored.model_dump_json(),
-                created_at=now,
-            )
-            try:
-                self.rt.live.store_secrets(job_id, secrets)
-                self.rt.live.enqueue(job_id, spec.priority, spec.gpus, spec.node, spec.timeout)
-            except BaseException:
-                with contextlib.suppress(redis.RedisError):
-                    self.rt.live.forget_job(job_id)
-                self.rt.registry.delete_job(job_id)
-                raise
+            for spec in specs:
+                job_id = new_job_id(spec.name)
+                _, secrets = split_secrets(spec.env)
+                stored = spec.model_copy(update={"env": redact_env(spec.env)})
+                paths = self.rt.paths(job_id)
+                paths.create(
+                    {
+                        "job_id": job_id,
+                        "spec": stored.model_dump(mode="json"),
+                        "submitted_at": now.isoformat(),
+                        "submitted_by": self._user,
+                        "submitted_from": self._host,
+                    }
+                )
+                accepted.append((spec, paths, secrets))
+                rows.append(
+                    {
+                        "id": job_id,
+                        "name": spec.name,
+                        "kind": spec.kind,
+                        "status": JobStatus.QUEUED.value,
+                        "priority": spec.priority,
+                        "gpus": spec.gpus,
+                        "node": None,
+                        "attempt": 0,
+                        "max_retries": spec.max_retries,
+                        "spec": stored.model_dump_json(),
+                        "created_at": now,
+                    }
+                )
+            self._queue(accepted, rows)
         except BaseException:
-            paths.remove()
+            for _, paths, _ in accepted:
+                paths.remove()
             raise
-        paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
-        # Placing here, when a GPU is free, saves the job a hop through beat.
+        for spec, paths, _ in accepted:
+            paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
+        # Placing here, when a GPU is free, saves the jobs a hop through beat.
         dispatch_pending(self.rt)
-        return self.get(job_id)
+        return self.get_many([row["id"] for row in rows])
+
+    def _queue(
+        self,
+        accepted: builtins.list[tuple[JobSpec, JobPaths, dict[str, str]]],
+        rows: builtins.list[dict[str, Any]],
+    ) -> None:
+        """The registry rows, then the live queue; the rows go again if queueing fails."""
+        ids = [row["id"] for row in rows]
+        self.rt.registry.create_jobs(rows)
+        try:
+            for _, paths, secrets in accepted:
+                self.rt.live.store_secrets(paths.job_id, secrets)
+            self.rt.live.enqueue_many(
+                [
+                    (paths.job_id, spec.priority, spec.gpus, spec.node, spec.timeout, None)
+                    for spec, paths, _ in accepted
+                ]
+            )
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):
+                for job_id in ids:
+                    self.rt.live.forget_job(job_id)
+            self.rt.registry.delete_jobs(ids)
+            raise
 
     def _check_fits(self, spec: JobSpec) -> None:
-        workers = self.rt.live.workers(max_age=self.settings.worker_ttl)
-        if not workers:
-            return  # nothing is up yet: the job waits for workers
-        per_node: dict[str, int] = {}
-        for worker in workers:
-            per_node[worker.node] = per_node.get(worker.node, 0) + 1
+        per_node = self._gpus_per_node(fresh=False)
+        fits = self._fit_error(spec, per_node) is None
+        if not fits:  # look again before refusing: a node may have come up since
+            per_node = self._gpus_per_node(fresh=True)
+        if (error := self._fit_error(spec, per_node)) is not None:
+            raise SpecError(error)
+
+    def _gpus_per_node(self, fresh: bool) -> dict[str, int]:
+        """Live GPU workers per node, read at most once a second (``fresh``: now)."""
+        now = time.monotonic()
+        if fresh or self._nodes_seen is None or now - self._nodes_seen[0] > _NODES_FRESH:
+            per_node: dict[str, int] = {}
+            for worker in self.rt.live.workers(max_age=self.settings.worker_ttl):
+                per_node[worker.node] = per_node.get(worker.node, 0) + 1
+            self._nodes_seen = (now, per_node)
+        return self._nodes_seen[1]
+
+    @staticmethod
+    def _fit_error(spec: JobSpec, per_node: dict[str, int]) -> str | None:
+        if not per_node:
+            return None  # nothing is up yet: the job waits for workers
         if spec.node is not None and spec.node not in per_node:
             up = ", ".join(sorted(per_node))
-            raise SpecError(f"node: no node named {spec.node!r} is up (nodes: {up})")
+            return f"node: no node named {spec.node!r} is up (nodes: {up})"
         most = per_node[spec.node] if spec.node else max(per_node.values())
         if spec.gpus > most:
             where = f"node {spec.node!r}" if spec.node else "the largest node"
-            raise SpecError(f"gpus: {spec.gpus} GPUs asked, {where} has {most}")
+            return f"gpus: {spec.gpus} GPUs asked, {where} has {most}"
+        return None
 
     # Run control ------------------------------------------------------------------
 
@@ -207,23 +277,61 @@ class Client:
         Raises:
             TimeoutError: when ``timeout`` seconds pass first.
         """
-        ids = [job_ids] if isinstance(job_ids, str) else builtins.list(job_ids)
-        ids = [self.get(job_id).id for job_id in ids]
+        given = [job_ids] if isinstance(job_ids, str) else builtins.list(job_ids)
+        events = self._subscription()  # before the first read: no event is missed
+        latest = self._by_full_id(given)
+        ids = [latest[job_id].id for job_id in given]
+        latest = {job.id: job for job in latest.values()}
         deadline = None if timeout is None else time.monotonic() + timeout
-        pubsub = self.rt.live.subscribe()
+        # What to read from the registry next: every job not done yet at first and
+        # at least once a second, else only those an event said ended.
+        to_read: builtins.list[str] = []
+        full, next_full = True, 0.0
         try:
             while True:
-                jobs = self.get_many(ids)
+                if to_read:
+                    latest.update((job.id, job) for job in self.get_many(to_read))
+                jobs = [latest[job_id] for job_id in ids]
                 if on_change is not None:
                     on_change(jobs)
-                if all(job.done for job in jobs):
+                left = {job.id for job in jobs if not job.done}
+                if not left:
                     return jobs
-                if deadline is not None and time.monotonic() >= deadline:
-                    pending = [job.id for job in jobs if not job.done]
-                    raise TimeoutError(f"jobs still not done after {timeout} s: {pending}")
-                pubsub.get_message(timeout=1.0)
-        finally:
-            pubsub.close()
+                now = time.monotonic()
+                if full:
+                    next_full = now + 1.0
+                if deadline is not None and now >= deadline:
+                    raise TimeoutError(f"jobs still not done after {timeout} s: {sorted(left)}")
+                until = next_full if deadline is None else min(next_full, deadline)
+                ended = _await_end(events, left, until)
+                full = not ended or time.monotonic() >= next_full
+                to_read = [job_id for job_id in ids if job_id in (left if full else ended)]
+        except BaseException:
+            # The subscription may hold unread replies or be broken: start afresh.
+            self._close_events()
+            raise
+
+    def _by_full_id(self, given: builtins.list[str]) -> dict[str, Job]:
+        """The jobs of ids or unique prefixes, by what was given (JobNotFound for an
+        id that names none): one read when all are full ids."""
+        rows = self.rt.registry.list_jobs(ids=given)
+        found = {row.id: Job.from_row(row, self.settings.jobs_dir) for row in rows}
+        return {job_id: found.get(job_id) or self.get(job_id) for job_id in given}
+
+    def _subscription(self) -> Any:
+        """The status events subscription, made once and kept between waits; events
+        that arrived since the last wait are dropped (the registry is read anew)."""
+        if self._events is None:
+            self._events = self.rt.live.subscribe()
+        while self._events.get_message(timeout=0) is not None:
+            pass
+        return self._events
+
+    def _close_events(self) -> None:
+        if self._events is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._events.close()
+            self._events = None
 
     def why_waiting(self, job_id: str) -> str | None:
         """Why a queued job has not started yet (None when it is not queued)."""
@@ -309,3 +417,22 @@ class Client:
                 return
             time.sleep(poll)
             job = self.get(job.id)
+
+
+def _await_end(events: Any, ids: set[str], until: float) -> set[str]:
+    """Sleep until status events say some of ``ids`` ended, or until ``until``
+    (monotonic); returns those (none: the time ran out). The events already in
+    hand are read too, so that one registry read covers them all."""
+    ended: set[str] = set()
+    while True:
+        left = 0.0 if ended else until - time.monotonic()
+        if left < 0:
+            return ended
+        message = events.get_message(timeout=left)
+        if message is None:
+            if ended or time.monotonic() >= until:
+                return ended
+            continue
+        job_id, _, status = str(message.get("data", "")).partition(" ")
+        if job_id in ids and status in _ENDED:
+            ended.add(job_id)

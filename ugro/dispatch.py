@@ -19,9 +19,27 @@ from ugro.runtime import Runtime, gpu_json
 from ugro.status import JobStatus
 
 log = logging.getLogger(__name__)
+# How many jobs at the head of the queue a dispatch pass reads first.
+_HEAD = 8
 
 
-def dispatch_pending(rt: Runtime) -> int:
+@dataclass
+class LocalSlot:
+    """A GPU worker's own GPU, offered to dispatch as it asks for a pass: a job placed
+    with that GPU first is handed back in ``taken`` instead of sent through Celery,
+    and the worker runs it next. The lease, the placed status and the worker's claim
+    are the same as for a sent job; only the transport hop is saved. Should the
+    worker die before its claim, the placement's lease runs out and the reconciler
+    puts the job back in the queue, as for a message that was never delivered.
+    """
+
+    node: str
+    index: int
+    # (job_id, token, gpus) of the job placed here
+    taken: tuple[str, str, list[int]] | None = None
+
+
+def dispatch_pending(rt: Runtime, local: LocalSlot | None = None) -> int:
     """Place every pending job that fits now; returns how many were placed."""
     token = secrets.token_hex(8)
     if not rt.live.dispatch_enter(token):
@@ -29,7 +47,7 @@ def dispatch_pending(rt: Runtime) -> int:
     placed = 0
     while True:
         try:
-            placed += _dispatch_pass(rt)
+            placed += _dispatch_pass(rt, local)
         except Exception:
             rt.live.dispatch_exit(token)
             raise
@@ -91,29 +109,44 @@ def _busy_ends(rt: Runtime, view: GpuView) -> dict[str, list[float | None]]:
     return {node: [left.get(job) for job in held.values()] for node, held in view.held.items()}
 
 
-def _dispatch_pass(rt: Runtime) -> int:
-    workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl)
-    if not entries:
-        return 0  # nothing waits, or every GPU is leased: no need to ask the registry
-    view = _view(rt, workers, holders, consult_registry=True)
-    if not any(view.free.values()):
-        return 0
-    pending = [PendingJob(*fields) for fields in entries]
-    most_free = max(len(free) for free in view.free.values())
-    # Backfill estimates cost a read per running job: only when a job must wait.
-    ends = _busy_ends(rt, view) if any(job.gpus > most_free for job in pending) else None
-    placed = 0
-    for placement in plan_placements(pending, view.free, view.capacity, ends):
-        placed += place(rt, placement)
-    return placed
+def _dispatch_pass(rt: Runtime, local: LocalSlot | None = None) -> int:
+    # The head of the queue first: its jobs usually take every free GPU. The whole
+    # window is read only when GPUs would be left free while more jobs wait, and
+    # then the pass is planned anew on it, so the outcome is the window's.
+    for limit in (_HEAD, None):
+        kwargs = {} if limit is None else {"limit": limit}
+        workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl, **kwargs)
+        if not entries:
+            return 0  # nothing waits, or every GPU is leased: no need to ask the registry
+        view = _view(rt, workers, holders, consult_registry=True)
+        if not any(view.free.values()):
+            return 0
+        pending = [PendingJob(*fields) for fields in entries]
+        most_free = max(len(free) for free in view.free.values())
+        # Backfill estimates cost a read per running job: only when a job must wait.
+        ends = _busy_ends(rt, view) if any(job.gpus > most_free for job in pending) else None
+        plans = plan_placements(pending, view.free, view.capacity, ends)
+        left_free = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
+        if limit is not None and len(entries) == limit and left_free > 0:
+            continue
+        return sum(place(rt, placement, local) for placement in plans)
+    return 0
 
 
-def place(rt: Runtime, placement: Placement) -> bool:
+def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> bool:
     """Lease the placement's GPUs, mark the job placed and send it to its worker."""
     gpus = list(placement.gpus)
     token = secrets.token_hex(8)
     holder = f"{placement.job_id}|{token}"
-    if not rt.live.acquire(placement.node, gpus, holder, rt.settings.placement_ttl):
+    here = (
+        local is not None
+        and local.taken is None
+        and (local.node, local.index) == (placement.node, gpus[0])
+    )
+    # A job its worker takes at once is claimed within moments: its leases start in
+    # the running window, which the heartbeat renews.
+    ttl = rt.settings.lease_ttl if here else rt.settings.placement_ttl
+    if not rt.live.acquire(placement.node, gpus, holder, ttl):
         return False  # a GPU was taken since we looked; the next pass retries
     placed = rt.transition(
         placement.job_id,
@@ -128,6 +161,9 @@ def place(rt: Runtime, placement: Placement) -> bool:
         rt.live.release(placement.node, gpus, holder)
         rt.live.dequeue(placement.job_id)
         return False
-    rt.send_job(placement.job_id, token, placement.node, gpus)  # (placed: out of the queue)
+    if here and local is not None:
+        local.taken = (placement.job_id, token, gpus)  # its worker runs it next
+    else:
+        rt.send_job(placement.job_id, token, placement.node, gpus)  # (placed: out of the queue)
     log.info("placed %s on %s GPUs %s", placement.job_id, placement.node, gpus)
     return True

@@ -56,9 +56,7 @@ def _gpu_fields(device: GpuInfo) -> dict[str, Any]:
     return values
 
 
-def read_node(
-    rt: Runtime, backend: GpuBackend, suspects: set[str] | None = None
-) -> NodeReading:
+def read_node(rt: Runtime, backend: GpuBackend, suspects: set[str] | None = None) -> NodeReading:
     """This node's reading now.
 
     ``suspects``: what the previous reading found gone. A process counts as gone

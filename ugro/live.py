@@ -65,6 +65,8 @@ def _script(name: str) -> str:
     return resources.files("ugro").joinpath("lua", name).read_text(encoding="utf-8")
 
 
+#: A job to queue: (job_id, priority, gpus, node, timeout, ready_at).
+QueuedEntry = tuple[str, int, int, str | None, float | None, float | None]
 #: A pending job as dispatch sees it: (job_id, gpus, node, timeout).
 PendingEntry = tuple[str, int, str | None, float | None]
 
@@ -90,6 +92,7 @@ class LiveState:
         self._renew = client.register_script(_script("lease_renew.lua"))
         self._release = client.register_script(_script("lease_release.lua"))
         self._release_job = client.register_script(_script("lease_release_job.lua"))
+        self._enqueue = client.register_script(_script("enqueue.lua"))
         self._enter = client.register_script(_script("dispatch_enter.lua"))
         self._exit = client.register_script(_script("dispatch_exit.lua"))
 
@@ -110,23 +113,18 @@ class LiveState:
     ) -> None:
         """Put a job in the pending queue with what placement needs to know, or, with
         ``ready_at``, among the delayed jobs until then (a retry backoff)."""
-        fields: dict[Any, Any] = {
-            "status": "queued",
-            "priority": priority,
-            "gpus": gpus,
-            "node": node or "",
-            "timeout": timeout or "",
-        }
-        if ready_at is None:
-            seq = int(self.redis.incr(self.keys.sequence))
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.job(job_id), mapping=fields)
-        pipe.persist(self.keys.job(job_id))
-        if ready_at is None:
-            pipe.zadd(self.keys.pending, {job_id: -priority * _PRIORITY_WEIGHT + seq})
-        else:
-            pipe.zadd(self.keys.delayed, {job_id: ready_at})
-        pipe.execute()
+        self.enqueue_many([(job_id, priority, gpus, node, timeout, ready_at)])
+
+    def enqueue_many(self, jobs: list[QueuedEntry]) -> None:
+        """``enqueue`` for several jobs, in order, in one round trip."""
+        if not jobs:
+            return
+        keys = [self.keys.sequence, self.keys.pending, self.keys.delayed]
+        args: list[Any] = [_PRIORITY_WEIGHT]
+        for job_id, priority, gpus, node, timeout, ready_at in jobs:
+            keys.append(self.keys.job(job_id))
+            args += [job_id, priority, gpus, node or "", timeout or "", ready_at or ""]
+        self._enqueue(keys=keys, args=args)
 
     def promote_due(self) -> int:
         """Move delayed jobs whose backoff is over into the pending queue."""
@@ -199,11 +197,45 @@ class LiveState:
 
         A job whose status is no longer ``queued`` leaves the queues in the same step.
         """
+        pipe = self.redis.pipeline(transaction=True)
+        self._queue_set_job(pipe, job_id, fields)
+        pipe.execute()
+
+    def claimed(
+        self, job_id: str, ttl: float, beat: dict[str, Any], **fields: Any
+    ) -> dict[str, str]:
+        """For a job its worker just claimed, in one round trip: ``set_job``, its
+        first heartbeat (``beat``, ``ttl``) and its secrets, which it returns."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.keys.job_secrets(job_id))
+        self._queue_set_job(pipe, job_id, fields)
+        self._queue_heartbeat(pipe, job_id, ttl, beat)
+        raw = pipe.execute()[0]
+        return dict(json.loads(cast(str, raw))) if raw else {}
+
+    def released(self, node: str, gpus: list[int], holder: str, job_id: str, **fields: Any) -> None:
+        """``release`` and then ``set_job``, in one round trip (an attempt's end)."""
+        keys = self._lease_keys(node, gpus)
+        pipe = self.redis.pipeline(transaction=True)
+        # A script in a pipeline by its digest: redis-py would ask whether it is
+        # loaded first, a round trip of its own. Were it not (a restarted Redis),
+        # that command alone fails and is done again the ordinary way.
+        pipe.evalsha(self._release.sha, len(keys), *keys, holder)
+        self._queue_set_job(pipe, job_id, fields)
+        first, *rest = pipe.execute(raise_on_error=False)
+        for error in rest:
+            if isinstance(error, Exception):
+                raise error
+        if isinstance(first, redis.exceptions.NoScriptError):
+            self.release(node, gpus, holder)
+        elif isinstance(first, Exception):
+            raise first
+
+    def _queue_set_job(self, pipe: Any, job_id: str, fields: dict[str, Any]) -> None:
         mapping: dict[Any, Any] = {
             k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v)
             for k, v in fields.items()
         }
-        pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.job(job_id), mapping=mapping)
         status = fields.get("status")
         if status in ("finished", "failed", "cancelled"):
@@ -217,7 +249,6 @@ class LiveState:
                 pipe.zrem(self.keys.pending, job_id)
                 pipe.zrem(self.keys.delayed, job_id)
             pipe.publish(self.keys.events_channel, f"{job_id} {fields['status']}")
-        pipe.execute()
 
     def job(self, job_id: str) -> dict[str, str]:
         return cast(dict[str, str], self.redis.hgetall(self.keys.job(job_id)))
@@ -239,9 +270,11 @@ class LiveState:
         return dict(json.loads(cast(str, raw))) if raw else {}
 
     def heartbeat(self, job_id: str, ttl: float, **info: Any) -> None:
-        self.redis.set(
-            self.keys.heartbeat(job_id), json.dumps({"ts": time.time(), **info}), px=int(ttl * 1000)
-        )
+        self._queue_heartbeat(self.redis, job_id, ttl, info)
+
+    def _queue_heartbeat(self, pipe: Any, job_id: str, ttl: float, info: dict[str, Any]) -> None:
+        value = json.dumps({"ts": time.time(), **info})
+        pipe.set(self.keys.heartbeat(job_id), value, px=int(ttl * 1000))
 
     def subscribe(self) -> Any:
         """A pub/sub connection listening to the status events channel."""
@@ -374,9 +407,15 @@ class LiveState:
     # Single-flight dispatch ---------------------------------------------------------
 
     def dispatch_enter(self, token: str, ttl: float = 30.0) -> bool:
-        """Ask for a dispatch pass; True when this caller must run it (holds the lock)."""
-        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock]
-        return bool(self._enter(keys=keys, args=[token, int(ttl * 1000)]))
+        """Ask for a dispatch pass; True when this caller must run it (holds the lock).
+        False also when no job waits: there is nothing to place."""
+        keys = [
+            self.keys.dispatch_dirty,
+            self.keys.dispatch_lock,
+            self.keys.pending,
+            self.keys.delayed,
+        ]
+        return bool(self._enter(keys=keys, args=[token, int(ttl * 1000), time.time()]))
 
     def dispatch_exit(self, token: str, ttl: float = 30.0) -> bool:
         """After a pass: True when another is asked for (the lock is kept), else the

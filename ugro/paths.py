@@ -32,7 +32,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def _link_over(target: Path, name: Path) -> None:
     """Make ``name`` a hard link to ``target``, replacing what was there atomically."""
-    if name.exists() and os.path.samefile(target, name):
+    try:
+        os.link(target, name)  # the usual case: nothing there yet
+        return
+    except FileExistsError:
+        pass
+    if os.path.samefile(target, name):
         return
     tmp = name.with_name(f".{name.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -99,7 +104,7 @@ class JobPaths:
         folder = self.attempt_logs(attempt)
         folder.mkdir(parents=True, exist_ok=True)
         rank_log = folder / "rank_0.log"
-        rank_log.touch()
+        os.close(os.open(rank_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
         for name in (folder / "training.log", self.training_log, self.rank_log(0)):
             _link_over(rank_log, name)
         return rank_log
@@ -125,7 +130,10 @@ class JobPaths:
                 (staging / sub).mkdir()
             (staging / "metrics.jsonl").touch()
             (staging / "console.log").touch()
-            write_json_atomic(staging / "config.json", config)
+            # No temporary file for the config: the whole tree appears at once.
+            with (staging / "config.json").open("w", encoding="utf-8") as handle:
+                json.dump(config, handle, indent=2, sort_keys=True, default=str)
+                handle.write("\n")
             staging.chmod(0o755)
             os.rename(staging, self.root)
         except BaseException:

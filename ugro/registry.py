@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
+    ClauseElement,
     DateTime,
+    Executable,
     Float,
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
     create_engine,
     delete,
@@ -32,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from ugro import statements as sql
 from ugro.errors import JobNotFound
 from ugro.status import JobStatus, sources_of
 
@@ -188,18 +192,26 @@ class Registry:
     # Jobs ------------------------------------------------------------------------
 
     def create_job(self, **values: Any) -> None:
+        self.create_jobs([values])
+
+    def create_jobs(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert several jobs in one transaction (one commit): all or none."""
         with self.engine.begin() as conn:
-            conn.execute(insert(JobRow).values(**values))
+            conn.execute(sql.insert_into(_JOBS), list(rows))
 
     def delete_job(self, job_id: str) -> None:
         """Remove a job that was never accepted (a rolled-back submission)."""
+        self.delete_jobs([job_id])
+
+    def delete_jobs(self, job_ids: Sequence[str]) -> None:
+        """Remove jobs that were never accepted (a rolled-back submission)."""
         with self.engine.begin() as conn:
-            conn.execute(delete(AttemptRow).where(AttemptRow.job_id == job_id))
-            conn.execute(delete(JobRow).where(JobRow.id == job_id))
+            conn.execute(delete(AttemptRow).where(AttemptRow.job_id.in_(list(job_ids))))
+            conn.execute(delete(JobRow).where(JobRow.id.in_(list(job_ids))))
 
     def get_job(self, job_id: str) -> JobRow:
         with self.engine.connect() as conn:
-            row = conn.execute(select(JobRow.__table__).where(JobRow.id == job_id)).first()
+            row = conn.execute(sql.job_by_id(_JOBS), {"w_job": job_id}).first()
         if row is None:
             raise JobNotFound(f"no job {job_id!r}: `ugro list` shows the jobs there are")
         return _job_from(row._mapping)
@@ -227,6 +239,10 @@ class Registry:
         ids: Sequence[str] | None = None,
         limit: int | None = None,
     ) -> list[JobRow]:
+        if ids is not None and statuses is None and limit is None:
+            with self.engine.connect() as conn:
+                found = conn.execute(sql.jobs_by_ids(_JOBS), {"ids": list(ids)})
+                return [_job_from(row._mapping) for row in found]
         query = select(JobRow.__table__).order_by(JobRow.created_at.desc(), JobRow.id)
         if statuses is not None:
             query = query.where(JobRow.status.in_([s.value for s in statuses]))
@@ -239,9 +255,7 @@ class Registry:
 
     def held_gpus(self) -> dict[str, dict[int, str]]:
         """GPUs that placed and running jobs hold, by node and index (job id)."""
-        query = select(JobRow.id, JobRow.node, JobRow.gpu_indices).where(
-            JobRow.status.in_([JobStatus.PLACED.value, JobStatus.RUNNING.value])
-        )
+        query = sql.held(_JOBS, (JobStatus.PLACED.value, JobStatus.RUNNING.value))
         held: dict[str, dict[int, str]] = {}
         with self.engine.connect() as conn:
             for job_id, node, indices in conn.execute(query):
@@ -263,13 +277,36 @@ class Registry:
         the lifecycle table does not allow ``new`` (or not in ``expect``, when given):
         someone else got there first.
         """
-        sources = [s.value for s in (sources_of(new) if expect is None else expect)]
+        sources = tuple(s.value for s in (sources_of(new) if expect is None else expect))
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_(sources))
-                .values(status=new.value, **values)
-            )
+            result = conn.execute(*_status_update(job_id, new, sources, values))
+        return bool(result.rowcount == 1)
+
+    def claim(self, job_id: str, expect: Iterable[JobStatus], **values: Any) -> JobRow | None:
+        """``transition`` to running that starts the job's next attempt (attempt + 1)
+        and hands back the row as it is now, or None when someone else got there
+        first: one statement, ``UPDATE ... RETURNING``."""
+        sources = tuple(s.value for s in expect)
+        stmt = sql.job_status(_JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True)
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt, {"w_job": job_id, **sql.bound(values)}).first()
+        return None if row is None else _job_from(row._mapping)
+
+    def end_attempt_with_status(
+        self,
+        job_id: str,
+        number: int,
+        attempt: dict[str, Any],
+        new: JobStatus,
+        expect: Iterable[JobStatus],
+        **values: Any,
+    ) -> bool:
+        """``end_attempt`` and ``transition`` in one transaction (one commit). The
+        attempt's end is recorded either way; returns whether the status changed."""
+        sources = tuple(s.value for s in expect)
+        with self.engine.begin() as conn:
+            conn.execute(*_attempt_update(job_id, number, attempt))
+            result = conn.execute(*_status_update(job_id, new, sources, values))
         return bool(result.rowcount == 1)
 
     def unsettled_progress(self, limit: int) -> list[JobRow]:
@@ -301,15 +338,11 @@ class Registry:
 
     def start_attempt(self, **values: Any) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(AttemptRow).values(**values))
+            conn.execute(sql.insert_into(_ATTEMPTS), values)
 
     def end_attempt(self, job_id: str, number: int, **values: Any) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                update(AttemptRow)
-                .where(AttemptRow.job_id == job_id, AttemptRow.number == number)
-                .values(**values)
-            )
+            conn.execute(*_attempt_update(job_id, number, values))
 
     def attempts(self, job_id: str) -> list[AttemptRow]:
         with self.engine.connect() as conn:
@@ -349,6 +382,33 @@ class Registry:
             query = query.where(EventRow.job_id == job_id)
         with self.engine.connect() as conn:
             return [EventRow(**dict(row._mapping)) for row in conn.execute(query)]
+
+
+_JOBS = cast(Table, JobRow.__table__)
+_ATTEMPTS = cast(Table, AttemptRow.__table__)
+
+
+def _status_update(
+    job_id: str, new: JobStatus, sources: tuple[str, ...], values: dict[str, Any]
+) -> tuple[Executable, dict[str, Any]]:
+    """A job's compare-and-set status change: the statement and its parameters."""
+    if any(isinstance(value, ClauseElement) for value in values.values()):
+        # An SQL expression (not a plain value) cannot be a parameter: built here.
+        stmt = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status.in_(sources))
+            .values(status=new.value, **values)
+        )
+        return stmt, {}
+    stmt = sql.job_status(_JOBS, new.value, sources, tuple(values))
+    return stmt, {"w_job": job_id, **sql.bound(values)}
+
+
+def _attempt_update(
+    job_id: str, number: int, values: dict[str, Any]
+) -> tuple[Executable, dict[str, Any]]:
+    stmt = sql.attempt_end(_ATTEMPTS, tuple(values))
+    return stmt, {"w_job": job_id, "w_number": number, **sql.bound(values)}
 
 
 def _job_from(mapping: Any) -> JobRow:

@@ -7,6 +7,7 @@ the lifecycle table in the registry (compare-and-set) and then mirrors it in Red
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from ugro.keys import Keys
 from ugro.live import LiveState
 from ugro.paths import JobPaths
-from ugro.registry import Registry
+from ugro.registry import JobRow, Registry
 from ugro.settings import Settings
 from ugro.status import JobStatus
 
@@ -83,18 +84,64 @@ class Runtime:
         """Change a job's status in the registry (compare-and-set), then in Redis."""
         if not self.registry.transition(job_id, new, expect=expect, **values):
             return False
-        live: dict[str, Any] = {"status": new.value}
-        for key in ("node", "exit_code", "exit_reason"):
-            if key in values:
-                live[key] = values[key]
-        if "gpu_indices" in values:
-            live["gpus_held"] = values["gpu_indices"] or ""
-        self.live.set_job(job_id, **live)
+        self.live.set_job(job_id, **_live_fields(new, values))
         return True
+
+    def claim(
+        self, job_id: str, expect: Iterable[JobStatus], **values: Any
+    ) -> tuple[JobRow, dict[str, str]] | None:
+        """A worker's claim of a placed job: ``transition`` to running that starts
+        its next attempt and hands back the row as it is now and the job's secrets
+        (None: claimed already)."""
+        row = self.registry.claim(job_id, expect, **values)
+        if row is None:
+            return None
+        live = _live_fields(JobStatus.RUNNING, values)
+        beat = {"node": row.node, "attempt": row.attempt}
+        # started: for placement's backfill estimates
+        ttl = self.settings.lease_ttl
+        secrets = self.live.claimed(job_id, ttl, beat, started=time.time(), **live)
+        return row, secrets
+
+    def end_attempt(
+        self,
+        job_id: str,
+        number: int,
+        attempt: dict[str, Any],
+        new: JobStatus,
+        expect: Iterable[JobStatus],
+        release: tuple[str, list[int], str] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Record an attempt's end and the job's new status together (one commit),
+        then mirror the status in Redis, releasing the ``release`` leases (node,
+        GPUs, holder) in the same round trip; False when the status had changed
+        (the leases are released all the same)."""
+        changed = self.registry.end_attempt_with_status(
+            job_id, number, attempt, new, expect, **values
+        )
+        if changed and release is not None:
+            self.live.released(*release, job_id, **_live_fields(new, values))
+        elif changed:
+            self.live.set_job(job_id, **_live_fields(new, values))
+        elif release is not None:
+            self.live.release(*release)
+        return changed
 
     def close(self) -> None:
         self.registry.close()
         self.live.redis.close()
+
+
+def _live_fields(new: JobStatus, values: dict[str, Any]) -> dict[str, Any]:
+    """The part of a status change that Redis mirrors."""
+    live: dict[str, Any] = {"status": new.value}
+    for key in ("node", "exit_code", "exit_reason"):
+        if key in values:
+            live[key] = values[key]
+    if "gpu_indices" in values:
+        live["gpus_held"] = values["gpu_indices"] or ""
+    return live
 
 
 def gpu_json(gpus: Iterable[int]) -> str:

@@ -1,12 +1,21 @@
 -- Ask for a dispatch pass and try to become the one who runs it.
 -- KEYS[1]  ugro:dispatch:dirty   the request flag
 -- KEYS[2]  ugro:dispatch:lock    held by the caller that runs passes
+-- KEYS[3]  ugro:pending          the pending queue
+-- KEYS[4]  ugro:delayed          jobs waiting out a retry backoff
 -- ARGV[1]  the caller's token
 -- ARGV[2]  the lock's time to live, milliseconds (a crashed holder blocks no longer)
--- Returns 1 when the caller holds the lock now; 0 when another holder will see
--- the request flag and run the pass.
-redis.call('SET', KEYS[1], 1)
+-- ARGV[3]  now, unix seconds (a delayed job due by then counts as pending)
+-- Returns 1 when the caller holds the lock now and must run the pass; 0 when
+-- another holder will see the request flag and run it, or when no job waits at
+-- all (whoever queues one next asks for its own pass).
+if redis.call('ZCARD', KEYS[3]) == 0 and redis.call('ZCOUNT', KEYS[4], '-inf', ARGV[3]) == 0 then
+  return 0
+end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  -- The pass about to run covers every request made so far.
+  redis.call('DEL', KEYS[1])
   return 1
 end
+redis.call('SET', KEYS[1], 1)
 return 0

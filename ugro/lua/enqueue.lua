@@ -1,0 +1,27 @@
+-- Put jobs in the pending queue (or, with a ready time, among the delayed jobs),
+-- each with what placement needs to know, in submission order.
+-- KEYS[1]     ugro:seq           the submission counter
+-- KEYS[2]     ugro:pending       the pending queue
+-- KEYS[3]     ugro:delayed       jobs waiting out a retry backoff
+-- KEYS[4..]   ugro:job:<job_id>  one live hash per job
+-- ARGV[1]     the priority weight of a pending score
+-- ARGV[2..]   per job, 6 values: job_id, priority, gpus, node ("" any),
+--             timeout ("" none), ready_at ("" now)
+-- Returns the number of jobs queued.
+local weight = tonumber(ARGV[1])
+local n = #KEYS - 3
+for i = 1, n do
+  local a = 2 + (i - 1) * 6
+  local job = KEYS[3 + i]
+  redis.call('HSET', job, 'status', 'queued', 'priority', ARGV[a + 1], 'gpus', ARGV[a + 2],
+    'node', ARGV[a + 3], 'timeout', ARGV[a + 4])
+  redis.call('PERSIST', job)
+  if ARGV[a + 5] == '' then
+    local seq = redis.call('INCR', KEYS[1])
+    -- %.0f: an exact integer score (tostring would round to 14 digits)
+    redis.call('ZADD', KEYS[2], string.format('%.0f', -tonumber(ARGV[a + 1]) * weight + seq), ARGV[a])
+  else
+    redis.call('ZADD', KEYS[3], ARGV[a + 5], ARGV[a])
+  end
+end
+return n

@@ -1,0 +1,75 @@
+"""Prebuilt SQL statements of a job's hot path: submit, place, claim, start, end.
+
+Building an SQLAlchemy statement (and its cache key) costs about 0.2 ms, four
+times what SQLite takes to run it. Each statement here is built once per shape
+(its table, the columns it sets, the statuses it starts from) and bound with
+parameters on every call: the same SQL for a quarter of the cost. Parameters of
+set columns are named ``v_<column>``, and the job a statement is about ``w_job``
+(and its attempt ``w_number``): a name of a column cannot be a parameter's.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Insert, Select, Table, Update, bindparam, insert, select, update
+
+
+def bound(values: dict[str, Any]) -> dict[str, Any]:
+    """Parameters for the ``v_<column>`` placeholders of a statement below."""
+    return {f"v_{key}": value for key, value in values.items()}
+
+
+@cache
+def job_status(
+    jobs: Table, new: str, sources: tuple[str, ...], columns: tuple[str, ...], claim: bool = False
+) -> Update:
+    """UPDATE a job's status (and ``columns``) where it is in ``sources``; with
+    ``claim``, also start its next attempt and return the row."""
+    values: dict[str, Any] = {column: bindparam(f"v_{column}") for column in columns}
+    values["status"] = new
+    if claim:
+        values["attempt"] = jobs.c.attempt + 1
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == bindparam("w_job"), jobs.c.status.in_(sources))
+        .values(**values)
+    )
+    return stmt.returning(*jobs.c) if claim else stmt
+
+
+@cache
+def attempt_end(attempts: Table, columns: tuple[str, ...]) -> Update:
+    """UPDATE the ``columns`` of one attempt (``w_job``, ``w_number``)."""
+    values: dict[str, Any] = {column: bindparam(f"v_{column}") for column in columns}
+    return (
+        update(attempts)
+        .where(attempts.c.job_id == bindparam("w_job"), attempts.c.number == bindparam("w_number"))
+        .values(**values)
+    )
+
+
+@cache
+def job_by_id(jobs: Table) -> Select[Any]:
+    return select(jobs).where(jobs.c.id == bindparam("w_job"))
+
+
+@cache
+def jobs_by_ids(jobs: Table) -> Select[Any]:
+    """Several jobs by id (``ids``, a list), newest first."""
+    return (
+        select(jobs)
+        .where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(jobs.c.created_at.desc(), jobs.c.id)
+    )
+
+
+@cache
+def held(jobs: Table, statuses: tuple[str, ...]) -> Select[Any]:
+    return select(jobs.c.id, jobs.c.node, jobs.c.gpu_indices).where(jobs.c.status.in_(statuses))
+
+
+@cache
+def insert_into(table: Table) -> Insert:
+    return insert(table)
