@@ -153,7 +153,13 @@ def test_a_day_of_real_runs_is_summarised_caught_up_and_delivered_after_a_failur
     today = datetime.now(UTC).date()
     missed = [today - timedelta(days=2), today - timedelta(days=1)]
     settings = make_settings(
-        tmp_path / "data", database_url, stuck_after=2.0, progress_interval=1.0
+        tmp_path / "data",
+        database_url,
+        stuck_after=2.0,
+        progress_interval=1.0,
+        health_collect_interval=0.3,
+        health_min_interval=0.3,
+        breaker_open_seconds=1.0,
     )
     missed_files = [f for d in missed for f in (SummaryFiles.of(settings, d).markdown,)]
     receiver = Receiver([500], watch=missed_files)
@@ -199,7 +205,12 @@ def test_a_day_of_real_runs_is_summarised_caught_up_and_delivered_after_a_failur
                     command=[*train, "--epochs", "100", "--epoch-seconds", "0.3"],
                 )
             )
-            registry.add_event("breaker_open", "gpu-b: 3 failed checks in a row", node="gpu-b")
+            # A GPU of the node fails: the real sweep opens its breaker; it recovers.
+            control = settings.data_dir / "fake-gpus.json"
+            control.write_text(json.dumps({"3": {"fail": "fell off the bus"}}))
+            wait_until(lambda: _node_events(registry, "breaker_open"), 30, "breaker open")
+            control.unlink()
+            wait_until(lambda: _node_events(registry, "breaker_closed"), 30, "breaker closed")
 
             # Beat's start caught up the two missed days; the first delivery failed
             # (the files were there), Celery's retry delivered them.
@@ -265,7 +276,9 @@ def test_a_day_of_real_runs_is_summarised_caught_up_and_delivered_after_a_failur
     assert events["counts"] == dict(Counter(e.kind for e in day_events))
     assert events["stuck_runs_stopped"] == events["counts"]["stuck"] >= 1
     kinds = {(e["kind"], e["node"], e["job_id"]) for e in events["key"]}
-    assert ("breaker_open", "gpu-b", None) in kinds and ("stuck", "testnode", quiet.id) in kinds
+    assert ("breaker_open", "testnode", None) in kinds
+    assert ("breaker_closed", "testnode", None) in kinds
+    assert ("stuck", "testnode", quiet.id) in kinds
     assert [(o["job_id"], o["attempt"]) for o in events["ooms"]] == [(oom.id, 1)]
 
     progress = data["progress"]
@@ -278,12 +291,16 @@ def test_a_day_of_real_runs_is_summarised_caught_up_and_delivered_after_a_failur
     assert progress["epochs_planned"] == 100 and progress["above_90"] == []
 
     day = Day(today, ZoneInfo("UTC"))
-    assert data["resources"]["samples"] == len(samples(registry, day.since, day.until))
+    assert data["resources"]["samples"] == len(samples(registry, day.since, day.until)) > 0
 
     for heading in ("## Experiments", "## Resources", "## Key events", "## Progress"):
         assert heading in page
-    assert oom.id in page and "CUDA out of memory" in page and "gpu-b" in page
+    assert oom.id in page and "CUDA out of memory" in page and "fell off the bus" in page
     registry.close()
+
+
+def _node_events(registry: Registry, kind: str) -> list[str]:
+    return [e.message for e in registry.events() if e.kind == kind and e.node == "testnode"]
 
 
 # Figures from health samples -------------------------------------------------------
