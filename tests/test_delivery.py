@@ -30,7 +30,8 @@ def test_a_duplicate_delivery_to_another_worker_runs_nothing(
         job = client.submit(JobSpec(name="once", command=[sys.executable, RECORD, str(out), "2"]))
         _wait_for_status(client, job.id, JobStatus.RUNNING, timeout=30)
         job = client.get(job.id)
-        holder = client.rt.live.lease_holders(job.node or "", job.gpu_indices)[job.gpu_indices[0]]
+        holders = client.rt.live.leases.lease_holders(job.node or "", job.gpu_indices)
+        holder = holders[job.gpu_indices[0]]
         assert holder is not None
         _, token = holder.split("|")
         # The same message again, to an idle GPU's worker, as a redelivery would

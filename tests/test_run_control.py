@@ -175,7 +175,7 @@ def test_cancel_stops_the_whole_job_even_a_stubborn_setsid_grandchild(
     assert done.status is JobStatus.CANCELLED and done.exit_reason == "cancelled"
     assert not any(_alive(pid) for pid in pids)
     # its GPU is free again (the lease goes before the status changes)
-    holders = client.rt.live.lease_holders("testnode", done.gpu_indices)
+    holders = client.rt.live.leases.lease_holders("testnode", done.gpu_indices)
     assert all(holder is None for holder in holders.values())
     assert _zombies_of(client.settings) == []
     assert "cancelled" in (done.job_dir / "console.log").read_text()

@@ -123,7 +123,7 @@ def test_the_interval_grows_while_calm_and_drops_when_jobs_run(rt: Runtime) -> N
     assert health_sweep(rt) is not None
     assert health_sweep(rt) is None
     # A job holding a GPU brings the interval back to the shortest.
-    assert rt.live.acquire(rt.settings.node_name, [1], "job-x|t", 30.0)
+    assert rt.live.leases.acquire(rt.settings.node_name, [1], "job-x|t", 30.0)
     publish_reading(rt, read_node(rt, backend))
     report = health_sweep(rt, force=True)
     assert report is not None and report.interval == 1.0

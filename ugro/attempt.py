@@ -65,7 +65,7 @@ def _run_one(
     holder = f"{job_id}|{token}"
     # The lease proves the placement is still ours; renewing it also moves its TTL
     # from the placement window to the running window.
-    if not fresh and not rt.live.renew(node, gpus, holder, rt.settings.lease_ttl):
+    if not fresh and not rt.live.leases.renew(node, gpus, holder, rt.settings.lease_ttl):
         return "skipped: the placement's lease has expired or was taken", None
     claimed = rt.claim(
         job_id,
@@ -90,7 +90,7 @@ def _run_one(
     try:
         _finish(rt, job, paths, node, info, (node, gpus, holder))
     except BaseException:
-        rt.live.release(node, gpus, holder)  # no leaked lease, whatever failed
+        rt.live.leases.release(node, gpus, holder)  # no leaked lease, whatever failed
         raise
     outcome = f"{info.reason} ({info.error or 'exit 0'})"
     if stop.is_set():  # a worker on its way out hands out no more work
@@ -183,7 +183,9 @@ def _execute(
 
     def heartbeat() -> bool:
         try:
-            held = rt.live.renew(node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt)
+            held = rt.live.leases.renew(
+                node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt
+            )
             if held:
                 rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, attempt=job.attempt)
             return held
@@ -310,7 +312,7 @@ def _finish(
         return
     # The GPUs are free before the job is queued again, and the retry policy
     # counts the attempts that ended: record this one first.
-    rt.live.release(*leases)
+    rt.live.leases.release(*leases)
     rt.registry.end_attempt(job.id, job.attempt, **attempt)
     if info.reason == "interrupted":
         # The worker is shutting down: the job goes back to the queue, not lost.

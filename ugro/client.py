@@ -219,7 +219,7 @@ class Client:
             if self.rt.transition(job.id, JobStatus.CANCELLED, expect=[job.status], **ended):
                 self.rt.live.dequeue(job.id)
                 if job.node:
-                    self.rt.live.release_job(job.id, job.node, job.gpu_indices)
+                    self.rt.live.leases.release_job(job.id, job.node, job.gpu_indices)
                     dispatch_pending(self.rt)
                 self.rt.paths(job.id).append_console(f"cancelled while {job.status.value}")
                 self.rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id)

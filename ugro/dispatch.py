@@ -146,7 +146,7 @@ def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> 
     # A job its worker takes at once is claimed within moments: its leases start in
     # the running window, which the heartbeat renews.
     ttl = rt.settings.lease_ttl if here else rt.settings.placement_ttl
-    if not rt.live.acquire(placement.node, gpus, holder, ttl):
+    if not rt.live.leases.acquire(placement.node, gpus, holder, ttl):
         return False  # a GPU was taken since we looked; the next pass retries
     placed = rt.transition(
         placement.job_id,
@@ -158,7 +158,7 @@ def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> 
     )
     if not placed:
         # Cancelled or already placed while it sat in the queue: give the GPUs back.
-        rt.live.release(placement.node, gpus, holder)
+        rt.live.leases.release(placement.node, gpus, holder)
         rt.live.dequeue(placement.job_id)
         return False
     if here and local is not None:

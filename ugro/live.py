@@ -1,4 +1,5 @@
-"""Live state in Redis: the pending queue, job hashes, leases, workers, heartbeats.
+"""Live state in Redis: the pending queue, job hashes, workers, heartbeats; the
+GPU leases are ``ugro.leases``, reached as ``LiveState.leases``.
 
 Every key comes from ``ugro.keys``; every multi-key change that must be atomic is a
 Lua script in ``ugro/lua/``.
@@ -18,6 +19,7 @@ from redis.retry import Retry
 
 from ugro.errors import NotRunningError
 from ugro.keys import Keys
+from ugro.leases import Leases
 from ugro.settings import Settings
 
 # Pending score: higher priority first, then submission order. |priority| <= 1000
@@ -88,10 +90,7 @@ class LiveState:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
-        self._acquire = client.register_script(_script("lease_acquire.lua"))
-        self._renew = client.register_script(_script("lease_renew.lua"))
-        self._release = client.register_script(_script("lease_release.lua"))
-        self._release_job = client.register_script(_script("lease_release_job.lua"))
+        self.leases = Leases(client, keys)
         self._enqueue = client.register_script(_script("enqueue.lua"))
         self._enter = client.register_script(_script("dispatch_enter.lua"))
         self._exit = client.register_script(_script("dispatch_exit.lua"))
@@ -214,20 +213,16 @@ class LiveState:
         return dict(json.loads(cast(str, raw))) if raw else {}
 
     def released(self, node: str, gpus: list[int], holder: str, job_id: str, **fields: Any) -> None:
-        """``release`` and then ``set_job``, in one round trip (an attempt's end)."""
-        keys = self._lease_keys(node, gpus)
+        """``leases.release`` and then ``set_job``, in one round trip (an attempt's end)."""
         pipe = self.redis.pipeline(transaction=True)
-        # A script in a pipeline by its digest: redis-py would ask whether it is
-        # loaded first, a round trip of its own. Were it not (a restarted Redis),
-        # that command alone fails and is done again the ordinary way.
-        pipe.evalsha(self._release.sha, len(keys), *keys, holder)
+        self.leases.queue_release(pipe, node, gpus, holder)
         self._queue_set_job(pipe, job_id, fields)
         first, *rest = pipe.execute(raise_on_error=False)
         for error in rest:
             if isinstance(error, Exception):
                 raise error
         if isinstance(first, redis.exceptions.NoScriptError):
-            self.release(node, gpus, holder)
+            self.leases.release(node, gpus, holder)
         elif isinstance(first, Exception):
             raise first
 
@@ -282,50 +277,6 @@ class LiveState:
         pubsub.subscribe(self.keys.events_channel)
         return pubsub
 
-    # Leases ------------------------------------------------------------------------
-
-    def _lease_keys(self, node: str, gpus: list[int]) -> list[str]:
-        return [self.keys.lease(node, i) for i in gpus]
-
-    def acquire(self, node: str, gpus: list[int], holder: str, ttl: float) -> bool:
-        """Take all the leases of a placement atomically, or none."""
-        keys = self._lease_keys(node, gpus)
-        return bool(self._acquire(keys=keys, args=[holder, int(ttl * 1000)]))
-
-    def renew(self, node: str, gpus: list[int], holder: str, ttl: float, attempt: int = 0) -> bool:
-        """Extend every lease of a holder; False if it lost any (it must stop).
-
-        With ``attempt`` (a running job's heartbeat), a lease that vanished (Redis
-        was wiped) is taken again, unless that attempt was declared lost.
-        """
-        job_id = holder.partition("|")[0]
-        keys = [*self._lease_keys(node, gpus), self.keys.fence(job_id)]
-        held = int(self._renew(keys=keys, args=[holder, int(ttl * 1000), attempt]))
-        return held == len(gpus)
-
-    def release_job(self, job_id: str, node: str, gpus: list[int]) -> int:
-        """Release the leases ``job_id`` holds on these GPUs, whatever its token."""
-        keys = self._lease_keys(node, gpus)
-        return int(self._release_job(keys=keys, args=[f"{job_id}|"])) if keys else 0
-
-    def holds_lease(self, job_id: str, node: str, gpus: list[int]) -> bool:
-        """Whether ``job_id`` holds at least one of these GPUs' leases."""
-        holders = self.lease_holders(node, gpus).values()
-        return any(h is not None and h.startswith(f"{job_id}|") for h in holders)
-
-    def fence(self, job_id: str, attempt: int) -> None:
-        """Declare an attempt lost: its worker may not re-take its leases."""
-        self.redis.set(self.keys.fence(job_id), attempt, ex=7 * 86400)
-
-    def suspect_since(self, job_id: str, now: float) -> float:
-        """When the job was first seen without its lease (now, if this is the first)."""
-        key = self.keys.suspect(job_id)
-        self.redis.set(key, now, nx=True, ex=3600)
-        return float(cast(str, self.redis.get(key)) or now)
-
-    def clear_suspect(self, job_id: str) -> None:
-        self.redis.delete(self.keys.suspect(job_id))
-
     # Cancel requests -------------------------------------------------------------
 
     def request_cancel(self, job_id: str, grace: float, reason: str = "cancelled") -> None:
@@ -340,16 +291,6 @@ class LiveState:
             return None
         asked = json.loads(cast(str, value))
         return float(asked["grace"]), str(asked["reason"])
-
-    def release(self, node: str, gpus: list[int], holder: str) -> int:
-        return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))
-
-    def lease_holders(self, node: str, gpus: list[int]) -> dict[int, str | None]:
-        """Who holds each GPU (``"<job_id>|<token>"``), or None when it is free."""
-        if not gpus:
-            return {}
-        values = self.redis.mget(self._lease_keys(node, gpus))
-        return dict(zip(gpus, values, strict=True))  # type: ignore[arg-type]
 
     # Workers -----------------------------------------------------------------------
 

@@ -126,7 +126,7 @@ class UgroCollector(Collector):
             by_node.setdefault(worker.node, []).append(worker.index)
         holders: dict[tuple[str, int], str | None] = {}
         for node, indices in by_node.items():
-            for index, value in self.rt.live.lease_holders(node, indices).items():
+            for index, value in self.rt.live.leases.lease_holders(node, indices).items():
                 holders[(node, index)] = value
         for worker in workers:
             key = [worker.node, str(worker.index)]

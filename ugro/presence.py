@@ -66,7 +66,7 @@ class Presence:
         device = self._reading()
         was = self.blocked
         if device is not None:
-            leased = self.live.lease_holders(self.node, [self.index])[self.index] is not None
+            leased = self.live.leases.lease_holders(self.node, [self.index])[self.index] is not None
             self.blocked = foreign_use(device, leased, self.memory_threshold_mb)
         if self.blocked != was:
             log.warning("GPU %s: %s", self.index, self.blocked or "free again")

@@ -61,10 +61,10 @@ def _reconcile(rt: Runtime) -> Counter[str]:
             # Declared lost by a pass that stopped before settling it.
             settle_failure(rt, row, [JobStatus.LOST], "lost", row.error)
             report["lost"] += 1
-        elif row.node and rt.live.holds_lease(row.id, row.node, gpu_list(row)):
-            rt.live.clear_suspect(row.id)
-        elif now - rt.live.suspect_since(row.id, now) >= rt.settings.lease_ttl:
-            rt.live.clear_suspect(row.id)
+        elif row.node and rt.live.leases.holds_lease(row.id, row.node, gpu_list(row)):
+            rt.live.leases.clear_suspect(row.id)
+        elif now - rt.live.leases.suspect_since(row.id, now) >= rt.settings.lease_ttl:
+            rt.live.leases.clear_suspect(row.id)
             if status is JobStatus.PLACED:
                 if requeue(rt, row, [JobStatus.PLACED], "its placement was never claimed"):
                     report["placement expired"] += 1
@@ -76,7 +76,7 @@ def _reconcile(rt: Runtime) -> Counter[str]:
 def declare_lost(rt: Runtime, row: JobRow) -> bool:
     """A running job whose worker stopped renewing its lease: fence the attempt,
     record it lost, then retry or fail it."""
-    rt.live.fence(row.id, row.attempt)
+    rt.live.leases.fence(row.id, row.attempt)
     error = f"no heartbeat from node {row.node} for more than {rt.settings.lease_ttl:g} s"
     if not rt.transition(
         row.id, JobStatus.LOST, expect=[JobStatus.RUNNING], exit_reason="lost", error=error

@@ -125,7 +125,7 @@ class Runtime:
         elif changed:
             self.live.set_job(job_id, **_live_fields(new, values))
         elif release is not None:
-            self.live.release(*release)
+            self.live.leases.release(*release)
         return changed
 
     def close(self) -> None:

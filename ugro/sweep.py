@@ -151,7 +151,7 @@ def _busy_gpus(rt: Runtime, node: str, reading: NodeReading | None) -> dict[int,
     indices = [int(gpu["index"]) for gpu in reading.gpus] if reading else []
     if not indices:
         return {}
-    holders = rt.live.lease_holders(node, indices)
+    holders = rt.live.leases.lease_holders(node, indices)
     return {index: holder is not None for index, holder in holders.items()}
 
 

@@ -1,0 +1,93 @@
+"""GPU leases in Redis: which job holds each GPU, the fence of an attempt declared
+lost, and when a job was first seen without its lease.
+
+A lease's value is ``"<job_id>|<token>"``, with a TTL its worker's heartbeat renews
+(``ugro.keys``). A change to several leases is a Lua script in ``ugro/lua/``, so a
+placement's leases are taken all at once or not at all.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, cast
+
+import redis
+
+from ugro.keys import Keys
+
+
+def _script(name: str) -> str:
+    return resources.files("ugro").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+class Leases:
+    """The GPU leases in one Redis server."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._acquire = client.register_script(_script("lease_acquire.lua"))
+        self._renew = client.register_script(_script("lease_renew.lua"))
+        self._release = client.register_script(_script("lease_release.lua"))
+        self._release_job = client.register_script(_script("lease_release_job.lua"))
+
+    def _lease_keys(self, node: str, gpus: list[int]) -> list[str]:
+        return [self.keys.lease(node, i) for i in gpus]
+
+    def acquire(self, node: str, gpus: list[int], holder: str, ttl: float) -> bool:
+        """Take all the leases of a placement atomically, or none."""
+        keys = self._lease_keys(node, gpus)
+        return bool(self._acquire(keys=keys, args=[holder, int(ttl * 1000)]))
+
+    def renew(self, node: str, gpus: list[int], holder: str, ttl: float, attempt: int = 0) -> bool:
+        """Extend every lease of a holder; False if it lost any (it must stop).
+
+        With ``attempt`` (a running job's heartbeat), a lease that vanished (Redis
+        was wiped) is taken again, unless that attempt was declared lost.
+        """
+        job_id = holder.partition("|")[0]
+        keys = [*self._lease_keys(node, gpus), self.keys.fence(job_id)]
+        held = int(self._renew(keys=keys, args=[holder, int(ttl * 1000), attempt]))
+        return held == len(gpus)
+
+    def release(self, node: str, gpus: list[int], holder: str) -> int:
+        return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))
+
+    def queue_release(self, pipe: Any, node: str, gpus: list[int], holder: str) -> None:
+        """``release`` as one command of ``pipe``. Its result is NoScriptError when
+        Redis lost the script (a restart): then call ``release``, which loads it."""
+        keys = self._lease_keys(node, gpus)
+        # A script in a pipeline by its digest: redis-py would ask whether it is
+        # loaded first, a round trip of its own. Were it not (a restarted Redis),
+        # that command alone fails and is done again the ordinary way.
+        pipe.evalsha(self._release.sha, len(keys), *keys, holder)
+
+    def release_job(self, job_id: str, node: str, gpus: list[int]) -> int:
+        """Release the leases ``job_id`` holds on these GPUs, whatever its token."""
+        keys = self._lease_keys(node, gpus)
+        return int(self._release_job(keys=keys, args=[f"{job_id}|"])) if keys else 0
+
+    def holds_lease(self, job_id: str, node: str, gpus: list[int]) -> bool:
+        """Whether ``job_id`` holds at least one of these GPUs' leases."""
+        holders = self.lease_holders(node, gpus).values()
+        return any(h is not None and h.startswith(f"{job_id}|") for h in holders)
+
+    def lease_holders(self, node: str, gpus: list[int]) -> dict[int, str | None]:
+        """Who holds each GPU (``"<job_id>|<token>"``), or None when it is free."""
+        if not gpus:
+            return {}
+        values = self.redis.mget(self._lease_keys(node, gpus))
+        return dict(zip(gpus, values, strict=True))  # type: ignore[arg-type]
+
+    def fence(self, job_id: str, attempt: int) -> None:
+        """Declare an attempt lost: its worker may not re-take its leases."""
+        self.redis.set(self.keys.fence(job_id), attempt, ex=7 * 86400)
+
+    def suspect_since(self, job_id: str, now: float) -> float:
+        """When the job was first seen without its lease (now, if this is the first)."""
+        key = self.keys.suspect(job_id)
+        self.redis.set(key, now, nx=True, ex=3600)
+        return float(cast(str, self.redis.get(key)) or now)
+
+    def clear_suspect(self, job_id: str) -> None:
+        self.redis.delete(self.keys.suspect(job_id))
