@@ -19,18 +19,14 @@ from ugro.errors import JobNotFound, SpecError, StateError
 from ugro.explain import why_waiting
 from ugro.job import Job
 from ugro.lifecycle import requeue
-from ugro.paths import JobPaths
-from ugro.redact import redact_env, split_secrets
 from ugro.registry import utcnow
 from ugro.runtime import Runtime
 from ugro.samples import NodeSample, samples
 from ugro.settings import Settings
-from ugro.spec import JobSpec, check_job_id, new_job_id
+from ugro.spec import JobSpec, check_job_id
 from ugro.status import TERMINAL, JobStatus
+from ugro.submit import LiveNodes, accept
 
-# How long submit trusts what it read of the live nodes, in seconds. A job that
-# fits is accepted on that; one that does not is checked again before refusing.
-_NODES_FRESH = 1.0
 _ENDED = frozenset(status.value for status in TERMINAL)
 
 
@@ -50,8 +46,7 @@ class Client:
         self.rt = Runtime.open(self.settings)
         self._user = getpass.getuser()
         self._host = socket.gethostname()
-        # (when, live GPU workers per node): what submit checks a spec against.
-        self._nodes_seen: tuple[float, dict[str, int]] | None = None
+        self._nodes = LiveNodes(self.rt)
         self._events: Any = None  # the status events subscription, kept between waits
 
     def close(self) -> None:
@@ -83,115 +78,8 @@ class Client:
         Raises:
             SpecError: when no live node could ever run one of the jobs.
         """
-        if not specs:
-            return []
-        specs = [
-            spec.model_copy(update={"working_dir": os.getcwd()})
-            if spec.working_dir is None
-            else spec
-            for spec in specs
-        ]
-        for spec in specs:
-            self._check_fits(spec)
-        now = utcnow()
-        accepted: builtins.list[tuple[JobSpec, JobPaths, dict[str, str]]] = []
-        rows: builtins.list[dict[str, Any]] = []
-        try:
-            for spec in specs:
-                job_id = new_job_id(spec.name)
-                _, secrets = split_secrets(spec.env)
-                stored = spec.model_copy(update={"env": redact_env(spec.env)})
-                paths = self.rt.paths(job_id)
-                paths.create(
-                    {
-                        "job_id": job_id,
-                        "spec": stored.model_dump(mode="json"),
-                        "submitted_at": now.isoformat(),
-                        "submitted_by": self._user,
-                        "submitted_from": self._host,
-                    }
-                )
-                accepted.append((spec, paths, secrets))
-                rows.append(
-                    {
-                        "id": job_id,
-                        "name": spec.name,
-                        "kind": spec.kind,
-                        "status": JobStatus.QUEUED.value,
-                        "priority": spec.priority,
-                        "gpus": spec.gpus,
-                        "node": None,
-                        "attempt": 0,
-                        "max_retries": spec.max_retries,
-                        "spec": stored.model_dump_json(),
-                        "created_at": now,
-                    }
-                )
-            self._queue(accepted, rows)
-        except BaseException:
-            for _, paths, _ in accepted:
-                paths.remove()
-            raise
-        for spec, paths, _ in accepted:
-            paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
-        # Placing here, when a GPU is free, saves the jobs a hop through beat.
-        dispatch_pending(self.rt)
-        return self.get_many([row["id"] for row in rows])
-
-    def _queue(
-        self,
-        accepted: builtins.list[tuple[JobSpec, JobPaths, dict[str, str]]],
-        rows: builtins.list[dict[str, Any]],
-    ) -> None:
-        """The registry rows, then the live queue; the rows go again if queueing fails."""
-        ids = [row["id"] for row in rows]
-        self.rt.registry.create_jobs(rows)
-        try:
-            for _, paths, secrets in accepted:
-                self.rt.live.store_secrets(paths.job_id, secrets)
-            self.rt.live.enqueue_many(
-                [
-                    (paths.job_id, spec.priority, spec.gpus, spec.node, spec.timeout, None)
-                    for spec, paths, _ in accepted
-                ]
-            )
-        except BaseException:
-            with contextlib.suppress(redis.RedisError):
-                for job_id in ids:
-                    self.rt.live.forget_job(job_id)
-            self.rt.registry.delete_jobs(ids)
-            raise
-
-    def _check_fits(self, spec: JobSpec) -> None:
-        per_node = self._gpus_per_node(fresh=False)
-        fits = self._fit_error(spec, per_node) is None
-        if not fits:  # look again before refusing: a node may have come up since
-            per_node = self._gpus_per_node(fresh=True)
-        if (error := self._fit_error(spec, per_node)) is not None:
-            raise SpecError(error)
-
-    def _gpus_per_node(self, fresh: bool) -> dict[str, int]:
-        """Live GPU workers per node, read at most once a second (``fresh``: now)."""
-        now = time.monotonic()
-        if fresh or self._nodes_seen is None or now - self._nodes_seen[0] > _NODES_FRESH:
-            per_node: dict[str, int] = {}
-            for worker in self.rt.live.workers(max_age=self.settings.worker_ttl):
-                per_node[worker.node] = per_node.get(worker.node, 0) + 1
-            self._nodes_seen = (now, per_node)
-        return self._nodes_seen[1]
-
-    @staticmethod
-    def _fit_error(spec: JobSpec, per_node: dict[str, int]) -> str | None:
-        if not per_node:
-            return None  # nothing is up yet: the job waits for workers
-        if spec.node is not None and spec.node not in per_node:
-            up = ", ".join(sorted(per_node))
-            return f"node: no node named {spec.node!r} is up (nodes: {up})"
-        most = per_node[spec.node] if spec.node else max(per_node.values())
-        if spec.gpus > most:
-            where = f"node {spec.node!r}" if spec.node else "the largest node"
-            return f"gpus: {spec.gpus} GPUs asked, {where} has {most}"
-        return None
+        ids = accept(self.rt, specs, self._nodes, self._user, self._host)
+        return self.get_many(ids) if ids else []
 
     # Run control ------------------------------------------------------------------
 

@@ -1,0 +1,158 @@
+"""Submitting: each spec checked against the live nodes, then the jobs' trees, their
+registry rows and their place in the live queue, all or nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from ugro.dispatch import dispatch_pending
+from ugro.errors import SpecError
+from ugro.paths import JobPaths
+from ugro.redact import redact_env, split_secrets
+from ugro.registry import utcnow
+from ugro.runtime import Runtime
+from ugro.spec import JobSpec, new_job_id
+from ugro.status import JobStatus
+
+# How long submit trusts what it read of the live nodes, in seconds. A job that
+# fits is accepted on that; one that does not is checked again before refusing.
+_NODES_FRESH = 1.0
+
+
+class LiveNodes:
+    """The live nodes, as far as submit needs them: how many GPU workers each has up."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        # (when, live GPU workers per node): what submit checks a spec against.
+        self._seen: tuple[float, dict[str, int]] | None = None
+
+    def check_fits(self, spec: JobSpec) -> None:
+        per_node = self._gpus_per_node(fresh=False)
+        fits = _fit_error(spec, per_node) is None
+        if not fits:  # look again before refusing: a node may have come up since
+            per_node = self._gpus_per_node(fresh=True)
+        if (error := _fit_error(spec, per_node)) is not None:
+            raise SpecError(error)
+
+    def _gpus_per_node(self, fresh: bool) -> dict[str, int]:
+        """Live GPU workers per node, read at most once a second (``fresh``: now)."""
+        now = time.monotonic()
+        if fresh or self._seen is None or now - self._seen[0] > _NODES_FRESH:
+            per_node: dict[str, int] = {}
+            for worker in self.rt.live.workers(max_age=self.rt.settings.worker_ttl):
+                per_node[worker.node] = per_node.get(worker.node, 0) + 1
+            self._seen = (now, per_node)
+        return self._seen[1]
+
+
+def _fit_error(spec: JobSpec, per_node: dict[str, int]) -> str | None:
+    if not per_node:
+        return None  # nothing is up yet: the job waits for workers
+    if spec.node is not None and spec.node not in per_node:
+        up = ", ".join(sorted(per_node))
+        return f"node: no node named {spec.node!r} is up (nodes: {up})"
+    most = per_node[spec.node] if spec.node else max(per_node.values())
+    if spec.gpus > most:
+        where = f"node {spec.node!r}" if spec.node else "the largest node"
+        return f"gpus: {spec.gpus} GPUs asked, {where} has {most}"
+    return None
+
+
+def accept(
+    rt: Runtime,
+    specs: Sequence[JobSpec],
+    nodes: LiveNodes,
+    submitted_by: str,
+    submitted_from: str,
+) -> list[str]:
+    """Accept several jobs at once, in order: their trees, their registry rows in one
+    commit, one round trip to queue them all and one dispatch pass. All or nothing:
+    when any step fails, none is accepted. Returns the new jobs' ids, in order.
+
+    Raises:
+        SpecError: when no live node could ever run one of the jobs.
+    """
+    if not specs:
+        return []
+    specs = [
+        spec.model_copy(update={"working_dir": os.getcwd()}) if spec.working_dir is None else spec
+        for spec in specs
+    ]
+    for spec in specs:
+        nodes.check_fits(spec)
+    now = utcnow()
+    accepted: list[tuple[JobSpec, JobPaths, dict[str, str]]] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        for spec in specs:
+            job_id = new_job_id(spec.name)
+            _, secrets = split_secrets(spec.env)
+            stored = spec.model_copy(update={"env": redact_env(spec.env)})
+            paths = rt.paths(job_id)
+            paths.create(
+                {
+                    "job_id": job_id,
+                    "spec": stored.model_dump(mode="json"),
+                    "submitted_at": now.isoformat(),
+                    "submitted_by": submitted_by,
+                    "submitted_from": submitted_from,
+                }
+            )
+            accepted.append((spec, paths, secrets))
+            rows.append(
+                {
+                    "id": job_id,
+                    "name": spec.name,
+                    "kind": spec.kind,
+                    "status": JobStatus.QUEUED.value,
+                    "priority": spec.priority,
+                    "gpus": spec.gpus,
+                    "node": None,
+                    "attempt": 0,
+                    "max_retries": spec.max_retries,
+                    "spec": stored.model_dump_json(),
+                    "created_at": now,
+                }
+            )
+        _queue(rt, accepted, rows)
+    except BaseException:
+        for _, paths, _ in accepted:
+            paths.remove()
+        raise
+    for spec, paths, _ in accepted:
+        paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
+    # Placing here, when a GPU is free, saves the jobs a hop through beat.
+    dispatch_pending(rt)
+    return [row["id"] for row in rows]
+
+
+def _queue(
+    rt: Runtime,
+    accepted: list[tuple[JobSpec, JobPaths, dict[str, str]]],
+    rows: list[dict[str, Any]],
+) -> None:
+    """The registry rows, then the live queue; the rows go again if queueing fails."""
+    ids = [row["id"] for row in rows]
+    rt.registry.create_jobs(rows)
+    try:
+        for _, paths, secrets in accepted:
+            rt.live.store_secrets(paths.job_id, secrets)
+        rt.live.enqueue_many(
+            [
+                (paths.job_id, spec.priority, spec.gpus, spec.node, spec.timeout, None)
+                for spec, paths, _ in accepted
+            ]
+        )
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            for job_id in ids:
+                rt.live.forget_job(job_id)
+        rt.registry.delete_jobs(ids)
+        raise
