@@ -8,6 +8,7 @@ entries and of its newest epoch directory's files) is compared with the cache's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -51,21 +52,34 @@ def decide_status(
     return FAILED
 
 
+def _entries(directory: Path) -> list[tuple[str, int, int]]:
+    """(name, mtime_ns, size) of each entry, sorted; an entry removed between the
+    listing and its stat (a writer's temporary file renamed into place) is skipped."""
+    found = []
+    with os.scandir(directory) as scan:
+        for entry in scan:
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue
+            found.append((entry.name, stat.st_mtime_ns, stat.st_size))
+    return sorted(found)
+
+
+def _is_epoch(name: str) -> bool:
+    return name.startswith("epoch_") and name[6:].isdigit()
+
+
 def signature(run_dir: Path) -> tuple[Any, ...]:
     """What changes when any file a tracker reads changes."""
-    entries = []
-    newest_epoch: tuple[int, str] | None = None
-    with os.scandir(run_dir) as scan:
-        for entry in scan:
-            stat = entry.stat()
-            entries.append((entry.name, stat.st_mtime_ns, stat.st_size))
-            if entry.name.startswith("epoch_") and entry.name[6:].isdigit():
-                newest_epoch = max(newest_epoch or (-1, ""), (int(entry.name[6:]), entry.name))
+    entries = _entries(run_dir)
+    epochs = [(int(name[6:]), name) for name, _, _ in entries if _is_epoch(name)]
     inner: list[tuple[str, int, int]] = []
-    if newest_epoch is not None:
-        with os.scandir(run_dir / newest_epoch[1]) as scan:
-            inner = sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in scan)
-    return (tuple(sorted(entries)), tuple(inner))
+    if epochs:
+        # The newest epoch gone mid-scan: the next scan sees the change.
+        with contextlib.suppress(FileNotFoundError):
+            inner = _entries(run_dir / max(epochs)[1])
+    return (tuple(entries), tuple(inner))
 
 
 def last_change(run_dir: Path) -> float | None:
@@ -76,11 +90,8 @@ def last_change(run_dir: Path) -> float | None:
             stamps.append((run_dir / name).stat().st_mtime)
         except OSError:
             continue
-    try:
-        with os.scandir(run_dir) as scan:
-            stamps += [e.stat().st_mtime for e in scan if e.name.startswith("epoch_")]
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        stamps += [mtime / 1e9 for name, mtime, _ in _entries(run_dir) if name.startswith("epoch_")]
     return max(stamps) if stamps else None
 
 
