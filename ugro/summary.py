@@ -328,7 +328,7 @@ def _progress(inputs: DayInputs, long_run_days: float) -> ProgressOverview:
         started = inputs.first_started.get(job.id)
         running_days = None
         if started is not None and status == JobStatus.RUNNING.value:
-            running_days = round((reference - started).total_seconds() / 86400, 2)
+            running_days = round((reference - started).total_seconds() / 86400, 5)
         eta = info.eta_seconds if info else None
         ends_at = None
         if info is not None and eta is not None and info.last_update is not None:
