@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 
+from ugro.keys import Keys
 from ugro.runtime import control_queue
 from ugro.settings import Settings
 
@@ -24,6 +25,8 @@ def make_app(settings: Settings) -> Any:
         result_accept_content=["json"],
         result_backend=None,
         task_ignore_result=True,
+        # No results, so no beat entry to clean them up.
+        result_expires=None,
         # A job runs for days, far past the transport's visibility timeout, so job
         # messages are acknowledged on receipt (not late) and ugro owns liveness with
         # leases and heartbeats. Celery's time limits do not follow grandchildren,
@@ -53,5 +56,18 @@ def make_app(settings: Settings) -> Any:
     from beat_schedule import beat_schedule
 
     app.conf.beat_schedule = beat_schedule(settings)
+    app.conf.update(
+        # One beat schedules at a time: RedBeat's lock in Redis (ugro/beat_scheduler.py).
+        beat_scheduler="ugro.beat_scheduler:SingleBeat",
+        # Beat looks at its schedule at least this often (the shortest entry ticks
+        # every health_min_interval), and a standby beat at the lock.
+        beat_max_loop_interval=5.0,
+        redbeat_redis_url=settings.effective_redis_url,
+        # Under ugro's prefix, so installations sharing a server keep apart.
+        redbeat_key_prefix=Keys(settings.redis_prefix).redbeat,
+        redbeat_lock_timeout=int(settings.beat_lock_timeout),
+        # Ride out a Redis restart as the workers do, instead of dying mid-tick.
+        redbeat_redis_options={"retry_period": 60},
+    )
     app.ugro_settings = settings
     return app

@@ -135,6 +135,17 @@ class Keys:
     def health_prune(self) -> str:
         return f"{self.prefix}:health:prune"
 
+    # Beat ---------------------------------------------------------------------------
+
+    # The prefix of RedBeat's keys, which it writes itself (ugro/beat_scheduler.py),
+    # adding a colon of its own: <prefix>:redbeat::lock, the lock of the one beat
+    # that schedules (TTL beat_lock_timeout, renewed every tick);
+    # <prefix>:redbeat::schedule and ::statics, the schedule; <prefix>:redbeat:<entry>,
+    # each entry's definition and last run. No TTL but the lock's.
+    @property
+    def redbeat(self) -> str:
+        return f"{self.prefix}:redbeat:"
+
     # Pub/sub channel announcing status changes ("<job_id> <status>").
     @property
     def events_channel(self) -> str:

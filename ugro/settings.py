@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # Retry backoff: base * 2^(attempt-1) seconds, at most retry_backoff_max.
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0
+    # One beat schedules at a time (RedBeat's lock in Redis): a standby beat takes
+    # over at most this long after the active one died.
+    beat_lock_timeout: float = Field(default=30.0, ge=10.0)
     # Progress: a running job whose logs and metrics did not change for stuck_after
     # seconds is stuck (stopped and requeued); a run finished longer than
     # outdated_after ago is outdated. The scan runs every progress_interval.

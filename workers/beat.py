@@ -6,6 +6,9 @@ from typing import Any
 
 from celery.signals import beat_init
 
+# First: RedBeat's own beat_init receiver takes the lock (a second beat waits
+# there), so the start-up work below runs only in the beat that schedules.
+import ugro.beat_scheduler  # noqa: F401
 from ugro.celery_app import make_app
 from ugro.reconcile import reconcile
 from ugro.runtime import Runtime, control_queue
@@ -29,15 +32,7 @@ def main() -> None:
         # by a worker (the task writes each due day once and delivers it).
         app.send_task("ugro.daily_summary", queue=control_queue(settings))
 
-    app.start(
-        [
-            "beat",
-            "--schedule",
-            str(settings.run_dir / "celerybeat-schedule"),
-            "--loglevel",
-            "INFO",
-        ]
-    )
+    app.start(["beat", "--loglevel", "INFO"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""One beat schedules at a time: RedBeat's lock in Redis, kept through a wipe.
+
+RedBeat (celery-redbeat) keeps the schedule in Redis and lets only the beat that
+holds its lock send anything; a second beat started by mistake, or a standby on
+another host, waits in ``beat_init`` until the lock is free, and takes over at
+most ``beat_lock_timeout`` after the active beat died.
+
+RedBeat assumes Redis keeps its keys. After a FLUSHALL or a restart of a server
+that kept nothing, its lock and its schedule are gone: the lock's renewal fails
+and an empty schedule sends nothing ever again, so beat's reconcile tick, which
+rebuilds live state after exactly such a wipe, would never come. ``SingleBeat``
+notices both at its next tick: it takes the lock again (waiting, as a standby
+does, while another beat holds it) and installs the schedule again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redbeat.schedulers import RedBeatScheduler, get_redis  # also connects its lock on beat_init
+from redis.exceptions import LockError
+
+log = logging.getLogger(__name__)
+
+
+class SingleBeat(RedBeatScheduler):  # type: ignore[misc]
+    """RedBeat's scheduler, taking its lock and schedule back after a Redis wipe."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if self.lock is not None:
+            self._keep_lock()
+        if not get_redis(self.app).exists(self.app.redbeat_conf.statics_key):
+            log.warning("beat: the schedule is gone from Redis (wiped?); installing it again")
+            self.setup_schedule()
+        interval: float = super().tick(*args, **kwargs)
+        return interval
+
+    def _keep_lock(self) -> None:
+        try:
+            self.lock.extend(int(self.lock_timeout))
+            return
+        except LockError:
+            pass
+        log.warning(
+            "beat: lost the lock %s (Redis wiped, or this beat paused longer than %s s);"
+            " taking it again, waiting while another beat holds it",
+            self.lock_key,
+            self.lock_timeout,
+        )
+        self.lock.acquire()
+        log.info("beat: holds the lock %s again", self.lock_key)
