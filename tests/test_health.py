@@ -61,6 +61,11 @@ def _health(client: Client, node: str) -> dict[str, object]:
     return found.get(node) or {}
 
 
+def _gpus(client: Client, node: str) -> list[dict[str, object]]:
+    found = {entry["node"]: entry["gpus"] for entry in client.nodes()}
+    return list(found.get(node) or [])
+
+
 def _events(settings: Settings, kind: str, node: str) -> list[str]:
     registry = Registry(settings.effective_database_url)
     try:
@@ -83,6 +88,8 @@ def test_a_failed_gpu_opens_the_breaker_keeps_jobs_off_and_the_node_comes_back(
     with Client(node_a) as client:
         wait_until(lambda: _health(client, "b").get("breaker") == "closed", 60, "b swept")
         wait_until(lambda: _health(client, "a").get("breaker") == "closed", 60, "a swept")
+        # b's agent may be swept before its GPU workers are up: wait for them too.
+        wait_until(lambda: len(_gpus(client, "b")) == 2, 60, "b's GPU workers")
         # A job already running on b when it goes bad is left alone, and named.
         sleeper = client.submit(
             JobSpec(name="on-b", node="b", command=[PY, "-c", "import time; time.sleep(120)"])

@@ -80,6 +80,29 @@ def test_a_multi_gpu_job_runs_once_on_exactly_its_gpus(client: Client, tmp_path:
 
 
 @pytest.mark.timeout(60)
+def test_a_job_that_fits_at_once_is_placed_as_it_is_submitted_and_others_queue(
+    client: Client, tmp_path: Path
+) -> None:
+    out = tmp_path / "runs.jsonl"
+    # Given idle GPUs, a job that fits comes back from submit already placed, never
+    # queued, with what placement's backfill reads of it in the live state.
+    first = client.submit(rec(out, 1.5, "at-once", gpus=3, timeout=60))
+    assert first.status in (JobStatus.PLACED, JobStatus.RUNNING), first.status
+    live = client.rt.live.job(first.id)
+    assert (live["gpus"], live["timeout"], live["priority"]) == ("3", "60.0", "0")
+    assert client.rt.live.queue_position(first.id) == (None, None)
+    # While a job waits, the next one queues behind it, though a GPU is free.
+    waiting = client.submit(rec(out, 0.1, "waits", gpus=4))
+    behind = client.submit(rec(out, 0.1, "behind", gpus=1))
+    assert (waiting.status, behind.status) == (JobStatus.QUEUED, JobStatus.QUEUED)
+    done = client.wait([first.id, waiting.id, behind.id], timeout=50)
+    assert all(job.succeeded for job in done)
+    assert done[0].gpu_indices == sorted(done[0].gpu_indices) and len(done[0].gpu_indices) == 3
+    runs = records(out)
+    assert span(runs[waiting.id])[0] >= span(runs[first.id])[1]
+
+
+@pytest.mark.timeout(60)
 def test_higher_priority_starts_first_and_equal_ones_in_submission_order(
     client: Client, tmp_path: Path
 ) -> None:

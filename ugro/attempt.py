@@ -167,6 +167,7 @@ def _execute(
     def on_start(pid: int) -> None:
         # The bookkeeping of the start follows the start, off the job's critical
         # path; should any of it fail, the runner stops the job.
+        paths.name_attempt_logs(job.attempt)
         rt.registry.start_attempt(
             job_id=job.id,
             number=job.attempt,

@@ -30,11 +30,23 @@ class SingleBeat(RedBeatScheduler):  # type: ignore[misc]
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if self.lock is not None:
             self._keep_lock()
-        if not get_redis(self.app).exists(self.app.redbeat_conf.statics_key):
+        if not self._schedule_whole():
             log.warning("beat: the schedule is gone from Redis (wiped?); installing it again")
             self.setup_schedule()
         interval: float = super().tick(*args, **kwargs)
         return interval
+
+    def _schedule_whole(self) -> bool:
+        """Every entry of the schedule is in Redis. After a wipe some may be back
+        already (a tick that was sending one wrote it again), so each is looked for."""
+        conf = self.app.redbeat_conf
+        names = list(conf.schedule)
+        with get_redis(self.app).pipeline() as pipe:
+            pipe.exists(conf.statics_key)
+            for name in names:
+                pipe.zscore(conf.schedule_key, self.Entry.generate_key(self.app, name))
+            statics, *scores = pipe.execute()
+        return bool(statics) and all(score is not None for score in scores)
 
     def _keep_lock(self) -> None:
         try:

@@ -133,6 +133,29 @@ def _dispatch_pass(rt: Runtime, local: LocalSlot | None = None) -> int:
     return 0
 
 
+def lease_at_submit(rt: Runtime, job: PendingJob) -> tuple[Placement, str] | None:
+    """Lease GPUs for a job being submitted, when one fits now and no job waits
+    (then queue order cannot be broken): the placement a dispatch pass would make,
+    without the queue, the dispatch lock and the second status change. Returns the
+    placement and its lease token; None when the job must go through the queue."""
+    # Pending jobs come back only when a GPU is free; with none free no plan is made.
+    workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl, limit=1)
+    if entries or not workers:
+        return None
+    view = _view(rt, workers, holders, consult_registry=True)
+    plans = plan_placements([job], view.free, view.capacity)
+    if not plans:
+        return None
+    [placement] = plans
+    token = secrets.token_hex(8)
+    holder = f"{job.job_id}|{token}"
+    if not rt.live.leases.acquire(
+        placement.node, list(placement.gpus), holder, rt.settings.placement_ttl
+    ):
+        return None  # taken meanwhile: the queue it is
+    return placement, token
+
+
 def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> bool:
     """Lease the placement's GPUs, mark the job placed and send it to its worker."""
     gpus = list(placement.gpus)
@@ -147,7 +170,10 @@ def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> 
     # the running window, which the heartbeat renews.
     ttl = rt.settings.lease_ttl if here else rt.settings.placement_ttl
     if not rt.live.leases.acquire(placement.node, gpus, holder, ttl):
-        return False  # a GPU was taken since we looked; the next pass retries
+        # A GPU was taken since we looked (by a job placed as it was submitted):
+        # another pass, on what is free now.
+        rt.live.ask_for_dispatch()
+        return False
     placed = rt.transition(
         placement.job_id,
         JobStatus.PLACED,

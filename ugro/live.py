@@ -358,6 +358,23 @@ class LiveState:
         ]
         return bool(self._enter(keys=keys, args=[token, int(ttl * 1000), time.time()]))
 
+    def ask_for_dispatch(self) -> None:
+        """Ask whoever holds the dispatch lock for one more pass."""
+        self.redis.set(self.keys.dispatch_dirty, 1)
+
+    def placed_new(
+        self, job_id: str, secrets: dict[str, str], entry: QueuedEntry, **fields: Any
+    ) -> None:
+        """A job placed the moment it was accepted, in one round trip: its secrets and
+        its live hash, with what a queued job's would hold, and its status announced."""
+        _, priority, gpus, node, timeout, _ = entry
+        pipe = self.redis.pipeline(transaction=True)
+        if secrets:
+            pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
+        queued = {"priority": priority, "gpus": gpus, "node": node or "", "timeout": timeout or ""}
+        self._queue_set_job(pipe, job_id, {**queued, **fields})
+        pipe.execute()
+
     def dispatch_exit(self, token: str, ttl: float = 30.0) -> bool:
         """After a pass: True when another is asked for (the lock is kept), else the
         lock is released."""

@@ -94,20 +94,22 @@ class JobPaths:
         return self.logs / f"attempt_{attempt}"
 
     def start_attempt_logs(self, attempt: int) -> Path:
-        """Make ``logs/attempt_<n>/`` and point the top-level names at it.
-
-        Returns rank 0's log of the attempt. ``training.log`` and ``rank_0.log``,
-        in the attempt's folder and at the top of ``logs/``, are hard links to it:
-        one file, several names, no copying. The top-level names always show the
-        newest attempt; each attempt's own folder keeps its output apart.
-        """
+        """Make ``logs/attempt_<n>/rank_0.log``, the file the attempt's output goes
+        to, and return it; ``name_attempt_logs`` gives it its other names."""
         folder = self.attempt_logs(attempt)
         folder.mkdir(parents=True, exist_ok=True)
         rank_log = folder / "rank_0.log"
         os.close(os.open(rank_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
-        for name in (folder / "training.log", self.training_log, self.rank_log(0)):
-            _link_over(rank_log, name)
         return rank_log
+
+    def name_attempt_logs(self, attempt: int) -> None:
+        """Point ``training.log`` and ``rank_0.log``, in the attempt's folder and at
+        the top of ``logs/``, at the attempt's rank 0 log: hard links, one file under
+        several names, no copying. The top-level names always show the newest
+        attempt; each attempt's own folder keeps its output apart."""
+        rank_log = self.attempt_logs(attempt) / "rank_0.log"
+        for name in (rank_log.with_name("training.log"), self.training_log, self.rank_log(0)):
+            _link_over(rank_log, name)
 
     @property
     def checkpoints(self) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import time
@@ -132,13 +133,15 @@ def stop_supervisor(pid: int, grace: float) -> None:
         return
 
 
-def oom_kill_count() -> int | None:
-    """How many processes the kernel's OOM killer has killed in this cgroup, when
-    the kernel says (cgroup v2 memory.events, or v1 memory.oom_control)."""
+@functools.cache
+def _oom_counters() -> tuple[Path, ...]:
+    """The files that count this process's cgroup's OOM kills (cgroup v2
+    memory.events, or v1 memory.oom_control); a process keeps its cgroup, so they
+    are looked up once."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
-        return None
+        return ()
     candidates = []
     for line in lines:
         _, controllers, path = line.split(":", 2)
@@ -148,7 +151,13 @@ def oom_kill_count() -> int | None:
             candidates.append(
                 Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"
             )
-    for candidate in candidates:
+    return tuple(candidates)
+
+
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this cgroup, when
+    the kernel says."""
+    for candidate in _oom_counters():
         try:
             for entry in candidate.read_text().splitlines():
                 key, _, value = entry.partition(" ")

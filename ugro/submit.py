@@ -11,12 +11,13 @@ from typing import Any
 
 import redis
 
-from ugro.dispatch import dispatch_pending
+from ugro.dispatch import dispatch_pending, lease_at_submit
 from ugro.errors import SpecError
 from ugro.paths import JobPaths
+from ugro.placement import PendingJob, Placement
 from ugro.redact import redact_env, split_secrets
 from ugro.registry import utcnow
-from ugro.runtime import Runtime
+from ugro.runtime import Runtime, gpu_json
 from ugro.spec import JobSpec, new_job_id
 from ugro.status import JobStatus
 
@@ -121,16 +122,63 @@ def accept(
                     "created_at": now,
                 }
             )
-        _queue(rt, accepted, rows)
+        # One job that fits now, with nothing waiting before it, is placed as it is
+        # accepted: one row written once, no trip through the queue.
+        placed = _place_at_once(rt, *accepted[0], rows[0]) if len(accepted) == 1 else None
+        if placed is None:
+            _queue(rt, accepted, rows)
     except BaseException:
         for _, paths, _ in accepted:
             paths.remove()
         raise
     for spec, paths, _ in accepted:
         paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
-    # Placing here, when a GPU is free, saves the jobs a hop through beat.
-    dispatch_pending(rt)
+    if placed is not None:
+        placement, token = placed
+        rt.send_job(placement.job_id, token, placement.node, list(placement.gpus))
+    else:
+        # Placing here, when a GPU is free, saves the jobs a hop through beat.
+        dispatch_pending(rt)
     return [row["id"] for row in rows]
+
+
+def _place_at_once(
+    rt: Runtime, spec: JobSpec, paths: JobPaths, secrets: dict[str, str], row: dict[str, Any]
+) -> tuple[Placement, str] | None:
+    """Lease GPUs for a job being accepted and write it down placed, registry row
+    first, when it fits now and no job waits; None when it must be queued. All or
+    nothing: a failure leaves no lease, no row and no live state behind."""
+    job_id = paths.job_id
+    leased = lease_at_submit(rt, PendingJob(job_id, spec.gpus, spec.node, spec.timeout))
+    if leased is None:
+        return None
+    placement, token = leased
+    gpus = list(placement.gpus)
+    entry = (job_id, spec.priority, spec.gpus, spec.node, spec.timeout, None)
+    where = {"node": placement.node, "gpu_indices": gpu_json(gpus)}
+    try:
+        rt.registry.create_jobs(
+            [{**row, **where, "status": JobStatus.PLACED.value, "placed_at": utcnow()}]
+        )
+        try:
+            rt.live.placed_new(
+                job_id,
+                secrets,
+                entry,
+                status=JobStatus.PLACED.value,
+                node=placement.node,
+                gpus_held=where["gpu_indices"],
+            )
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):
+                rt.live.forget_job(job_id)
+            rt.registry.delete_jobs([job_id])
+            raise
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            rt.live.leases.release(placement.node, gpus, f"{job_id}|{token}")
+        raise
+    return placement, token
 
 
 def _queue(
