@@ -84,10 +84,17 @@ def test_a_job_that_fits_at_once_is_placed_as_it_is_submitted_and_others_queue(
     client: Client, tmp_path: Path
 ) -> None:
     out = tmp_path / "runs.jsonl"
+    live_redis, keys = client.rt.live.redis, client.rt.live.keys
+
+    def queued_so_far() -> int:  # the queue's counter: one per job that went through it
+        return int(live_redis.get(keys.sequence) or 0)
+
     # Given idle GPUs, a job that fits comes back from submit already placed, never
     # queued, with what placement's backfill reads of it in the live state.
+    before = queued_so_far()
     first = client.submit(rec(out, 1.5, "at-once", gpus=3, timeout=60))
     assert first.status in (JobStatus.PLACED, JobStatus.RUNNING), first.status
+    assert queued_so_far() == before
     live = client.rt.live.job(first.id)
     assert (live["gpus"], live["timeout"], live["priority"]) == ("3", "60.0", "0")
     assert client.rt.live.queue_position(first.id) == (None, None)
@@ -95,6 +102,7 @@ def test_a_job_that_fits_at_once_is_placed_as_it_is_submitted_and_others_queue(
     waiting = client.submit(rec(out, 0.1, "waits", gpus=4))
     behind = client.submit(rec(out, 0.1, "behind", gpus=1))
     assert (waiting.status, behind.status) == (JobStatus.QUEUED, JobStatus.QUEUED)
+    assert queued_so_far() == before + 2
     done = client.wait([first.id, waiting.id, behind.id], timeout=50)
     assert all(job.succeeded for job in done)
     assert done[0].gpu_indices == sorted(done[0].gpu_indices) and len(done[0].gpu_indices) == 3

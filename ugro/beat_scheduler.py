@@ -28,32 +28,29 @@ class SingleBeat(RedBeatScheduler):  # type: ignore[misc]
     """RedBeat's scheduler, taking its lock and schedule back after a Redis wipe."""
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        if self.lock is not None:
-            self._keep_lock()
+        try:
+            interval: float = super().tick(*args, **kwargs)  # renews the lock first
+        except LockError:
+            self._take_lock_back()
+            return 0.0  # tick again at once, holding the lock
         if not self._schedule_whole():
             log.warning("beat: the schedule is gone from Redis (wiped?); installing it again")
             self.setup_schedule()
-        interval: float = super().tick(*args, **kwargs)
+            return 0.0
         return interval
 
     def _schedule_whole(self) -> bool:
         """Every entry of the schedule is in Redis. After a wipe some may be back
         already (a tick that was sending one wrote it again), so each is looked for."""
         conf = self.app.redbeat_conf
-        names = list(conf.schedule)
         with get_redis(self.app).pipeline() as pipe:
             pipe.exists(conf.statics_key)
-            for name in names:
+            for name in conf.schedule:
                 pipe.zscore(conf.schedule_key, self.Entry.generate_key(self.app, name))
             statics, *scores = pipe.execute()
         return bool(statics) and all(score is not None for score in scores)
 
-    def _keep_lock(self) -> None:
-        try:
-            self.lock.extend(int(self.lock_timeout))
-            return
-        except LockError:
-            pass
+    def _take_lock_back(self) -> None:
         log.warning(
             "beat: lost the lock %s (Redis wiped, or this beat paused longer than %s s);"
             " taking it again, waiting while another beat holds it",

@@ -362,17 +362,14 @@ class LiveState:
         """Ask whoever holds the dispatch lock for one more pass."""
         self.redis.set(self.keys.dispatch_dirty, 1)
 
-    def placed_new(
-        self, job_id: str, secrets: dict[str, str], entry: QueuedEntry, **fields: Any
-    ) -> None:
+    def placed_new(self, job_id: str, secrets: dict[str, str], **fields: Any) -> None:
         """A job placed the moment it was accepted, in one round trip: its secrets and
-        its live hash, with what a queued job's would hold, and its status announced."""
-        _, priority, gpus, node, timeout, _ = entry
+        its live hash (what a queued one's holds, and its placement), its status
+        announced."""
         pipe = self.redis.pipeline(transaction=True)
         if secrets:
             pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
-        queued = {"priority": priority, "gpus": gpus, "node": node or "", "timeout": timeout or ""}
-        self._queue_set_job(pipe, job_id, {**queued, **fields})
+        self._queue_set_job(pipe, job_id, fields)
         pipe.execute()
 
     def dispatch_exit(self, token: str, ttl: float = 30.0) -> bool:

@@ -93,12 +93,14 @@ class JobPaths:
     def attempt_logs(self, attempt: int) -> Path:
         return self.logs / f"attempt_{attempt}"
 
+    def _attempt_rank_log(self, attempt: int) -> Path:
+        return self.attempt_logs(attempt) / "rank_0.log"
+
     def start_attempt_logs(self, attempt: int) -> Path:
         """Make ``logs/attempt_<n>/rank_0.log``, the file the attempt's output goes
         to, and return it; ``name_attempt_logs`` gives it its other names."""
-        folder = self.attempt_logs(attempt)
-        folder.mkdir(parents=True, exist_ok=True)
-        rank_log = folder / "rank_0.log"
+        rank_log = self._attempt_rank_log(attempt)
+        rank_log.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(rank_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
         return rank_log
 
@@ -107,7 +109,7 @@ class JobPaths:
         the top of ``logs/``, at the attempt's rank 0 log: hard links, one file under
         several names, no copying. The top-level names always show the newest
         attempt; each attempt's own folder keeps its output apart."""
-        rank_log = self.attempt_logs(attempt) / "rank_0.log"
+        rank_log = self._attempt_rank_log(attempt)
         for name in (rank_log.with_name("training.log"), self.training_log, self.rank_log(0)):
             _link_over(rank_log, name)
 

@@ -154,20 +154,22 @@ def _place_at_once(
         return None
     placement, token = leased
     gpus = list(placement.gpus)
-    entry = (job_id, spec.priority, spec.gpus, spec.node, spec.timeout, None)
-    where = {"node": placement.node, "gpu_indices": gpu_json(gpus)}
+    status, node, held = JobStatus.PLACED.value, placement.node, gpu_json(gpus)
     try:
         rt.registry.create_jobs(
-            [{**row, **where, "status": JobStatus.PLACED.value, "placed_at": utcnow()}]
+            [{**row, "status": status, "node": node, "gpu_indices": held, "placed_at": utcnow()}]
         )
         try:
             rt.live.placed_new(
                 job_id,
                 secrets,
-                entry,
-                status=JobStatus.PLACED.value,
-                node=placement.node,
-                gpus_held=where["gpu_indices"],
+                status=status,
+                node=node,
+                gpus_held=held,
+                # what placement's backfill reads of a job, as a queued one has it
+                priority=spec.priority,
+                gpus=spec.gpus,
+                timeout=spec.timeout,
             )
         except BaseException:
             with contextlib.suppress(redis.RedisError):
