@@ -65,24 +65,25 @@ def _run_one(
     holder = f"{job_id}|{token}"
     # The lease proves the placement is still ours; renewing it also moves its TTL
     # from the placement window to the running window.
-    if not fresh and not rt.live.leases.renew(node, gpus, holder, rt.settings.lease_ttl):
-        return "skipped: the placement's lease has expired or was taken", None
-    claimed = rt.claim(
-        job_id,
-        expect=[JobStatus.PLACED],
-        started_at=utcnow(),
-        finished_at=None,
-        exit_code=None,
-        exit_signal=None,
-        exit_reason=None,
-        error=None,
+    held, secrets = rt.live.take_placement(
+        node, gpus, holder, rt.settings.lease_ttl, job_id, renew=not fresh
     )
-    if claimed is None:
+    if not held:
+        return "skipped: the placement's lease has expired or was taken", None
+    claim = {
+        "started_at": utcnow(),
+        "finished_at": None,
+        "exit_code": None,
+        "exit_signal": None,
+        "exit_reason": None,
+        "error": None,
+    }
+    job = rt.claim(job_id, expect=[JobStatus.PLACED], **claim)
+    if job is None:
         return "skipped: this attempt was claimed already (duplicate delivery)", None
-    job, secrets = claimed
     paths = rt.paths(job_id)
     try:
-        info = _execute(rt, job, secrets, paths, node, gpus, holder, stop)
+        info = _execute(rt, job, secrets, paths, node, gpus, holder, stop, claim)
     except Exception as exc:  # the worker must survive whatever one job does
         log.exception("job %s failed in ugro itself", job_id)
         now = time.time()
@@ -154,11 +155,12 @@ def _execute(
     gpus: list[int],
     holder: str,
     stop: threading.Event,
+    claim: dict[str, Any],
 ) -> ExitInfo:
     spec = JobSpec.model_validate_json(job.spec)
     argv = spec.argv()
     cwd = Path(spec.working_dir) if spec.working_dir else paths.root
-    rank_log = paths.start_attempt_logs(job.attempt)
+    rank_log = paths.start_attempt_logs(job.attempt, rt.spare_attempt_logs)
     host = socket.gethostname()
     started = datetime.now(UTC)
     env = job_environment(job, spec, secrets, paths, node, gpus)
@@ -167,6 +169,7 @@ def _execute(
     def on_start(pid: int) -> None:
         # The bookkeeping of the start follows the start, off the job's critical
         # path; should any of it fail, the runner stops the job.
+        rt.started(job, **claim)
         paths.name_attempt_logs(job.attempt)
         rt.registry.start_attempt(
             job_id=job.id,

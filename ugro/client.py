@@ -78,7 +78,7 @@ class Client:
         Raises:
             SpecError: when no live node could ever run one of the jobs.
         """
-        ids = accept(self.rt, specs, self._nodes, self._user, self._host)
+        ids = accept(self.rt, specs, self._nodes, self._user, self._host, self.rt.spare_trees)
         return self.get_many(ids) if ids else []
 
     # Run control ------------------------------------------------------------------

@@ -50,6 +50,14 @@ class Leases:
         held = int(self._renew(keys=keys, args=[holder, int(ttl * 1000), attempt]))
         return held == len(gpus)
 
+    def queue_renew(self, pipe: Any, node: str, gpus: list[int], holder: str, ttl: float) -> None:
+        """``renew`` (without taking back a vanished lease) as one command of ``pipe``;
+        its result is how many leases are held, or NoScriptError (see
+        ``queue_release``)."""
+        job_id = holder.partition("|")[0]
+        keys = [*self._lease_keys(node, gpus), self.keys.fence(job_id)]
+        pipe.evalsha(self._renew.sha, len(keys), *keys, holder, int(ttl * 1000), 0)
+
     def release(self, node: str, gpus: list[int], holder: str) -> int:
         return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))
 

@@ -94,6 +94,8 @@ class LiveState:
         self._enqueue = client.register_script(_script("enqueue.lua"))
         self._enter = client.register_script(_script("dispatch_enter.lua"))
         self._exit = client.register_script(_script("dispatch_exit.lua"))
+        # The GPUs (node, index) of the live workers at the last dispatch snapshot.
+        self._places_seen: list[tuple[str, int]] = []
 
     @classmethod
     def open(cls, settings: Settings, ride_out: bool = False) -> LiveState:
@@ -200,17 +202,36 @@ class LiveState:
         self._queue_set_job(pipe, job_id, fields)
         pipe.execute()
 
-    def claimed(
-        self, job_id: str, ttl: float, beat: dict[str, Any], **fields: Any
-    ) -> dict[str, str]:
-        """For a job its worker just claimed, in one round trip: ``set_job``, its
-        first heartbeat (``beat``, ``ttl``) and its secrets, which it returns."""
-        pipe = self.redis.pipeline(transaction=True)
+    def take_placement(
+        self, node: str, gpus: list[int], holder: str, ttl: float, job_id: str, renew: bool
+    ) -> tuple[bool, dict[str, str]]:
+        """For a worker about to claim a placed job, in one round trip: whether the
+        placement's leases are still its (renewed into the running window, with
+        ``renew``), and the job's secrets."""
+        pipe = self.redis.pipeline(transaction=False)
+        if renew:
+            self.leases.queue_renew(pipe, node, gpus, holder, ttl)
         pipe.get(self.keys.job_secrets(job_id))
+        *renewed, raw = pipe.execute(raise_on_error=False)
+        if isinstance(raw, Exception):
+            raise raw
+        held = True
+        if renewed:
+            if isinstance(renewed[0], redis.exceptions.NoScriptError):  # a restarted Redis
+                held = self.leases.renew(node, gpus, holder, ttl)
+            elif isinstance(renewed[0], Exception):
+                raise renewed[0]
+            else:
+                held = int(renewed[0]) == len(gpus)
+        return held, dict(json.loads(cast(str, raw))) if raw else {}
+
+    def running(self, job_id: str, ttl: float, beat: dict[str, Any], **fields: Any) -> None:
+        """For a job its worker just started, in one round trip: ``set_job`` and its
+        first heartbeat (``beat``, ``ttl``)."""
+        pipe = self.redis.pipeline(transaction=True)
         self._queue_set_job(pipe, job_id, fields)
         self._queue_heartbeat(pipe, job_id, ttl, beat)
-        raw = pipe.execute()[0]
-        return dict(json.loads(cast(str, raw))) if raw else {}
+        pipe.execute()
 
     def released(self, node: str, gpus: list[int], holder: str, job_id: str, **fields: Any) -> None:
         """``leases.release`` and then ``set_job``, in one round trip (an attempt's end)."""
@@ -393,7 +414,12 @@ class LiveState:
         pipe.zrange(self.keys.pending, 0, limit - 1)
         pipe.zcount(self.keys.delayed, "-inf", time.time())
         pipe.hgetall(self.keys.unhealthy_nodes)
-        raw_workers, ids, due, unhealthy = pipe.execute()
+        # The leases of the GPUs seen last time, in the same round trip: the live
+        # workers seldom change between passes.
+        guessed = self._places_seen
+        if guessed:
+            pipe.mget([self.keys.lease(n, i) for n, i in guessed])
+        raw_workers, ids, due, unhealthy, *leased = pipe.execute()
         if due:
             self.promote_due()
             ids = self.redis.zrange(self.keys.pending, 0, limit - 1)
@@ -401,7 +427,10 @@ class LiveState:
         if not workers:
             return [], {}, []
         places = [(w.node, w.index) for w in workers]
-        leases = cast(list[str | None], self.redis.mget([self.keys.lease(n, i) for n, i in places]))
+        if places != guessed:
+            leased = [self.redis.mget([self.keys.lease(n, i) for n, i in places])]
+            self._places_seen = places
+        leases = cast(list[str | None], leased[0])
         holders = dict(zip(places, leases, strict=True))
         if not ids or all(holder is not None for holder in leases):
             return workers, holders, []

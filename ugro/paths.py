@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ugro.spares import SparePool, build_tree
 from ugro.spec import check_job_id
 
 
@@ -96,11 +97,14 @@ class JobPaths:
     def _attempt_rank_log(self, attempt: int) -> Path:
         return self.attempt_logs(attempt) / "rank_0.log"
 
-    def start_attempt_logs(self, attempt: int) -> Path:
-        """Make ``logs/attempt_<n>/rank_0.log``, the file the attempt's output goes
-        to, and return it; ``name_attempt_logs`` gives it its other names."""
+    def start_attempt_logs(self, attempt: int, spares: SparePool | None = None) -> Path:
+        """Make ``logs/attempt_<n>/rank_0.log`` (a spare folder from ``spares`` when
+        there is one), the file the attempt's output goes to, and return it;
+        ``name_attempt_logs`` gives it its other names."""
         rank_log = self._attempt_rank_log(attempt)
-        rank_log.parent.mkdir(parents=True, exist_ok=True)
+        folder = rank_log.parent
+        if not folder.exists() and not (spares is not None and spares.take(folder)):
+            folder.mkdir(parents=True, exist_ok=True)
         os.close(os.open(rank_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
         return rank_log
 
@@ -121,24 +125,22 @@ class JobPaths:
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
-    def create(self, config: dict[str, Any]) -> None:
+    def create(self, config: dict[str, Any], spares: SparePool | None = None) -> None:
         """Create the whole tree with its config, all or nothing.
 
-        The tree is built under a hidden temporary name and renamed into place, so a
-        reader never sees a half-made job directory and a failure leaves none.
+        The tree is built (or taken from ``spares``, made ahead of time) under a
+        hidden temporary name and renamed into place, so a reader never sees a
+        half-made job directory and a failure leaves none.
         """
+        text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".new-{self.job_id}-", dir=self.jobs_dir))
+        staging = self.jobs_dir / f".new-{self.job_id}"
         try:
-            for sub in ("logs", "checkpoints", "tensorboard"):
-                (staging / sub).mkdir()
-            (staging / "metrics.jsonl").touch()
-            (staging / "console.log").touch()
-            # No temporary file for the config: the whole tree appears at once.
-            with (staging / "config.json").open("w", encoding="utf-8") as handle:
-                json.dump(config, handle, indent=2, sort_keys=True, default=str)
-                handle.write("\n")
-            staging.chmod(0o755)
+            if spares is not None and spares.take(staging):
+                # No temporary file for the config: the whole tree appears at once.
+                (staging / "config.json").write_text(text, encoding="utf-8")
+            else:
+                build_tree(staging, text.encode())
             os.rename(staging, self.root)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

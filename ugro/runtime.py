@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ugro.keys import Keys
@@ -17,6 +18,7 @@ from ugro.live import LiveState
 from ugro.paths import JobPaths
 from ugro.registry import JobRow, Registry
 from ugro.settings import Settings
+from ugro.spares import SparePool, build_attempt_logs, build_tree
 from ugro.status import JobStatus
 
 
@@ -40,6 +42,7 @@ class Runtime:
     live: LiveState
     registry: Registry
     _app: Any = field(default=None, repr=False)
+    _spares: dict[str, SparePool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, ride_out: bool = False) -> Runtime:
@@ -64,6 +67,21 @@ class Runtime:
     def paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.settings.jobs_dir, job_id)
 
+    @property
+    def spare_trees(self) -> SparePool:
+        """Job trees made ahead of time, for the submissions of this process."""
+        return self._spare("trees", build_tree, keep=32)
+
+    @property
+    def spare_attempt_logs(self) -> SparePool:
+        """Attempt log folders made ahead of time, for this worker's job starts."""
+        return self._spare("attempts", build_attempt_logs, keep=4)
+
+    def _spare(self, kind: str, build: Callable[[Path], None], keep: int) -> SparePool:
+        if kind not in self._spares:
+            self._spares[kind] = SparePool(self.settings.jobs_dir, kind, build, keep)
+        return self._spares[kind]
+
     def send_job(self, job_id: str, token: str, node: str, gpus: list[int]) -> None:
         """Send a placed job to the queue of its first GPU's worker."""
         self.app.send_task(
@@ -87,21 +105,19 @@ class Runtime:
         self.live.set_job(job_id, **_live_fields(new, values))
         return True
 
-    def claim(
-        self, job_id: str, expect: Iterable[JobStatus], **values: Any
-    ) -> tuple[JobRow, dict[str, str]] | None:
-        """A worker's claim of a placed job: ``transition`` to running that starts
-        its next attempt and hands back the row as it is now and the job's secrets
-        (None: claimed already)."""
-        row = self.registry.claim(job_id, expect, **values)
-        if row is None:
-            return None
+    def claim(self, job_id: str, expect: Iterable[JobStatus], **values: Any) -> JobRow | None:
+        """A worker's claim of a placed job in the registry: ``transition`` to running
+        that starts its next attempt and hands back the row as it is now (None:
+        claimed already). Redis hears of it from ``started``, once the job's process
+        is up: the claim alone is what keeps the attempt from running twice."""
+        return self.registry.claim(job_id, expect, **values)
+
+    def started(self, row: JobRow, **values: Any) -> None:
+        """Mirror a claimed job's start in Redis, with its first heartbeat."""
         live = _live_fields(JobStatus.RUNNING, values)
         beat = {"node": row.node, "attempt": row.attempt}
         # started: for placement's backfill estimates
-        ttl = self.settings.lease_ttl
-        secrets = self.live.claimed(job_id, ttl, beat, started=time.time(), **live)
-        return row, secrets
+        self.live.running(row.id, self.settings.lease_ttl, beat, started=time.time(), **live)
 
     def end_attempt(
         self,
@@ -129,6 +145,8 @@ class Runtime:
         return changed
 
     def close(self) -> None:
+        for pool in self._spares.values():
+            pool.close()
         self.registry.close()
         self.live.redis.close()
 

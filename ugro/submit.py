@@ -18,6 +18,7 @@ from ugro.placement import PendingJob, Placement
 from ugro.redact import redact_env, split_secrets
 from ugro.registry import utcnow
 from ugro.runtime import Runtime, gpu_json
+from ugro.spares import SparePool
 from ugro.spec import JobSpec, new_job_id
 from ugro.status import JobStatus
 
@@ -72,6 +73,7 @@ def accept(
     nodes: LiveNodes,
     submitted_by: str,
     submitted_from: str,
+    spares: SparePool | None = None,
 ) -> list[str]:
     """Accept several jobs at once, in order: their trees, their registry rows in one
     commit, one round trip to queue them all and one dispatch pass. All or nothing:
@@ -104,7 +106,8 @@ def accept(
                     "submitted_at": now.isoformat(),
                     "submitted_by": submitted_by,
                     "submitted_from": submitted_from,
-                }
+                },
+                spares,
             )
             accepted.append((spec, paths, secrets))
             rows.append(

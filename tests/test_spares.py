@@ -1,0 +1,115 @@
+"""Spares: trees and attempt folders made ahead of time are the same as those made
+on the spot, and no two takers get the same one."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ugro.paths import JobPaths
+from ugro.spares import SparePool, build_attempt_logs, build_tree
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def layout(root: Path) -> dict[str, tuple[bool, int, int]]:
+    """Every entry under ``root``: (is a directory, permission bits, size)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        info = path.stat()
+        found[str(path.relative_to(root))] = (path.is_dir(), info.st_mode & 0o777, info.st_size)
+    return found
+
+
+def test_a_job_tree_from_a_spare_is_the_tree_made_on_the_spot(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    pool = SparePool(jobs, "trees", build_tree, keep=2)
+    try:
+        # Given no spare yet, the first job's tree is made on the spot
+        fresh = JobPaths(jobs, "job-a")
+        fresh.create({"job_id": "job-a"}, pool)
+        # When spares are ready, the next job's tree is a spare renamed into place
+        pool.refill()
+        pool.close()  # no refill from here on: the spares stay as they are
+        spare = next(n for n in os.listdir(pool.dir) if not n.startswith("."))
+        tree_inode = (pool.dir / spare).stat().st_ino
+        spared = JobPaths(jobs, "job-b")
+        spared.create({"job_id": "job-a"}, pool)
+        assert spared.root.stat().st_ino == tree_inode
+        # Then both trees are the same, config included, and no staging name is left
+        assert layout(spared.root) == layout(fresh.root)
+        assert (spared.root.stat().st_mode & 0o777) == 0o755
+        assert spared.config.read_text() == fresh.config.read_text()
+        assert sorted(p.name for p in jobs.iterdir()) == [".spare", "job-a", "job-b"]
+    finally:
+        pool.close()
+
+
+def test_an_attempt_folder_from_a_spare_holds_an_empty_rank_log(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    paths = JobPaths(jobs, "job-c")
+    paths.create({})
+    pool = SparePool(jobs, "attempts", build_attempt_logs, keep=1)
+    try:
+        assert pool.refill() == 1
+        [spare] = [pool.dir / n for n in os.listdir(pool.dir) if not n.startswith(".")]
+        folder_inode = spare.stat().st_ino
+        log = paths.start_attempt_logs(1, pool)
+        assert log == paths.logs / "attempt_1" / "rank_0.log"
+        assert log.parent.stat().st_ino == folder_inode  # the spare, renamed
+        assert log.read_bytes() == b""
+        # an attempt whose folder exists already keeps it and what it holds
+        log.write_bytes(b"kept")
+        assert paths.start_attempt_logs(1, pool).read_bytes() == b"kept"
+        assert log.parent.stat().st_ino == folder_inode
+    finally:
+        pool.close()
+
+
+def test_concurrent_takers_never_get_the_same_spare(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    pool = SparePool(jobs, "trees", build_tree, keep=20)
+    pool.refill()
+    pool.close()  # no refill while they take
+    got: list[Path] = []
+    lock = threading.Lock()
+
+    def taker(n: int) -> None:
+        for i in range(10):
+            where = jobs / f".new-{n}-{i}"
+            if pool.take(where):
+                with lock:
+                    got.append(where)
+
+    threads = [threading.Thread(target=taker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 20  # each spare taken exactly once, every one of them
+    assert all((where / "config.json").exists() for where in got)
+
+
+def test_the_refill_thread_tops_the_pool_up_and_clears_a_dead_makers_leftover(
+    tmp_path: Path,
+) -> None:
+    jobs = tmp_path / "jobs"
+    pool = SparePool(jobs, "trees", build_tree, keep=3)
+    leftover = pool.dir / ".making-dead"
+    pool.dir.mkdir(parents=True)
+    build_tree(leftover)  # as a process killed while making it left it
+    long_ago = time.time() - 3600
+    os.utime(leftover, (long_ago, long_ago))
+    try:
+        assert not pool.take(jobs / ".new-x")  # none ready: a refill is asked for
+        deadline = time.monotonic() + 30
+        while len([n for n in os.listdir(pool.dir) if not n.startswith(".")]) < 3:
+            assert time.monotonic() < deadline, os.listdir(pool.dir)
+            time.sleep(0.05)
+    finally:
+        pool.close()
+    assert not leftover.exists()

@@ -1,0 +1,149 @@
+"""Spares: empty job trees and attempt log folders made ahead of time, off the
+critical path of a job's start.
+
+A job's tree is seven new inodes (its directory, ``logs/``, ``checkpoints/``,
+``tensorboard/``, ``config.json``, ``metrics.jsonl``, ``console.log``) and an attempt's
+log folder two more. Where making an inode costs a third of a millisecond of kernel
+time, as on the virtual disks of small cloud machines, they were the largest part
+of a submit and of a worker's start of a job. So a client keeps trees ready, and a
+GPU worker attempt folders, under ``jobs/.spare/<kind>/``, made by a low-priority
+thread after each use; taking one is a rename. Two processes never get the same
+spare: only one rename of it succeeds. Without a spare (the first job, a burst
+larger than the pool) the same thing is made on the spot.
+
+A spare is made under a hidden name and renamed when complete, so a process killed
+while making one leaves no half-made spare to be taken, only a hidden leftover that
+a later refill removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SPARE_DIR = ".spare"
+# A hidden spare older than this was left by a process that died while making it.
+_LEFTOVER_AGE = 600.0
+
+
+def build_tree(where: Path, config: bytes = b"") -> None:
+    """The tree of one job at ``where`` (which must not exist), with ``config`` as its
+    config.json. Not atomic by itself: build under a hidden name, then rename."""
+    os.mkdir(where)
+    for sub in ("logs", "checkpoints", "tensorboard"):
+        os.mkdir(where / sub)
+    for name in ("metrics.jsonl", "console.log"):
+        _touch(where / name)
+    with open(where / "config.json", "xb") as handle:
+        handle.write(config)
+    where.chmod(0o755)  # whatever the umask: readers on other accounts see results
+
+
+def build_attempt_logs(where: Path) -> None:
+    """An attempt's log folder at ``where``: the folder and its empty rank 0 log."""
+    os.mkdir(where)
+    _touch(where / "rank_0.log")
+
+
+def _touch(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+
+class SparePool:
+    """Spares of one shape (``build``) under ``jobs/.spare/<kind>/``, and the thread
+    that tops them up."""
+
+    def __init__(self, jobs_dir: Path, kind: str, build: Callable[[Path], None], keep: int) -> None:
+        self.dir = jobs_dir / SPARE_DIR / kind
+        self.build = build
+        self.keep = keep
+        self._wanted = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def take(self, where: Path) -> bool:
+        """Rename a ready spare to ``where`` (on the same filesystem, not existing);
+        False when there is none. Either way a refill is asked for."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            names = []
+        taken = False
+        for name in names:
+            if name.startswith("."):
+                continue  # still being made, or a leftover
+            try:
+                os.rename(self.dir / name, where)
+            except FileNotFoundError:
+                continue  # another process took it first
+            taken = True
+            break
+        self._ask_for_refill()
+        return taken
+
+    def close(self) -> None:
+        """Stop the refill thread after the spare it is making, if any."""
+        self._closed.set()
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def refill(self) -> int:
+        """Make spares until ``keep`` are ready (or the pool is closed); returns how
+        many were made."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        made = 0
+        while not self._closed.is_set() and self._ready() < self.keep:
+            name = secrets.token_hex(8)
+            making = self.dir / f".making-{name}"
+            try:
+                self.build(making)
+                os.rename(making, self.dir / name)
+            except BaseException:
+                shutil.rmtree(making, ignore_errors=True)
+                raise
+            made += 1
+        return made
+
+    def _ready(self) -> int:
+        return sum(1 for name in os.listdir(self.dir) if not name.startswith("."))
+
+    def _ask_for_refill(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ugro-spares", daemon=True)
+                self._thread.start()
+        self._wanted.set()
+
+    def _run(self) -> None:
+        # The lowest CPU priority: spares are made with what the real work leaves idle.
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        try:
+            self._remove_leftovers()
+            while not self._closed.is_set():
+                self._wanted.wait()
+                self._wanted.clear()
+                self.refill()
+        except OSError as exc:  # a full disk, say: the work makes its own
+            log.warning("spares in %s: %s", self.dir, exc)
+
+    def _remove_leftovers(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.dir):
+                with contextlib.suppress(FileNotFoundError):
+                    old = time.time() - entry.stat(follow_symlinks=False).st_mtime
+                    if entry.name.startswith(".") and old > _LEFTOVER_AGE:
+                        shutil.rmtree(entry.path, ignore_errors=True)
