@@ -13,6 +13,14 @@ _STAMP = 'printf %s "$EPOCHREALTIME" > "$0"'
 OUTPUT_BYTES = 20_000_000
 
 
+def settle_disk() -> None:
+    """Write back what earlier workloads left dirty before measuring the next one:
+    the journal's writeback of W3's gigabytes or W4's ten thousand directories
+    otherwise stalls whoever creates files next, and ugro creates more per job
+    than the others."""
+    os.sync()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -20,6 +28,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def w1_latency(adapter: Any, jobs: int, workdir: Path) -> dict[str, float]:
     """One job at a time: submit -> process start, submit -> seen finished (ms)."""
+    settle_disk()
     starts, ends = [], []
     for i in range(jobs):
         marker = workdir / f"{adapter.name}-w1-{i}.start"
@@ -38,6 +47,7 @@ def w1_latency(adapter: Any, jobs: int, workdir: Path) -> dict[str, float]:
 def w2_throughput(adapter: Any, jobs: int, batch: bool = False) -> dict[str, float]:
     """Jobs of `true` submitted back to back (``batch``: in one call, each system's
     way of sending many at once); the submit phase and the whole."""
+    settle_disk()
     began = time.time()
     if batch:
         handles = adapter.submit_many([["true"] for _ in range(jobs)])
@@ -52,11 +62,11 @@ def w2_throughput(adapter: Any, jobs: int, batch: bool = False) -> dict[str, flo
 def w3_output(adapter: Any, jobs: int) -> dict[str, float]:
     """Jobs writing ~20 MB each to stdout, captured to files.
 
-    Each adapter starts with no dirty pages left by the one before (sync), and its
-    output files are deleted afterwards: otherwise the kernel's writeback of the
-    earlier runs' gigabytes throttles whoever writes next.
+    Each adapter starts with no dirty pages left by the one before, and its output
+    files are deleted afterwards: otherwise the kernel's writeback of the earlier
+    runs' gigabytes throttles whoever writes next.
     """
-    os.sync()
+    settle_disk()
     began = time.time()
     handles = [adapter.submit(["head", "-c", str(OUTPUT_BYTES), "/dev/zero"]) for _ in range(jobs)]
     adapter.wait(handles)
@@ -92,6 +102,7 @@ def w4_scan(root: Path, runs: int, active: int) -> dict[str, float]:
     from ugro.scan import Scanner
 
     dirs = build_tree(root, runs, active)
+    settle_disk()
     scanner = Scanner(stuck_after=3600, outdated_after=30 * 86400)
     began = time.perf_counter()
     scanner.scan(dirs, epochs=3)

@@ -140,8 +140,8 @@ def lease_at_submit(rt: Runtime, job: PendingJob) -> tuple[Placement, str] | Non
     placement and its lease token; None when the job must go through the queue."""
     # Pending jobs come back only when a GPU is free; with none free no plan is made.
     workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl, limit=1)
-    if entries or not workers:
-        return None
+    if entries or not workers or all(holder is not None for holder in holders.values()):
+        return None  # the registry can only hold more GPUs, never free one: not asked
     view = _view(rt, workers, holders, consult_registry=True)
     plans = plan_placements([job], view.free, view.capacity)
     if not plans:
