@@ -53,3 +53,33 @@ def test_a_lease_expires_without_renewal(settings: Settings, live_redis: redis.R
     time.sleep(0.2)  # a TTL is wall-clock time: nothing to wait on but the clock
     assert leases.lease_holders("n", [0]) == {0: None}
     assert not leases.renew("n", [0], "a|1", ttl=10)
+
+
+def test_queueing_says_a_pass_is_needed_unless_every_gpu_was_leased_as_it_queued(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    live = LiveState.open(settings)
+    for index in (0, 1):
+        live.register_worker("n", index, pid=1, host="h")
+    entry = [("job-a", 0, 1, None, None, None)]
+    # Given a snapshot that saw two GPUs, one of them free: a pass is needed
+    assert live.leases.acquire("n", [0], "x|1", ttl=10)
+    live.dispatch_snapshot(max_age=60)
+    assert live.enqueue_many(entry, watch=True)
+    # Given both leased as the job is queued: whoever frees one runs the next pass
+    assert live.leases.acquire("n", [1], "y|1", ttl=10)
+    assert not live.enqueue_many(entry, watch=True)
+    # Given a lease let go, or a worker come up since the snapshot: a pass is needed
+    live.leases.release("n", [1], "y|1")
+    assert live.enqueue_many(entry, watch=True)
+    assert live.leases.acquire("n", [1], "y|1", ttl=10)
+    live.register_worker("n", 2, pid=1, host="h")
+    assert live.enqueue_many(entry, watch=True)
+    # Given a snapshot older than a second, or no watch asked for: a pass is needed
+    live.dispatch_snapshot(max_age=60)
+    assert live.leases.acquire("n", [2], "z|1", ttl=10)
+    assert not live.enqueue_many(entry, watch=True)
+    live._seen_at -= 2
+    assert live.enqueue_many(entry, watch=True)
+    assert live.enqueue_many(entry)
+    assert live.queued_ids() == {"job-a"}

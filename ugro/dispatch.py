@@ -183,9 +183,11 @@ def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> 
         placed_at=utcnow(),
     )
     if not placed:
-        # Cancelled or already placed while it sat in the queue: give the GPUs back.
+        # Cancelled or already placed while it sat in the queue: give the GPUs back,
+        # and look again, for a job queued while they looked taken.
         rt.live.leases.release(placement.node, gpus, holder)
         rt.live.dequeue(placement.job_id)
+        rt.live.ask_for_dispatch()
         return False
     if here and local is not None:
         local.taken = (placement.job_id, token, gpus)  # its worker runs it next

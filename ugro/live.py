@@ -27,6 +27,8 @@ from ugro.settings import Settings
 _PRIORITY_WEIGHT = 10_000_000_000
 # The live hash of a finished job is kept this long for `ugro wait` and the like.
 _ENDED_JOB_TTL = 86_400
+# How long (s) what a dispatch snapshot saw of the workers is trusted by enqueue_many.
+_SNAPSHOT_FRESH = 1.0
 
 
 def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) -> redis.Redis:
@@ -94,8 +96,11 @@ class LiveState:
         self._enqueue = client.register_script(_script("enqueue.lua"))
         self._enter = client.register_script(_script("dispatch_enter.lua"))
         self._exit = client.register_script(_script("dispatch_exit.lua"))
-        # The GPUs (node, index) of the live workers at the last dispatch snapshot.
+        # What the last dispatch snapshot saw: when (monotonic), the live workers'
+        # GPUs (node, index), and how many entries the workers hash had.
+        self._seen_at = 0.0
         self._places_seen: list[tuple[str, int]] = []
+        self._workers_seen = 0
 
     @classmethod
     def open(cls, settings: Settings, ride_out: bool = False) -> LiveState:
@@ -116,16 +121,39 @@ class LiveState:
         ``ready_at``, among the delayed jobs until then (a retry backoff)."""
         self.enqueue_many([(job_id, priority, gpus, node, timeout, ready_at)])
 
-    def enqueue_many(self, jobs: list[QueuedEntry]) -> None:
-        """``enqueue`` for several jobs, in order, in one round trip."""
+    def enqueue_many(self, jobs: list[QueuedEntry], watch: bool = False) -> bool:
+        """``enqueue`` for several jobs, in order, in one round trip.
+
+        With ``watch``, also says whether a dispatch pass could place one of them now.
+        No (False) only when, at the very moment they were queued, every GPU that a
+        dispatch snapshot saw within the last second was leased and no worker had
+        come or gone since: then whoever frees a GPU runs the next pass and finds
+        them. Yes (True) in every other case, and without ``watch``.
+        """
         if not jobs:
-            return
+            return False
         keys = [self.keys.sequence, self.keys.pending, self.keys.delayed]
         args: list[Any] = [_PRIORITY_WEIGHT]
         for job_id, priority, gpus, node, timeout, ready_at in jobs:
             keys.append(self.keys.job(job_id))
             args += [job_id, priority, gpus, node or "", timeout or "", ready_at or ""]
-        self._enqueue(keys=keys, args=args)
+        places = self._places_seen
+        if not (watch and places and time.monotonic() - self._seen_at < _SNAPSHOT_FRESH):
+            self._enqueue(keys=keys, args=args)
+            return True
+        # One transaction: the leases are read at the instant the jobs are queued.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.evalsha(self._enqueue.sha, len(keys), *keys, *args)
+        pipe.mget([self.keys.lease(n, i) for n, i in places])
+        pipe.hlen(self.keys.workers)
+        queued, leases, count = pipe.execute(raise_on_error=False)
+        if isinstance(queued, redis.exceptions.NoScriptError):  # a restarted Redis
+            self._enqueue(keys=keys, args=args)
+            return True
+        for result in (queued, leases, count):
+            if isinstance(result, Exception):
+                raise result
+        return count != self._workers_seen or any(lease is None for lease in leases)
 
     def promote_due(self) -> int:
         """Move delayed jobs whose backoff is over into the pending queue."""
@@ -424,12 +452,13 @@ class LiveState:
             self.promote_due()
             ids = self.redis.zrange(self.keys.pending, 0, limit - 1)
         workers = self._live_workers(raw_workers, max_age, unhealthy)
+        places = [(w.node, w.index) for w in workers]
+        self._seen_at, self._places_seen = time.monotonic(), places
+        self._workers_seen = len(raw_workers)
         if not workers:
             return [], {}, []
-        places = [(w.node, w.index) for w in workers]
         if places != guessed:
             leased = [self.redis.mget([self.keys.lease(n, i) for n, i in places])]
-            self._places_seen = places
         leases = cast(list[str | None], leased[0])
         holders = dict(zip(places, leases, strict=True))
         if not ids or all(holder is not None for holder in leases):

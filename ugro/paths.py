@@ -18,17 +18,24 @@ from ugro.spares import SparePool, build_tree
 from ugro.spec import check_job_id
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` so that a reader sees the old file or the new, never half."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` so that a reader sees the old file or the new, never half; readable
+    by the lab as the rest of the tree is (mkstemp alone would make it 0600)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``write_bytes_atomic`` of ``data`` as indented JSON."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _link_over(target: Path, name: Path) -> None:

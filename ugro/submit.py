@@ -128,8 +128,7 @@ def accept(
         # One job that fits now, with nothing waiting before it, is placed as it is
         # accepted: one row written once, no trip through the queue.
         placed = _place_at_once(rt, *accepted[0], rows[0]) if len(accepted) == 1 else None
-        if placed is None:
-            _queue(rt, accepted, rows)
+        may_place = placed is None and _queue(rt, accepted, rows)
     except BaseException:
         for _, paths, _ in accepted:
             paths.remove()
@@ -139,7 +138,7 @@ def accept(
     if placed is not None:
         placement, token = placed
         rt.send_job(placement.job_id, token, placement.node, list(placement.gpus))
-    else:
+    elif may_place:
         # Placing here, when a GPU is free, saves the jobs a hop through beat.
         dispatch_pending(rt)
     return [row["id"] for row in rows]
@@ -190,18 +189,21 @@ def _queue(
     rt: Runtime,
     accepted: list[tuple[JobSpec, JobPaths, dict[str, str]]],
     rows: list[dict[str, Any]],
-) -> None:
-    """The registry rows, then the live queue; the rows go again if queueing fails."""
+) -> bool:
+    """The registry rows, then the live queue; the rows go again if queueing fails.
+    Returns whether a dispatch pass could place one of the jobs now (no when every
+    GPU was leased as they were queued: the next GPU freed comes with a pass)."""
     ids = [row["id"] for row in rows]
     rt.registry.create_jobs(rows)
     try:
         for _, paths, secrets in accepted:
             rt.live.store_secrets(paths.job_id, secrets)
-        rt.live.enqueue_many(
+        return rt.live.enqueue_many(
             [
                 (paths.job_id, spec.priority, spec.gpus, spec.node, spec.timeout, None)
                 for spec, paths, _ in accepted
-            ]
+            ],
+            watch=True,
         )
     except BaseException:
         with contextlib.suppress(redis.RedisError):

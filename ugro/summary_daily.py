@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ugro.notify import notify
-from ugro.paths import write_json_atomic
+from ugro.paths import write_bytes_atomic, write_json_atomic
 from ugro.registry import Registry, SummaryRow
 from ugro.samples import samples
 from ugro.settings import Settings
@@ -74,17 +73,6 @@ class SummaryFiles:
         return [path for path in (self.markdown, self.metrics, self.chart) if path.exists()]
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_summary(
     registry: Registry, settings: Settings, day: Day, now: datetime | None = None
 ) -> tuple[DaySummary, str, SummaryFiles]:
@@ -101,7 +89,7 @@ def write_summary(
         files.chart.unlink(missing_ok=True)
     markdown = render_markdown(summary, files.chart.name if drawn else None)
     write_json_atomic(files.metrics, summary.to_json())
-    _write_text_atomic(files.markdown, markdown)
+    write_bytes_atomic(files.markdown, markdown.encode("utf-8"))
     return summary, markdown, files
 
 

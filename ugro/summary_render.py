@@ -7,12 +7,12 @@ linked from the page, which names it by file name: both sit in ``summaries/``.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from ugro.paths import write_bytes_atomic
 from ugro.samples import NodeSample
 from ugro.summary_model import DaySummary
 from ugro.summary_resources import Peak, node_gpu_util
@@ -288,14 +288,9 @@ def render_chart(found: Sequence[NodeSample], summary: DaySummary, path: Path) -
         axes.grid(alpha=0.3)
         axes.legend(loc="upper right", fontsize="small")
         figure.tight_layout()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                figure.savefig(handle, format="png")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        png = io.BytesIO()
+        figure.savefig(png, format="png")
+        write_bytes_atomic(path, png.getvalue())
     finally:
         plt.close(figure)
     return True

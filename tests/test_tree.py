@@ -1,5 +1,6 @@
-"""Spares: trees and attempt folders made ahead of time are the same as those made
-on the spot, and no two takers get the same one."""
+"""The results tree: trees and attempt folders made ahead of time are the same as
+those made on the spot, no two takers get the same one, and what ugro writes into
+a tree the lab can read."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ugro.paths import JobPaths
+from ugro.paths import JobPaths, write_json_atomic
 from ugro.spares import SparePool, build_attempt_logs, build_tree
 
 pytestmark = pytest.mark.timeout(60)
@@ -113,3 +114,12 @@ def test_the_refill_thread_tops_the_pool_up_and_clears_a_dead_makers_leftover(
     finally:
         pool.close()
     assert not leftover.exists()
+
+
+def test_files_written_whole_are_readable_by_the_lab(tmp_path: Path) -> None:
+    target = tmp_path / "metadata.json"
+    write_json_atomic(target, {"a": 1})
+    write_json_atomic(target, {"a": 2})  # replaced whole
+    assert target.read_text() == '{\n  "a": 2\n}\n'
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["metadata.json"]
