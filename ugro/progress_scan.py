@@ -66,7 +66,8 @@ def progress_record(
     else:
         info = scanner.progress(root, tracker, spec.epochs)
     info = info.model_copy(update={"started_at": row.started_at})
-    changed = last_change(root) or (row.started_at.timestamp() if row.started_at else None)
+    seen = last_change(root) if scanner is None else scanner.last_change(root, spec.epochs)
+    changed = seen or (row.started_at.timestamp() if row.started_at else None)
     complete = info.complete
     if info.runner_type == "trainer" and info.total_epochs is None:
         # No planned epoch count to measure against: its exit says whether it completed.

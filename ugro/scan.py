@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,16 +82,27 @@ def signature(run_dir: Path) -> tuple[Any, ...]:
     return (tuple(entries), tuple(inner))
 
 
-def last_change(run_dir: Path) -> float | None:
-    """Newest modification among the run's logs, metrics and epoch directories."""
-    stamps = []
-    for name in ("metrics.jsonl", "logs/training.log", "evaluation_scores.json"):
+# Top-level files whose modification counts as a run's activity (besides epoch_*/).
+_ACTIVITY_FILES = frozenset({"metrics.jsonl", "evaluation_scores.json"})
+Entries = Sequence[tuple[str, int, int]]
+
+
+def last_change(run_dir: Path, entries: Entries | None = None) -> float | None:
+    """Newest modification among the run's logs, metrics and epoch directories.
+    ``entries``: the run directory's own, as ``signature`` just listed them (saves
+    listing it again)."""
+    if entries is None:
         try:
-            stamps.append((run_dir / name).stat().st_mtime)
+            entries = _entries(run_dir)
         except OSError:
-            continue
+            entries = []
+    stamps = [
+        mtime / 1e9
+        for name, mtime, _ in entries
+        if name in _ACTIVITY_FILES or name.startswith("epoch_")
+    ]
     with contextlib.suppress(OSError):
-        stamps += [mtime / 1e9 for name, mtime, _ in _entries(run_dir) if name.startswith("epoch_")]
+        stamps.append((run_dir / "logs" / "training.log").stat().st_mtime)
     return max(stamps) if stamps else None
 
 
@@ -144,6 +155,11 @@ class Scanner:
         self._cache[(run_dir, epochs)] = (sig, info)
         return info
 
+    def last_change(self, run_dir: Path, epochs: int | None) -> float | None:
+        """``last_change`` of a run that ``progress`` has just looked at."""
+        cached = self._cache.get((run_dir, epochs))
+        return last_change(run_dir, cached[0][0] if cached else None)
+
     def scan(self, run_dirs: Iterable[Path], epochs: int | None = None) -> list[RunReport]:
         """Reports for directories ugro did not launch (runner type detected)."""
         self.read_count = 0
@@ -155,7 +171,7 @@ class Scanner:
             except ScanError as exc:
                 reports.append(RunReport(run_dir, FAILED, ProgressInfo(error=str(exc))))
                 continue
-            changed = last_change(run_dir)
+            changed = self.last_change(run_dir, epochs)
             status = decide_status(
                 None, info.complete, changed, None, now, self.stuck_after, self.outdated_after
             )

@@ -75,9 +75,10 @@ def accept(
     submitted_from: str,
     spares: SparePool | None = None,
 ) -> list[str]:
-    """Accept several jobs at once, in order: their trees, their registry rows in one
-    commit, one round trip to queue them all and one dispatch pass. All or nothing:
-    when any step fails, none is accepted. Returns the new jobs' ids, in order.
+    """Accept several jobs at once, in order: their trees (from ``spares`` when it
+    has some), their registry rows in one commit, one round trip to queue them all
+    and, when a GPU may be free, one dispatch pass. All or nothing: when any step
+    fails, none is accepted. Returns the new jobs' ids, in order.
 
     Raises:
         SpecError: when no live node could ever run one of the jobs.
