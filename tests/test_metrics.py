@@ -119,7 +119,14 @@ def test_metrics_match_the_registry_while_jobs_run(exporter: tuple[Settings, str
                 "a busy GPU reading",
             )
             assert value(metrics, "ugro_gpu_memory_total_bytes", **labels) == 24576 * 2**20
-        assert value(metrics, "ugro_dispatch_latency_seconds_count") == 6  # first attempts started
+        # First attempts started: an attempt's row follows its process's start, which
+        # follows the claim that made the job "running".
+        wait_until(
+            lambda: value(scrape(url), "ugro_dispatch_latency_seconds_count") == 6,
+            20,
+            "six first attempts recorded",
+        )
+        metrics = scrape(url)
         assert value(metrics, "ugro_dispatch_latency_seconds_bucket", le="+Inf") == 6
         assert value(metrics, "ugro_job_duration_seconds_count", outcome="ok") == 3
         assert value(metrics, "ugro_job_duration_seconds_count", outcome="error") == 1
