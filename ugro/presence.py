@@ -50,6 +50,10 @@ class Presence:
 
     def stop(self) -> None:
         self._stop.set()
+        # An announcement under way would put the worker back after its removal,
+        # and a job could be placed on a GPU whose worker is on its way out.
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
         try:
             self.live.unregister_worker(self.node, self.index)
         except redis.RedisError:
