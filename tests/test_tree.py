@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ugro.paths import JobPaths, write_json_atomic
-from ugro.spares import SparePool, build_attempt_logs, build_tree
+from ugro.paths import JobPaths, build_attempt_logs, build_tree, write_json_atomic
+from ugro.spares import SparePool
 
 pytestmark = pytest.mark.timeout(60)
 

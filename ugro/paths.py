@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ugro.spares import SparePool, build_tree
+from ugro.spares import SparePool
 from ugro.spec import check_job_id
 
 
@@ -51,6 +51,29 @@ def _link_over(target: Path, name: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.link(target, tmp)
     os.replace(tmp, name)
+
+
+def build_tree(where: Path, config: bytes = b"") -> None:
+    """The tree of one job at ``where`` (which must not exist), with ``config`` as its
+    config.json. Not atomic by itself: build under a hidden name, then rename."""
+    os.mkdir(where)
+    for sub in ("logs", "checkpoints", "tensorboard"):
+        os.mkdir(where / sub)
+    for name in ("metrics.jsonl", "console.log"):
+        _touch(where / name)
+    with open(where / "config.json", "xb") as handle:
+        handle.write(config)
+    where.chmod(0o755)  # whatever the umask: readers on other accounts see results
+
+
+def build_attempt_logs(where: Path) -> None:
+    """An attempt's log folder at ``where``: the folder and its empty rank 0 log."""
+    os.mkdir(where)
+    _touch(where / "rank_0.log")
+
+
+def _touch(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 from ugro.keys import Keys
 from ugro.live import LiveState
-from ugro.paths import JobPaths
+from ugro.paths import JobPaths, build_attempt_logs, build_tree
 from ugro.registry import JobRow, Registry
 from ugro.settings import Settings
-from ugro.spares import SparePool, build_attempt_logs, build_tree
+from ugro.spares import SparePool
 from ugro.status import JobStatus
 
 

@@ -11,9 +11,11 @@ thread after each use; taking one is a rename. Two processes never get the same
 spare: only one rename of it succeeds. Without a spare (the first job, a burst
 larger than the pool) the same thing is made on the spot.
 
-A spare is made under a hidden name and renamed when complete, so a process killed
-while making one leaves no half-made spare to be taken, only a hidden leftover that
-a later refill removes.
+What a spare holds is for ``ugro.paths`` to say (``build_tree``,
+``build_attempt_logs``): a pool only makes, keeps and hands them out. A spare is
+made under a hidden name and renamed when complete, so a process killed while
+making one leaves no half-made spare to be taken, only a hidden leftover that a
+later refill removes.
 """
 
 from __future__ import annotations
@@ -33,29 +35,6 @@ log = logging.getLogger(__name__)
 SPARE_DIR = ".spare"
 # A hidden spare older than this was left by a process that died while making it.
 _LEFTOVER_AGE = 600.0
-
-
-def build_tree(where: Path, config: bytes = b"") -> None:
-    """The tree of one job at ``where`` (which must not exist), with ``config`` as its
-    config.json. Not atomic by itself: build under a hidden name, then rename."""
-    os.mkdir(where)
-    for sub in ("logs", "checkpoints", "tensorboard"):
-        os.mkdir(where / sub)
-    for name in ("metrics.jsonl", "console.log"):
-        _touch(where / name)
-    with open(where / "config.json", "xb") as handle:
-        handle.write(config)
-    where.chmod(0o755)  # whatever the umask: readers on other accounts see results
-
-
-def build_attempt_logs(where: Path) -> None:
-    """An attempt's log folder at ``where``: the folder and its empty rank 0 log."""
-    os.mkdir(where)
-    _touch(where / "rank_0.log")
-
-
-def _touch(path: Path) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
 class SparePool:
