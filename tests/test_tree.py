@@ -95,6 +95,18 @@ def test_concurrent_takers_never_get_the_same_spare(tmp_path: Path) -> None:
     assert all((where / "config.json").exists() for where in got)
 
 
+def ready(pool: SparePool) -> int:
+    names = os.listdir(pool.dir) if pool.dir.is_dir() else []
+    return len([n for n in names if not n.startswith(".")])
+
+
+def wait_for_spares(pool: SparePool, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while ready(pool) < count:
+        assert time.monotonic() < deadline, f"{ready(pool)} of {count} spares"
+        time.sleep(0.05)
+
+
 def test_the_refill_thread_tops_the_pool_up_and_clears_a_dead_makers_leftover(
     tmp_path: Path,
 ) -> None:
@@ -107,13 +119,28 @@ def test_the_refill_thread_tops_the_pool_up_and_clears_a_dead_makers_leftover(
     os.utime(leftover, (long_ago, long_ago))
     try:
         assert not pool.take(jobs / ".new-x")  # none ready: a refill is asked for
-        deadline = time.monotonic() + 30
-        while len([n for n in os.listdir(pool.dir) if not n.startswith(".")]) < 3:
-            assert time.monotonic() < deadline, os.listdir(pool.dir)
-            time.sleep(0.05)
+        wait_for_spares(pool, 3)
     finally:
         pool.close()
     assert not leftover.exists()
+
+
+def test_a_refill_that_fails_leaves_the_next_one_to_try_again(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    pool = SparePool(jobs, "trees", build_tree, keep=2)
+    pool.dir.parent.mkdir(parents=True)
+    pool.dir.write_text("a file where the spares go")  # every refill fails
+    try:
+        assert not pool.take(jobs / ".new-x")
+        deadline = time.monotonic() + 30
+        while pool._wanted.is_set():  # the failed refill has begun
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pool.dir.unlink()
+        assert not pool.take(jobs / ".new-y")  # asks again: this time it works
+        wait_for_spares(pool, 2)
+    finally:
+        pool.close()
 
 
 def test_files_written_whole_are_readable_by_the_lab(tmp_path: Path) -> None:

@@ -45,17 +45,19 @@ class Leases:
         With ``attempt`` (a running job's heartbeat), a lease that vanished (Redis
         was wiped) is taken again, unless that attempt was declared lost.
         """
-        job_id = holder.partition("|")[0]
-        keys = [*self._lease_keys(node, gpus), self.keys.fence(job_id)]
+        keys = self._renew_keys(node, gpus, holder)
         held = int(self._renew(keys=keys, args=[holder, int(ttl * 1000), attempt]))
         return held == len(gpus)
+
+    def _renew_keys(self, node: str, gpus: list[int], holder: str) -> list[str]:
+        """The placement's lease keys, then the fence of the holder's job."""
+        return [*self._lease_keys(node, gpus), self.keys.fence(holder.partition("|")[0])]
 
     def queue_renew(self, pipe: Any, node: str, gpus: list[int], holder: str, ttl: float) -> None:
         """``renew`` (without taking back a vanished lease) as one command of ``pipe``;
         its result is how many leases are held, or NoScriptError (see
         ``queue_release``)."""
-        job_id = holder.partition("|")[0]
-        keys = [*self._lease_keys(node, gpus), self.keys.fence(job_id)]
+        keys = self._renew_keys(node, gpus, holder)
         pipe.evalsha(self._renew.sha, len(keys), *keys, holder, int(ttl * 1000), 0)
 
     def release(self, node: str, gpus: list[int], holder: str) -> int:

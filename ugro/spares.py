@@ -52,12 +52,18 @@ class SparePool:
 
     def take(self, where: Path) -> bool:
         """Rename a ready spare to ``where`` (on the same filesystem, not existing);
-        False when there is none. Either way a refill is asked for."""
+        False when there is none, or the pool cannot be used (the caller then makes
+        its own). Either way a refill is asked for."""
+        try:
+            return self._take(where)
+        finally:
+            self._ask_for_refill()
+
+    def _take(self, where: Path) -> bool:
         try:
             names = os.listdir(self.dir)
-        except FileNotFoundError:
-            names = []
-        taken = False
+        except OSError:
+            return False
         for name in names:
             if name.startswith("."):
                 continue  # still being made, or a leftover
@@ -65,10 +71,10 @@ class SparePool:
                 os.rename(self.dir / name, where)
             except FileNotFoundError:
                 continue  # another process took it first
-            taken = True
-            break
-        self._ask_for_refill()
-        return taken
+            except OSError:
+                return False
+            return True
+        return False
 
     def close(self) -> None:
         """Stop the refill thread after the spare it is making, if any."""
@@ -110,17 +116,17 @@ class SparePool:
         # The lowest CPU priority: spares are made with what the real work leaves idle.
         with contextlib.suppress(AttributeError, OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        try:
-            self._remove_leftovers()
-            while not self._closed.is_set():
-                self._wanted.wait()
-                self._wanted.clear()
+        self._remove_leftovers()
+        while not self._closed.is_set():
+            self._wanted.wait()
+            self._wanted.clear()
+            try:
                 self.refill()
-        except OSError as exc:  # a full disk, say: the work makes its own
-            log.warning("spares in %s: %s", self.dir, exc)
+            except OSError as exc:  # a full disk, say: the work makes its own meanwhile
+                log.warning("spares in %s: %s", self.dir, exc)
 
     def _remove_leftovers(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # tidying only: never worth stopping for
             for entry in os.scandir(self.dir):
                 with contextlib.suppress(FileNotFoundError):
                     old = time.time() - entry.stat(follow_symlinks=False).st_mtime
