@@ -7,7 +7,11 @@ import time
 
 import redis
 
+from ugro.dispatch import place
 from ugro.live import LiveState
+from ugro.placement import Placement
+from ugro.registry import utcnow
+from ugro.runtime import Runtime
 from ugro.settings import Settings
 
 
@@ -83,3 +87,22 @@ def test_queueing_says_a_pass_is_needed_unless_every_gpu_was_leased_as_it_queued
     assert live.enqueue_many(entry, watch=True)
     assert live.enqueue_many(entry)
     assert live.queued_ids() == {"job-a"}
+
+
+def test_a_pass_that_gives_gpus_back_asks_for_another(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    # A job queued while those GPUs looked taken skipped its own pass (see
+    # enqueue_many): the pass that lets them go must look again.
+    rt = Runtime.open(settings)
+    try:
+        rt.registry.create_job(
+            id="gone-1", name="gone", kind="command", status="cancelled", priority=0, gpus=1,
+            node=None, attempt=0, max_retries=0, spec="{}", created_at=utcnow(),
+        )  # fmt: skip
+        rt.live.register_worker("n", 0, pid=1, host="h")
+        assert not place(rt, Placement("gone-1", "n", (0,)))  # cancelled meanwhile
+        assert rt.live.leases.lease_holders("n", [0]) == {0: None}
+        assert rt.live.redis.get(rt.keys.dispatch_dirty) is not None
+    finally:
+        rt.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +13,16 @@ import pytest
 
 from tests.conftest import BIN, ROOT, wait_until
 from ugro.progress import ProgressInfo, ScanError, detect
-from ugro.scan import FAILED, FINISHED, OUTDATED, RUNNING, STUCK, Scanner, decide_status
+from ugro.scan import (
+    FAILED,
+    FINISHED,
+    OUTDATED,
+    RUNNING,
+    STUCK,
+    Scanner,
+    decide_status,
+    last_change,
+)
 
 EXAMPLES = ROOT / "examples"
 PY = sys.executable
@@ -199,3 +209,26 @@ def test_ugro_scan_reads_a_tree_it_did_not_launch(tmp_path: Path) -> None:
         [str(BIN / "ugro"), "scan", str(tree)], capture_output=True, text=True, timeout=30
     )
     assert bad.returncode == 2 and "stray" in bad.stderr and "x.bin" in bad.stderr
+
+
+def test_a_run_s_last_change_is_its_newest_log_metric_or_epoch(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "epoch_0").mkdir()
+    for name in ("metrics.jsonl", "logs/training.log", "config.json"):
+        (run / name).write_text("{}\n")
+    stamps = {"epoch_0": 1000.0, "metrics.jsonl": 2000.0, "logs/training.log": 1500.0}
+    for name, stamp in {**stamps, "config.json": 9000.0}.items():  # config: not activity
+        os.utime(run / name, (stamp, stamp))
+    scanner = Scanner(stuck_after=3600, outdated_after=86400)
+    scanner.progress(run, None, 1)
+    assert last_change(run) == scanner.last_change(run, 1) == 2000.0
+    # The training log's writes change nothing the signature lists, and still count
+    os.utime(run / "logs" / "training.log", (3000.0, 3000.0))
+    scanner.progress(run, None, 1)
+    assert last_change(run) == scanner.last_change(run, 1) == 3000.0
+    # A new epoch is seen through the listing the scanner has just made
+    (run / "epoch_1").mkdir()
+    os.utime(run / "epoch_1", (4000.0, 4000.0))
+    scanner.progress(run, None, 1)
+    assert last_change(run) == scanner.last_change(run, 1) == 4000.0
