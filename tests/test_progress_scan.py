@@ -110,3 +110,34 @@ def test_a_crashed_trainer_is_relaunched_and_resumes_from_its_checkpoint(
             "its progress",
         )
         assert json.loads(progress_file.read_text())["completed_epochs"] == 4
+
+
+@pytest.mark.timeout(120)
+def test_a_running_job_shows_its_progress_before_the_first_scan_reaches_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path / "data", database_url, progress_interval=3600.0)
+    with running_stack(settings), Client(settings) as client:
+        job = client.submit(
+            JobSpec(
+                name="long",
+                epochs=40,
+                command=[
+                    PY,
+                    str(ROOT / "examples" / "train.py"),
+                    "--epochs",
+                    "40",
+                    "--epoch-seconds",
+                    "0.5",
+                ],
+            )
+        )
+        epoch_1 = client.get(job.id).job_dir / "epoch_1"
+        wait_until(epoch_1.exists, 60, "two epochs")
+        assert client.rt.registry.get_job(job.id).progress is None  # not scanned yet
+        [listed] = json.loads(ugro(settings, "list", "--json").stdout)
+        assert listed["status"] == "running" and listed["run_status"] == "running"
+        assert listed["progress"]["completed_epochs"] >= 2
+        assert listed["progress"]["total_epochs"] == 40
+        assert "%" in ugro(settings, "list").stdout
+        client.cancel(job.id)

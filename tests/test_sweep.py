@@ -22,7 +22,7 @@ from ugro.gpu_backends.fake import FakeBackend
 from ugro.health import publish_reading, read_node
 from ugro.registry import Registry
 from ugro.runtime import Runtime
-from ugro.samples import NodeSample, add_sample, samples
+from ugro.samples import NodeSample, add_sample, add_samples, samples
 from ugro.settings import Settings
 from ugro.sweep import health_sweep
 
@@ -82,6 +82,17 @@ def test_probed_nodes_are_scored_and_dead_ones_open_their_breaker_within_seconds
     opened = [e for e in rt.registry.events() if e.kind == "breaker_open"]
     assert sorted(e.node or "" for e in opened) == [f"dead{i}" for i in range(5)]
     assert len(samples(rt.registry, datetime.now(UTC) - timedelta(minutes=1))) == 90
+    # `ugro nodes` says when an open breaker's window ends, not only that it is open.
+    shown = ugro(rt.settings, "nodes", "--json")
+    assert shown.returncode == 0, shown.stderr
+    rows = {entry["node"]: entry for entry in json.loads(shown.stdout)}
+    assert (rows["dead0"]["breaker"], rows["ssh0"]["breaker"]) == ("open", "closed")
+    ends = datetime.fromisoformat(rows["dead0"]["breaker_open_until"])
+    left = (ends - datetime.now(UTC)).total_seconds()
+    assert rt.settings.breaker_open_seconds - 60 < left <= rt.settings.breaker_open_seconds
+    assert rows["ssh0"]["breaker_open_until"] is None
+    table = ugro(rt.settings, "nodes")
+    assert "open, 5m left" in table.stdout or "open, 4m left" in table.stdout, table.stdout
 
 
 @pytest.mark.timeout(30)
@@ -139,6 +150,49 @@ def test_samples_older_than_the_retention_are_pruned(rt: Runtime) -> None:
     assert health_sweep(rt, force=True) is not None
     kept = samples(rt.registry, datetime.now(UTC) - timedelta(days=30))
     assert [s.node for s in kept] == [rt.settings.node_name]
+
+
+def _every_5s(node: str, start: datetime, count: int, critical_at: int = -1) -> list[NodeSample]:
+    return [
+        NodeSample(
+            node,
+            start + timedelta(seconds=5 * i),
+            20 if i == critical_at else 100,
+            "CRITICAL" if i == critical_at else "INFO",
+            "closed",
+            True,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_samples_older_than_a_day_are_thinned_to_the_worst_of_each_minute(rt: Runtime) -> None:
+    now = datetime.now(UTC)
+    two_days_ago = datetime.fromtimestamp((now - timedelta(days=2)).timestamp() // 60 * 60, UTC)
+    old = _every_5s("a", two_days_ago, 36, critical_at=17) + _every_5s("b", two_days_ago, 36)
+    recent = _every_5s("a", now - timedelta(hours=1), 24)
+    add_samples(rt.registry, old + recent)
+    publish_reading(rt, read_node(rt, FakeBackend(1, None, rt.settings.node_name)))
+    assert health_sweep(rt, force=True) is not None
+
+    def stored(node: str, since: datetime, until: datetime) -> list[NodeSample]:
+        return samples(rt.registry, since, until, node=node)
+
+    day_ago = now - timedelta(days=1)
+    thinned_a = stored("a", two_days_ago, day_ago)
+    assert [s.at for s in thinned_a] == [
+        two_days_ago,
+        two_days_ago + timedelta(seconds=85),  # minute 2's CRITICAL, not its first
+        two_days_ago + timedelta(seconds=120),
+    ]
+    assert [s.level for s in thinned_a] == ["INFO", "CRITICAL", "INFO"]
+    assert len(stored("b", two_days_ago, day_ago)) == 3
+    assert len(stored("a", day_ago, now)) == 24  # the last day keeps every sample
+    # Thinning again (the next hour's pass) deletes nothing more.
+    rt.live.redis.delete(rt.live.keys.health_prune, rt.live.keys.health_thinned)
+    assert health_sweep(rt, force=True) is not None
+    assert len(stored("a", two_days_ago, day_ago)) == 3
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -19,7 +19,7 @@ from ugro.errors import JobNotFound, SpecError, StateError
 from ugro.explain import why_waiting
 from ugro.job import Job
 from ugro.lifecycle import requeue
-from ugro.registry import utcnow
+from ugro.registry import JobRow, utcnow
 from ugro.runtime import Runtime
 from ugro.samples import NodeSample, samples
 from ugro.settings import Settings
@@ -142,14 +142,23 @@ class Client:
             JobNotFound: no job has that id.
         """
         check_job_id(job_id)
-        return Job.from_row(self.rt.registry.find_job(job_id), self.settings.jobs_dir)
+        return self._job(self.rt.registry.find_job(job_id))
 
     def list(
         self, status: Sequence[JobStatus] | None = None, limit: int | None = None
     ) -> builtins.list[Job]:
         """Jobs, newest first."""
-        rows = self.rt.registry.list_jobs(statuses=status, limit=limit)
-        return [Job.from_row(row, self.settings.jobs_dir) for row in rows]
+        return [self._job(row) for row in self.rt.registry.list_jobs(statuses=status, limit=limit)]
+
+    def _job(self, row: JobRow) -> Job:
+        """The job of a row; a running job the progress scan (once a minute) has not
+        reached yet gets its progress read from its directory now."""
+        from ugro.progress_scan import progress_now
+
+        unscanned = row.status == JobStatus.RUNNING.value and not row.progress
+        return Job.from_row(
+            row, self.settings.jobs_dir, progress_now(self.rt, row) if unscanned else None
+        )
 
     def wait(
         self,
@@ -231,19 +240,33 @@ class Client:
         return why_waiting(job.gpus, spec.node, gpu_view(self.rt), ahead or 0, ready_in)
 
     def nodes(self) -> builtins.list[dict[str, Any]]:
-        """Each node: its health (score, level, breaker, system readings, last check)
-        and its GPUs (worker up, free, held by a job, or blocked, with readings)."""
-        from ugro.sweep import latest_health
+        """Each node: its health (score, level, system readings, last check), its
+        breaker as it stands now (``breaker``; ``breaker_open_until``, when an open
+        breaker's window ends, else None) and its GPUs (worker up, free, held by a
+        job, or blocked, with readings)."""
+        from ugro.sweep import breaker_for, latest_health
 
         view = gpu_view(self.rt)
         workers = self.rt.live.workers(max_age=self.settings.worker_ttl)
         health = latest_health(self.rt)
+        breaker = breaker_for(self.rt)
         found: dict[str, dict[str, Any]] = {}
 
         def entry(node: str, host: str | None) -> dict[str, Any]:
-            return found.setdefault(
-                node, {"node": node, "host": host, "gpus": [], "health": health.get(node)}
-            )
+            if node not in found:
+                status = breaker.status(node)
+                until = None
+                if status.state == "open" and status.opened_at is not None:
+                    until = datetime.fromtimestamp(status.opened_at + breaker.window, UTC)
+                found[node] = {
+                    "node": node,
+                    "host": host,
+                    "gpus": [],
+                    "health": health.get(node),
+                    "breaker": status.state,
+                    "breaker_open_until": until.isoformat() if until else None,
+                }
+            return found[node]
 
         for worker in workers:
             job = view.held.get(worker.node, {}).get(worker.index)

@@ -38,7 +38,9 @@ class Job(BaseModel):
     run_status: str | None = None
 
     @classmethod
-    def from_row(cls, row: JobRow, jobs_dir: Path) -> Job:
+    def from_row(cls, row: JobRow, jobs_dir: Path, progress: str | None = None) -> Job:
+        """The job of a registry row; ``progress`` (an encoded progress record)
+        stands in for the row's when given."""
         return cls(
             id=row.id,
             name=row.name,
@@ -57,7 +59,7 @@ class Job(BaseModel):
             exit_reason=row.exit_reason,
             error=row.error,
             job_dir=jobs_dir / row.id,
-            **_progress_fields(row.progress),
+            **_progress_fields(progress or row.progress),
         )
 
     @property

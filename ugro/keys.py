@@ -135,6 +135,11 @@ class Keys:
     def health_prune(self) -> str:
         return f"{self.prefix}:health:prune"
 
+    # The time (epoch seconds) up to which health samples were thinned to one a minute.
+    @property
+    def health_thinned(self) -> str:
+        return f"{self.prefix}:health:thinned"
+
     # Beat ---------------------------------------------------------------------------
 
     # The prefix of RedBeat's keys, which it writes itself (ugro/beat_scheduler.py),

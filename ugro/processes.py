@@ -24,7 +24,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs and is not a zombie."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return _running(psutil.Process(pid))
     except psutil.Error:
         return False
 
@@ -125,12 +125,24 @@ def stop_supervisor(pid: int, grace: float) -> None:
     try:
         proc = psutil.Process(pid)
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except psutil.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
     except psutil.Error:
         return
+    # Not psutil's wait: it counts a zombie as running, and the supervisor's parent
+    # is init, which may take seconds to reap it (1.6 s seen here) after it stopped.
+    deadline = time.monotonic() + grace
+    while _running(proc):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            return
+        time.sleep(0.02)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @functools.cache

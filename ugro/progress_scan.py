@@ -91,6 +91,17 @@ def final_progress(rt: Runtime, row: JobRow, ok: bool) -> str | None:
     return encoded
 
 
+def progress_now(rt: Runtime, row: JobRow) -> str | None:
+    """A running job's progress read from its directory now, for a job the scan has
+    not reached yet (it runs once a minute); records nothing. None when the
+    directory cannot be read."""
+    try:
+        return progress_record(rt, row, None, True, False, None, time.time())[1]
+    except Exception:  # a report only: `ugro list` shows "-" rather than failing
+        log.debug("progress of %s", row.id, exc_info=True)
+        return None
+
+
 def _refresh(rt: Runtime, scanner: Scanner, row: JobRow, now: float) -> str:
     alive = row.status == JobStatus.RUNNING.value
     ended = row.finished_at.timestamp() if row.finished_at else None

@@ -26,7 +26,7 @@ from ugro.errors import InventoryError
 from ugro.health import NodeReading, latest_readings
 from ugro.health_score import Verdict, score_node
 from ugro.runtime import Runtime, control_queue
-from ugro.samples import GpuSample, NodeSample, add_samples, prune_samples
+from ugro.samples import GpuSample, NodeSample, add_samples, prune_samples, thin_samples
 
 if TYPE_CHECKING:
     from ugro.netprobe import NetProbe
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # dropped from the sweep: it was taken out of the lab.
 _FORGET_AFTER = 86_400.0
 _PRUNE_EVERY = 3600
+# Samples older than this are thinned to one per node per _THIN_BUCKET seconds.
+_FULL_RESOLUTION = 86_400.0
+_THIN_BUCKET = 60.0
 
 
 @dataclass
@@ -286,9 +289,30 @@ def _store(rt: Runtime, report: SweepReport) -> None:
             mapping={node: json.dumps(sample.to_dict()) for node, sample in report.nodes.items()},
         )
     add_samples(rt.registry, list(report.nodes.values()))
-    # Pruning once an hour is plenty: the table is bounded by age, not by rows.
+    # Once an hour is plenty: the thinning and the pruning work in hours and days.
     if rt.live.redis.set(keys.health_prune, 1, nx=True, ex=_PRUNE_EVERY):
-        cutoff = datetime.now(UTC) - timedelta(days=rt.settings.health_retention_days)
-        pruned = prune_samples(rt.registry, cutoff)
-        if pruned:
-            log.info("pruned %d health samples older than %s", pruned, cutoff.date())
+        _prune_and_thin(rt)
+
+
+def _prune_and_thin(rt: Runtime) -> None:
+    keys, now = rt.live.keys, time.time()
+    cutoff = datetime.fromtimestamp(now, UTC) - timedelta(days=rt.settings.health_retention_days)
+    pruned = prune_samples(rt.registry, cutoff)
+    if pruned:
+        log.info("pruned %d health samples older than %s", pruned, cutoff.date())
+    # Thinned up to here already (minute-aligned); without the mark, from the
+    # retention's start: thinning again what was thinned deletes nothing.
+    done = float(cast(str | None, rt.live.redis.get(keys.health_thinned)) or cutoff.timestamp())
+    since = done - done % _THIN_BUCKET
+    until = now - _FULL_RESOLUTION - (now % _THIN_BUCKET)
+    if until <= since:
+        return
+    thinned = thin_samples(
+        rt.registry,
+        datetime.fromtimestamp(since, UTC),
+        datetime.fromtimestamp(until, UTC),
+        _THIN_BUCKET,
+    )
+    rt.live.redis.set(keys.health_thinned, until)
+    if thinned:
+        log.info("thinned %d health samples older than a day to one a minute", thinned)

@@ -61,7 +61,11 @@ def client_from_env() -> Any:
 def age(when: datetime | None) -> str:
     if when is None:
         return "-"
-    seconds = (datetime.now(UTC) - when).total_seconds()
+    return span((datetime.now(UTC) - when).total_seconds())
+
+
+def span(seconds: float) -> str:
+    """A length of time in its largest whole unit: 45s, 4m, 3h, 2d."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"

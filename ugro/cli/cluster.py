@@ -10,7 +10,16 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ugro.cli.base import client_from_env, err, fail, main, out, progress_bar, settings_from_env
+from ugro.cli.base import (
+    client_from_env,
+    err,
+    fail,
+    main,
+    out,
+    progress_bar,
+    settings_from_env,
+    span,
+)
 
 
 @main.command()
@@ -69,14 +78,14 @@ def _node_table(found: list[dict[str, Any]]) -> Table:
         used = sum(g.get("memory_used_mb") or 0 for g in readings)
         size = sum(g.get("memory_total_mb") or 0 for g in readings)
         temps = [g["temperature_c"] for g in readings if g.get("temperature_c") is not None]
-        level, breaker = health.get("level"), health.get("breaker")
+        level = health.get("level")
         checked = "-"
         if health.get("at"):
             ago = (now - datetime.fromisoformat(health["at"])).total_seconds()
             checked = f"{ago:.0f}s ago"
         table.add_row(
             entry["node"],
-            f"[{_BREAKER_STYLE[breaker]}]{breaker.replace('_', '-')}[/]" if breaker else "-",
+            _breaker_cell(entry, now) if health else "-",
             f"[{_LEVEL_STYLE[level]}]{health['score']} {level}[/]" if level else "-",
             f"{busy}/{total}",
             f"{sum(utils) / len(utils):.0f}%" if utils else "-",
@@ -88,6 +97,16 @@ def _node_table(found: list[dict[str, Any]]) -> Table:
             checked,
         )
     return table
+
+
+def _breaker_cell(entry: dict[str, Any], now: datetime) -> str:
+    """The breaker as it stands; an open one says how long its window has left."""
+    state = entry["breaker"]
+    shown = state.replace("_", "-")
+    if entry.get("breaker_open_until"):
+        left = (datetime.fromisoformat(entry["breaker_open_until"]) - now).total_seconds()
+        shown += f", {span(max(left, 0.0))} left"
+    return f"[{_BREAKER_STYLE[state]}]{shown}[/]"
 
 
 def _gpu_table(found: list[dict[str, Any]]) -> Table:
