@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from ugro.client import Client
+from ugro.events import next_event
 from ugro.job import Job
 from ugro.redis_server import EmbeddedRedis
 from ugro.settings import Settings
@@ -223,7 +224,7 @@ def wait_for_job(client: Client, job_id: str, check: Callable[[Job], bool], time
     try:
         while not check(job := client.get(job_id)):
             assert time.monotonic() < deadline, f"{job_id}: still {job.status.value}"
-            pubsub.get_message(timeout=0.5)
+            next_event(pubsub, 0.5)
         return job
     finally:
         pubsub.close()

@@ -16,6 +16,7 @@ import redis
 
 from ugro.dispatch import dispatch_pending, gpu_view
 from ugro.errors import JobNotFound, SpecError, StateError
+from ugro.events import await_end, next_event
 from ugro.explain import why_waiting
 from ugro.job import Job
 from ugro.lifecycle import requeue
@@ -24,10 +25,8 @@ from ugro.runtime import Runtime
 from ugro.samples import NodeSample, samples
 from ugro.settings import Settings
 from ugro.spec import JobSpec, check_job_id
-from ugro.status import TERMINAL, JobStatus
+from ugro.status import JobStatus
 from ugro.submit import LiveNodes, accept
-
-_ENDED = frozenset(status.value for status in TERMINAL)
 
 
 class Client:
@@ -200,7 +199,7 @@ class Client:
                 if deadline is not None and now >= deadline:
                     raise TimeoutError(f"jobs still not done after {timeout} s: {sorted(left)}")
                 until = next_full if deadline is None else min(next_full, deadline)
-                ended = _await_end(events, left, until)
+                ended = await_end(events, left, until)
                 full = not ended or time.monotonic() >= next_full
                 to_read = [job_id for job_id in ids if job_id in (left if full else ended)]
         except BaseException:
@@ -220,7 +219,7 @@ class Client:
         that arrived since the last wait are dropped (the registry is read anew)."""
         if self._events is None:
             self._events = self.rt.live.subscribe()
-        while self._events.get_message(timeout=0) is not None:
+        while next_event(self._events, 0) is not None:
             pass
         return self._events
 
@@ -328,22 +327,3 @@ class Client:
                 return
             time.sleep(poll)
             job = self.get(job.id)
-
-
-def _await_end(events: Any, ids: set[str], until: float) -> set[str]:
-    """Sleep until status events say some of ``ids`` ended, or until ``until``
-    (monotonic); returns those (none: the time ran out). The events already in
-    hand are read too, so that one registry read covers them all."""
-    ended: set[str] = set()
-    while True:
-        left = 0.0 if ended else until - time.monotonic()
-        if left < 0:
-            return ended
-        message = events.get_message(timeout=left)
-        if message is None:
-            if ended or time.monotonic() >= until:
-                return ended
-            continue
-        job_id, _, status = str(message.get("data", "")).partition(" ")
-        if job_id in ids and status in _ENDED:
-            ended.add(job_id)

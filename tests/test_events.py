@@ -1,0 +1,41 @@
+"""Status events read through the embedded Redis's unix socket: a message that
+arrives in parts is read whole by a 0 s poll, with no event lost and no error."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ugro.events import next_event
+from ugro.live import connect
+from ugro.redis_server import EmbeddedRedis
+from ugro.settings import Settings
+
+
+@pytest.mark.timeout(30)
+def test_an_event_arriving_in_parts_is_read_whole_by_a_zero_second_poll(
+    embedded_settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    client = connect(embedded_settings)
+    channel = "ugro:events"
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe(channel)
+    try:
+        # A message bigger than the socket's buffer arrives in parts, as does one
+        # that straddles the end of a buffer when a busy client (submitting a
+        # thousand jobs) finds its events piled up: a 0 s poll must not stop in
+        # the middle of it.
+        sent = ["x" * 8_000_000, "job-1 finished"]
+        for event in sent:
+            client.publish(channel, event)
+        got: list[str] = []
+        deadline = time.monotonic() + 20
+        while len(got) < len(sent) and time.monotonic() < deadline:
+            message = next_event(pubsub, 0)
+            if message is not None:
+                got.append(message["data"])
+        assert got == sent
+    finally:
+        pubsub.close()
+        client.close()
