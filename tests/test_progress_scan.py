@@ -15,6 +15,17 @@ from ugro import Client, JobSpec, JobStatus
 PY = sys.executable
 
 
+def _trainer(name: str, epochs: int, *args: str, max_retries: int = 0) -> JobSpec:
+    """The example trainer for ``epochs`` epochs, with more of its flags."""
+    train = str(ROOT / "examples" / "train.py")
+    return JobSpec(
+        name=name,
+        epochs=epochs,
+        max_retries=max_retries,
+        command=[PY, train, "--epochs", str(epochs), *args],
+    )
+
+
 @pytest.mark.timeout(120)
 def test_progress_is_recorded_and_a_stuck_run_is_stopped_and_requeued(
     tmp_path: Path, database_url: str
@@ -23,20 +34,7 @@ def test_progress_is_recorded_and_a_stuck_run_is_stopped_and_requeued(
         tmp_path / "data", database_url, stuck_after=2.0, progress_interval=1.0
     )
     with running_stack(settings), Client(settings) as client:
-        trainer = client.submit(
-            JobSpec(
-                name="trainer",
-                epochs=3,
-                command=[
-                    PY,
-                    str(ROOT / "examples" / "train.py"),
-                    "--epochs",
-                    "3",
-                    "--epoch-seconds",
-                    "0.5",
-                ],
-            )
-        )
+        trainer = client.submit(_trainer("trainer", 3, "--epoch-seconds", "0.5"))
         quiet = client.submit(
             JobSpec(
                 name="quiet",
@@ -76,21 +74,7 @@ def test_a_crashed_trainer_is_relaunched_and_resumes_from_its_checkpoint(
 ) -> None:
     settings = make_settings(tmp_path / "data", database_url, progress_interval=1.0)
     with running_stack(settings), Client(settings) as client:
-        job = client.submit(
-            JobSpec(
-                name="crashy",
-                epochs=4,
-                max_retries=1,
-                command=[
-                    PY,
-                    str(ROOT / "examples" / "train.py"),
-                    "--epochs",
-                    "4",
-                    "--crash-at-epoch",
-                    "2",
-                ],
-            )
-        )
+        job = client.submit(_trainer("crashy", 4, "--crash-at-epoch", "2", max_retries=1))
         [done] = client.wait(job.id, timeout=60)
         assert done.succeeded and done.attempt == 2
         first = (done.job_dir / "logs" / "attempt_1" / "training.log").read_text()
@@ -118,20 +102,7 @@ def test_a_running_job_shows_its_progress_before_the_first_scan_reaches_it(
 ) -> None:
     settings = make_settings(tmp_path / "data", database_url, progress_interval=3600.0)
     with running_stack(settings), Client(settings) as client:
-        job = client.submit(
-            JobSpec(
-                name="long",
-                epochs=40,
-                command=[
-                    PY,
-                    str(ROOT / "examples" / "train.py"),
-                    "--epochs",
-                    "40",
-                    "--epoch-seconds",
-                    "0.5",
-                ],
-            )
-        )
+        job = client.submit(_trainer("long", 40, "--epoch-seconds", "0.5"))
         epoch_1 = client.get(job.id).job_dir / "epoch_1"
         wait_until(epoch_1.exists, 60, "two epochs")
         assert client.rt.registry.get_job(job.id).progress is None  # not scanned yet

@@ -143,6 +143,34 @@ def test_a_refill_that_fails_leaves_the_next_one_to_try_again(tmp_path: Path) ->
         pool.close()
 
 
+def test_a_pool_without_a_thread_is_topped_up_by_its_owner_only(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    paths = JobPaths(jobs, "job-d")
+    paths.create({})
+    pool = SparePool(jobs, "attempts", build_attempt_logs, keep=2, background=False)
+    leftover = pool.dir / ".making-dead"
+    pool.dir.mkdir(parents=True)
+    build_attempt_logs(leftover)
+    long_ago = time.time() - 3600
+    os.utime(leftover, (long_ago, long_ago))
+    # Taking starts no thread: nothing competes with the job being started.
+    paths.start_attempt_logs(1, pool)
+    assert pool._thread is None and ready(pool) == 0
+    # The owner tops it up when idle, and a dead maker's leftover goes.
+    pool.top_up()
+    assert ready(pool) == 2 and not leftover.exists()
+    paths.start_attempt_logs(2, pool)
+    assert pool._thread is None and ready(pool) == 1
+    # A pool that cannot be used is no error for its owner: the work makes its own.
+    for name in os.listdir(pool.dir):
+        (pool.dir / name / "rank_0.log").unlink()
+        (pool.dir / name).rmdir()
+    pool.dir.rmdir()
+    pool.dir.write_text("a file where the spares go")
+    pool.top_up()
+    assert paths.start_attempt_logs(3, pool).exists()
+
+
 def test_files_written_whole_are_readable_by_the_lab(tmp_path: Path) -> None:
     target = tmp_path / "metadata.json"
     write_json_atomic(target, {"a": 1})

@@ -45,6 +45,8 @@ def run_attempt(
         fresh = bool(outcomes)  # placed by this thread a moment ago
         outcome, following = _run_one(rt, job_id, token, node, gpus, stop, fresh)
         outcomes.append(outcome if not outcomes else f"then {job_id}: {outcome}")
+    # Idle now: make the next jobs' log folders, off any job's start.
+    rt.spare_attempt_logs.top_up()
     return "; ".join(outcomes)
 
 

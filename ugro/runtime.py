@@ -74,12 +74,15 @@ class Runtime:
 
     @property
     def spare_attempt_logs(self) -> SparePool:
-        """Attempt log folders made ahead of time, for this worker's job starts."""
-        return self._spare("attempts", build_attempt_logs, keep=4)
+        """Attempt log folders made ahead of time, for this worker's job starts;
+        refilled by the worker when it goes idle (``SparePool.top_up``)."""
+        return self._spare("attempts", build_attempt_logs, keep=4, background=False)
 
-    def _spare(self, kind: str, build: Callable[[Path], None], keep: int) -> SparePool:
+    def _spare(
+        self, kind: str, build: Callable[[Path], None], keep: int, background: bool = True
+    ) -> SparePool:
         if kind not in self._spares:
-            self._spares[kind] = SparePool(self.settings.jobs_dir, kind, build, keep)
+            self._spares[kind] = SparePool(self.settings.jobs_dir, kind, build, keep, background)
         return self._spares[kind]
 
     def send_job(self, job_id: str, token: str, node: str, gpus: list[int]) -> None:

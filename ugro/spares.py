@@ -6,10 +6,16 @@ A job's tree is seven new inodes (its directory, ``logs/``, ``checkpoints/``,
 log folder two more. Where making an inode costs a third of a millisecond of kernel
 time, as on the virtual disks of small cloud machines, they were the largest part
 of a submit and of a worker's start of a job. So a client keeps trees ready, and a
-GPU worker attempt folders, under ``jobs/.spare/<kind>/``, made by a low-priority
-thread after each use; taking one is a rename. Two processes never get the same
-spare: only one rename of it succeeds. Without a spare (the first job, a burst
-larger than the pool) the same thing is made on the spot.
+GPU worker attempt folders, under ``jobs/.spare/<kind>/``; taking one is a rename.
+Two processes never get the same spare: only one rename of it succeeds. Without a
+spare (the first job, a burst larger than the pool) the same thing is made on the
+spot.
+
+A client's trees are made by a low-priority thread after each use: a client has
+no idle moment of its own to make them in. A GPU worker's folders are made by the
+worker itself when it goes idle (``top_up``), so that no thread of its own competes
+with a job's start for the interpreter and the CPU: submit to process start went
+from 10.8 to 9.2 ms (median p50 of four interleaved runs each, 200 jobs).
 
 What a spare holds is for ``ugro.paths`` to say (``build_tree``,
 ``build_attempt_logs``): a pool only makes, keeps and hands them out. A spare is
@@ -41,10 +47,21 @@ class SparePool:
     """Spares of one shape (``build``) under ``jobs/.spare/<kind>/``, and the thread
     that tops them up."""
 
-    def __init__(self, jobs_dir: Path, kind: str, build: Callable[[Path], None], keep: int) -> None:
+    def __init__(
+        self,
+        jobs_dir: Path,
+        kind: str,
+        build: Callable[[Path], None],
+        keep: int,
+        background: bool = True,
+    ) -> None:
+        """``background``: a thread refills the pool after each take; without it,
+        the owner calls ``top_up`` when it has the time."""
         self.dir = jobs_dir / SPARE_DIR / kind
         self.build = build
         self.keep = keep
+        self.background = background
+        self._tidied = False
         self._wanted = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -53,11 +70,12 @@ class SparePool:
     def take(self, where: Path) -> bool:
         """Rename a ready spare to ``where`` (on the same filesystem, not existing);
         False when there is none, or the pool cannot be used (the caller then makes
-        its own). Either way a refill is asked for."""
+        its own). Either way a background pool is asked to refill."""
         try:
             return self._take(where)
         finally:
-            self._ask_for_refill()
+            if self.background:
+                self._ask_for_refill()
 
     def _take(self, where: Path) -> bool:
         try:
@@ -100,6 +118,17 @@ class SparePool:
             made += 1
         return made
 
+    def top_up(self) -> None:
+        """Refill the pool in the caller's thread; never raises (a full disk, say:
+        the work makes its own meanwhile)."""
+        try:
+            if not self._tidied:
+                self._remove_leftovers()
+                self._tidied = True
+            self.refill()
+        except OSError as exc:
+            log.warning("spares in %s: %s", self.dir, exc)
+
     def _ready(self) -> int:
         return sum(1 for name in os.listdir(self.dir) if not name.startswith("."))
 
@@ -116,14 +145,10 @@ class SparePool:
         # The lowest CPU priority: spares are made with what the real work leaves idle.
         with contextlib.suppress(AttributeError, OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        self._remove_leftovers()
         while not self._closed.is_set():
             self._wanted.wait()
             self._wanted.clear()
-            try:
-                self.refill()
-            except OSError as exc:  # a full disk, say: the work makes its own meanwhile
-                log.warning("spares in %s: %s", self.dir, exc)
+            self.top_up()
 
     def _remove_leftovers(self) -> None:
         with contextlib.suppress(OSError):  # tidying only: never worth stopping for
