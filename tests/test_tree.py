@@ -118,7 +118,8 @@ def test_the_refill_thread_tops_the_pool_up_and_clears_a_dead_makers_leftover(
     long_ago = time.time() - 3600
     os.utime(leftover, (long_ago, long_ago))
     try:
-        assert not pool.take(jobs / ".new-x")  # none ready: a refill is asked for
+        assert not pool.take(jobs / ".new-x")  # none ready
+        pool.replenish()  # the submit is done: the thread makes them
         wait_for_spares(pool, 3)
     finally:
         pool.close()
@@ -131,19 +132,19 @@ def test_a_refill_that_fails_leaves_the_next_one_to_try_again(tmp_path: Path) ->
     pool.dir.parent.mkdir(parents=True)
     pool.dir.write_text("a file where the spares go")  # every refill fails
     try:
-        assert not pool.take(jobs / ".new-x")
+        pool.replenish()
         deadline = time.monotonic() + 30
         while pool._wanted.is_set():  # the failed refill has begun
             assert time.monotonic() < deadline
             time.sleep(0.05)
         pool.dir.unlink()
-        assert not pool.take(jobs / ".new-y")  # asks again: this time it works
+        pool.replenish()  # asks again: this time it works
         wait_for_spares(pool, 2)
     finally:
         pool.close()
 
 
-def test_a_pool_without_a_thread_is_topped_up_by_its_owner_only(tmp_path: Path) -> None:
+def test_a_pool_without_a_thread_is_topped_up_in_its_owner_s_thread(tmp_path: Path) -> None:
     jobs = tmp_path / "jobs"
     paths = JobPaths(jobs, "job-d")
     paths.create({})
@@ -157,7 +158,7 @@ def test_a_pool_without_a_thread_is_topped_up_by_its_owner_only(tmp_path: Path) 
     paths.start_attempt_logs(1, pool)
     assert pool._thread is None and ready(pool) == 0
     # The owner tops it up when idle, and a dead maker's leftover goes.
-    pool.top_up()
+    pool.replenish()
     assert ready(pool) == 2 and not leftover.exists()
     paths.start_attempt_logs(2, pool)
     assert pool._thread is None and ready(pool) == 1
@@ -167,7 +168,7 @@ def test_a_pool_without_a_thread_is_topped_up_by_its_owner_only(tmp_path: Path) 
         (pool.dir / name).rmdir()
     pool.dir.rmdir()
     pool.dir.write_text("a file where the spares go")
-    pool.top_up()
+    pool.replenish()
     assert paths.start_attempt_logs(3, pool).exists()
 
 

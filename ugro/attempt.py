@@ -46,7 +46,7 @@ def run_attempt(
         outcome, following = _run_one(rt, job_id, token, node, gpus, stop, fresh)
         outcomes.append(outcome if not outcomes else f"then {job_id}: {outcome}")
     # Idle now: make the next jobs' log folders, off any job's start.
-    rt.spare_attempt_logs.top_up()
+    rt.spare_attempt_logs.replenish()
     return "; ".join(outcomes)
 
 

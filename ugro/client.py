@@ -77,7 +77,11 @@ class Client:
         Raises:
             SpecError: when no live node could ever run one of the jobs.
         """
-        ids = accept(self.rt, specs, self._nodes, self._user, self._host, self.rt.spare_trees)
+        spares = self.rt.spare_trees
+        try:
+            ids = accept(self.rt, specs, self._nodes, self._user, self._host, spares)
+        finally:
+            spares.replenish()  # after the jobs are on their way, not beside them
         return self.get_many(ids) if ids else []
 
     # Run control ------------------------------------------------------------------

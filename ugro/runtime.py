@@ -75,7 +75,7 @@ class Runtime:
     @property
     def spare_attempt_logs(self) -> SparePool:
         """Attempt log folders made ahead of time, for this worker's job starts;
-        refilled by the worker when it goes idle (``SparePool.top_up``)."""
+        refilled by the worker when it goes idle (``SparePool.replenish``)."""
         return self._spare("attempts", build_attempt_logs, keep=4, background=False)
 
     def _spare(
