@@ -132,12 +132,14 @@ def test_a_refill_that_fails_leaves_the_next_one_to_try_again(tmp_path: Path) ->
     pool.dir.parent.mkdir(parents=True)
     pool.dir.write_text("a file where the spares go")  # every refill fails
     try:
+        assert not pool.take(jobs / ".new-x")
         pool.replenish()
         deadline = time.monotonic() + 30
         while pool._wanted.is_set():  # the failed refill has begun
             assert time.monotonic() < deadline
             time.sleep(0.05)
         pool.dir.unlink()
+        assert not pool.take(jobs / ".new-y")
         pool.replenish()  # asks again: this time it works
         wait_for_spares(pool, 2)
     finally:
@@ -170,6 +172,11 @@ def test_a_pool_without_a_thread_is_topped_up_in_its_owner_s_thread(tmp_path: Pa
     pool.dir.write_text("a file where the spares go")
     pool.replenish()
     assert paths.start_attempt_logs(3, pool).exists()
+    pool.replenish()
+    # With nothing taken since, topping up makes nothing.
+    pool.dir.unlink()
+    pool.replenish()
+    assert not pool.dir.exists()
 
 
 def test_files_written_whole_are_readable_by_the_lab(tmp_path: Path) -> None:

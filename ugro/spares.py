@@ -64,6 +64,7 @@ class SparePool:
         self.keep = keep
         self.background = background
         self._tidied = False
+        self._asked = False  # a take since the last replenish
         self._wanted = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -73,6 +74,7 @@ class SparePool:
         """Rename a ready spare to ``where`` (on the same filesystem, not existing);
         False when there is none, or the pool cannot be used (the caller then makes
         its own)."""
+        self._asked = True
         try:
             names = os.listdir(self.dir)
         except OSError:
@@ -115,7 +117,11 @@ class SparePool:
 
     def replenish(self) -> None:
         """Top the pool up, now that the owner's urgent work is done: by the thread
-        of a background pool, else here and now."""
+        of a background pool, else here and now. Nothing when no spare was asked
+        for since the last time (a submit refused before its trees, say)."""
+        if not self._asked:
+            return
+        self._asked = False
         if self.background:
             self._ask_for_refill()
         else:
