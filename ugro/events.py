@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
+
 from ugro.status import TERMINAL
 
 _ENDED = frozenset(status.value for status in TERMINAL)
@@ -26,7 +28,12 @@ def next_event(pubsub: Any, timeout: float) -> dict[str, Any] | None:
     conn = pubsub.connection
     if conn is None:
         return pubsub.get_message(timeout=timeout)  # type: ignore[no-any-return]
-    if not conn.can_read(timeout=timeout):
+    try:
+        ready = conn.can_read(timeout=timeout)
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        # Redis went away: get_message reconnects and subscribes again, or raises.
+        return pubsub.get_message(timeout=timeout)  # type: ignore[no-any-return]
+    if not ready:
         return None
     return pubsub.get_message(timeout=_REST_OF_EVENT)  # type: ignore[no-any-return]
 
