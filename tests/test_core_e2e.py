@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, ugro
+from tests.conftest import ROOT, ugro, wait_until
 from ugro import Client, JobSpec, JobStatus
 from ugro.errors import SpecError
 from ugro.settings import Settings
@@ -108,6 +109,14 @@ def test_twelve_jobs_on_four_gpus_each_run_once_never_sharing_a_gpu(
     registry_file = stack.data_dir / "registry.sqlite3"
     if registry_file.exists():
         assert b"hunter2" not in registry_file.read_bytes()
+    # Idle again, the workers made the next jobs' attempt folders ahead of time
+    spares = stack.jobs_dir / ".spare" / "attempts"
+
+    def ready() -> int:
+        names = [n for n in os.listdir(spares) if not n.startswith(".")] if spares.is_dir() else []
+        return len(names)
+
+    wait_until(lambda: ready() >= 4, 30, "the idle workers' spare attempt folders")
 
 
 def _check_tree(job_dir: Path, job_id: str, record: dict[str, object]) -> None:

@@ -39,3 +39,31 @@ def test_an_event_arriving_in_parts_is_read_whole_by_a_zero_second_poll(
     finally:
         pubsub.close()
         client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_poll_that_finds_redis_restarted_subscribes_again_where_it_may_retry(
+    embedded_settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    # A client that rides out a restart (as workers' do) reconnects through the
+    # poll as get_message alone did; a person's command fails fast, as before.
+    client = connect(embedded_settings, ride_out=True)
+    channel = "ugro:events"
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe(channel)
+    try:
+        redis_server.stop()
+        redis_server.start()
+        # Polls until one is subscribed again and hears what is published after it.
+        deadline = time.monotonic() + 30
+        got: list[str] = []
+        while not got:
+            assert time.monotonic() < deadline, "no event after the restart"
+            client.publish(channel, "job-2 finished")
+            message = next_event(pubsub, 0.2)
+            if message is not None:
+                got.append(message["data"])
+        assert got == ["job-2 finished"]
+    finally:
+        pubsub.close()
+        client.close()

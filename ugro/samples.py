@@ -105,7 +105,7 @@ _THIN_STEP = timedelta(hours=1)
 _DELETE_BATCH = 500
 
 
-def thin_samples(registry: Registry, since: datetime, until: datetime, bucket: float = 60.0) -> int:
+def thin_samples(registry: Registry, since: datetime, until: datetime, bucket: float) -> int:
     """Keep one sample per node per ``bucket`` seconds taken in [since, until): the
     one with the worst level, the earliest among equals. Returns how many rows were
     deleted; thinning the same span again deletes nothing."""
