@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import ROOT, ugro, wait_until
 from ugro import Client, JobSpec, JobStatus
 from ugro.errors import SpecError
+from ugro.events import next_event
 from ugro.settings import Settings
 
 RECORD = str(ROOT / "tests" / "jobs" / "record.py")
+
+
+def _task_events(pubsub: Any, want: int, timeout: float) -> tuple[int, set[tuple[str, str]]]:
+    """Read Celery's task events as Flower does: how many publishes carried them,
+    and each (task id, event type), until ``want`` of them have arrived."""
+    published, seen = 0, set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < want:
+        assert time.monotonic() < deadline, f"{len(seen)} of {want} task events arrived"
+        message = next_event(pubsub, 1.0)
+        if message is None or message["type"] != "pmessage":
+            continue
+        published += 1
+        body = base64.b64decode(json.loads(message["data"])["body"])
+        seen.update((event["uuid"], event["type"]) for event in json.loads(body))
+    return published, seen
 
 
 def _records(path: Path) -> list[dict[str, object]]:
@@ -43,9 +63,18 @@ def test_a_sweep_submitted_at_once_is_all_or_nothing_and_runs_each_job_once(
             JobSpec(name=f"sweep{i}", command=[sys.executable, RECORD, str(out), "0.2"])
             for i in range(10)
         ]
+        celery_events = client.rt.live.redis.pubsub()
+        celery_events.psubscribe(f"{stack.redis_prefix}:*celeryev/task.multi")
         jobs = client.submit_many(specs)
         assert [job.name for job in jobs] == [f"sweep{i}" for i in range(10)]
         done = client.wait([job.id for job in jobs], timeout=120)
+        # Flower hears of each job's task: received, started and succeeded...
+        published, seen = _task_events(celery_events, want=30, timeout=30)
+        celery_events.close()
+    assert {kind for _, kind in seen} == {"task-received", "task-started", "task-succeeded"}
+    assert len({task for task, _ in seen}) == 10
+    # ... and its events go out together, not one publish each (ugro/celery_consumer.py)
+    assert published < len(seen) / 2, (published, len(seen))
 
     # Then each finished after exactly one attempt, run once, one GPU at a time
     assert [(job.status, job.attempt) for job in done] == [(JobStatus.FINISHED, 1)] * 10
