@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import redis
 
 from ugro.dispatch import place
 from ugro.live import LiveState
-from ugro.placement import Placement
+from ugro.placement import PendingJob, Placement
 from ugro.registry import utcnow
 from ugro.runtime import Runtime
 from ugro.settings import Settings
+from ugro.submit_lease import SubmitLease
 
 
 def test_leases_are_all_or_nothing_and_only_their_holder_renews_or_releases(
@@ -104,5 +106,66 @@ def test_a_pass_that_gives_gpus_back_asks_for_another(
         assert not place(rt, Placement("gone-1", "n", (0,)))  # cancelled meanwhile
         assert rt.live.leases.lease_holders("n", [0]) == {0: None}
         assert rt.live.redis.get(rt.keys.dispatch_dirty) is not None
+    finally:
+        rt.close()
+
+
+def _job_row(job_id: str, status: str, node: str | None = None, gpus: str | None = None) -> dict:
+    return {
+        "id": job_id, "name": job_id, "kind": "command", "status": status, "priority": 0,
+        "gpus": 1, "node": node, "gpu_indices": gpus, "attempt": 1, "max_retries": 0,
+        "spec": "{}", "created_at": utcnow(),
+    }  # fmt: skip
+
+
+def test_a_submit_plans_on_what_it_saw_and_the_lease_checks_what_the_plan_relied_on(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    rt = Runtime.open(settings)
+    try:
+        for index in (0, 1):
+            rt.live.register_worker("n", index, pid=1, host="h")
+        leaser = SubmitLease(rt)
+        snapshots: list[int] = []
+        snapshot = rt.live.dispatch_snapshot
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            snapshots.append(1)
+            return snapshot(*args, **kwargs)
+
+        rt.live.dispatch_snapshot = counted  # type: ignore[method-assign]
+        first = PendingJob("a-1", 1, None, None)
+        # The first submit reads the GPUs and the registry afresh
+        leased = leaser.lease(first)
+        assert leased is not None and leased[0].gpus == (0,) and len(snapshots) == 1
+        rt.live.leases.release("n", [0], f"a-1|{leased[1]}")
+        # The next, within a second, plans on what it saw: no snapshot, one script
+        leased = leaser.lease(PendingJob("b-1", 1, None, None))
+        assert leased is not None and leased[0].gpus == (0,) and len(snapshots) == 1
+        # A GPU taken since: the script says who holds what, and the plan is made again
+        leased = leaser.lease(PendingJob("c-1", 1, None, None))
+        assert leased is not None and leased[0].gpus == (1,) and len(snapshots) == 1
+        # Every GPU taken: the job is queued, without asking Redis again
+        assert leaser.lease(PendingJob("d-1", 1, None, None)) is None
+        assert len(snapshots) == 1
+        rt.live.redis.delete(*(rt.keys.lease("n", i) for i in (0, 1)))
+        # What it saw is more than a second old: it reads afresh
+        assert rt.live.last_seen is not None
+        rt.live.last_seen.at -= 2
+        leased = leaser.lease(PendingJob("e-1", 1, None, None))
+        assert leased is not None and leased[0].gpus == (0,) and len(snapshots) == 2
+        rt.live.leases.release("n", [0], f"e-1|{leased[1]}")
+        # A job waiting in the queue goes first: the script leases nothing
+        rt.live.enqueue_many([("q-1", 0, 2, None, None, None)])
+        assert leaser.lease(PendingJob("f-1", 1, None, None)) is None
+        assert rt.live.leases.lease_holders("n", [0, 1]) == {0: None, 1: None}
+        assert len(snapshots) == 2
+        rt.live.dequeue("q-1")
+        # Redis wiped (a new epoch) while a job runs on GPU 0: the registry is read
+        # again before the plan, and GPU 0 is not handed out twice
+        rt.registry.create_jobs([_job_row("g-1", "running", "n", "[0]")])
+        rt.live.redis.delete(rt.keys.epoch)
+        leased = leaser.lease(PendingJob("h-1", 1, None, None))
+        assert leased is not None and leased[0].gpus == (1,) and len(snapshots) == 3
     finally:
         rt.close()

@@ -27,6 +27,7 @@ from ugro.settings import Settings
 from ugro.spec import JobSpec, check_job_id
 from ugro.status import JobStatus
 from ugro.submit import LiveNodes, accept
+from ugro.submit_lease import SubmitLease
 
 
 class Client:
@@ -46,6 +47,7 @@ class Client:
         self._user = getpass.getuser()
         self._host = socket.gethostname()
         self._nodes = LiveNodes(self.rt)
+        self._leaser = SubmitLease(self.rt)
         self._events: Any = None  # the status events subscription, kept between waits
 
     def close(self) -> None:
@@ -79,7 +81,7 @@ class Client:
         """
         spares = self.rt.spare_trees
         try:
-            ids = accept(self.rt, specs, self._nodes, self._user, self._host, spares)
+            ids = accept(self.rt, specs, self._nodes, self._user, self._host, spares, self._leaser)
         finally:
             spares.replenish()  # after the jobs are on their way, not beside them
         return self.get_many(ids) if ids else []

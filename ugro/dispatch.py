@@ -70,21 +70,20 @@ class GpuView:
 def gpu_view(rt: Runtime) -> GpuView:
     """Live GPUs by node: free, held by a job, or blocked by another program."""
     workers, holders, _ = rt.live.dispatch_snapshot(rt.settings.worker_ttl, limit=0)
-    return _view(rt, workers, holders, consult_registry=True)
+    return view_of(workers, holders, rt.registry.held_gpus())
 
 
-def _view(
-    rt: Runtime,
+def view_of(
     workers: list[WorkerInfo],
     holders: dict[tuple[str, int], str | None],
-    consult_registry: bool,
+    in_registry: dict[str, dict[int, str]],
 ) -> GpuView:
     """A GPU is held when its lease is taken in Redis or when the registry says a
-    placed or running job has it: after Redis was wiped, a running job's worker
-    takes its lease again at its next heartbeat, and until then the registry keeps
-    its GPUs from being handed out twice."""
+    placed or running job has it (``in_registry``, ``Registry.held_gpus``): after
+    Redis was wiped, a running job's worker takes its lease again at its next
+    heartbeat, and until then the registry keeps its GPUs from being handed out
+    twice."""
     view = GpuView()
-    in_registry = rt.registry.held_gpus() if consult_registry else {}
     for worker in workers:
         node, index = worker.node, worker.index
         view.capacity[node] = view.capacity.get(node, 0) + 1
@@ -118,7 +117,7 @@ def _dispatch_pass(rt: Runtime, local: LocalSlot | None = None) -> int:
         workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl, **kwargs)
         if not entries:
             return 0  # nothing waits, or every GPU is leased: no need to ask the registry
-        view = _view(rt, workers, holders, consult_registry=True)
+        view = view_of(workers, holders, rt.registry.held_gpus())
         if not any(view.free.values()):
             return 0
         pending = [PendingJob(*fields) for fields in entries]
@@ -131,29 +130,6 @@ def _dispatch_pass(rt: Runtime, local: LocalSlot | None = None) -> int:
             continue
         return sum(place(rt, placement, local) for placement in plans)
     return 0
-
-
-def lease_at_submit(rt: Runtime, job: PendingJob) -> tuple[Placement, str] | None:
-    """Lease GPUs for a job being submitted, when one fits now and no job waits
-    (then queue order cannot be broken): the placement a dispatch pass would make,
-    without the queue, the dispatch lock and the second status change. Returns the
-    placement and its lease token; None when the job must go through the queue."""
-    # Pending jobs come back only when a GPU is free; with none free no plan is made.
-    workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl, limit=1)
-    if entries or not workers or all(holder is not None for holder in holders.values()):
-        return None  # the registry can only hold more GPUs, never free one: not asked
-    view = _view(rt, workers, holders, consult_registry=True)
-    plans = plan_placements([job], view.free, view.capacity)
-    if not plans:
-        return None
-    [placement] = plans
-    token = secrets.token_hex(8)
-    holder = f"{job.job_id}|{token}"
-    if not rt.live.leases.acquire(
-        placement.node, list(placement.gpus), holder, rt.settings.placement_ttl
-    ):
-        return None  # taken meanwhile: the queue it is
-    return placement, token
 
 
 def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> bool:

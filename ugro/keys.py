@@ -79,6 +79,13 @@ class Keys:
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 
+    # A random id, set by the first dispatch snapshot of this Redis server's life
+    # (SET NX): a different id, or none, says the live state was wiped since one
+    # was read. No TTL.
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
     # Single-flight dispatch: a lock (TTL 30 s, a crashed holder cannot block
     # dispatch for longer) and a flag that asks the holder for one more pass.
     @property

@@ -8,12 +8,17 @@ placement's leases are taken all at once or not at all.
 
 from __future__ import annotations
 
+import time
 from importlib import resources
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import redis
 
 from ugro.keys import Keys
+
+#: What ``Leases.acquire_first`` found.
+FirstOutcome = Literal["leased", "taken", "waiting", "stale"]
+_FIRST_OUTCOMES: dict[int, FirstOutcome] = {1: "leased", -1: "waiting", -2: "stale"}
 
 
 def _script(name: str) -> str:
@@ -27,6 +32,7 @@ class Leases:
         self.redis = client
         self.keys = keys
         self._acquire = client.register_script(_script("lease_acquire.lua"))
+        self._at_submit = client.register_script(_script("lease_at_submit.lua"))
         self._renew = client.register_script(_script("lease_renew.lua"))
         self._release = client.register_script(_script("lease_release.lua"))
         self._release_job = client.register_script(_script("lease_release_job.lua"))
@@ -38,6 +44,27 @@ class Leases:
         """Take all the leases of a placement atomically, or none."""
         keys = self._lease_keys(node, gpus)
         return bool(self._acquire(keys=keys, args=[holder, int(ttl * 1000)]))
+
+    def acquire_first(
+        self,
+        node: str,
+        gpus: list[int],
+        holder: str,
+        ttl: float,
+        epoch: str,
+        seen: list[tuple[str, int]],
+    ) -> tuple[FirstOutcome, dict[tuple[str, int], str | None] | None]:
+        """``acquire`` for a job that goes before no other: only while no job waits
+        in the queue (nor a delayed one is due) and the live state's epoch is still
+        ``epoch``. Returns "leased"; "taken", with who holds each GPU of ``seen``
+        now; "waiting" (a job waits); or "stale" (the epoch differs)."""
+        keys = [self.keys.epoch, self.keys.pending, self.keys.delayed]
+        keys += self._lease_keys(node, gpus) + [self.keys.lease(n, i) for n, i in seen]
+        args: list[str | int | float] = [holder, int(ttl * 1000), time.time(), epoch, len(gpus)]
+        outcome, *holders = self._at_submit(keys=keys, args=args)
+        if int(outcome) == 0:
+            return "taken", dict(zip(seen, holders, strict=True))
+        return _FIRST_OUTCOMES[int(outcome)], None
 
     def renew(self, node: str, gpus: list[int], holder: str, ttl: float, attempt: int = 0) -> bool:
         """Extend every lease of a holder; False if it lost any (it must stop).

@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from importlib import resources
+from secrets import token_hex
 from typing import Any, cast
 
 import redis
@@ -86,6 +87,17 @@ class WorkerInfo:
     gpu: dict[str, Any] | None = None  # the device's last reading (GpuInfo fields)
 
 
+@dataclass
+class SeenGpus:
+    """The live GPUs as one dispatch snapshot saw them."""
+
+    at: float  # time.monotonic() of the snapshot
+    epoch: str  # the live state's id then (ugro.keys: epoch)
+    workers: list[WorkerInfo]
+    # (node, index) -> the holder of its lease, None when free
+    holders: dict[tuple[str, int], str | None]
+
+
 class LiveState:
     """Typed access to ugro's keys in one Redis server."""
 
@@ -101,6 +113,8 @@ class LiveState:
         self._seen_at = 0.0
         self._places_seen: list[tuple[str, int]] = []
         self._workers_seen = 0
+        # What the last dispatch snapshot saw, for a submit that plans on it.
+        self.last_seen: SeenGpus | None = None
 
     @classmethod
     def open(cls, settings: Settings, ride_out: bool = False) -> LiveState:
@@ -442,12 +456,14 @@ class LiveState:
         pipe.zrange(self.keys.pending, 0, limit - 1)
         pipe.zcount(self.keys.delayed, "-inf", time.time())
         pipe.hgetall(self.keys.unhealthy_nodes)
+        pipe.set(self.keys.epoch, token_hex(8), nx=True)
+        pipe.get(self.keys.epoch)
         # The leases of the GPUs seen last time, in the same round trip: the live
         # workers seldom change between passes.
         guessed = self._places_seen
         if guessed:
             pipe.mget([self.keys.lease(n, i) for n, i in guessed])
-        raw_workers, ids, due, unhealthy, *leased = pipe.execute()
+        raw_workers, ids, due, unhealthy, _, epoch, *leased = pipe.execute()
         if due:
             self.promote_due()
             ids = self.redis.zrange(self.keys.pending, 0, limit - 1)
@@ -456,11 +472,13 @@ class LiveState:
         self._seen_at, self._places_seen = time.monotonic(), places
         self._workers_seen = len(raw_workers)
         if not workers:
+            self.last_seen = None
             return [], {}, []
         if places != guessed:
             leased = [self.redis.mget([self.keys.lease(n, i) for n, i in places])]
         leases = cast(list[str | None], leased[0])
         holders = dict(zip(places, leases, strict=True))
+        self.last_seen = SeenGpus(self._seen_at, epoch, workers, holders)
         if not ids or all(holder is not None for holder in leases):
             return workers, holders, []
         pipe = self.redis.pipeline(transaction=False)

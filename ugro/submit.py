@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from ugro.dispatch import dispatch_pending, lease_at_submit
+from ugro.dispatch import dispatch_pending
 from ugro.errors import SpecError
 from ugro.paths import JobPaths
 from ugro.placement import PendingJob, Placement
@@ -21,6 +21,7 @@ from ugro.runtime import Runtime, gpu_json
 from ugro.spares import SparePool
 from ugro.spec import JobSpec, new_job_id
 from ugro.status import JobStatus
+from ugro.submit_lease import SubmitLease
 
 # How long submit trusts what it read of the live nodes, in seconds. A job that
 # fits is accepted on that; one that does not is checked again before refusing.
@@ -74,6 +75,7 @@ def accept(
     submitted_by: str,
     submitted_from: str,
     spares: SparePool | None = None,
+    leaser: SubmitLease | None = None,
 ) -> list[str]:
     """Accept several jobs at once, in order: their trees (from ``spares`` when it
     has some), their registry rows in one commit, one round trip to queue them all
@@ -128,7 +130,9 @@ def accept(
             )
         # One job that fits now, with nothing waiting before it, is placed as it is
         # accepted: one row written once, no trip through the queue.
-        placed = _place_at_once(rt, *accepted[0], rows[0]) if len(accepted) == 1 else None
+        placed = None
+        if len(accepted) == 1:
+            placed = _place_at_once(rt, leaser or SubmitLease(rt), *accepted[0], rows[0])
         may_place = placed is None and _queue(rt, accepted, rows)
     except BaseException:
         for _, paths, _ in accepted:
@@ -146,13 +150,18 @@ def accept(
 
 
 def _place_at_once(
-    rt: Runtime, spec: JobSpec, paths: JobPaths, secrets: dict[str, str], row: dict[str, Any]
+    rt: Runtime,
+    leaser: SubmitLease,
+    spec: JobSpec,
+    paths: JobPaths,
+    secrets: dict[str, str],
+    row: dict[str, Any],
 ) -> tuple[Placement, str] | None:
     """Lease GPUs for a job being accepted and write it down placed, registry row
     first, when it fits now and no job waits; None when it must be queued. All or
     nothing: a failure leaves no lease, no row and no live state behind."""
     job_id = paths.job_id
-    leased = lease_at_submit(rt, PendingJob(job_id, spec.gpus, spec.node, spec.timeout))
+    leased = leaser.lease(PendingJob(job_id, spec.gpus, spec.node, spec.timeout))
     if leased is None:
         return None
     placement, token = leased
