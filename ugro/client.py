@@ -81,10 +81,11 @@ class Client:
         """
         spares = self.rt.spare_trees
         try:
-            ids = accept(self.rt, specs, self._nodes, self._user, self._host, spares, self._leaser)
+            rows = accept(self.rt, specs, self._nodes, self._user, self._host, spares, self._leaser)
         finally:
             spares.replenish()  # after the jobs are on their way, not beside them
-        return self.get_many(ids) if ids else []
+        # As accepted (queued or placed): no second read of what was just written.
+        return [Job.from_row(row, self.settings.jobs_dir) for row in rows]
 
     # Run control ------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from ugro.errors import SpecError
 from ugro.paths import JobPaths
 from ugro.placement import PendingJob, Placement
 from ugro.redact import redact_env, split_secrets
-from ugro.registry import utcnow
+from ugro.registry import JobRow, utcnow
 from ugro.runtime import Runtime, gpu_json
 from ugro.spares import SparePool
 from ugro.spec import JobSpec, new_job_id
@@ -76,11 +76,11 @@ def accept(
     submitted_from: str,
     spares: SparePool | None = None,
     leaser: SubmitLease | None = None,
-) -> list[str]:
+) -> list[JobRow]:
     """Accept several jobs at once, in order: their trees (from ``spares`` when it
     has some), their registry rows in one commit, one round trip to queue them all
     and, when a GPU may be free, one dispatch pass. All or nothing: when any step
-    fails, none is accepted. Returns the new jobs' ids, in order.
+    fails, none is accepted. Returns the new jobs' rows as written, in order.
 
     Raises:
         SpecError: when no live node could ever run one of the jobs.
@@ -146,7 +146,7 @@ def accept(
     elif may_place:
         # Placing here, when a GPU is free, saves the jobs a hop through beat.
         dispatch_pending(rt)
-    return [row["id"] for row in rows]
+    return [JobRow(**row) for row in rows]
 
 
 def _place_at_once(
@@ -167,10 +167,10 @@ def _place_at_once(
     placement, token = leased
     gpus = list(placement.gpus)
     status, node, held = JobStatus.PLACED.value, placement.node, gpu_json(gpus)
+    # (the row as the caller hands it back)
+    row.update(status=status, node=node, gpu_indices=held, placed_at=utcnow())
     try:
-        rt.registry.create_jobs(
-            [{**row, "status": status, "node": node, "gpu_indices": held, "placed_at": utcnow()}]
-        )
+        rt.registry.create_jobs([row])
         try:
             rt.live.placed_new(
                 job_id,
