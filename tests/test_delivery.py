@@ -4,14 +4,18 @@ stack puts its running jobs back in the queue instead of losing them."""
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import redis
+from sqlalchemy import inspect, text
 
 from tests.conftest import ROOT, drop_keys, processes_of, ugro, wait_for_job
 from ugro import Client, JobSpec, JobStatus
-from ugro.registry import Registry
-from ugro.runtime import queue_for_gpu
+from ugro.attempt import run_attempt
+from ugro.registry import Registry, utcnow
+from ugro.runtime import Runtime, queue_for_gpu
 from ugro.settings import Settings
 
 RECORD = str(ROOT / "tests" / "jobs" / "record.py")
@@ -75,3 +79,56 @@ def test_down_requeues_a_running_job_and_up_runs_it_again(
         assert ugro(settings, "down").returncode == 0
         drop_keys(settings)
         assert processes_of(settings) == []
+
+
+def test_a_message_of_an_earlier_placement_claims_nothing(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    rt = Runtime.open(settings)
+    spec = JobSpec(name="again", command=["true"]).model_dump_json()
+    try:
+        # Given a job placed again (token "new") after a first placement ("old")
+        rt.registry.create_jobs(
+            [
+                {
+                    "id": "again-1", "name": "again", "kind": "command", "status": "placed",
+                    "priority": 0, "gpus": 1, "node": "n", "gpu_indices": "[0]", "attempt": 0,
+                    "max_retries": 0, "spec": spec,
+                    "created_at": utcnow(), "placement_token": "new",
+                }
+            ]
+        )  # fmt: skip
+        assert rt.live.leases.acquire("n", [0], "again-1|new", ttl=30)
+        # When the first placement's message arrives, it runs nothing
+        outcome = run_attempt(rt, "again-1", "old", "n", [0], threading.Event())
+        assert outcome.startswith("skipped")
+        row = rt.registry.get_job("again-1")
+        assert (row.status, row.attempt) == ("placed", 0)
+        assert rt.live.leases.lease_holders("n", [0]) == {0: "again-1|new"}
+    finally:
+        rt.close()
+
+
+def test_a_registry_made_before_a_column_was_added_gains_it_empty(database_url: str) -> None:
+    registry = Registry(database_url)
+    registry.create_jobs(
+        [
+            {
+                "id": "old-1", "name": "old", "kind": "command", "status": "finished",
+                "priority": 0, "gpus": 1, "node": None, "attempt": 1, "max_retries": 0,
+                "spec": "{}", "created_at": utcnow(),
+            }
+        ]
+    )  # fmt: skip
+    with registry.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE ugro_jobs DROP COLUMN placement_token"))
+    registry.close()
+    # Opened again by a newer ugro: the column is there, the old row reads back
+    registry = Registry(database_url)
+    try:
+        assert registry.get_job("old-1").placement_token is None
+        assert "placement_token" in {
+            c["name"] for c in inspect(registry.engine).get_columns("ugro_jobs")
+        }
+    finally:
+        registry.close()

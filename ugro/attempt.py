@@ -21,6 +21,7 @@ from ugro.dispatch import LocalSlot, dispatch_pending
 from ugro.lifecycle import requeue, settle_failure
 from ugro.paths import JobPaths, write_json_atomic
 from ugro.progress_scan import final_progress
+from ugro.redact import is_secret_name
 from ugro.registry import JobRow, utcnow
 from ugro.runner import ExitInfo, RunControl, run_command
 from ugro.runtime import Runtime, gpu_json
@@ -42,8 +43,7 @@ def run_attempt(
     following: tuple[str, str, list[int]] | None = (job_id, token, gpus)
     while following is not None:
         job_id, token, gpus = following
-        fresh = bool(outcomes)  # placed by this thread a moment ago
-        outcome, following = _run_one(rt, job_id, token, node, gpus, stop, fresh)
+        outcome, following = _run_one(rt, job_id, token, node, gpus, stop)
         outcomes.append(outcome if not outcomes else f"then {job_id}: {outcome}")
     # Idle now: make the next jobs' log folders, off any job's start.
     rt.spare_attempt_logs.replenish()
@@ -57,21 +57,9 @@ def _run_one(
     node: str,
     gpus: list[int],
     stop: threading.Event,
-    fresh: bool = False,
 ) -> tuple[str, tuple[str, str, list[int]] | None]:
-    """One attempt; returns what happened and the job placed here next, if any.
-
-    ``fresh``: this thread placed the job a moment ago, with leases in the running
-    window already (see ``LocalSlot``).
-    """
+    """One attempt; returns what happened and the job placed here next, if any."""
     holder = f"{job_id}|{token}"
-    # The lease proves the placement is still ours; renewing it also moves its TTL
-    # from the placement window to the running window.
-    held, secrets = rt.live.take_placement(
-        node, gpus, holder, rt.settings.lease_ttl, job_id, renew=not fresh
-    )
-    if not held:
-        return "skipped: the placement's lease has expired or was taken", None
     claim = {
         "started_at": utcnow(),
         "finished_at": None,
@@ -80,12 +68,17 @@ def _run_one(
         "exit_reason": None,
         "error": None,
     }
-    job = rt.claim(job_id, expect=[JobStatus.PLACED], **claim)
+    # The claim names the placement's lease token: a message of an earlier placement
+    # of the job, or a second delivery of this one, claims nothing.
+    job = rt.claim(job_id, expect=[JobStatus.PLACED], token=token, **claim)
     if job is None:
-        return "skipped: this attempt was claimed already (duplicate delivery)", None
+        return "skipped: claimed already (a duplicate delivery), or placed again since", None
     paths = rt.paths(job_id)
     try:
-        info = _execute(rt, job, secrets, paths, node, gpus, holder, stop, claim)
+        info = _execute(rt, job, paths, node, gpus, holder, stop, claim)
+    except LeaseTaken as exc:
+        now = time.time()
+        info = ExitInfo("lost", now, now, error=str(exc))
     except Exception as exc:  # the worker must survive whatever one job does
         log.exception("job %s failed in ugro itself", job_id)
         now = time.time()
@@ -148,10 +141,13 @@ def job_environment(
     return env
 
 
+class LeaseTaken(Exception):
+    """A claimed job's GPU lease is another's: the job must not run there."""
+
+
 def _execute(
     rt: Runtime,
     job: JobRow,
-    secrets: dict[str, str],
     paths: JobPaths,
     node: str,
     gpus: list[int],
@@ -160,6 +156,8 @@ def _execute(
     claim: dict[str, Any],
 ) -> ExitInfo:
     spec = JobSpec.model_validate_json(job.spec)
+    # The registry keeps a secret's name, redacted; its value is in Redis only.
+    secrets = rt.live.secrets(job.id) if any(map(is_secret_name, spec.env)) else {}
     argv = spec.argv()
     cwd = Path(spec.working_dir) if spec.working_dir else paths.root
     rank_log = paths.start_attempt_logs(job.attempt, rt.spare_attempt_logs)
@@ -171,7 +169,8 @@ def _execute(
     def on_start(pid: int) -> None:
         # The bookkeeping of the start follows the start, off the job's critical
         # path; should any of it fail, the runner stops the job.
-        rt.started(job, **claim)
+        if not rt.started(job, (node, gpus, holder), **claim):
+            raise LeaseTaken(f"GPUs {gpus} of {node} were leased to another job")
         paths.name_attempt_logs(job.attempt)
         rt.registry.start_attempt(
             job_id=job.id,

@@ -157,6 +157,7 @@ def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> 
         node=placement.node,
         gpu_indices=gpu_json(gpus),
         placed_at=utcnow(),
+        placement_token=token,  # what its worker's claim must name
     )
     if not placed:
         # Cancelled or already placed while it sat in the queue: give the GPUs back,

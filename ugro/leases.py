@@ -80,12 +80,13 @@ class Leases:
         """The placement's lease keys, then the fence of the holder's job."""
         return [*self._lease_keys(node, gpus), self.keys.fence(holder.partition("|")[0])]
 
-    def queue_renew(self, pipe: Any, node: str, gpus: list[int], holder: str, ttl: float) -> None:
-        """``renew`` (without taking back a vanished lease) as one command of ``pipe``;
-        its result is how many leases are held, or NoScriptError (see
-        ``queue_release``)."""
+    def queue_renew(
+        self, pipe: Any, node: str, gpus: list[int], holder: str, ttl: float, attempt: int = 0
+    ) -> None:
+        """``renew`` as one command of ``pipe``; its result is how many leases are
+        held, or NoScriptError (see ``queue_release``)."""
         keys = self._renew_keys(node, gpus, holder)
-        pipe.evalsha(self._renew.sha, len(keys), *keys, holder, int(ttl * 1000), 0)
+        pipe.evalsha(self._renew.sha, len(keys), *keys, holder, int(ttl * 1000), attempt)
 
     def release(self, node: str, gpus: list[int], holder: str) -> int:
         return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))

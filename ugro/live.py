@@ -244,36 +244,32 @@ class LiveState:
         self._queue_set_job(pipe, job_id, fields)
         pipe.execute()
 
-    def take_placement(
-        self, node: str, gpus: list[int], holder: str, ttl: float, job_id: str, renew: bool
-    ) -> tuple[bool, dict[str, str]]:
-        """For a worker about to claim a placed job, in one round trip: whether the
-        placement's leases are still its (renewed into the running window, with
-        ``renew``), and the job's secrets."""
-        pipe = self.redis.pipeline(transaction=False)
-        if renew:
-            self.leases.queue_renew(pipe, node, gpus, holder, ttl)
-        pipe.get(self.keys.job_secrets(job_id))
-        *renewed, raw = pipe.execute(raise_on_error=False)
-        if isinstance(raw, Exception):
-            raise raw
-        held = True
-        if renewed:
-            if isinstance(renewed[0], redis.exceptions.NoScriptError):  # a restarted Redis
-                held = self.leases.renew(node, gpus, holder, ttl)
-            elif isinstance(renewed[0], Exception):
-                raise renewed[0]
-            else:
-                held = int(renewed[0]) == len(gpus)
-        return held, dict(json.loads(cast(str, raw))) if raw else {}
-
-    def running(self, job_id: str, ttl: float, beat: dict[str, Any], **fields: Any) -> None:
-        """For a job its worker just started, in one round trip: ``set_job`` and its
-        first heartbeat (``beat``, ``ttl``)."""
+    def running(
+        self,
+        job_id: str,
+        ttl: float,
+        beat: dict[str, Any],
+        lease: tuple[str, list[int], str, int],
+        **fields: Any,
+    ) -> bool:
+        """For a job its worker just started, in one round trip: its leases (``lease``:
+        node, GPUs, holder, attempt) renewed into the running window (one that ran
+        out is taken back, as a heartbeat does), ``set_job`` and its first heartbeat
+        (``beat``, ``ttl``). Returns whether the leases are the job's."""
+        node, gpus, holder, attempt = lease
         pipe = self.redis.pipeline(transaction=True)
+        self.leases.queue_renew(pipe, node, gpus, holder, ttl, attempt)
         self._queue_set_job(pipe, job_id, fields)
         self._queue_heartbeat(pipe, job_id, ttl, beat)
-        pipe.execute()
+        renewed, *rest = pipe.execute(raise_on_error=False)
+        for result in rest:
+            if isinstance(result, Exception):
+                raise result
+        if isinstance(renewed, redis.exceptions.NoScriptError):  # a restarted Redis
+            return self.leases.renew(node, gpus, holder, ttl, attempt=attempt)
+        if isinstance(renewed, Exception):
+            raise renewed
+        return int(renewed) == len(gpus)
 
     def released(self, node: str, gpus: list[int], holder: str, job_id: str, **fields: Any) -> None:
         """``leases.release`` and then ``set_job``, in one round trip (an attempt's end)."""

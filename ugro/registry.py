@@ -37,6 +37,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from ugro import statements as sql
 from ugro.errors import JobNotFound
+from ugro.registry_columns import add_missing_columns
 from ugro.status import JobStatus, sources_of
 
 
@@ -81,6 +82,9 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The progress scan's last finding: ProgressInfo fields and "status" (JSON).
     progress: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The lease token of the job's current placement: a worker's claim names it, so
+    # a message of an earlier placement claims nothing.
+    placement_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class AttemptRow(Base):
@@ -185,6 +189,7 @@ class Registry:
         except (OperationalError, ProgrammingError, IntegrityError):
             # Another process created the tables between our check and our CREATE.
             Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine, Base.metadata)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -282,14 +287,22 @@ class Registry:
             result = conn.execute(*_status_update(job_id, new, sources, values))
         return bool(result.rowcount == 1)
 
-    def claim(self, job_id: str, expect: Iterable[JobStatus], **values: Any) -> JobRow | None:
+    def claim(
+        self, job_id: str, expect: Iterable[JobStatus], token: str | None = None, **values: Any
+    ) -> JobRow | None:
         """``transition`` to running that starts the job's next attempt (attempt + 1)
         and hands back the row as it is now, or None when someone else got there
-        first: one statement, ``UPDATE ... RETURNING``."""
+        first, or (with ``token``) when the job's placement is no longer the one of
+        that lease token: one statement, ``UPDATE ... RETURNING``."""
         sources = tuple(s.value for s in expect)
-        stmt = sql.job_status(_JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True)
+        stmt = sql.job_status(
+            _JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True, token=bool(token)
+        )
+        params = {"w_job": job_id, **sql.bound(values)}
+        if token:
+            params["w_token"] = token
         with self.engine.begin() as conn:
-            row = conn.execute(stmt, {"w_job": job_id, **sql.bound(values)}).first()
+            row = conn.execute(stmt, params).first()
         return None if row is None else _job_from(row._mapping)
 
     def end_attempt_with_status(

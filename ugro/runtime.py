@@ -108,19 +108,31 @@ class Runtime:
         self.live.set_job(job_id, **_live_fields(new, values))
         return True
 
-    def claim(self, job_id: str, expect: Iterable[JobStatus], **values: Any) -> JobRow | None:
+    def claim(
+        self, job_id: str, expect: Iterable[JobStatus], token: str, **values: Any
+    ) -> JobRow | None:
         """A worker's claim of a placed job in the registry: ``transition`` to running
-        that starts its next attempt and hands back the row as it is now (None:
-        claimed already). Redis hears of it from ``started``, once the job's process
-        is up: the claim alone is what keeps the attempt from running twice."""
-        return self.registry.claim(job_id, expect, **values)
+        that starts its next attempt and hands back the row as it is now; None when
+        it was claimed already, or placed again since under another lease ``token``.
+        Redis hears of it from ``started``, once the job's process is up: the claim
+        alone is what keeps the attempt from running twice."""
+        return self.registry.claim(job_id, expect, token=token, **values)
 
-    def started(self, row: JobRow, **values: Any) -> None:
-        """Mirror a claimed job's start in Redis, with its first heartbeat."""
+    def started(self, row: JobRow, lease: tuple[str, list[int], str], **values: Any) -> bool:
+        """Mirror a claimed job's start in Redis, with its first heartbeat, and move
+        its placement's leases (node, GPUs, holder) into the running window; False
+        when another holds one of them."""
         live = _live_fields(JobStatus.RUNNING, values)
         beat = {"node": row.node, "attempt": row.attempt}
         # started: for placement's backfill estimates
-        self.live.running(row.id, self.settings.lease_ttl, beat, started=time.time(), **live)
+        return self.live.running(
+            row.id,
+            self.settings.lease_ttl,
+            beat,
+            (*lease, row.attempt),
+            started=time.time(),
+            **live,
+        )
 
     def end_attempt(
         self,

@@ -168,7 +168,9 @@ def _place_at_once(
     gpus = list(placement.gpus)
     status, node, held = JobStatus.PLACED.value, placement.node, gpu_json(gpus)
     # (the row as the caller hands it back)
-    row.update(status=status, node=node, gpu_indices=held, placed_at=utcnow())
+    row.update(
+        status=status, node=node, gpu_indices=held, placed_at=utcnow(), placement_token=token
+    )
     try:
         rt.registry.create_jobs([row])
         try:
