@@ -81,23 +81,29 @@ def test_down_requeues_a_running_job_and_up_runs_it_again(
         assert processes_of(settings) == []
 
 
+def _placed(rt: Runtime, job_id: str, token: str, command: list[str]) -> None:
+    """A job's registry row and tree as a placement on GPU 0 of node "n" left them."""
+    spec = JobSpec(name=job_id, command=command)
+    rt.registry.create_jobs(
+        [
+            {
+                "id": job_id, "name": job_id, "kind": "command", "status": "placed",
+                "priority": 0, "gpus": 1, "node": "n", "gpu_indices": "[0]", "attempt": 0,
+                "max_retries": 0, "spec": spec.model_dump_json(), "created_at": utcnow(),
+                "placement_token": token,
+            }
+        ]
+    )  # fmt: skip
+    rt.paths(job_id).create({"job_id": job_id, "spec": spec.model_dump(mode="json")})
+
+
 def test_a_message_of_an_earlier_placement_claims_nothing(
     settings: Settings, live_redis: redis.Redis
 ) -> None:
     rt = Runtime.open(settings)
-    spec = JobSpec(name="again", command=["true"]).model_dump_json()
     try:
         # Given a job placed again (token "new") after a first placement ("old")
-        rt.registry.create_jobs(
-            [
-                {
-                    "id": "again-1", "name": "again", "kind": "command", "status": "placed",
-                    "priority": 0, "gpus": 1, "node": "n", "gpu_indices": "[0]", "attempt": 0,
-                    "max_retries": 0, "spec": spec,
-                    "created_at": utcnow(), "placement_token": "new",
-                }
-            ]
-        )  # fmt: skip
+        _placed(rt, "again-1", "new", ["true"])
         assert rt.live.leases.acquire("n", [0], "again-1|new", ttl=30)
         # When the first placement's message arrives, it runs nothing
         outcome = run_attempt(rt, "again-1", "old", "n", [0], threading.Event())
@@ -105,6 +111,26 @@ def test_a_message_of_an_earlier_placement_claims_nothing(
         row = rt.registry.get_job("again-1")
         assert (row.status, row.attempt) == ("placed", 0)
         assert rt.live.leases.lease_holders("n", [0]) == {0: "again-1|new"}
+    finally:
+        rt.close()
+
+
+def test_a_claimed_job_whose_lease_another_holds_is_stopped_as_lost(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    rt = Runtime.open(settings)
+    try:
+        # Given a placement whose GPU lease is another job's by the time it starts
+        _placed(rt, "late-1", "mine", ["sleep", "60"])
+        assert rt.live.leases.acquire("n", [0], "other-1|theirs", ttl=30)
+        # When its worker runs it, the process it started is stopped at once
+        outcome = run_attempt(rt, "late-1", "mine", "n", [0], threading.Event())
+        assert outcome.startswith("lost"), outcome
+        row = rt.registry.get_job("late-1")
+        assert (row.attempt, row.exit_reason) == (1, "lost")
+        assert "leased to another job" in (row.error or "")
+        # and the other job keeps its lease
+        assert rt.live.leases.lease_holders("n", [0]) == {0: "other-1|theirs"}
     finally:
         rt.close()
 

@@ -288,19 +288,15 @@ class Registry:
         return bool(result.rowcount == 1)
 
     def claim(
-        self, job_id: str, expect: Iterable[JobStatus], token: str | None = None, **values: Any
+        self, job_id: str, expect: Iterable[JobStatus], token: str, **values: Any
     ) -> JobRow | None:
         """``transition`` to running that starts the job's next attempt (attempt + 1)
         and hands back the row as it is now, or None when someone else got there
-        first, or (with ``token``) when the job's placement is no longer the one of
-        that lease token: one statement, ``UPDATE ... RETURNING``."""
+        first or the job's placement is no longer the one of lease ``token``: one
+        statement, ``UPDATE ... RETURNING``."""
         sources = tuple(s.value for s in expect)
-        stmt = sql.job_status(
-            _JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True, token=bool(token)
-        )
-        params = {"w_job": job_id, **sql.bound(values)}
-        if token:
-            params["w_token"] = token
+        stmt = sql.job_status(_JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True)
+        params = {"w_job": job_id, "w_token": token, **sql.bound(values)}
         with self.engine.begin() as conn:
             row = conn.execute(stmt, params).first()
         return None if row is None else _job_from(row._mapping)

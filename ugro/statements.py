@@ -23,22 +23,16 @@ def bound(values: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def job_status(
-    jobs: Table,
-    new: str,
-    sources: tuple[str, ...],
-    columns: tuple[str, ...],
-    claim: bool = False,
-    token: bool = False,
+    jobs: Table, new: str, sources: tuple[str, ...], columns: tuple[str, ...], claim: bool = False
 ) -> Update:
-    """UPDATE a job's status (and ``columns``) where it is in ``sources`` (and, with
-    ``token``, its placement's token is ``w_token``); with ``claim``, also start its
-    next attempt and return the row."""
+    """UPDATE a job's status (and ``columns``) where it is in ``sources``; with
+    ``claim``, only where its placement's lease token is ``w_token``, and also start
+    its next attempt and return the row."""
     values: dict[str, Any] = {column: bindparam(f"v_{column}") for column in columns}
     values["status"] = new
+    where = [jobs.c.id == bindparam("w_job"), jobs.c.status.in_(sources)]
     if claim:
         values["attempt"] = jobs.c.attempt + 1
-    where = [jobs.c.id == bindparam("w_job"), jobs.c.status.in_(sources)]
-    if token:
         where.append(jobs.c.placement_token == bindparam("w_token"))
     stmt = update(jobs).where(*where).values(**values)
     return stmt.returning(*jobs.c) if claim else stmt
