@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,33 @@ def _job_task_events(pubsub: Any, timeout: float) -> dict[str, set[str]]:
     return {task: kinds[task] for task in job_tasks}
 
 
+class _Monitor:
+    """Every command the Redis server runs meanwhile, as MONITOR shows them."""
+
+    _END = "ugro-test-monitor-end"
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.commands: list[str] = []
+        self._monitor = redis.monitor()
+        self._monitor.__enter__()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            command = self._monitor.next_command()["command"]
+            if self._END in command:
+                return
+            self.commands.append(command)
+
+    def stop(self) -> list[str]:
+        self.redis.echo(self._END)
+        self._thread.join(timeout=10)
+        self._monitor.__exit__(None, None, None)
+        return self.commands
+
+
 def _records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -75,12 +103,25 @@ def test_a_sweep_submitted_at_once_is_all_or_nothing_and_runs_each_job_once(
         ]
         celery_events = client.rt.live.redis.pubsub()
         celery_events.psubscribe(f"{stack.redis_prefix}:*celeryev/task.multi")
+        monitor = _Monitor(client.rt.live.redis)
         jobs = client.submit_many(specs)
         assert [job.name for job in jobs] == [f"sweep{i}" for i in range(10)]
         done = client.wait([job.id for job in jobs], timeout=120)
         # Flower hears of each job's task: received, started and succeeded
         tasks = _job_task_events(celery_events, timeout=30)
         celery_events.close()
+        commands = monitor.stop()
+    # Each job message left Redis as it was received: no unacked copy was kept of it
+    # (ugro/receipt_ack.py), while the messages themselves were seen going out
+    job_messages = [c for c in commands if "ugro.run_job" in c]
+    assert any(c.startswith("LPUSH") for c in job_messages)
+    unacked = f"{stack.redis_prefix}:unacked"
+    assert [c for c in job_messages if unacked in c] == []
+    # ... nor any ack sent for one (an ack is an HDEL there; the node agent's own
+    # tasks keep their copies, each HSET there and then gone with its ack)
+    kept = [c for c in commands if c.startswith(f"HSET {unacked} ")]
+    acked = [c for c in commands if c.startswith(f"HDEL {unacked} ")]
+    assert len(acked) <= len(kept)
     assert len(tasks) >= 4  # one per GPU at least: the first four were sent at once
     assert all(
         kinds == {"task-received", "task-started", "task-succeeded"} for kinds in tasks.values()

@@ -39,7 +39,7 @@ def _on_shutdown(**_: Any) -> None:
     SHUTTING_DOWN.set()
 
 
-@shared_task(name="ugro.run_job", ignore_result=True)
+@shared_task(name="ugro.run_job", ignore_result=True, Request="ugro.receipt_ack:ReceivedJob")
 def run_job(job_id: str, token: str, node: str, gpus: list[int]) -> str:
     """Run one placed job on this GPU worker."""
     outcome = run_attempt(runtime(), job_id, token, node, [int(g) for g in gpus], SHUTTING_DOWN)

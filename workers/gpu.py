@@ -17,6 +17,7 @@ from ugro.dispatch import dispatch_pending
 from ugro.gpus import load_backend
 from ugro.presence import Presence
 from ugro.processes import become_subreaper
+from ugro.receipt_ack import AckOnReceipt
 from ugro.reconcile import reconcile
 from ugro.runtime import queue_for_gpu
 from ugro.settings import Settings
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings()
     app = make_app(settings)
+    # Job messages leave Redis as they are received (ugro/receipt_ack.py).
+    app.steps["consumer"].add(AckOnReceipt)
     # Orphans of this worker's jobs become its children, so it reaps them.
     become_subreaper()
     presence: list[Presence] = []
