@@ -96,7 +96,6 @@ def run_command(
     """Run ``argv`` to its end with output appended to ``log_path``."""
     job_id = env.get("UGRO_JOB_ID", "")
     started = time.time()
-    ooms_before = oom_kill_count()
     with log_path.open("ab") as out:
         try:
             proc = subprocess.Popen(
@@ -112,6 +111,9 @@ def run_command(
         except OSError as exc:
             error = f"cannot start {argv[0]!r} in {cwd}: {exc.strerror or exc}"
             return ExitInfo("error", started, time.time(), 127, error=error, deterministic=True)
+    # Read once the job is on its way: a new process takes far longer than this to
+    # allocate enough memory for the kernel to kill it.
+    ooms_before = oom_kill_count()
     try:
         control.on_start(proc.pid)
     except BaseException:
