@@ -19,6 +19,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ugro.errors import NotRunningError
+from ugro.job_message import JobMessage
 from ugro.keys import Keys
 from ugro.leases import Leases
 from ugro.settings import Settings
@@ -421,14 +422,17 @@ class LiveState:
         """Ask whoever holds the dispatch lock for one more pass."""
         self.redis.set(self.keys.dispatch_dirty, 1)
 
-    def placed_new(self, job_id: str, secrets: dict[str, str], **fields: Any) -> None:
-        """A job placed the moment it was accepted, in one round trip: its secrets and
+    def placed_new(
+        self, job_id: str, secrets: dict[str, str], message: JobMessage, **fields: Any
+    ) -> None:
+        """A job placed the moment it was accepted, in one transaction: its secrets,
         its live hash (what a queued one's holds, and its placement), its status
-        announced."""
+        announced and its message to its worker (``ugro.job_message``)."""
         pipe = self.redis.pipeline(transaction=True)
         if secrets:
             pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
         self._queue_set_job(pipe, job_id, fields)
+        pipe.lpush(message.key, message.payload)
         pipe.execute()
 
     def dispatch_exit(self, token: str, ttl: float = 30.0) -> bool:

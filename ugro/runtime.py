@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ugro.job_message import RUN_JOB, JobMessage, job_message
 from ugro.keys import Keys
 from ugro.live import LiveState
 from ugro.paths import JobPaths, build_attempt_logs, build_tree
@@ -85,10 +86,16 @@ class Runtime:
             self._spares[kind] = SparePool(self.settings.jobs_dir, kind, build, keep, background)
         return self._spares[kind]
 
+    def job_message(self, job_id: str, token: str, node: str, gpus: list[int]) -> JobMessage:
+        """A placed job's message to its first GPU's worker, for the caller to push in
+        its own transaction (``ugro.job_message``)."""
+        queue = queue_for_gpu(self.settings, node, gpus[0])
+        return job_message(self.app, self.settings, queue, job_id, token, node, gpus)
+
     def send_job(self, job_id: str, token: str, node: str, gpus: list[int]) -> None:
         """Send a placed job to the queue of its first GPU's worker."""
         self.app.send_task(
-            "ugro.run_job",
+            RUN_JOB,
             kwargs={"job_id": job_id, "token": token, "node": node, "gpus": gpus},
             # What Flower and the logs show: the lease token stays out of sight.
             kwargsrepr=repr({"job_id": job_id, "node": node, "gpus": gpus}),

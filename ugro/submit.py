@@ -14,7 +14,7 @@ import redis
 from ugro.dispatch import dispatch_pending
 from ugro.errors import SpecError
 from ugro.paths import JobPaths
-from ugro.placement import PendingJob, Placement
+from ugro.placement import PendingJob
 from ugro.redact import redact_env, split_secrets
 from ugro.registry import JobRow, utcnow
 from ugro.runtime import Runtime, gpu_json
@@ -128,22 +128,21 @@ def accept(
                     "created_at": now,
                 }
             )
+        # (before a job can start: its worker's lines come after this one)
+        for spec, paths, _ in accepted:
+            paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
         # One job that fits now, with nothing waiting before it, is placed as it is
-        # accepted: one row written once, no trip through the queue.
-        placed = None
+        # accepted: one row written once, no trip through the queue, its message
+        # sent with its live record.
+        placed = False
         if len(accepted) == 1:
             placed = _place_at_once(rt, leaser or SubmitLease(rt), *accepted[0], rows[0])
-        may_place = placed is None and _queue(rt, accepted, rows)
+        may_place = not placed and _queue(rt, accepted, rows)
     except BaseException:
         for _, paths, _ in accepted:
             paths.remove()
         raise
-    for spec, paths, _ in accepted:
-        paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
-    if placed is not None:
-        placement, token = placed
-        rt.send_job(placement.job_id, token, placement.node, list(placement.gpus))
-    elif may_place:
+    if may_place:
         # Placing here, when a GPU is free, saves the jobs a hop through beat.
         dispatch_pending(rt)
     return [JobRow(**row) for row in rows]
@@ -156,14 +155,15 @@ def _place_at_once(
     paths: JobPaths,
     secrets: dict[str, str],
     row: dict[str, Any],
-) -> tuple[Placement, str] | None:
-    """Lease GPUs for a job being accepted and write it down placed, registry row
-    first, when it fits now and no job waits; None when it must be queued. All or
-    nothing: a failure leaves no lease, no row and no live state behind."""
+) -> bool:
+    """Lease GPUs for a job being accepted, write it down placed, registry row first,
+    and send it to its worker, when it fits now and no job waits; False when it must
+    be queued. All or nothing: a failure leaves no lease, no row, no live state and
+    no message behind."""
     job_id = paths.job_id
     leased = leaser.lease(PendingJob(job_id, spec.gpus, spec.node, spec.timeout))
     if leased is None:
-        return None
+        return False
     placement, token = leased
     gpus = list(placement.gpus)
     status, node, held = JobStatus.PLACED.value, placement.node, gpu_json(gpus)
@@ -177,6 +177,7 @@ def _place_at_once(
             rt.live.placed_new(
                 job_id,
                 secrets,
+                rt.job_message(job_id, token, node, gpus),
                 status=status,
                 node=node,
                 gpus_held=held,
@@ -194,7 +195,7 @@ def _place_at_once(
         with contextlib.suppress(redis.RedisError):
             rt.live.leases.release(placement.node, gpus, f"{job_id}|{token}")
         raise
-    return placement, token
+    return True
 
 
 def _queue(
