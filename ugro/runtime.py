@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ugro.job_message import RUN_JOB, JobMessage, job_message
+from ugro.job_message import JobMessage, job_message
 from ugro.keys import Keys
 from ugro.live import LiveState
 from ugro.paths import JobPaths, build_attempt_logs, build_tree
@@ -94,13 +94,8 @@ class Runtime:
 
     def send_job(self, job_id: str, token: str, node: str, gpus: list[int]) -> None:
         """Send a placed job to the queue of its first GPU's worker."""
-        self.app.send_task(
-            RUN_JOB,
-            kwargs={"job_id": job_id, "token": token, "node": node, "gpus": gpus},
-            # What Flower and the logs show: the lease token stays out of sight.
-            kwargsrepr=repr({"job_id": job_id, "node": node, "gpus": gpus}),
-            queue=queue_for_gpu(self.settings, node, gpus[0]),
-        )
+        message = self.job_message(job_id, token, node, gpus)
+        self.live.redis.lpush(message.key, message.payload)
 
     def transition(
         self,
