@@ -44,7 +44,7 @@ def make_app(settings: Settings) -> Any:
             "visibility_timeout": settings.visibility_timeout,
             # Every Celery key shares ugro's prefix, so installations sharing one
             # Redis server stay apart.
-            "global_keyprefix": f"{settings.redis_prefix}:",
+            "global_keyprefix": Keys(settings.redis_prefix).celery_prefix,
         },
         # Events let Flower show workers and tasks; they carry no job environment.
         # No "task-sent" event: it would double the messages of every submission.

@@ -9,7 +9,7 @@ message (found only when its lease runs out). Here Celery builds the task messag
 it in its own MULTI, as kombu's transport would: the envelope below is kombu's
 Redis message (``Channel.prepare_message`` and ``basic_publish`` on the default
 exchange, which routes to the queue of the same name), LPUSHed onto the queue's
-list under Celery's key prefix. ``tests/test_job_message.py`` holds it to what
+list under Celery's key prefix (``Keys.celery``). ``tests/test_job_message.py`` holds it to what
 ``send_task`` itself puts in Redis, field by field, so a kombu that changes its
 envelope fails there.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from kombu.serialization import dumps
 
-from ugro.settings import Settings
+from ugro.keys import Keys
 
 #: The task that runs a placed job on its GPU's worker.
 RUN_JOB = "ugro.run_job"
@@ -40,13 +40,8 @@ class JobMessage:
     payload: str
 
 
-def celery_key(settings: Settings, name: str) -> str:
-    """A key of Celery's in Redis: ugro's prefix, as ``global_keyprefix`` sets it."""
-    return f"{settings.redis_prefix}:{name}"
-
-
 def job_message(
-    app: Any, settings: Settings, queue: str, job_id: str, token: str, node: str, gpus: list[int]
+    app: Any, keys: Keys, queue: str, job_id: str, token: str, node: str, gpus: list[int]
 ) -> JobMessage:
     """The message on ``queue`` that runs ``job_id`` on ``gpus`` of ``node``."""
     task_id = str(uuid.uuid4())
@@ -77,4 +72,4 @@ def job_message(
         "headers": headers,
         "properties": properties,
     }
-    return JobMessage(celery_key(settings, queue), json.dumps(envelope))
+    return JobMessage(keys.celery(queue), json.dumps(envelope))

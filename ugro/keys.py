@@ -147,6 +147,19 @@ class Keys:
     def health_thinned(self) -> str:
         return f"{self.prefix}:health:thinned"
 
+    # Celery -------------------------------------------------------------------------
+
+    # The prefix of every key Celery's transport writes itself (its
+    # ``global_keyprefix``): the GPU workers' queues, its unacked hash, its bindings.
+    @property
+    def celery_prefix(self) -> str:
+        return f"{self.prefix}:"
+
+    # One of Celery's keys, a queue's list say: written by Celery, and by ugro where
+    # it pushes a job message itself (ugro/job_message.py). No TTL.
+    def celery(self, name: str) -> str:
+        return f"{self.celery_prefix}{name}"
+
     # Beat ---------------------------------------------------------------------------
 
     # The prefix of RedBeat's keys, which it writes itself (ugro/beat_scheduler.py),

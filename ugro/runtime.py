@@ -90,7 +90,7 @@ class Runtime:
         """A placed job's message to its first GPU's worker, for the caller to push in
         its own transaction (``ugro.job_message``)."""
         queue = queue_for_gpu(self.settings, node, gpus[0])
-        return job_message(self.app, self.settings, queue, job_id, token, node, gpus)
+        return job_message(self.app, self.keys, queue, job_id, token, node, gpus)
 
     def send_job(self, job_id: str, token: str, node: str, gpus: list[int]) -> None:
         """Send a placed job to the queue of its first GPU's worker."""

@@ -11,6 +11,7 @@ from celery.signals import worker_shutting_down
 
 from ugro.attempt import run_attempt
 from ugro.dispatch import dispatch_pending
+from ugro.job_message import RUN_JOB
 from ugro.orphans import kill_orphans
 from ugro.progress_scan import progress_scan
 from ugro.reconcile import reconcile
@@ -39,7 +40,7 @@ def _on_shutdown(**_: Any) -> None:
     SHUTTING_DOWN.set()
 
 
-@shared_task(name="ugro.run_job", ignore_result=True, Request="ugro.receipt_ack:ReceivedJob")
+@shared_task(name=RUN_JOB, ignore_result=True, Request="ugro.receipt_ack:ReceivedJob")
 def run_job(job_id: str, token: str, node: str, gpus: list[int]) -> str:
     """Run one placed job on this GPU worker."""
     outcome = run_attempt(runtime(), job_id, token, node, [int(g) for g in gpus], SHUTTING_DOWN)
