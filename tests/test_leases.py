@@ -70,7 +70,7 @@ def test_queueing_says_a_pass_is_needed_unless_every_gpu_was_leased_as_it_queued
     entry = [("job-a", 0, 1, None, None, None)]
     # Given a snapshot that saw two GPUs, one of them free: a pass is needed
     assert live.leases.acquire("n", [0], "x|1", ttl=10)
-    live.dispatch_snapshot(max_age=60)
+    live.dispatch.snapshot(max_age=60)
     assert live.enqueue_many(entry, watch=True)
     # Given both leased as the job is queued: whoever frees one runs the next pass
     assert live.leases.acquire("n", [1], "y|1", ttl=10)
@@ -82,10 +82,10 @@ def test_queueing_says_a_pass_is_needed_unless_every_gpu_was_leased_as_it_queued
     live.register_worker("n", 2, pid=1, host="h")
     assert live.enqueue_many(entry, watch=True)
     # Given a snapshot older than a second, or no watch asked for: a pass is needed
-    live.dispatch_snapshot(max_age=60)
+    live.dispatch.snapshot(max_age=60)
     assert live.leases.acquire("n", [2], "z|1", ttl=10)
     assert not live.enqueue_many(entry, watch=True)
-    live._seen_at -= 2
+    live.dispatch._seen_at -= 2
     assert live.enqueue_many(entry, watch=True)
     assert live.enqueue_many(entry)
     assert live.queued_ids() == {"job-a"}
@@ -127,13 +127,13 @@ def test_a_submit_plans_on_what_it_saw_and_the_lease_checks_what_the_plan_relied
             rt.live.register_worker("n", index, pid=1, host="h")
         leaser = SubmitLease(rt)
         snapshots: list[int] = []
-        snapshot = rt.live.dispatch_snapshot
+        snapshot = rt.live.dispatch.snapshot
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             snapshots.append(1)
             return snapshot(*args, **kwargs)
 
-        rt.live.dispatch_snapshot = counted  # type: ignore[method-assign]
+        rt.live.dispatch.snapshot = counted  # type: ignore[method-assign]
         first = PendingJob("a-1", 1, None, None)
         # The first submit reads the GPUs and the registry afresh
         leased = leaser.lease(first)
@@ -150,8 +150,8 @@ def test_a_submit_plans_on_what_it_saw_and_the_lease_checks_what_the_plan_relied
         assert len(snapshots) == 1
         rt.live.redis.delete(*(rt.keys.lease("n", i) for i in (0, 1)))
         # What it saw is more than a second old: it reads afresh
-        assert rt.live.last_seen is not None
-        rt.live.last_seen.at -= 2
+        assert rt.live.dispatch.last_seen is not None
+        rt.live.dispatch.last_seen.at -= 2
         leased = leaser.lease(PendingJob("e-1", 1, None, None))
         assert leased is not None and leased[0].gpus == (0,) and len(snapshots) == 2
         rt.live.leases.release("n", [0], f"e-1|{leased[1]}")

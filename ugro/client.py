@@ -175,7 +175,9 @@ class Client:
         """Block until every job has ended; returns them in the order given.
 
         Wakes on the status events the workers publish, and re-reads the registry
-        at least every second in case an event was missed.
+        at least every second in case an event was missed. ``on_change`` is called
+        with every job at first, then with the jobs each registry read brought: a
+        wake costs what changed, not what is waited on (a sweep of thousands).
 
         Raises:
             TimeoutError: when ``timeout`` seconds pass first.
@@ -185,21 +187,16 @@ class Client:
         latest = self._by_full_id(given)
         ids = [latest[job_id].id for job_id in given]
         latest = {job.id: job for job in latest.values()}
+        read = builtins.list(latest.values())
+        left = {job.id for job in read if not job.done}
         deadline = None if timeout is None else time.monotonic() + timeout
-        # What to read from the registry next: every job not done yet at first and
-        # at least once a second, else only those an event said ended.
-        to_read: builtins.list[str] = []
         full, next_full = True, 0.0
         try:
             while True:
-                if to_read:
-                    latest.update((job.id, job) for job in self.get_many(to_read))
-                jobs = [latest[job_id] for job_id in ids]
-                if on_change is not None:
-                    on_change(jobs)
-                left = {job.id for job in jobs if not job.done}
+                if on_change is not None and read:
+                    on_change(read)
                 if not left:
-                    return jobs
+                    return [latest[job_id] for job_id in ids]
                 now = time.monotonic()
                 if full:
                     next_full = now + 1.0
@@ -208,7 +205,11 @@ class Client:
                 until = next_full if deadline is None else min(next_full, deadline)
                 ended = await_end(events, left, until)
                 full = not ended or time.monotonic() >= next_full
-                to_read = [job_id for job_id in ids if job_id in (left if full else ended)]
+                # Every job not done yet at least once a second, else only those an
+                # event said ended.
+                read = self.get_many(builtins.list(left if full else ended))
+                latest.update((job.id, job) for job in read)
+                left.difference_update(job.id for job in read if job.done)
         except BaseException:
             # The subscription may hold unread replies or be broken: start afresh.
             self._close_events()

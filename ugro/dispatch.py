@@ -11,16 +11,20 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from ugro.live import WorkerInfo
+from ugro.dispatch_state import Snapshot
 from ugro.placement import PendingJob, Placement, plan_placements
 from ugro.registry import utcnow
 from ugro.runtime import Runtime, gpu_json
 from ugro.status import JobStatus
+from ugro.worker_info import WorkerInfo
 
 log = logging.getLogger(__name__)
-# How many jobs at the head of the queue a dispatch pass reads first.
+# How many jobs at the head of the queue a dispatch pass reads first, and how many
+# it reads when those would leave GPUs free.
 _HEAD = 8
+_WINDOW = 64
 
 
 @dataclass
@@ -42,17 +46,21 @@ class LocalSlot:
 def dispatch_pending(rt: Runtime, local: LocalSlot | None = None) -> int:
     """Place every pending job that fits now; returns how many were placed."""
     token = secrets.token_hex(8)
-    if not rt.live.dispatch_enter(token):
-        return 0  # the holder will see our request
+    snapshot = rt.live.dispatch.begin(token, rt.settings.worker_ttl, _HEAD)
+    if snapshot is None:
+        return 0  # the holder will see our request, or nothing waits
     placed = 0
     while True:
+        # The pass's last placement is written with the lock's release.
+        writes = rt.live.redis.pipeline(transaction=True)
         try:
-            placed += _dispatch_pass(rt, local)
+            placed += _dispatch_pass(rt, local, snapshot, writes)
         except Exception:
-            rt.live.dispatch_exit(token)
+            rt.live.dispatch.end(token, writes)
             raise
-        if not rt.live.dispatch_exit(token):
+        if not rt.live.dispatch.end(token, writes):
             return placed
+        snapshot = None
 
 
 @dataclass
@@ -69,7 +77,7 @@ class GpuView:
 
 def gpu_view(rt: Runtime) -> GpuView:
     """Live GPUs by node: free, held by a job, or blocked by another program."""
-    workers, holders, _ = rt.live.dispatch_snapshot(rt.settings.worker_ttl, limit=0)
+    workers, holders, _ = rt.live.dispatch.snapshot(rt.settings.worker_ttl, limit=0)
     return view_of(workers, holders, rt.registry.held_gpus())
 
 
@@ -108,13 +116,18 @@ def _busy_ends(rt: Runtime, view: GpuView) -> dict[str, list[float | None]]:
     return {node: [left.get(job) for job in held.values()] for node, held in view.held.items()}
 
 
-def _dispatch_pass(rt: Runtime, local: LocalSlot | None = None) -> int:
+def _dispatch_pass(
+    rt: Runtime, local: LocalSlot | None, snapshot: Snapshot | None, writes: Any
+) -> int:
+    """One pass, from ``snapshot`` of the head of the queue when the caller has it;
+    the last placement's Redis writes are left in ``writes``."""
     # The head of the queue first: its jobs usually take every free GPU. The whole
     # window is read only when GPUs would be left free while more jobs wait, and
     # then the pass is planned anew on it, so the outcome is the window's.
-    for limit in (_HEAD, None):
-        kwargs = {} if limit is None else {"limit": limit}
-        workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl, **kwargs)
+    for limit in (_HEAD, _WINDOW):
+        if snapshot is None or limit != _HEAD:
+            snapshot = rt.live.dispatch.snapshot(rt.settings.worker_ttl, limit)
+        workers, holders, entries = snapshot
         if not entries:
             return 0  # nothing waits, or every GPU is leased: no need to ask the registry
         view = view_of(workers, holders, rt.registry.held_gpus())
@@ -126,14 +139,22 @@ def _dispatch_pass(rt: Runtime, local: LocalSlot | None = None) -> int:
         ends = _busy_ends(rt, view) if any(job.gpus > most_free for job in pending) else None
         plans = plan_placements(pending, view.free, view.capacity, ends)
         left_free = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
-        if limit is not None and len(entries) == limit and left_free > 0:
+        if limit == _HEAD and len(entries) == limit and left_free > 0:
             continue
-        return sum(place(rt, placement, local) for placement in plans)
+        last = len(plans) - 1
+        return sum(
+            place(rt, placement, local, writes if i == last else None)
+            for i, placement in enumerate(plans)
+        )
     return 0
 
 
-def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> bool:
-    """Lease the placement's GPUs, mark the job placed and send it to its worker."""
+def place(
+    rt: Runtime, placement: Placement, local: LocalSlot | None = None, writes: Any = None
+) -> bool:
+    """Lease the placement's GPUs, mark the job placed and send it to its worker.
+    With ``writes`` (a transaction pipeline), the placed status and the message are
+    left there for the caller to execute."""
     gpus = list(placement.gpus)
     token = secrets.token_hex(8)
     holder = f"{placement.job_id}|{token}"
@@ -148,12 +169,13 @@ def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> 
     if not rt.live.leases.acquire(placement.node, gpus, holder, ttl):
         # A GPU was taken since we looked (by a job placed as it was submitted):
         # another pass, on what is free now.
-        rt.live.ask_for_dispatch()
+        rt.live.dispatch.ask()
         return False
     placed = rt.transition(
         placement.job_id,
         JobStatus.PLACED,
         expect=[JobStatus.QUEUED],
+        writes=writes,
         node=placement.node,
         gpu_indices=gpu_json(gpus),
         placed_at=utcnow(),
@@ -164,11 +186,12 @@ def place(rt: Runtime, placement: Placement, local: LocalSlot | None = None) -> 
         # and look again, for a job queued while they looked taken.
         rt.live.leases.release(placement.node, gpus, holder)
         rt.live.dequeue(placement.job_id)
-        rt.live.ask_for_dispatch()
+        rt.live.dispatch.ask()
         return False
     if here and local is not None:
         local.taken = (placement.job_id, token, gpus)  # its worker runs it next
     else:
-        rt.send_job(placement.job_id, token, placement.node, gpus)  # (placed: out of the queue)
+        # (placed: out of the queue)
+        rt.send_job(placement.job_id, token, placement.node, gpus, writes=writes)
     log.info("placed %s on %s GPUs %s", placement.job_id, placement.node, gpus)
     return True

@@ -1,5 +1,6 @@
 """Live state in Redis: the pending queue, job hashes, workers, heartbeats; the
-GPU leases are ``ugro.leases``, reached as ``LiveState.leases``.
+GPU leases are ``ugro.leases`` (``LiveState.leases``), and the dispatch lock and
+snapshots ``ugro.dispatch_state`` (``LiveState.dispatch``).
 
 Every key comes from ``ugro.keys``; every multi-key change that must be atomic is a
 Lua script in ``ugro/lua/``.
@@ -9,28 +10,26 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from importlib import resources
-from secrets import token_hex
 from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from ugro.dispatch_state import DispatchState, PendingEntry
 from ugro.errors import NotRunningError
 from ugro.job_message import JobMessage
 from ugro.keys import Keys
 from ugro.leases import Leases
 from ugro.settings import Settings
+from ugro.worker_info import WorkerInfo, node_block
 
 # Pending score: higher priority first, then submission order. |priority| <= 1000
 # and the sequence stays below 1e10, so the score stays exact in a double.
 _PRIORITY_WEIGHT = 10_000_000_000
 # The live hash of a finished job is kept this long for `ugro wait` and the like.
 _ENDED_JOB_TTL = 86_400
-# How long (s) what a dispatch snapshot saw of the workers is trusted by enqueue_many.
-_SNAPSHOT_FRESH = 1.0
 
 
 def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) -> redis.Redis:
@@ -63,40 +62,8 @@ def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) ->
     return client
 
 
-def _node_block(why: str | None) -> str | None:
-    return None if why is None else f"node unhealthy ({why})"
-
-
-def _script(name: str) -> str:
-    return resources.files("ugro").joinpath("lua", name).read_text(encoding="utf-8")
-
-
 #: A job to queue: (job_id, priority, gpus, node, timeout, ready_at).
 QueuedEntry = tuple[str, int, int, str | None, float | None, float | None]
-#: A pending job as dispatch sees it: (job_id, gpus, node, timeout).
-PendingEntry = tuple[str, int, str | None, float | None]
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    node: str
-    index: int
-    pid: int
-    host: str
-    seen: float
-    blocked: str | None = None  # why another program keeps the GPU busy
-    gpu: dict[str, Any] | None = None  # the device's last reading (GpuInfo fields)
-
-
-@dataclass
-class SeenGpus:
-    """The live GPUs as one dispatch snapshot saw them."""
-
-    at: float  # time.monotonic() of the snapshot
-    epoch: str  # the live state's id then (ugro.keys: epoch)
-    workers: list[WorkerInfo]
-    # (node, index) -> the holder of its lease, None when free
-    holders: dict[tuple[str, int], str | None]
 
 
 class LiveState:
@@ -106,16 +73,13 @@ class LiveState:
         self.redis = client
         self.keys = keys
         self.leases = Leases(client, keys)
-        self._enqueue = client.register_script(_script("enqueue.lua"))
-        self._enter = client.register_script(_script("dispatch_enter.lua"))
-        self._exit = client.register_script(_script("dispatch_exit.lua"))
-        # What the last dispatch snapshot saw: when (monotonic), the live workers'
-        # GPUs (node, index), and how many entries the workers hash had.
-        self._seen_at = 0.0
-        self._places_seen: list[tuple[str, int]] = []
-        self._workers_seen = 0
-        # What the last dispatch snapshot saw, for a submit that plans on it.
-        self.last_seen: SeenGpus | None = None
+        self._enqueue = client.register_script(self.script("enqueue.lua"))
+        self.dispatch = DispatchState(self)
+
+    @staticmethod
+    def script(name: str) -> str:
+        """The source of one of ``ugro/lua``'s scripts."""
+        return resources.files("ugro").joinpath("lua", name).read_text(encoding="utf-8")
 
     @classmethod
     def open(cls, settings: Settings, ride_out: bool = False) -> LiveState:
@@ -152,10 +116,11 @@ class LiveState:
         for job_id, priority, gpus, node, timeout, ready_at in jobs:
             keys.append(self.keys.job(job_id))
             args += [job_id, priority, gpus, node or "", timeout or "", ready_at or ""]
-        places = self._places_seen
-        if not (watch and places and time.monotonic() - self._seen_at < _SNAPSHOT_FRESH):
+        seen = self.dispatch.fresh_places() if watch else None
+        if seen is None:
             self._enqueue(keys=keys, args=args)
             return True
+        places, workers_seen = seen
         # One transaction: the leases are read at the instant the jobs are queued.
         pipe = self.redis.pipeline(transaction=True)
         pipe.evalsha(self._enqueue.sha, len(keys), *keys, *args)
@@ -168,7 +133,7 @@ class LiveState:
         for result in (queued, leases, count):
             if isinstance(result, Exception):
                 raise result
-        return count != self._workers_seen or any(lease is None for lease in leases)
+        return count != workers_seen or any(lease is None for lease in leases)
 
     def promote_due(self) -> int:
         """Move delayed jobs whose backoff is over into the pending queue."""
@@ -242,7 +207,7 @@ class LiveState:
         A job whose status is no longer ``queued`` leaves the queues in the same step.
         """
         pipe = self.redis.pipeline(transaction=True)
-        self._queue_set_job(pipe, job_id, fields)
+        self.queue_set_job(pipe, job_id, fields)
         pipe.execute()
 
     def running(
@@ -260,7 +225,7 @@ class LiveState:
         node, gpus, holder, attempt = lease
         pipe = self.redis.pipeline(transaction=True)
         self.leases.queue_renew(pipe, node, gpus, holder, ttl, attempt)
-        self._queue_set_job(pipe, job_id, fields)
+        self.queue_set_job(pipe, job_id, fields)
         self._queue_heartbeat(pipe, job_id, ttl, beat)
         renewed, *rest = pipe.execute(raise_on_error=False)
         for result in rest:
@@ -276,7 +241,7 @@ class LiveState:
         """``leases.release`` and then ``set_job``, in one round trip (an attempt's end)."""
         pipe = self.redis.pipeline(transaction=True)
         self.leases.queue_release(pipe, node, gpus, holder)
-        self._queue_set_job(pipe, job_id, fields)
+        self.queue_set_job(pipe, job_id, fields)
         first, *rest = pipe.execute(raise_on_error=False)
         for error in rest:
             if isinstance(error, Exception):
@@ -286,7 +251,8 @@ class LiveState:
         elif isinstance(first, Exception):
             raise first
 
-    def _queue_set_job(self, pipe: Any, job_id: str, fields: dict[str, Any]) -> None:
+    def queue_set_job(self, pipe: Any, job_id: str, fields: dict[str, Any]) -> None:
+        """``set_job`` as commands of ``pipe``, for the caller to execute."""
         mapping: dict[Any, Any] = {
             k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v)
             for k, v in fields.items()
@@ -375,13 +341,14 @@ class LiveState:
         pipe.hgetall(self.keys.workers)
         pipe.hgetall(self.keys.unhealthy_nodes)
         raw, unhealthy = pipe.execute()
-        return self._live_workers(raw, max_age, unhealthy)
+        return self.workers_from(raw, max_age, unhealthy)
 
-    def _live_workers(
+    def workers_from(
         self, raw: dict[str, str], max_age: float, unhealthy: dict[str, str]
     ) -> list[WorkerInfo]:
-        """Workers seen within ``max_age``. A GPU of a node the health sweep marked
-        unhealthy is blocked with the node's reason, so dispatch skips it."""
+        """The workers of the ``workers`` hash (``raw``) seen within ``max_age``. A
+        GPU of a node the health sweep marked unhealthy is blocked with the node's
+        reason, so dispatch skips it."""
         now = time.time()
         found, dead = [], []
         for field, value in raw.items():
@@ -397,30 +364,13 @@ class LiveState:
                     int(info["pid"]),
                     info["host"],
                     info["seen"],
-                    info.get("blocked") or _node_block(unhealthy.get(node)),
+                    info.get("blocked") or node_block(unhealthy.get(node)),
                     info.get("gpu"),
                 )
             )
         if dead:
             self.redis.hdel(self.keys.workers, *dead)
         return sorted(found, key=lambda w: (w.node, w.index))
-
-    # Single-flight dispatch ---------------------------------------------------------
-
-    def dispatch_enter(self, token: str, ttl: float = 30.0) -> bool:
-        """Ask for a dispatch pass; True when this caller must run it (holds the lock).
-        False also when no job waits: there is nothing to place."""
-        keys = [
-            self.keys.dispatch_dirty,
-            self.keys.dispatch_lock,
-            self.keys.pending,
-            self.keys.delayed,
-        ]
-        return bool(self._enter(keys=keys, args=[token, int(ttl * 1000), time.time()]))
-
-    def ask_for_dispatch(self) -> None:
-        """Ask whoever holds the dispatch lock for one more pass."""
-        self.redis.set(self.keys.dispatch_dirty, 1)
 
     def placed_new(
         self, job_id: str, secrets: dict[str, str], message: JobMessage, **fields: Any
@@ -431,61 +381,6 @@ class LiveState:
         pipe = self.redis.pipeline(transaction=True)
         if secrets:
             pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
-        self._queue_set_job(pipe, job_id, fields)
+        self.queue_set_job(pipe, job_id, fields)
         pipe.lpush(message.key, message.payload)
         pipe.execute()
-
-    def dispatch_exit(self, token: str, ttl: float = 30.0) -> bool:
-        """After a pass: True when another is asked for (the lock is kept), else the
-        lock is released."""
-        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock]
-        return bool(self._exit(keys=keys, args=[token, int(ttl * 1000)]))
-
-    def dispatch_snapshot(
-        self, max_age: float, limit: int = 64
-    ) -> tuple[list[WorkerInfo], dict[tuple[str, int], str | None], list[PendingEntry]]:
-        """What a dispatch pass needs: the live workers, who holds each of their GPUs'
-        leases and, when some GPU is free, the first ``limit`` pending jobs.
-
-        Two round trips when every GPU is leased, three otherwise. ``limit`` bounds
-        the work of a pass whatever the queue's length: jobs further back wait for
-        the ones before them to be placed (or to reserve their node).
-        """
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.workers)
-        pipe.zrange(self.keys.pending, 0, limit - 1)
-        pipe.zcount(self.keys.delayed, "-inf", time.time())
-        pipe.hgetall(self.keys.unhealthy_nodes)
-        pipe.set(self.keys.epoch, token_hex(8), nx=True)
-        pipe.get(self.keys.epoch)
-        # The leases of the GPUs seen last time, in the same round trip: the live
-        # workers seldom change between passes.
-        guessed = self._places_seen
-        if guessed:
-            pipe.mget([self.keys.lease(n, i) for n, i in guessed])
-        raw_workers, ids, due, unhealthy, _, epoch, *leased = pipe.execute()
-        if due:
-            self.promote_due()
-            ids = self.redis.zrange(self.keys.pending, 0, limit - 1)
-        workers = self._live_workers(raw_workers, max_age, unhealthy)
-        places = [(w.node, w.index) for w in workers]
-        self._seen_at, self._places_seen = time.monotonic(), places
-        self._workers_seen = len(raw_workers)
-        if not workers:
-            self.last_seen = None
-            return [], {}, []
-        if places != guessed:
-            leased = [self.redis.mget([self.keys.lease(n, i) for n, i in places])]
-        leases = cast(list[str | None], leased[0])
-        holders = dict(zip(places, leases, strict=True))
-        self.last_seen = SeenGpus(self._seen_at, epoch, workers, holders)
-        if not ids or all(holder is not None for holder in leases):
-            return workers, holders, []
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hmget(self.keys.job(job_id), ["gpus", "node", "timeout"])
-        pending: list[PendingEntry] = [
-            (str(job_id), int(gpus or 1), node or None, float(timeout) if timeout else None)
-            for job_id, (gpus, node, timeout) in zip(ids, pipe.execute(), strict=True)
-        ]
-        return workers, holders, pending

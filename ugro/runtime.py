@@ -92,22 +92,30 @@ class Runtime:
         queue = queue_for_gpu(self.settings, node, gpus[0])
         return job_message(self.app, self.keys, queue, job_id, token, node, gpus)
 
-    def send_job(self, job_id: str, token: str, node: str, gpus: list[int]) -> None:
-        """Send a placed job to the queue of its first GPU's worker."""
+    def send_job(
+        self, job_id: str, token: str, node: str, gpus: list[int], writes: Any = None
+    ) -> None:
+        """Send a placed job to the queue of its first GPU's worker (with ``writes``,
+        a pipeline: as one of its commands)."""
         message = self.job_message(job_id, token, node, gpus)
-        self.live.redis.lpush(message.key, message.payload)
+        (self.live.redis if writes is None else writes).lpush(message.key, message.payload)
 
     def transition(
         self,
         job_id: str,
         new: JobStatus,
         expect: Iterable[JobStatus] | None = None,
+        writes: Any = None,
         **values: Any,
     ) -> bool:
-        """Change a job's status in the registry (compare-and-set), then in Redis."""
+        """Change a job's status in the registry (compare-and-set), then in Redis
+        (with ``writes``, a pipeline: in it, for the caller to execute)."""
         if not self.registry.transition(job_id, new, expect=expect, **values):
             return False
-        self.live.set_job(job_id, **_live_fields(new, values))
+        if writes is None:
+            self.live.set_job(job_id, **_live_fields(new, values))
+        else:
+            self.live.queue_set_job(writes, job_id, _live_fields(new, values))
         return True
 
     def claim(

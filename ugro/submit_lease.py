@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from secrets import token_hex
 
 from ugro.dispatch import view_of
-from ugro.live import WorkerInfo
 from ugro.placement import PendingJob, Placement, plan_placements
 from ugro.runtime import Runtime
+from ugro.worker_info import WorkerInfo
 
 # How long (s) a client plans on what it read of the GPUs and the registry.
 _FRESH = 1.0
@@ -51,7 +51,7 @@ class SubmitLease:
     def lease(self, job: PendingJob) -> tuple[Placement, str] | None:
         """Lease GPUs for ``job`` when one fits now and no job waits; returns the
         placement and its lease token, or None when the job must be queued."""
-        seen, now = self.rt.live.last_seen, time.monotonic()
+        seen, now = self.rt.live.dispatch.last_seen, time.monotonic()
         if seen is None or now - seen.at > _FRESH:
             return self._lease_afresh(job)
         held = self._held
@@ -86,8 +86,8 @@ class SubmitLease:
         """The lease on a fresh snapshot and a fresh read of the registry."""
         rt = self.rt
         # Pending jobs come back only when a GPU is free; with none free no plan is made.
-        workers, holders, entries = rt.live.dispatch_snapshot(rt.settings.worker_ttl, limit=1)
-        seen = rt.live.last_seen
+        workers, holders, entries = rt.live.dispatch.snapshot(rt.settings.worker_ttl, limit=1)
+        seen = rt.live.dispatch.last_seen
         if entries or seen is None or all(holder is not None for holder in holders.values()):
             return None  # the registry can only hold more GPUs, never free one: not asked
         in_registry = rt.registry.held_gpus()

@@ -188,11 +188,14 @@ def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
     with client_from_env() as client, progress_bar() as progress:
         task = progress.add_task("jobs done", total=len(job_ids))
 
-        def show(jobs: list[Any]) -> None:
-            running = sum(job.status.value == "running" for job in jobs)
+        latest: dict[str, Any] = {}
+
+        def show(read: list[Any]) -> None:
+            latest.update((job.id, job) for job in read)
+            running = sum(job.status.value == "running" for job in latest.values())
             progress.update(
                 task,
-                completed=sum(job.done for job in jobs),
+                completed=sum(job.done for job in latest.values()),
                 description=f"jobs done ({running} running)",
             )
 

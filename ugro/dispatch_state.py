@@ -1,0 +1,177 @@
+"""What a dispatch pass reads and writes in Redis: the single-flight lock (see
+``ugro.dispatch``) and the snapshot a pass plans on, that is the live GPUs, who
+holds each one's lease and the head of the pending queue.
+
+Besides its placements, a pass costs two round trips: the lock is taken together
+with the snapshot's reads (``begin``), and let go together with the writes of the
+pass's last placement (``end``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from secrets import token_hex
+from typing import TYPE_CHECKING, Any, cast
+
+import redis
+
+from ugro.worker_info import WorkerInfo
+
+if TYPE_CHECKING:
+    from ugro.live import LiveState
+
+#: A pending job as dispatch sees it: (job_id, gpus, node, timeout).
+PendingEntry = tuple[str, int, str | None, float | None]
+#: The live workers, the holder of each one's GPU lease (None: free), and the head
+#: of the pending queue (empty when every GPU is leased).
+Snapshot = tuple[list[WorkerInfo], dict[tuple[str, int], str | None], list[PendingEntry]]
+# How long (s) what a snapshot saw of the workers is trusted by enqueue_many.
+_SNAPSHOT_FRESH = 1.0
+
+
+@dataclass
+class SeenGpus:
+    """The live GPUs as one dispatch snapshot saw them."""
+
+    at: float  # time.monotonic() of the snapshot
+    epoch: str  # the live state's id then (ugro.keys: epoch)
+    workers: list[WorkerInfo]
+    # (node, index) -> the holder of its lease, None when free
+    holders: dict[tuple[str, int], str | None]
+
+
+class DispatchState:
+    """The dispatch lock and snapshots of one process's ``LiveState``."""
+
+    def __init__(self, live: LiveState) -> None:
+        self.live = live
+        self.redis = live.redis
+        self.keys = live.keys
+        self._enter = self.redis.register_script(live.script("dispatch_enter.lua"))
+        self._exit = self.redis.register_script(live.script("dispatch_exit.lua"))
+        self._head = self.redis.register_script(live.script("pending_head.lua"))
+        # What the last snapshot saw: when (monotonic), the live workers' GPUs
+        # (node, index), and how many entries the workers hash had.
+        self._seen_at = 0.0
+        self._places_seen: list[tuple[str, int]] = []
+        self._workers_seen = 0
+        # What the last snapshot saw, for a submit that plans on it.
+        self.last_seen: SeenGpus | None = None
+
+    def fresh_places(self) -> tuple[list[tuple[str, int]], int] | None:
+        """The GPUs the last snapshot saw and the size of the workers hash then, when
+        that was within the last second; else None."""
+        if not self._places_seen or time.monotonic() - self._seen_at >= _SNAPSHOT_FRESH:
+            return None
+        return self._places_seen, self._workers_seen
+
+    # The lock ------------------------------------------------------------------------
+
+    def begin(self, token: str, max_age: float, limit: int, ttl: float = 30.0) -> Snapshot | None:
+        """Ask for a pass and, when this caller must run it (it holds the lock now),
+        the snapshot it starts from; None when another holder will see the request,
+        or when no job waits. One round trip: the reads are sent behind the lock's
+        script, and are dropped when the lock was not had."""
+        keys = [
+            self.keys.dispatch_dirty,
+            self.keys.dispatch_lock,
+            self.keys.pending,
+            self.keys.delayed,
+        ]
+        args: list[str | float] = [token, int(ttl * 1000), time.time()]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._enter.sha, len(keys), *keys, *args)
+        guessed = self._queue_reads(pipe, limit)
+        entered, *results = pipe.execute(raise_on_error=False)
+        if isinstance(entered, redis.exceptions.NoScriptError):  # a restarted Redis
+            if not self._enter(keys=keys, args=args):
+                return None
+            return self.snapshot(max_age, limit)
+        if isinstance(entered, Exception):
+            raise entered
+        if not entered:
+            return None
+        return self._snapshot_from(results, guessed, max_age, limit)
+
+    def ask(self) -> None:
+        """Ask whoever holds the lock for one more pass."""
+        self.redis.set(self.keys.dispatch_dirty, 1)
+
+    def end(self, token: str, writes: Any = None, ttl: float = 30.0) -> bool:
+        """After a pass: True when another is asked for (the lock is kept), else the
+        lock is let go. ``writes``, a transaction pipeline, carries the pass's last
+        writes: they go in the same round trip, before the lock."""
+        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock]
+        args: list[str | int] = [token, int(ttl * 1000)]
+        if writes is None or not len(writes):
+            return bool(self._exit(keys=keys, args=args))
+        writes.evalsha(self._exit.sha, len(keys), *keys, *args)
+        *done, again = writes.execute(raise_on_error=False)
+        if isinstance(again, redis.exceptions.NoScriptError):
+            again = self._exit(keys=keys, args=args)
+        failed = [result for result in (*done, again) if isinstance(result, Exception)]
+        if failed:
+            raise failed[0]
+        return bool(again)
+
+    # The snapshot --------------------------------------------------------------------
+
+    def snapshot(self, max_age: float, limit: int = 64) -> Snapshot:
+        """What a pass needs: the live workers, who holds each of their GPUs' leases
+        and, when some GPU is free, the first ``limit`` pending jobs.
+
+        One round trip, unless the live workers changed since the last snapshot.
+        ``limit`` bounds the work of a pass whatever the queue's length: jobs further
+        back wait for the ones before them to be placed (or to reserve their node).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        guessed = self._queue_reads(pipe, limit)
+        return self._snapshot_from(pipe.execute(raise_on_error=False), guessed, max_age, limit)
+
+    def _queue_reads(self, pipe: Any, limit: int) -> list[tuple[str, int]]:
+        pipe.hgetall(self.keys.workers)
+        pipe.evalsha(self._head.sha, 1, self.keys.pending, limit, self.keys.job(""))
+        pipe.zcount(self.keys.delayed, "-inf", time.time())
+        pipe.hgetall(self.keys.unhealthy_nodes)
+        pipe.set(self.keys.epoch, token_hex(8), nx=True)
+        pipe.get(self.keys.epoch)
+        # The leases of the GPUs seen last time, in the same round trip: the live
+        # workers seldom change between passes.
+        guessed = self._places_seen
+        if guessed:
+            pipe.mget([self.keys.lease(n, i) for n, i in guessed])
+        return guessed
+
+    def _snapshot_from(
+        self, results: list[Any], guessed: list[tuple[str, int]], max_age: float, limit: int
+    ) -> Snapshot:
+        raw_workers, head, due, unhealthy, _, epoch, *leased = results
+        for result in (raw_workers, due, unhealthy, epoch, *leased):
+            if isinstance(result, Exception):
+                raise result
+        if due:
+            self.live.promote_due()
+        if due or isinstance(head, redis.exceptions.NoScriptError):
+            head = self._head(keys=[self.keys.pending], args=[limit, self.keys.job("")])
+        elif isinstance(head, Exception):
+            raise head
+        workers = self.live.workers_from(raw_workers, max_age, unhealthy)
+        places = [(w.node, w.index) for w in workers]
+        self._seen_at, self._places_seen = time.monotonic(), places
+        self._workers_seen = len(raw_workers)
+        if not workers:
+            self.last_seen = None
+            return [], {}, []
+        if places != guessed:
+            leased = [self.redis.mget([self.keys.lease(n, i) for n, i in places])]
+        leases = cast(list[str | None], leased[0])
+        holders = dict(zip(places, leases, strict=True))
+        self.last_seen = SeenGpus(self._seen_at, epoch, workers, holders)
+        if all(holder is not None for holder in leases):
+            return workers, holders, []
+        pending: list[PendingEntry] = [
+            (str(job_id), int(gpus or 1), node or None, float(timeout) if timeout else None)
+            for job_id, gpus, node, timeout in zip(*[iter(head)] * 4, strict=True)
+        ]
+        return workers, holders, pending
