@@ -74,8 +74,10 @@ def _run_one(
     if job is None:
         return "skipped: claimed already (a duplicate delivery), or placed again since", None
     paths = rt.paths(job_id)
+    spec: JobSpec | None = None  # parsed once, for the run and for its final progress
     try:
-        info = _execute(rt, job, paths, node, gpus, holder, stop, claim)
+        spec = JobSpec.model_validate_json(job.spec)
+        info = _execute(rt, job, spec, paths, node, gpus, holder, stop, claim)
     except LeaseTaken as exc:
         now = time.time()
         info = ExitInfo("lost", now, now, error=str(exc))
@@ -84,7 +86,7 @@ def _run_one(
         now = time.time()
         info = ExitInfo("error", now, now, error=f"ugro error: {exc}")
     try:
-        _finish(rt, job, paths, node, info, (node, gpus, holder))
+        _finish(rt, job, spec, paths, node, info, (node, gpus, holder))
     except BaseException:
         rt.live.leases.release(node, gpus, holder)  # no leaked lease, whatever failed
         raise
@@ -148,6 +150,7 @@ class LeaseTaken(Exception):
 def _execute(
     rt: Runtime,
     job: JobRow,
+    spec: JobSpec,
     paths: JobPaths,
     node: str,
     gpus: list[int],
@@ -155,7 +158,6 @@ def _execute(
     stop: threading.Event,
     claim: dict[str, Any],
 ) -> ExitInfo:
-    spec = JobSpec.model_validate_json(job.spec)
     # The registry keeps a secret's name, redacted; its value is in Redis only.
     secrets = rt.live.secrets(job.id) if any(map(is_secret_name, spec.env)) else {}
     argv = spec.argv()
@@ -272,6 +274,7 @@ def _write_metadata(
 def _finish(
     rt: Runtime,
     job: JobRow,
+    spec: JobSpec | None,
     paths: JobPaths,
     node: str,
     info: ExitInfo,
@@ -296,7 +299,7 @@ def _finish(
         "exit_signal": info.signal,
         "exit_reason": info.reason,
         "error": info.error,
-        "progress": final_progress(rt, job, ok=info.reason == "ok"),
+        "progress": final_progress(rt, job, ok=info.reason == "ok", spec=spec),
     }
     ending = {"ok": JobStatus.FINISHED, "cancelled": JobStatus.CANCELLED}.get(info.reason)
     if ending is not None:

@@ -56,9 +56,11 @@ def progress_record(
     ended_ok: bool,
     ended: float | None,
     now: float,
+    spec: JobSpec | None = None,
 ) -> tuple[str, str]:
-    """(status, the JSON recorded as the job's progress) from its directory."""
-    spec = JobSpec.model_validate_json(row.spec)
+    """(status, the JSON recorded as the job's progress) from its directory;
+    ``spec``: the row's, when the caller has it parsed already."""
+    spec = spec or JobSpec.model_validate_json(row.spec)
     root = rt.paths(row.id).root
     tracker = tracker_for_kind(spec.kind, spec.epoch_files)
     if scanner is None:
@@ -78,12 +80,12 @@ def progress_record(
     return status, json.dumps({"status": status, **info.model_dump(mode="json")}, sort_keys=True)
 
 
-def final_progress(rt: Runtime, row: JobRow, ok: bool) -> str | None:
+def final_progress(rt: Runtime, row: JobRow, ok: bool, spec: JobSpec | None = None) -> str | None:
     """A job's progress as it ends, written to progress.json; recorded by the caller
     with its final status. None when the directory cannot be read."""
     now = time.time()
     try:
-        _, encoded = progress_record(rt, row, None, False, ok, now, now)
+        _, encoded = progress_record(rt, row, None, False, ok, now, now, spec)
         write_json_atomic(rt.paths(row.id).progress, json.loads(encoded))
     except Exception:  # progress is a report: it never stands in the way of an exit
         log.exception("final progress of %s", row.id)

@@ -1,0 +1,72 @@
+"""The dispatch lock and snapshot in a real Redis: a pass's two round trips."""
+
+from __future__ import annotations
+
+import redis
+
+from ugro.live import LiveState
+from ugro.redis_server import EmbeddedRedis
+from ugro.settings import Settings
+
+
+def _two_gpus_and_three_jobs(live: LiveState) -> None:
+    for index in (0, 1):
+        live.register_worker("n", index, pid=1, host="h")
+    live.enqueue_many(
+        [
+            ("job-a", 0, 1, None, None, None),
+            ("job-b", 5, 2, "n", 30.0, None),
+            ("job-c", 0, 1, None, None, None),
+        ]
+    )
+
+
+def test_a_pass_takes_the_lock_with_its_snapshot_and_lets_go_with_its_last_writes(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    live = LiveState.open(settings)
+    _two_gpus_and_three_jobs(live)
+    assert live.leases.acquire("n", [1], "x|1", ttl=10)
+    # The lock's holder gets the snapshot: workers, leases and the queue's head in
+    # order, with each job's fields
+    workers, holders, head = live.dispatch.begin("first", max_age=60, limit=2) or ([], {}, [])
+    assert [(w.node, w.index) for w in workers] == [("n", 0), ("n", 1)]
+    assert holders == {("n", 0): None, ("n", 1): "x|1"}
+    assert head == [("job-b", 2, "n", 30.0), ("job-a", 1, None, None)]
+    # Another caller gets no snapshot and leaves a request for the holder
+    assert live.dispatch.begin("second", max_age=60, limit=8) is None
+    assert live_redis.get(settings.redis_prefix + ":dispatch:dirty") == "1"
+    # The holder's last writes go with its end, which sees the request: one more pass
+    writes = live.redis.pipeline(transaction=True)
+    live.queue_set_job(writes, "job-a", {"status": "placed", "node": "n"})
+    assert live.dispatch.end("first", writes)
+    assert live.job("job-a")["status"] == "placed"
+    assert live.queued_ids() == {"job-b", "job-c"}
+    # With no request left, the end lets the lock go: the next caller takes it
+    assert not live.dispatch.end("first")
+    assert live.dispatch.begin("third", max_age=60, limit=8) is not None
+    assert not live.dispatch.end("third")
+    # Every GPU leased: the snapshot holds no jobs
+    assert live.leases.acquire("n", [0], "y|1", ttl=10)
+    assert live.dispatch.snapshot(max_age=60)[2] == []
+
+
+def test_a_pass_works_on_a_redis_that_lost_its_scripts(
+    embedded_settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    # A restarted Redis has none of the scripts the client loaded: each call that
+    # finds its script gone runs it again on its own, which loads it.
+    live = LiveState.open(embedded_settings)
+    _two_gpus_and_three_jobs(live)
+    live.dispatch.snapshot(max_age=60)
+    live.redis.script_flush()
+    snapshot = live.dispatch.begin("first", max_age=60, limit=8)
+    assert snapshot is not None and [job[0] for job in snapshot[2]] == ["job-b", "job-a", "job-c"]
+    live.redis.script_flush()
+    assert live.dispatch.snapshot(max_age=60)[2][0][0] == "job-b"
+    live.redis.script_flush()
+    writes = live.redis.pipeline(transaction=True)
+    live.queue_set_job(writes, "job-c", {"status": "placed"})
+    assert not live.dispatch.end("first", writes)
+    assert live.job("job-c")["status"] == "placed"
+    assert live.redis.get(embedded_settings.redis_prefix + ":dispatch:lock") is None
