@@ -85,16 +85,20 @@ def _run_one(
         log.exception("job %s failed in ugro itself", job_id)
         now = time.time()
         info = ExitInfo("error", now, now, error=f"ugro error: {exc}")
+    outcome = f"{info.reason} ({info.error or 'exit 0'})"
+    mine = LocalSlot(node, gpus[0])
+    # The end's Redis writes (the lease let go, the status) go with the dispatch
+    # pass's first round trip: the freed GPU is the pass's before anyone else sees it.
+    writes = rt.live.redis.pipeline(transaction=True)
     try:
-        _finish(rt, job, spec, paths, node, info, (node, gpus, holder))
+        _finish(rt, job, spec, paths, node, info, (node, gpus, holder), writes)
+        if stop.is_set():  # a worker on its way out hands out no more work
+            writes.execute()
+            return outcome, None
+        dispatch_pending(rt, mine, writes)
     except BaseException:
         rt.live.leases.release(node, gpus, holder)  # no leaked lease, whatever failed
         raise
-    outcome = f"{info.reason} ({info.error or 'exit 0'})"
-    if stop.is_set():  # a worker on its way out hands out no more work
-        return outcome, None
-    mine = LocalSlot(node, gpus[0])
-    dispatch_pending(rt, mine)
     return outcome, mine.taken
 
 
@@ -279,9 +283,11 @@ def _finish(
     node: str,
     info: ExitInfo,
     leases: tuple[str, list[int], str],
+    writes: Any,
 ) -> None:
     """Record the attempt's end and the job's next status; release its leases (the
-    job's processes are gone by now)."""
+    job's processes are gone by now). Those Redis writes of an attempt that ended
+    well or was cancelled are left in ``writes`` for the caller to execute."""
     ended = datetime.fromtimestamp(info.ended, UTC)
     attempt: dict[str, Any] = {
         "ended_at": ended,
@@ -312,6 +318,7 @@ def _finish(
             ending,
             expect=running,
             release=leases,
+            writes=writes,
             finished_at=ended,
             **outcome,
         )

@@ -43,10 +43,12 @@ class LocalSlot:
     taken: tuple[str, str, list[int]] | None = None
 
 
-def dispatch_pending(rt: Runtime, local: LocalSlot | None = None) -> int:
-    """Place every pending job that fits now; returns how many were placed."""
+def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = None) -> int:
+    """Place every pending job that fits now; returns how many were placed.
+    ``writes``, a transaction pipeline, holds the caller's writes to send first
+    (see ``DispatchState.begin``)."""
     token = secrets.token_hex(8)
-    snapshot = rt.live.dispatch.begin(token, rt.settings.worker_ttl, _HEAD)
+    snapshot = rt.live.dispatch.begin(token, rt.settings.worker_ttl, _HEAD, writes)
     if snapshot is None:
         return 0  # the holder will see our request, or nothing waits
     placed = 0

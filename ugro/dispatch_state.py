@@ -68,11 +68,18 @@ class DispatchState:
 
     # The lock ------------------------------------------------------------------------
 
-    def begin(self, token: str, max_age: float, limit: int, ttl: float = 30.0) -> Snapshot | None:
+    def begin(
+        self, token: str, max_age: float, limit: int, writes: Any = None, ttl: float = 30.0
+    ) -> Snapshot | None:
         """Ask for a pass and, when this caller must run it (it holds the lock now),
         the snapshot it starts from; None when another holder will see the request,
         or when no job waits. One round trip: the reads are sent behind the lock's
-        script, and are dropped when the lock was not had."""
+        script, and are dropped when the lock was not had.
+
+        ``writes``, a transaction pipeline, holds the caller's writes that go first
+        (a finished job's release, whose freed GPU is then no one's to see before
+        the lock is taken); an error among them is raised, with the lock let go.
+        """
         keys = [
             self.keys.dispatch_dirty,
             self.keys.dispatch_lock,
@@ -80,10 +87,17 @@ class DispatchState:
             self.keys.delayed,
         ]
         args: list[str | float] = [token, int(ttl * 1000), time.time()]
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False) if writes is None else writes
+        first = len(pipe)
         pipe.evalsha(self._enter.sha, len(keys), *keys, *args)
         guessed = self._queue_reads(pipe, limit)
-        entered, *results = pipe.execute(raise_on_error=False)
+        done = pipe.execute(raise_on_error=False)
+        failed = [result for result in done[:first] if isinstance(result, Exception)]
+        entered, *results = done[first:]
+        if failed:
+            if entered == 1:
+                self.end(token)
+            raise failed[0]
         if isinstance(entered, redis.exceptions.NoScriptError):  # a restarted Redis
             if not self._enter(keys=keys, args=args):
                 return None

@@ -91,10 +91,17 @@ class Leases:
     def release(self, node: str, gpus: list[int], holder: str) -> int:
         return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))
 
-    def queue_release(self, pipe: Any, node: str, gpus: list[int], holder: str) -> None:
+    def queue_release(
+        self, pipe: Any, node: str, gpus: list[int], holder: str, by_source: bool = False
+    ) -> None:
         """``release`` as one command of ``pipe``. Its result is NoScriptError when
-        Redis lost the script (a restart): then call ``release``, which loads it."""
+        Redis lost the script (a restart): then call ``release``, which loads it.
+        With ``by_source``, the script goes with its source, which cannot be lost:
+        for a pipeline whose caller does not look at each result."""
         keys = self._lease_keys(node, gpus)
+        if by_source:
+            pipe.eval(self._release.script, len(keys), *keys, holder)
+            return
         # A script in a pipeline by its digest: redis-py would ask whether it is
         # loaded first, a round trip of its own. Were it not (a restarted Redis),
         # that command alone fails and is done again the ordinary way.

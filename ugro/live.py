@@ -237,8 +237,21 @@ class LiveState:
             raise renewed
         return int(renewed) == len(gpus)
 
-    def released(self, node: str, gpus: list[int], holder: str, job_id: str, **fields: Any) -> None:
-        """``leases.release`` and then ``set_job``, in one round trip (an attempt's end)."""
+    def released(
+        self,
+        node: str,
+        gpus: list[int],
+        holder: str,
+        job_id: str,
+        writes: Any = None,
+        **fields: Any,
+    ) -> None:
+        """``leases.release`` and then ``set_job``, in one round trip (an attempt's
+        end); with ``writes``, a pipeline, as its commands, for the caller to run."""
+        if writes is not None:
+            self.leases.queue_release(writes, node, gpus, holder, by_source=True)
+            self.queue_set_job(writes, job_id, fields)
+            return
         pipe = self.redis.pipeline(transaction=True)
         self.leases.queue_release(pipe, node, gpus, holder)
         self.queue_set_job(pipe, job_id, fields)

@@ -152,17 +152,19 @@ class Runtime:
         new: JobStatus,
         expect: Iterable[JobStatus],
         release: tuple[str, list[int], str] | None = None,
+        writes: Any = None,
         **values: Any,
     ) -> bool:
         """Record an attempt's end and the job's new status together (one commit),
         then mirror the status in Redis, releasing the ``release`` leases (node,
-        GPUs, holder) in the same round trip; False when the status had changed
-        (the leases are released all the same)."""
+        GPUs, holder) in the same round trip (with ``writes``, a pipeline: in it, for
+        the caller to execute); False when the status had changed (the leases are
+        released all the same, at once)."""
         changed = self.registry.end_attempt_with_status(
             job_id, number, attempt, new, expect, **values
         )
         if changed and release is not None:
-            self.live.released(*release, job_id, **_live_fields(new, values))
+            self.live.released(*release, job_id, writes=writes, **_live_fields(new, values))
         elif changed:
             self.live.set_job(job_id, **_live_fields(new, values))
         elif release is not None:
