@@ -161,6 +161,10 @@ def test_a_submit_plans_on_what_it_saw_and_the_lease_checks_what_the_plan_relied
         assert rt.live.leases.lease_holders("n", [0, 1]) == {0: None, 1: None}
         assert len(snapshots) == 2
         rt.live.dequeue("q-1")
+        # For a second after that, its submits are queued without asking
+        assert leaser.lease(PendingJob("f-2", 1, None, None)) is None
+        assert rt.live.leases.lease_holders("n", [0, 1]) == {0: None, 1: None}
+        leaser._queue_until -= 2
         # Redis wiped (a new epoch) while a job runs on GPU 0: the registry is read
         # again before the plan, and GPU 0 is not handed out twice
         rt.registry.create_jobs([_job_row("g-1", "running", "n", "[0]")])

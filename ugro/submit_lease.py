@@ -17,6 +17,10 @@ reading of them is as good as a fresh one there: a job placed since has its leas
 in Redis, with a TTL far longer than a second, unless Redis was wiped, which the
 epoch tells. A plan that finds no GPU free is safe however old: the job is queued,
 and queueing itself looks at the leases (``LiveState.enqueue_many``).
+
+A client that found jobs waiting queues what it submits in the next second without
+asking again (a sweep submitted back to back): queueing is always safe, and a job
+that could have gone at once is placed by the pass its queueing asks for.
 """
 
 from __future__ import annotations
@@ -47,11 +51,15 @@ class SubmitLease:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._held: _RegistryHeld | None = None
+        # Until when (monotonic) submits are queued without asking: jobs were waiting.
+        self._queue_until = 0.0
 
     def lease(self, job: PendingJob) -> tuple[Placement, str] | None:
         """Lease GPUs for ``job`` when one fits now and no job waits; returns the
         placement and its lease token, or None when the job must be queued."""
         seen, now = self.rt.live.dispatch.last_seen, time.monotonic()
+        if now < self._queue_until:
+            return None
         if seen is None or now - seen.at > _FRESH:
             return self._lease_afresh(job)
         held = self._held
@@ -76,6 +84,7 @@ class SubmitLease:
             if outcome == "leased":
                 return placement, token
             if outcome == "waiting":
+                self._queue_until = now + _FRESH
                 return None
             if outcome == "stale" or holders is None:
                 return self._lease_afresh(job)
@@ -88,7 +97,10 @@ class SubmitLease:
         # Pending jobs come back only when a GPU is free; with none free no plan is made.
         workers, holders, entries = rt.live.dispatch.snapshot(rt.settings.worker_ttl, limit=1)
         seen = rt.live.dispatch.last_seen
-        if entries or seen is None or all(holder is not None for holder in holders.values()):
+        if entries:
+            self._queue_until = time.monotonic() + _FRESH
+            return None
+        if seen is None or all(holder is not None for holder in holders.values()):
             return None  # the registry can only hold more GPUs, never free one: not asked
         in_registry = rt.registry.held_gpus()
         self._held = _RegistryHeld(seen.at, seen.epoch, in_registry)
