@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from ugro.live import LiveState
@@ -70,3 +71,26 @@ def test_a_pass_works_on_a_redis_that_lost_its_scripts(
     assert not live.dispatch.end("first", writes)
     assert live.job("job-c")["status"] == "placed"
     assert live.redis.get(embedded_settings.redis_prefix + ":dispatch:lock") is None
+
+
+def test_the_writes_sent_ahead_of_a_pass_land_first_and_a_failed_one_lets_the_lock_go(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    live = LiveState.open(settings)
+    _two_gpus_and_three_jobs(live)
+    lock = settings.redis_prefix + ":dispatch:lock"
+    # A finished job's release goes ahead: the pass sees its GPU free
+    assert live.leases.acquire("n", [0], "done|1", ttl=10)
+    writes = live.redis.pipeline(transaction=True)
+    live.released("n", [0], "done|1", "done", writes=writes, status="finished")
+    snapshot = live.dispatch.begin("first", max_age=60, limit=8, writes=writes)
+    assert snapshot is not None and snapshot[1][("n", 0)] is None
+    assert live.job("done")["status"] == "finished"
+    assert not live.dispatch.end("first")
+    # A write that fails is raised, and the lock the pass had taken is let go
+    live_redis.set(settings.redis_prefix + ":job:broken", "not a hash")
+    writes = live.redis.pipeline(transaction=True)
+    live.queue_set_job(writes, "broken", {"status": "finished"})
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        live.dispatch.begin("second", max_age=60, limit=8, writes=writes)
+    assert live_redis.get(lock) is None
