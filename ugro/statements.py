@@ -13,12 +13,32 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Select, Table, Update, bindparam, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 
 
 def bound(values: dict[str, Any]) -> dict[str, Any]:
     """Parameters for the ``v_<column>`` placeholders of a statement below."""
     return {f"v_{key}": value for key, value in values.items()}
+
+
+def _status_in(jobs: Table, statuses: tuple[str, ...]) -> ColumnElement[bool]:
+    """``status IN (...)`` with the statuses written into the SQL: a statement's set
+    of statuses is part of its shape, and a list parameter would be expanded into
+    the SQL again on every execution."""
+    if not all(status.isidentifier() for status in statuses):
+        raise ValueError(f"not a status: {statuses!r}")
+    return jobs.c.status.in_([literal_column(f"'{status}'") for status in statuses])
 
 
 @cache
@@ -30,7 +50,7 @@ def job_status(
     its next attempt and return the row."""
     values: dict[str, Any] = {column: bindparam(f"v_{column}") for column in columns}
     values["status"] = new
-    where = [jobs.c.id == bindparam("w_job"), jobs.c.status.in_(sources)]
+    where = [jobs.c.id == bindparam("w_job"), _status_in(jobs, sources)]
     if claim:
         values["attempt"] = jobs.c.attempt + 1
         where.append(jobs.c.placement_token == bindparam("w_token"))
@@ -66,7 +86,7 @@ def jobs_by_ids(jobs: Table) -> Select[Any]:
 
 @cache
 def held(jobs: Table, statuses: tuple[str, ...]) -> Select[Any]:
-    return select(jobs.c.id, jobs.c.node, jobs.c.gpu_indices).where(jobs.c.status.in_(statuses))
+    return select(jobs.c.id, jobs.c.node, jobs.c.gpu_indices).where(_status_in(jobs, statuses))
 
 
 @cache
