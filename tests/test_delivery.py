@@ -14,9 +14,11 @@ from sqlalchemy import inspect, text
 from tests.conftest import ROOT, drop_keys, processes_of, ugro, wait_for_job
 from ugro import Client, JobSpec, JobStatus
 from ugro.attempt import run_attempt
+from ugro.errors import JobNotFound
 from ugro.registry import Registry, utcnow
 from ugro.runtime import Runtime, queue_for_gpu
 from ugro.settings import Settings
+from ugro.spec import new_job_id
 
 RECORD = str(ROOT / "tests" / "jobs" / "record.py")
 
@@ -50,6 +52,41 @@ def test_a_duplicate_delivery_to_another_worker_runs_nothing(
     assert len(out.read_text().splitlines()) == 1
     log = (stack.run_dir / f"gpu-{idle}.log").read_text()
     assert "duplicate delivery" in log
+
+
+@pytest.mark.timeout(120)
+def test_a_submit_whose_live_record_cannot_be_written_leaves_nothing_and_sends_no_message(
+    stack: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Redis MULTI runs the commands after one that fails: the job's message would
+    # reach its worker, whose claim could find the row before the submit removed it.
+    out = tmp_path / "runs.jsonl"
+    job_id = "half-0badf00d"
+    monkeypatch.setattr(
+        "ugro.submit.new_job_id", lambda name: job_id if name == "half" else new_job_id(name)
+    )
+    with Client(stack) as client:
+        # Twice: the first submit leases and then writes the live record with the
+        # message; the next, planned on what the first saw, does both in one script
+        for _ in range(2):
+            client.rt.live.redis.set(client.rt.keys.job(job_id), "not a hash")
+            with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+                client.submit(JobSpec(name="half", command=[sys.executable, RECORD, str(out), "0"]))
+        with pytest.raises(JobNotFound):
+            client.get(job_id)
+        assert client.rt.live.job(job_id) == {}
+        assert not client.rt.live.queued_ids()
+        assert not (stack.jobs_dir / job_id).exists()
+        gpus = list(range(4))
+        assert set(client.rt.live.leases.lease_holders(stack.node_name, gpus).values()) == {None}
+        # The GPUs are free for the next jobs, which run; no worker heard of the first
+        after = [client.submit(JobSpec(name="after", command=["sleep", "1"])) for _ in gpus]
+        done = client.wait([job.id for job in after], timeout=60)
+        assert {job.status for job in done} == {JobStatus.FINISHED}
+        assert sorted(index for job in done for index in job.gpu_indices) == gpus
+    logs = "".join((stack.run_dir / f"gpu-{i}.log").read_text() for i in gpus)
+    assert job_id not in logs
+    assert not out.exists()
 
 
 @pytest.mark.timeout(180)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from typing import Any
 
 import redis
 
+from ugro import Client, JobSpec, JobStatus
 from ugro.dispatch import place
 from ugro.live import LiveState
 from ugro.placement import PendingJob, Placement
 from ugro.registry import utcnow
-from ugro.runtime import Runtime
+from ugro.runtime import Runtime, queue_for_gpu
 from ugro.settings import Settings
 from ugro.submit_lease import SubmitLease
 
@@ -173,3 +176,72 @@ def test_a_submit_plans_on_what_it_saw_and_the_lease_checks_what_the_plan_relied
         assert leased is not None and leased[0].gpus == (1,) and len(snapshots) == 3
     finally:
         rt.close()
+
+
+def test_a_submit_planned_on_what_its_client_saw_is_placed_in_one_round_trip(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    with Client(settings) as client:
+        rt = client.rt
+        node = settings.node_name
+        for index in (0, 1, 2):
+            rt.live.register_worker(node, index, pid=1, host="h")
+        two_trips: list[str] = []
+        placed_new = rt.live.placed_new
+
+        def counted(job_id: str, *args: Any, **kwargs: Any) -> None:
+            two_trips.append(job_id)
+            placed_new(job_id, *args, **kwargs)
+
+        rt.live.placed_new = counted  # type: ignore[method-assign]
+        events = rt.live.subscribe()
+        # The first submit reads the GPUs afresh: the lease, then the live record
+        first = client.submit(JobSpec(name="first", command=["true"]))
+        assert (first.status, first.gpu_indices) == (JobStatus.PLACED, [0])
+        rt.live.leases.release(node, [0], _holder(rt, first.id))  # it has ended
+        # The next plans on what the first saw: one script takes the lease and
+        # writes what placed_new writes
+        second = client.submit(
+            JobSpec(name="second", command=["true"], env={"API_TOKEN": "s3cret"}, timeout=90)
+        )
+        assert two_trips == [first.id]
+        assert (second.status, second.gpu_indices) == (JobStatus.PLACED, [0])
+        live = {job.id: rt.live.job(job.id) for job in (first, second)}
+        assert live[first.id].keys() == live[second.id].keys()
+        assert live[second.id]["status"] == "placed" and live[second.id]["timeout"] == "90.0"
+        assert live[second.id]["gpus_held"] == "[0]"
+        assert rt.live.secrets(second.id) == {"API_TOKEN": "s3cret"}
+        row = rt.registry.get_job(second.id)
+        queue = rt.keys.celery(queue_for_gpu(settings, node, 0))
+        messages = [json.loads(raw) for raw in live_redis.lrange(queue, 0, -1)]
+        bodies = [json.loads(base64.b64decode(message["body"])) for message in messages]
+        assert [body[1]["job_id"] for body in bodies] == [second.id, first.id]
+        assert bodies[0][1]["token"] == row.placement_token
+        assert _holder(rt, second.id) == f"{second.id}|{row.placement_token}"
+        announced: list[str] = []
+        deadline = time.monotonic() + 5
+        while len(announced) < 2 and time.monotonic() < deadline:
+            if (message := events.get_message(timeout=1)) is not None:
+                announced.append(message["data"])
+        assert announced == [f"{first.id} placed", f"{second.id} placed"]
+        # A GPU taken since it was seen: the row written for it goes again, and
+        # the lease is planned again on what the script found
+        assert rt.live.leases.acquire(node, [1], "other|1", ttl=10)
+        third = client.submit(JobSpec(name="third", command=["true"]))
+        assert (third.status, third.gpu_indices) == (JobStatus.PLACED, [2])
+        assert two_trips == [first.id, third.id]
+        assert [job.id for job in rt.registry.list_jobs()].count(third.id) == 1
+        # Every GPU taken: the job is queued, with no message sent for it
+        fourth = client.submit(JobSpec(name="fourth", command=["true"]))
+        assert fourth.status is JobStatus.QUEUED
+        assert rt.registry.get_job(fourth.id).status == "queued"
+        assert rt.live.job(fourth.id)["status"] == "queued"
+        assert live_redis.llen(rt.keys.celery(queue_for_gpu(settings, node, 2))) == 1
+        assert two_trips == [first.id, third.id]
+        events.close()
+
+
+def _holder(rt: Runtime, job_id: str) -> str:
+    """The holder of the lease of a job just placed (from its registry row)."""
+    row = rt.registry.get_job(job_id)
+    return f"{job_id}|{row.placement_token}"

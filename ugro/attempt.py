@@ -72,7 +72,8 @@ def _run_one(
     # of the job, or a second delivery of this one, claims nothing.
     job = rt.claim(job_id, expect=[JobStatus.PLACED], token=token, **claim)
     if job is None:
-        return "skipped: claimed already (a duplicate delivery), or placed again since", None
+        why = "claimed already (a duplicate delivery), placed again since, or gone"
+        return f"skipped: {why}", None
     paths = rt.paths(job_id)
     spec: JobSpec | None = None  # parsed once, for the run and for its final progress
     try:

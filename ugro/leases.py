@@ -8,6 +8,7 @@ placement's leases are taken all at once or not at all.
 
 from __future__ import annotations
 
+import json
 import time
 from importlib import resources
 from typing import Any, Literal, cast
@@ -53,14 +54,17 @@ class Leases:
         ttl: float,
         epoch: str,
         seen: list[tuple[str, int]],
+        then: list[list[str]] | None = None,
     ) -> tuple[FirstOutcome, dict[tuple[str, int], str | None] | None]:
         """``acquire`` for a job that goes before no other: only while no job waits
         in the queue (nor a delayed one is due) and the live state's epoch is still
         ``epoch``. Returns "leased"; "taken", with who holds each GPU of ``seen``
-        now; "waiting" (a job waits); or "stale" (the epoch differs)."""
+        now; "waiting" (a job waits); or "stale" (the epoch differs). ``then``:
+        commands run with the leases taken, in the same script."""
         keys = [self.keys.epoch, self.keys.pending, self.keys.delayed]
         keys += self._lease_keys(node, gpus) + [self.keys.lease(n, i) for n, i in seen]
         args: list[str | int | float] = [holder, int(ttl * 1000), time.time(), epoch, len(gpus)]
+        args.append(json.dumps(then) if then else "")
         outcome, *holders = self._at_submit(keys=keys, args=args)
         if int(outcome) == 0:
             return "taken", dict(zip(seen, holders, strict=True))

@@ -74,6 +74,7 @@ class LiveState:
         self.keys = keys
         self.leases = Leases(client, keys)
         self._enqueue = client.register_script(self.script("enqueue.lua"))
+        self._run_commands = client.register_script(self.script("run_commands.lua"))
         self.dispatch = DispatchState(self)
 
     @staticmethod
@@ -388,12 +389,73 @@ class LiveState:
     def placed_new(
         self, job_id: str, secrets: dict[str, str], message: JobMessage, **fields: Any
     ) -> None:
-        """A job placed the moment it was accepted, in one transaction: its secrets,
-        its live hash (what a queued one's holds, and its placement), its status
-        announced and its message to its worker (``ugro.job_message``)."""
-        pipe = self.redis.pipeline(transaction=True)
+        """A job placed the moment it was accepted, in one step: its secrets, its
+        live hash (what a queued one's holds, and its placement), its status
+        announced and, last, its message to its worker (``ugro.job_message``). A
+        script, not a MULTI: should a write fail, the message is not sent."""
+        commands = self.placed_new_commands(job_id, secrets, message, **fields)
+        self._run_commands(keys=[], args=[json.dumps(commands)])
+
+    def placed_new_commands(
+        self, job_id: str, secrets: dict[str, str], message: JobMessage, **fields: Any
+    ) -> list[list[str]]:
+        """``placed_new``'s commands, for the script that leases the job's GPUs to
+        run once it has them (``Leases.acquire_first``)."""
+        commands = CommandList()
+        self._queue_placed_new(commands, job_id, secrets, message, fields)
+        return commands.commands
+
+    def _queue_placed_new(
+        self,
+        pipe: Any,
+        job_id: str,
+        secrets: dict[str, str],
+        message: JobMessage,
+        fields: dict[str, Any],
+    ) -> None:
         if secrets:
             pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
         self.queue_set_job(pipe, job_id, fields)
         pipe.lpush(message.key, message.payload)
-        pipe.execute()
+
+
+class CommandList:
+    """The commands ``queue_set_job`` and the like give a pipeline, written down as
+    Redis receives them (each argument a string, as redis-py encodes it) for a
+    script to run."""
+
+    def __init__(self) -> None:
+        self.commands: list[list[str]] = []
+
+    def _add(self, *args: Any) -> None:
+        self.commands.append([_argument(arg) for arg in args])
+
+    def hset(self, key: str, mapping: dict[str, Any]) -> None:
+        self._add("HSET", key, *(part for item in mapping.items() for part in item))
+
+    def expire(self, key: str, seconds: int) -> None:
+        self._add("EXPIRE", key, seconds)
+
+    def delete(self, *keys: str) -> None:
+        self._add("DEL", *keys)
+
+    def zrem(self, key: str, *members: str) -> None:
+        self._add("ZREM", key, *members)
+
+    def publish(self, channel: str, message: str) -> None:
+        self._add("PUBLISH", channel, message)
+
+    def set(self, key: str, value: str) -> None:
+        self._add("SET", key, value)
+
+    def lpush(self, key: str, *values: str) -> None:
+        self._add("LPUSH", key, *values)
+
+
+def _argument(value: Any) -> str:
+    # redis-py's own encoding: a float by its repr, which keeps every digit.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | bytes | bytearray | memoryview):
+        raise TypeError(f"not a Redis argument here: {value!r}")
+    return repr(value) if isinstance(value, float) else str(value)

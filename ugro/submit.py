@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
+from secrets import token_hex
 from typing import Any
 
 import redis
@@ -14,7 +15,7 @@ import redis
 from ugro.dispatch import dispatch_pending
 from ugro.errors import SpecError
 from ugro.paths import JobPaths
-from ugro.placement import PendingJob
+from ugro.placement import PendingJob, Placement
 from ugro.redact import redact_env, split_secrets
 from ugro.registry import JobRow, utcnow
 from ugro.runtime import Runtime, gpu_json
@@ -160,31 +161,26 @@ def _place_at_once(
     and send it to its worker, when it fits now and no job waits; False when it must
     be queued. All or nothing: a failure leaves no lease, no row, no live state and
     no message behind."""
-    job_id = paths.job_id
-    leased = leaser.lease(PendingJob(job_id, spec.gpus, spec.node, spec.timeout))
+    job = PendingJob(paths.job_id, spec.gpus, spec.node, spec.timeout)
+    placement = leaser.planned(job)
+    if placement is not None and _placed_in_one_trip(
+        rt, leaser, job, placement, spec, secrets, row
+    ):
+        return True
+    leased = leaser.lease(job)
     if leased is None:
         return False
     placement, token = leased
-    gpus = list(placement.gpus)
-    status, node, held = JobStatus.PLACED.value, placement.node, gpu_json(gpus)
-    # (the row as the caller hands it back)
-    row.update(
-        status=status, node=node, gpu_indices=held, placed_at=utcnow(), placement_token=token
-    )
+    placed = _placed_row(row, placement, token)
+    job_id, gpus = job.job_id, list(placement.gpus)
     try:
-        rt.registry.create_jobs([row])
+        rt.registry.create_jobs([placed])
         try:
             rt.live.placed_new(
                 job_id,
                 secrets,
-                rt.job_message(job_id, token, node, gpus),
-                status=status,
-                node=node,
-                gpus_held=held,
-                # what placement's backfill reads of a job, as a queued one has it
-                priority=spec.priority,
-                gpus=spec.gpus,
-                timeout=spec.timeout,
+                rt.job_message(job_id, token, placement.node, gpus),
+                **_placed_fields(spec, placed),
             )
         except BaseException:
             with contextlib.suppress(redis.RedisError):
@@ -195,7 +191,69 @@ def _place_at_once(
         with contextlib.suppress(redis.RedisError):
             rt.live.leases.release(placement.node, gpus, f"{job_id}|{token}")
         raise
+    row.update(placed)  # (the row as the caller hands it back)
     return True
+
+
+def _placed_in_one_trip(
+    rt: Runtime,
+    leaser: SubmitLease,
+    job: PendingJob,
+    placement: Placement,
+    spec: JobSpec,
+    secrets: dict[str, str],
+    row: dict[str, Any],
+) -> bool:
+    """A job planned on what its client saw, placed in one round trip: its row is
+    written placed first, then one script takes the lease and, with it, writes the
+    live record and pushes the message (its worker finds the row). False, with the
+    row gone again, when the lease was not had: ``SubmitLease.lease`` decides."""
+    token = token_hex(8)
+    placed = _placed_row(row, placement, token)
+    job_id, gpus = job.job_id, list(placement.gpus)
+    rt.registry.create_jobs([placed])
+    try:
+        message = rt.job_message(job_id, token, placement.node, gpus)
+        fields = _placed_fields(spec, placed)
+        then = rt.live.placed_new_commands(job_id, secrets, message, **fields)
+        leased = leaser.take(job, placement, token, then) == "leased"
+    except BaseException:
+        # The script may have run part of its commands: undone as placed_new's are.
+        with contextlib.suppress(redis.RedisError):
+            rt.live.forget_job(job_id)
+            rt.live.leases.release(placement.node, gpus, f"{job_id}|{token}")
+        rt.registry.delete_jobs([job_id])
+        raise
+    if not leased:
+        rt.registry.delete_jobs([job_id])
+        return False
+    row.update(placed)  # (the row as the caller hands it back)
+    return True
+
+
+def _placed_row(row: dict[str, Any], placement: Placement, token: str) -> dict[str, Any]:
+    """The registry row of a job placed as it is accepted."""
+    return {
+        **row,
+        "status": JobStatus.PLACED.value,
+        "node": placement.node,
+        "gpu_indices": gpu_json(placement.gpus),
+        "placed_at": utcnow(),
+        "placement_token": token,
+    }
+
+
+def _placed_fields(spec: JobSpec, placed: dict[str, Any]) -> dict[str, Any]:
+    """Its live record: what a queued one's holds (for placement's backfill), and
+    its placement."""
+    return {
+        "status": placed["status"],
+        "node": placed["node"],
+        "gpus_held": placed["gpu_indices"],
+        "priority": spec.priority,
+        "gpus": spec.gpus,
+        "timeout": spec.timeout,
+    }
 
 
 def _queue(

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from secrets import token_hex
 
 from ugro.dispatch import view_of
+from ugro.dispatch_state import SeenGpus
+from ugro.leases import FirstOutcome
 from ugro.placement import PendingJob, Placement, plan_placements
 from ugro.runtime import Runtime
 from ugro.worker_info import WorkerInfo
@@ -54,41 +56,79 @@ class SubmitLease:
         # Until when (monotonic) submits are queued without asking: jobs were waiting.
         self._queue_until = 0.0
 
+    def planned(self, job: PendingJob) -> Placement | None:
+        """Where ``job`` goes on what this client saw within the last second, when
+        that view and the registry's held GPUs read under it are trusted and no job
+        was found waiting; None otherwise (``lease`` decides then)."""
+        view = self._view()
+        if view is None:
+            return None
+        seen, in_registry = view
+        if in_registry is None:
+            return None
+        return _plan(job, seen.workers, seen.holders, in_registry)
+
+    def _view(self) -> tuple[SeenGpus, dict[str, dict[int, str]] | None] | None:
+        """What this client saw of the GPUs within the last second, with the
+        registry's held GPUs read under it when those can be trusted (None: to be
+        read afresh); None when it saw nothing that recent, or found jobs waiting."""
+        seen, now = self.rt.live.dispatch.last_seen, time.monotonic()
+        if now < self._queue_until or seen is None or now - seen.at > _FRESH:
+            return None
+        held = self._held
+        trusted = held is not None and now - held.at <= _FRESH and held.epoch == seen.epoch
+        return seen, held.held if held is not None and trusted else None
+
+    def take(
+        self, job: PendingJob, placement: Placement, token: str, then: list[list[str]] | None = None
+    ) -> FirstOutcome:
+        """The script's lease of ``placement``, planned on the view this client saw,
+        with ``then`` (commands) run when it is taken; what it found otherwise is
+        kept for the next plan."""
+        seen = self.rt.live.dispatch.last_seen
+        if seen is None:
+            return "stale"
+        outcome, holders = self.rt.live.leases.acquire_first(
+            placement.node,
+            list(placement.gpus),
+            f"{job.job_id}|{token}",
+            self.rt.settings.placement_ttl,
+            seen.epoch,
+            list(seen.holders),
+            then,
+        )
+        if outcome == "waiting":
+            self._queue_until = time.monotonic() + _FRESH
+        elif outcome == "stale":
+            self._held = None  # read afresh next time
+        elif outcome == "taken" and holders is not None:
+            seen.holders = holders  # what the next plan, and the next submit, start from
+        return outcome
+
     def lease(self, job: PendingJob) -> tuple[Placement, str] | None:
         """Lease GPUs for ``job`` when one fits now and no job waits; returns the
         placement and its lease token, or None when the job must be queued."""
-        seen, now = self.rt.live.dispatch.last_seen, time.monotonic()
-        if now < self._queue_until:
+        if time.monotonic() < self._queue_until:
             return None
-        if seen is None or now - seen.at > _FRESH:
+        view = self._view()
+        if view is None:
             return self._lease_afresh(job)
-        held = self._held
-        trusted = held is not None and now - held.at <= _FRESH and held.epoch == seen.epoch
-        in_registry = held.held if held is not None and trusted else {}
+        seen, in_registry = view
         # Twice at most: on what was seen, then on what the script found taken.
         for _ in range(2):
-            placement = _plan(job, seen.workers, seen.holders, in_registry)
+            placement = _plan(job, seen.workers, seen.holders, in_registry or {})
             if placement is None:
                 return None  # nothing free: queueing looks at the leases again
-            if not trusted:
+            if in_registry is None:
                 return self._lease_afresh(job)
-            gpus, token = list(placement.gpus), token_hex(8)
-            outcome, holders = self.rt.live.leases.acquire_first(
-                placement.node,
-                gpus,
-                f"{job.job_id}|{token}",
-                self.rt.settings.placement_ttl,
-                seen.epoch,
-                list(seen.holders),
-            )
+            token = token_hex(8)
+            outcome = self.take(job, placement, token)
             if outcome == "leased":
                 return placement, token
             if outcome == "waiting":
-                self._queue_until = now + _FRESH
                 return None
-            if outcome == "stale" or holders is None:
+            if outcome == "stale":
                 return self._lease_afresh(job)
-            seen.holders = holders  # what the next plan, and the next submit, start from
         return None
 
     def _lease_afresh(self, job: PendingJob) -> tuple[Placement, str] | None:

@@ -10,6 +10,8 @@
 -- ARGV[3]       now, unix seconds (a delayed job due by then waits too)
 -- ARGV[4]       the epoch the caller planned on
 -- ARGV[5]       n, the number of GPUs of the placement
+-- ARGV[6]       commands to run once the leases are taken, a JSON list of lists of
+--               strings ("" none): the placed job's live record and its message
 -- Returns {1} when the leases are now held; {0, holder of each GPU seen (nil:
 -- free)} when one was taken; {-1} when a job waits; {-2} when the epoch differs.
 if redis.call('GET', KEYS[1]) ~= ARGV[4] then
@@ -30,5 +32,10 @@ for i = 4, 3 + n do
 end
 for i = 4, 3 + n do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+if ARGV[6] ~= '' then
+  for _, command in ipairs(cjson.decode(ARGV[6])) do
+    redis.call(unpack(command))
+  end
 end
 return {1}
