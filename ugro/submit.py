@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from secrets import token_hex
 from typing import Any
 
@@ -160,42 +160,31 @@ def _place_at_once(
     """Lease GPUs for a job being accepted, write it down placed, registry row first,
     and send it to its worker, when it fits now and no job waits; False when it must
     be queued. All or nothing: a failure leaves no lease, no row, no live state and
-    no message behind."""
+    no message behind.
+
+    Planned on what its client saw a moment ago, the job goes in one round trip:
+    after its row, one script takes the lease and, with it, writes the live record
+    and pushes the message (its worker finds the row). Should the lease have been
+    taken meanwhile, the row goes again and ``SubmitLease.lease`` decides: lease,
+    then the live record with the message."""
     job = PendingJob(paths.job_id, spec.gpus, spec.node, spec.timeout)
-    placement = leaser.planned(job)
-    if placement is not None and _placed_in_one_trip(
-        rt, leaser, job, placement, spec, secrets, row
-    ):
+    planned = leaser.planned(job)
+    if planned is not None and _in_one_trip(rt, leaser, job, planned, spec, secrets, row):
         return True
     leased = leaser.lease(job)
     if leased is None:
         return False
     placement, token = leased
-    placed = _placed_row(row, placement, token)
-    job_id, gpus = job.job_id, list(placement.gpus)
-    try:
-        rt.registry.create_jobs([placed])
-        try:
-            rt.live.placed_new(
-                job_id,
-                secrets,
-                rt.job_message(job_id, token, placement.node, gpus),
-                **_placed_fields(spec, placed),
-            )
-        except BaseException:
-            with contextlib.suppress(redis.RedisError):
-                rt.live.forget_job(job_id)
-            rt.registry.delete_jobs([job_id])
-            raise
-    except BaseException:
-        with contextlib.suppress(redis.RedisError):
-            rt.live.leases.release(placement.node, gpus, f"{job_id}|{token}")
-        raise
-    row.update(placed)  # (the row as the caller hands it back)
-    return True
+
+    def send() -> bool:
+        message = rt.job_message(job.job_id, token, placement.node, list(placement.gpus))
+        rt.live.placed_new(job.job_id, secrets, message, **_placed_fields(spec, placement))
+        return True
+
+    return _written_placed(rt, row, placement, token, send)
 
 
-def _placed_in_one_trip(
+def _in_one_trip(
     rt: Runtime,
     leaser: SubmitLease,
     job: PendingJob,
@@ -204,52 +193,57 @@ def _placed_in_one_trip(
     secrets: dict[str, str],
     row: dict[str, Any],
 ) -> bool:
-    """A job planned on what its client saw, placed in one round trip: its row is
-    written placed first, then one script takes the lease and, with it, writes the
-    live record and pushes the message (its worker finds the row). False, with the
-    row gone again, when the lease was not had: ``SubmitLease.lease`` decides."""
+    """The row, then the one script that leases, writes the live record and sends."""
     token = token_hex(8)
-    placed = _placed_row(row, placement, token)
-    job_id, gpus = job.job_id, list(placement.gpus)
-    rt.registry.create_jobs([placed])
+
+    def lease_and_send() -> bool:
+        message = rt.job_message(job.job_id, token, placement.node, list(placement.gpus))
+        fields = _placed_fields(spec, placement)
+        then = rt.live.placed_new_commands(job.job_id, secrets, message, **fields)
+        return leaser.take(job, placement, token, then) == "leased"
+
+    return _written_placed(rt, row, placement, token, lease_and_send)
+
+
+def _written_placed(
+    rt: Runtime, row: dict[str, Any], placement: Placement, token: str, send: Callable[[], bool]
+) -> bool:
+    """The job's row written placed, then ``send`` (its live record and message;
+    True when it sent them). When it did not, or anything failed, nothing is left:
+    no row, no live state, no lease of ``token``."""
+    job_id, gpus = row["id"], list(placement.gpus)
+    placed = {
+        **row,
+        "status": JobStatus.PLACED.value,
+        "node": placement.node,
+        "gpu_indices": gpu_json(gpus),
+        "placed_at": utcnow(),
+        "placement_token": token,
+    }
     try:
-        message = rt.job_message(job_id, token, placement.node, gpus)
-        fields = _placed_fields(spec, placed)
-        then = rt.live.placed_new_commands(job_id, secrets, message, **fields)
-        leased = leaser.take(job, placement, token, then) == "leased"
+        rt.registry.create_jobs([placed])
+        sent = send()
     except BaseException:
-        # The script may have run part of its commands: undone as placed_new's are.
+        # A script stops at its first failure, but what it wrote before stays.
         with contextlib.suppress(redis.RedisError):
             rt.live.forget_job(job_id)
             rt.live.leases.release(placement.node, gpus, f"{job_id}|{token}")
         rt.registry.delete_jobs([job_id])
         raise
-    if not leased:
+    if not sent:
         rt.registry.delete_jobs([job_id])
         return False
     row.update(placed)  # (the row as the caller hands it back)
     return True
 
 
-def _placed_row(row: dict[str, Any], placement: Placement, token: str) -> dict[str, Any]:
-    """The registry row of a job placed as it is accepted."""
-    return {
-        **row,
-        "status": JobStatus.PLACED.value,
-        "node": placement.node,
-        "gpu_indices": gpu_json(placement.gpus),
-        "placed_at": utcnow(),
-        "placement_token": token,
-    }
-
-
-def _placed_fields(spec: JobSpec, placed: dict[str, Any]) -> dict[str, Any]:
+def _placed_fields(spec: JobSpec, placement: Placement) -> dict[str, Any]:
     """Its live record: what a queued one's holds (for placement's backfill), and
     its placement."""
     return {
-        "status": placed["status"],
-        "node": placed["node"],
-        "gpus_held": placed["gpu_indices"],
+        "status": JobStatus.PLACED.value,
+        "node": placement.node,
+        "gpus_held": gpu_json(placement.gpus),
         "priority": spec.priority,
         "gpus": spec.gpus,
         "timeout": spec.timeout,
