@@ -227,6 +227,7 @@ def _written_placed(
         # A script stops at its first failure, but what it wrote before stays.
         with contextlib.suppress(redis.RedisError):
             rt.live.forget_job(job_id)
+        with contextlib.suppress(redis.RedisError):
             rt.live.leases.release(placement.node, gpus, f"{job_id}|{token}")
         rt.registry.delete_jobs([job_id])
         raise
