@@ -181,6 +181,10 @@ class UgroAdapter:
         self.client = Client(
             Settings(data_dir=self.data_dir, gpu_backend=self.env["UGRO_GPU_BACKEND"])
         )
+        # Ready when a job has gone through, as raw Celery is after its round trip.
+        warmup = [self.submit(["true"])]
+        self.wait(warmup)
+        self.discard(warmup)
 
     @property
     def redis_socket(self) -> str:
