@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, ugro, wait_until
-from ugro import Client, JobSpec, JobStatus
+from ugro import Client, Job, JobSpec, JobStatus
 from ugro.errors import SpecError
 from ugro.events import next_event
 from ugro.settings import Settings
@@ -158,10 +158,19 @@ def test_twelve_jobs_on_four_gpus_each_run_once_never_sharing_a_gpu(
             for i in range(12)
         ]
         # When they all end
-        done = client.wait([job.id for job in jobs], timeout=120)
+        calls: list[list[Job]] = []
+        done = client.wait([job.id for job in jobs], timeout=120, on_change=calls.append)
 
     # Then every job finished, exactly once
     assert [job.status for job in done] == [JobStatus.FINISHED] * 12
+    # The wait was told of every job at first, and after that only of those it read
+    # again: a job seen done is not read again
+    assert sorted(job.id for job in calls[0]) == sorted(job.id for job in jobs)
+    seen_done: set[str] = set()
+    for call in calls[1:]:
+        assert not seen_done & {job.id for job in call}
+        seen_done |= {job.id for job in call if job.done}
+    assert seen_done | {job.id for job in calls[0] if job.done} == {job.id for job in jobs}
     records = _records(out)
     assert sorted(r["job_id"] for r in records) == sorted(job.id for job in jobs)
     assert {r["device_order"] for r in records} == {"PCI_BUS_ID"}

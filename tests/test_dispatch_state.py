@@ -71,6 +71,15 @@ def test_a_pass_works_on_a_redis_that_lost_its_scripts(
     assert not live.dispatch.end("first", writes)
     assert live.job("job-c")["status"] == "placed"
     assert live.redis.get(embedded_settings.redis_prefix + ":dispatch:lock") is None
+    # A finished job's release sent ahead of a pass goes with the script's source:
+    # it cannot find the script gone
+    assert live.leases.acquire("n", [0], "done|1", ttl=10)
+    live.redis.script_flush()
+    writes = live.redis.pipeline(transaction=True)
+    live.released("n", [0], "done|1", "done", writes=writes, status="finished")
+    assert live.dispatch.begin("second", max_age=60, limit=8, writes=writes) is not None
+    assert live.leases.lease_holders("n", [0]) == {0: None}
+    assert live.job("done")["status"] == "finished"
 
 
 def test_the_writes_sent_ahead_of_a_pass_land_first_and_a_failed_one_lets_the_lock_go(
