@@ -230,9 +230,17 @@ def wait_for_job(client: Client, job_id: str, check: Callable[[Job], bool], time
         pubsub.close()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str = "condition") -> None:
-    """Poll for what no event announces (a file a job writes, a process's end)."""
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str = "condition",
+    report: Callable[[], str] | None = None,
+) -> None:
+    """Poll for what no event announces (a file a job writes, a process's end);
+    on a timeout, ``report`` says what the parts involved were doing."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            details = f"\n{report()}" if report is not None else ""
+            raise AssertionError(f"timed out waiting for {what}{details}")
         time.sleep(0.05)
