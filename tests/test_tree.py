@@ -4,6 +4,7 @@ a tree the lab can read."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -186,3 +187,27 @@ def test_files_written_whole_are_readable_by_the_lab(tmp_path: Path) -> None:
     assert target.read_text() == '{\n  "a": 2\n}\n'
     assert target.stat().st_mode & 0o777 == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["metadata.json"]
+
+
+def test_a_file_written_whole_replaces_what_a_dead_writer_left_half_written(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "progress.json"
+    # A writer of this pid and thread that died mid-write left its temporary file,
+    # longer than what comes now and not readable by the lab.
+    stale = tmp_path / f".progress.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    stale.write_text('{"half": ' + "x" * 500)
+    stale.chmod(0o600)
+    old = os.umask(0o077)
+    try:
+        write_json_atomic(target, {"a": 1})
+    finally:
+        os.umask(old)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["progress.json"]
+    # One that cannot be replaced (a directory stands there) leaves nothing behind.
+    (tmp_path / "metadata.json").mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_json_atomic(tmp_path / "metadata.json", {"a": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metadata.json", "progress.json"]
