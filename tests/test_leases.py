@@ -88,7 +88,8 @@ def test_queueing_says_a_pass_is_needed_unless_every_gpu_was_leased_as_it_queued
     live.dispatch.snapshot(max_age=60)
     assert live.leases.acquire("n", [2], "z|1", ttl=10)
     assert not live.enqueue_many(entry, watch=True)
-    live.dispatch._seen_at -= 2
+    assert live.dispatch.last_seen is not None
+    live.dispatch.last_seen.at -= 2
     assert live.enqueue_many(entry, watch=True)
     assert live.enqueue_many(entry)
     assert live.queued_ids() == {"job-a"}

@@ -37,8 +37,9 @@ class SeenGpus:
     at: float  # time.monotonic() of the snapshot
     epoch: str  # the live state's id then (ugro.keys: epoch)
     workers: list[WorkerInfo]
-    # (node, index) -> the holder of its lease, None when free
+    # (node, index) -> the holder of its lease, None when free; in workers' order
     holders: dict[tuple[str, int], str | None]
+    in_hash: int = 0  # entries of the workers hash, the stale ones included
 
 
 class DispatchState:
@@ -51,20 +52,17 @@ class DispatchState:
         self._enter = self.redis.register_script(live.script("dispatch_enter.lua"))
         self._exit = self.redis.register_script(live.script("dispatch_exit.lua"))
         self._head = self.redis.register_script(live.script("pending_head.lua"))
-        # What the last snapshot saw: when (monotonic), the live workers' GPUs
-        # (node, index), and how many entries the workers hash had.
-        self._seen_at = 0.0
-        self._places_seen: list[tuple[str, int]] = []
-        self._workers_seen = 0
-        # What the last snapshot saw, for a submit that plans on it.
+        # What the last snapshot saw (None: no live worker), for the next snapshot's
+        # guess, for enqueue_many and for a submit that plans on it.
         self.last_seen: SeenGpus | None = None
 
     def fresh_places(self) -> tuple[list[tuple[str, int]], int] | None:
         """The GPUs the last snapshot saw and the size of the workers hash then, when
         that was within the last second; else None."""
-        if not self._places_seen or time.monotonic() - self._seen_at >= _SNAPSHOT_FRESH:
+        seen = self.last_seen
+        if seen is None or time.monotonic() - seen.at >= _SNAPSHOT_FRESH:
             return None
-        return self._places_seen, self._workers_seen
+        return list(seen.holders), seen.in_hash
 
     # The lock ------------------------------------------------------------------------
 
@@ -152,7 +150,7 @@ class DispatchState:
         pipe.get(self.keys.epoch)
         # The leases of the GPUs seen last time, in the same round trip: the live
         # workers seldom change between passes.
-        guessed = self._places_seen
+        guessed = [] if self.last_seen is None else list(self.last_seen.holders)
         if guessed:
             pipe.mget([self.keys.lease(n, i) for n, i in guessed])
         return guessed
@@ -170,10 +168,9 @@ class DispatchState:
             head = self._head(keys=[self.keys.pending], args=[limit, self.keys.job("")])
         elif isinstance(head, Exception):
             raise head
+        seen_at = time.monotonic()
         workers = self.live.workers_from(raw_workers, max_age, unhealthy)
         places = [(w.node, w.index) for w in workers]
-        self._seen_at, self._places_seen = time.monotonic(), places
-        self._workers_seen = len(raw_workers)
         if not workers:
             self.last_seen = None
             return [], {}, []
@@ -181,7 +178,7 @@ class DispatchState:
             leased = [self.redis.mget([self.keys.lease(n, i) for n, i in places])]
         leases = cast(list[str | None], leased[0])
         holders = dict(zip(places, leases, strict=True))
-        self.last_seen = SeenGpus(self._seen_at, epoch, workers, holders)
+        self.last_seen = SeenGpus(seen_at, epoch, workers, holders, len(raw_workers))
         if all(holder is not None for holder in leases):
             return workers, holders, []
         pending: list[PendingEntry] = [
