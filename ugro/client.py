@@ -174,10 +174,11 @@ class Client:
     ) -> builtins.list[Job]:
         """Block until every job has ended; returns them in the order given.
 
-        Wakes on the status events the workers publish, and re-reads the registry
-        at least every second in case an event was missed. ``on_change`` is called
-        with every job at first, then with the jobs each registry read brought: a
-        wake costs what changed, not what is waited on (a sweep of thousands).
+        Wakes on the status events the workers publish, and looks at the status of
+        every job not done yet at least once a second, in case an event was missed.
+        ``on_change`` is called with every job at first, then with the jobs read
+        again: those an event said ended and those whose status changed. A wake
+        costs what changed, not what is waited on (a sweep of thousands).
 
         Raises:
             TimeoutError: when ``timeout`` seconds pass first.
@@ -205,15 +206,21 @@ class Client:
                 until = next_full if deadline is None else min(next_full, deadline)
                 ended = await_end(events, left, until)
                 full = not ended or time.monotonic() >= next_full
-                # Every job not done yet at least once a second, else only those an
-                # event said ended.
-                read = self.get_many(builtins.list(left if full else ended))
+                if full:  # the status of every job not done yet, once a second
+                    ended |= self._changed(left, latest)
+                read = self.get_many(builtins.list(ended))
                 latest.update((job.id, job) for job in read)
                 left.difference_update(job.id for job in read if job.done)
         except BaseException:
             # The subscription may hold unread replies or be broken: start afresh.
             self._close_events()
             raise
+
+    def _changed(self, ids: set[str], latest: dict[str, Job]) -> set[str]:
+        """Those of ``ids`` whose status in the registry is not the one in ``latest``
+        (or that are gone: reading them again says so)."""
+        now = self.rt.registry.statuses(builtins.list(ids))
+        return {job_id for job_id in ids if now.get(job_id) != latest[job_id].status.value}
 
     def _by_full_id(self, given: builtins.list[str]) -> dict[str, Job]:
         """The jobs of ids or unique prefixes, by what was given (JobNotFound for an

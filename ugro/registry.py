@@ -38,6 +38,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from ugro import statements as sql
 from ugro.errors import JobNotFound
 from ugro.registry_columns import add_missing_columns
+from ugro.registry_connections import RegistryConnections
 from ugro.status import JobStatus, sources_of
 
 
@@ -190,8 +191,10 @@ class Registry:
             # Another process created the tables between our check and our CREATE.
             Base.metadata.create_all(self.engine)
         add_missing_columns(self.engine, Base.metadata)
+        self.connections = RegistryConnections(self.engine)
 
     def close(self) -> None:
+        self.connections.close()
         self.engine.dispose()
 
     # Jobs ------------------------------------------------------------------------
@@ -201,7 +204,7 @@ class Registry:
 
     def create_jobs(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert several jobs in one transaction (one commit): all or none."""
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             conn.execute(sql.insert_into(_JOBS), list(rows))
 
     def delete_job(self, job_id: str) -> None:
@@ -210,12 +213,12 @@ class Registry:
 
     def delete_jobs(self, job_ids: Sequence[str]) -> None:
         """Remove jobs that were never accepted (a rolled-back submission)."""
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             conn.execute(delete(AttemptRow).where(AttemptRow.job_id.in_(list(job_ids))))
             conn.execute(delete(JobRow).where(JobRow.id.in_(list(job_ids))))
 
     def get_job(self, job_id: str) -> JobRow:
-        with self.engine.connect() as conn:
+        with self.connections.begin() as conn:
             row = conn.execute(sql.job_by_id(_JOBS), {"w_job": job_id}).first()
         if row is None:
             raise JobNotFound(f"no job {job_id!r}: `ugro list` shows the jobs there are")
@@ -228,7 +231,7 @@ class Registry:
         except JobNotFound:
             pass
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        with self.engine.connect() as conn:
+        with self.connections.begin() as conn:
             rows = conn.execute(
                 select(JobRow.__table__).where(JobRow.id.like(pattern, escape="\\")).limit(2)
             ).all()
@@ -245,9 +248,17 @@ class Registry:
         limit: int | None = None,
     ) -> list[JobRow]:
         if ids is not None and statuses is None and limit is None:
-            with self.engine.connect() as conn:
-                found = conn.execute(sql.jobs_by_ids(_JOBS), {"ids": list(ids)})
-                return [_job_from(row._mapping) for row in found]
+            chunks = _chunks(ids)
+            with self.connections.begin() as conn:
+                rows = [
+                    _job_from(row._mapping)
+                    for chunk in chunks
+                    for row in conn.execute(sql.jobs_by_ids(_JOBS), {"ids": chunk})
+                ]
+            if len(chunks) > 1:  # newest first across the chunks too
+                rows.sort(key=lambda row: row.id)
+                rows.sort(key=lambda row: row.created_at, reverse=True)
+            return rows
         query = select(JobRow.__table__).order_by(JobRow.created_at.desc(), JobRow.id)
         if statuses is not None:
             query = query.where(JobRow.status.in_([s.value for s in statuses]))
@@ -255,14 +266,24 @@ class Registry:
             query = query.where(JobRow.id.in_(list(ids)))
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self.connections.begin() as conn:
             return [_job_from(row._mapping) for row in conn.execute(query)]
+
+    def statuses(self, ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of these jobs that exists, by id: a read of two columns,
+        for a wait that looks for what changed among thousands."""
+        with self.connections.begin() as conn:
+            return {
+                job_id: status
+                for chunk in _chunks(ids)
+                for job_id, status in conn.execute(sql.statuses_by_ids(_JOBS), {"ids": chunk})
+            }
 
     def held_gpus(self) -> dict[str, dict[int, str]]:
         """GPUs that placed and running jobs hold, by node and index (job id)."""
         query = sql.held(_JOBS, (JobStatus.PLACED.value, JobStatus.RUNNING.value))
         held: dict[str, dict[int, str]] = {}
-        with self.engine.connect() as conn:
+        with self.connections.begin() as conn:
             for job_id, node, indices in conn.execute(query):
                 if node and indices:
                     for index in json.loads(indices):
@@ -283,7 +304,7 @@ class Registry:
         someone else got there first.
         """
         sources = tuple(s.value for s in (sources_of(new) if expect is None else expect))
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             result = conn.execute(*_status_update(job_id, new, sources, values))
         return bool(result.rowcount == 1)
 
@@ -297,7 +318,7 @@ class Registry:
         sources = tuple(s.value for s in expect)
         stmt = sql.job_status(_JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True)
         params = {"w_job": job_id, "w_token": token, **sql.bound(values)}
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             row = conn.execute(stmt, params).first()
         return None if row is None else _job_from(row._mapping)
 
@@ -313,7 +334,7 @@ class Registry:
         """``end_attempt`` and ``transition`` in one transaction (one commit). The
         attempt's end is recorded either way; returns whether the status changed."""
         sources = tuple(s.value for s in expect)
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             conn.execute(*_attempt_update(job_id, number, attempt))
             result = conn.execute(*_status_update(job_id, new, sources, values))
         return bool(result.rowcount == 1)
@@ -335,26 +356,26 @@ class Registry:
             .order_by(JobRow.finished_at.desc())
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self.connections.begin() as conn:
             return [_job_from(row._mapping) for row in conn.execute(query)]
 
     def set_progress(self, job_id: str, progress: str) -> None:
         """Record the progress scan's finding (it does not change the status)."""
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             conn.execute(update(JobRow).where(JobRow.id == job_id).values(progress=progress))
 
     # Attempts and events ---------------------------------------------------------
 
     def start_attempt(self, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             conn.execute(sql.insert_into(_ATTEMPTS), values)
 
     def end_attempt(self, job_id: str, number: int, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             conn.execute(*_attempt_update(job_id, number, values))
 
     def attempts(self, job_id: str) -> list[AttemptRow]:
-        with self.engine.connect() as conn:
+        with self.connections.begin() as conn:
             rows = conn.execute(
                 select(AttemptRow.__table__)
                 .where(AttemptRow.job_id == job_id)
@@ -365,7 +386,7 @@ class Registry:
     def add_event(
         self, kind: str, message: str, job_id: str | None = None, node: str | None = None
     ) -> None:
-        with self.engine.begin() as conn:
+        with self.connections.begin() as conn:
             conn.execute(
                 insert(EventRow).values(
                     created_at=utcnow(), kind=kind, job_id=job_id, node=node, message=message
@@ -379,7 +400,7 @@ class Registry:
             .where(EventRow.created_at >= since, EventRow.created_at < until)
             .order_by(EventRow.created_at, EventRow.id)
         )
-        with self.engine.connect() as conn:
+        with self.connections.begin() as conn:
             rows = [dict(row._mapping) for row in conn.execute(query)]
         for values in rows:
             values["created_at"] = as_utc(values["created_at"])
@@ -389,7 +410,7 @@ class Registry:
         query = select(EventRow.__table__).order_by(EventRow.id)
         if job_id is not None:
             query = query.where(EventRow.job_id == job_id)
-        with self.engine.connect() as conn:
+        with self.connections.begin() as conn:
             return [EventRow(**dict(row._mapping)) for row in conn.execute(query)]
 
 
@@ -418,6 +439,15 @@ def _attempt_update(
 ) -> tuple[Executable, dict[str, Any]]:
     stmt = sql.attempt_end(_ATTEMPTS, tuple(values))
     return stmt, {"w_job": job_id, "w_number": number, **sql.bound(values)}
+
+
+# Ids per statement of a read by ids: SQLite before 3.32 takes at most 999 parameters.
+_IDS_PER_READ = 900
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    ids = list(ids)
+    return [ids[i : i + _IDS_PER_READ] for i in range(0, len(ids), _IDS_PER_READ)]
 
 
 def _job_from(mapping: Any) -> JobRow:

@@ -85,6 +85,12 @@ def jobs_by_ids(jobs: Table) -> Select[Any]:
 
 
 @cache
+def statuses_by_ids(jobs: Table) -> Select[Any]:
+    """The status of several jobs by id (``ids``, a list)."""
+    return select(jobs.c.id, jobs.c.status).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@cache
 def held(jobs: Table, statuses: tuple[str, ...]) -> Select[Any]:
     return select(jobs.c.id, jobs.c.node, jobs.c.gpu_indices).where(_status_in(jobs, statuses))
 

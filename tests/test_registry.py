@@ -1,0 +1,107 @@
+"""The registry's kept SQLite connections: no stale reads, nothing half-written."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from ugro.registry import Registry, utcnow
+from ugro.status import JobStatus
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _job(job_id: str) -> dict[str, object]:
+    return {
+        "id": job_id,
+        "name": job_id,
+        "kind": "command",
+        "status": JobStatus.QUEUED.value,
+        "gpus": 1,
+        "spec": "{}",
+        "created_at": utcnow(),
+    }
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'registry.sqlite3'}"
+
+
+def test_a_kept_sqlite_connection_reads_what_another_process_wrote_since(sqlite_url: str) -> None:
+    # Given two registries on one file, the first having read (its connection kept)
+    reader, writer = Registry(sqlite_url), Registry(sqlite_url)
+    writer.create_job(**_job("j1"))
+    assert reader.get_job("j1").status == JobStatus.QUEUED.value
+    assert reader.connections.keep and len(reader.connections._idle) == 1
+    # When the other changes the job
+    assert writer.transition("j1", JobStatus.PLACED, expect=[JobStatus.QUEUED], node="n")
+    # Then the kept connection sees it: it held no snapshot between the calls
+    assert reader.get_job("j1").status == JobStatus.PLACED.value
+    assert reader.statuses(["j1", "nope"]) == {"j1": JobStatus.PLACED.value}
+    # and no reader stands in the way of a full checkpoint of the write-ahead log
+    with writer.engine.connect() as conn:
+        busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+    assert busy == 0
+    reader.close()
+    writer.close()
+
+
+def test_a_failed_call_writes_nothing_and_its_connection_is_not_kept(sqlite_url: str) -> None:
+    registry = Registry(sqlite_url)
+    registry.create_job(**_job("j1"))
+    kept = list(registry.connections._idle)
+    # When a batch of which one row is a duplicate is inserted
+    with pytest.raises(IntegrityError):
+        registry.create_jobs([_job("j2"), _job("j1")])
+    # Then none of it is there, and the connection the error left is closed, not kept
+    assert [row.id for row in registry.list_jobs()] == ["j1"]
+    assert kept[0].closed and kept[0] not in registry.connections._idle
+    # and the next call works on a fresh one
+    registry.create_job(**_job("j3"))
+    assert {row.id for row in registry.list_jobs()} == {"j1", "j3"}
+    registry.close()
+    assert not registry.connections._idle
+
+
+def test_threads_each_have_a_connection_of_their_own(sqlite_url: str) -> None:
+    registry = Registry(sqlite_url)
+    ids = [f"j{i}" for i in range(8)]
+    registry.create_jobs([_job(job_id) for job_id in ids])
+    start, errors = threading.Barrier(len(ids)), []
+
+    def place(job_id: str) -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                assert registry.transition(job_id, JobStatus.PLACED, expect=[JobStatus.QUEUED])
+                assert registry.transition(job_id, JobStatus.QUEUED, expect=[JobStatus.PLACED])
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=place, args=(job_id,)) for job_id in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert set(registry.statuses(ids).values()) == {JobStatus.QUEUED.value}
+    # no more connections kept than were ever in use at once
+    assert 1 <= len(registry.connections._idle) <= len(ids)
+    registry.close()
+
+
+def test_a_read_of_more_ids_than_one_statement_takes_finds_them_all(database_url: str) -> None:
+    registry = Registry(database_url)
+    ids = [f"j{i:04d}" for i in range(2100)]
+    registry.create_jobs([_job(job_id) for job_id in ids])
+    found = registry.list_jobs(ids=ids)
+    assert sorted(row.id for row in found) == ids
+    # newest first across the statements too
+    stamps = [row.created_at for row in found]
+    assert stamps == sorted(stamps, reverse=True)
+    assert registry.statuses(ids) == dict.fromkeys(ids, JobStatus.QUEUED.value)
+    registry.close()
