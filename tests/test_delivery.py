@@ -14,6 +14,7 @@ from sqlalchemy import inspect, text
 from tests.conftest import ROOT, drop_keys, processes_of, ugro, wait_for_job
 from ugro import Client, JobSpec, JobStatus
 from ugro.attempt import run_attempt
+from ugro.dispatch import LocalSlot, dispatch_pending
 from ugro.errors import JobNotFound
 from ugro.registry import Registry, utcnow
 from ugro.runtime import Runtime, queue_for_gpu
@@ -168,6 +169,41 @@ def test_a_claimed_job_whose_lease_another_holds_is_stopped_as_lost(
         assert "leased to another job" in (row.error or "")
         # and the other job keeps its lease
         assert rt.live.leases.lease_holders("n", [0]) == {0: "other-1|theirs"}
+    finally:
+        rt.close()
+
+
+def test_a_job_placed_on_the_gpu_of_the_worker_asking_is_claimed_for_it_in_the_same_pass(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    rt = Runtime.open(settings)
+    try:
+        # Given a queued job, GPU 0 of node "n" free and GPU 1 leased
+        rt.live.register_worker("n", 0, pid=1, host="h")
+        rt.live.register_worker("n", 1, pid=1, host="h")
+        assert rt.live.leases.acquire("n", [1], "busy-1|t", ttl=30)
+        _placed(rt, "next-1", "", ["true"])
+        assert rt.registry.transition("next-1", JobStatus.QUEUED, expect=[JobStatus.PLACED])
+        rt.live.enqueue("next-1", 0, 1, None)
+        # When GPU 0's worker asks for a pass
+        mine = LocalSlot("n", 0)
+        assert dispatch_pending(rt, mine) == 1
+        # Then the job is handed to it claimed: attempt 1, running under the pass's lease
+        assert mine.taken is not None
+        row, token, gpus = mine.taken
+        assert (row.id, row.status, row.attempt, gpus) == ("next-1", "running", 1, [0])
+        stored = rt.registry.get_job("next-1")
+        assert (stored.status, stored.attempt, stored.placement_token) == ("running", 1, token)
+        assert (stored.node, stored.gpu_indices) == ("n", "[0]")
+        assert stored.placed_at is not None and stored.started_at is not None
+        # and Redis shows it running, with its first heartbeat, out of the queue, its
+        # lease in the running window and no message sent for it
+        assert rt.live.job("next-1")["status"] == "running"
+        assert live_redis.exists(rt.keys.heartbeat("next-1"))
+        assert rt.live.leases.lease_holders("n", [0]) == {0: f"next-1|{token}"}
+        assert 0 < live_redis.pttl(rt.keys.lease("n", 0)) <= settings.lease_ttl * 1000
+        assert live_redis.zscore(rt.keys.pending, "next-1") is None
+        assert live_redis.llen(queue_for_gpu(settings, "n", 0)) == 0
     finally:
         rt.close()
 

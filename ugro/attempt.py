@@ -22,9 +22,9 @@ from ugro.lifecycle import requeue, settle_failure
 from ugro.paths import JobPaths, write_json_atomic
 from ugro.progress_scan import final_progress
 from ugro.redact import is_secret_name
-from ugro.registry import JobRow, utcnow
+from ugro.registry import JobRow
 from ugro.runner import ExitInfo, RunControl, run_command
-from ugro.runtime import Runtime, gpu_json
+from ugro.runtime import Runtime, claim_values, gpu_json
 from ugro.spec import JobSpec
 from ugro.status import JobStatus
 
@@ -40,11 +40,15 @@ def run_attempt(
     pass at its end placed on this worker's GPU (see ``LocalSlot``); returns what
     happened, for logs."""
     outcomes: list[str] = []
-    following: tuple[str, str, list[int]] | None = (job_id, token, gpus)
+    job = rt.claim(job_id, expect=[JobStatus.PLACED], token=token, **claim_values())
+    if job is None:
+        why = "claimed already (a duplicate delivery), placed again since, or gone"
+        return f"skipped: {why}"
+    following: tuple[JobRow, str, list[int]] | None = (job, token, gpus)
     while following is not None:
-        job_id, token, gpus = following
-        outcome, following = _run_one(rt, job_id, token, node, gpus, stop)
-        outcomes.append(outcome if not outcomes else f"then {job_id}: {outcome}")
+        job, token, gpus = following
+        outcome, following = _run_one(rt, job, token, node, gpus, stop, mirrored=bool(outcomes))
+        outcomes.append(outcome if not outcomes else f"then {job.id}: {outcome}")
     # Idle now: make the next jobs' log folders, off any job's start.
     rt.spare_attempt_logs.replenish()
     return "; ".join(outcomes)
@@ -52,38 +56,26 @@ def run_attempt(
 
 def _run_one(
     rt: Runtime,
-    job_id: str,
+    job: JobRow,
     token: str,
     node: str,
     gpus: list[int],
     stop: threading.Event,
-) -> tuple[str, tuple[str, str, list[int]] | None]:
-    """One attempt; returns what happened and the job placed here next, if any."""
-    holder = f"{job_id}|{token}"
-    claim = {
-        "started_at": utcnow(),
-        "finished_at": None,
-        "exit_code": None,
-        "exit_signal": None,
-        "exit_reason": None,
-        "error": None,
-    }
-    # The claim names the placement's lease token: a message of an earlier placement
-    # of the job, or a second delivery of this one, claims nothing.
-    job = rt.claim(job_id, expect=[JobStatus.PLACED], token=token, **claim)
-    if job is None:
-        why = "claimed already (a duplicate delivery), placed again since, or gone"
-        return f"skipped: {why}", None
-    paths = rt.paths(job_id)
+    mirrored: bool,
+) -> tuple[str, tuple[JobRow, str, list[int]] | None]:
+    """One attempt of a claimed job (``mirrored``: Redis shows it running already);
+    returns what happened and the job claimed here next, if any."""
+    holder = f"{job.id}|{token}"
+    paths = rt.paths(job.id)
     spec: JobSpec | None = None  # parsed once, for the run and for its final progress
     try:
         spec = JobSpec.model_validate_json(job.spec)
-        info = _execute(rt, job, spec, paths, node, gpus, holder, stop, claim)
+        info = _execute(rt, job, spec, paths, node, gpus, holder, stop, mirrored)
     except LeaseTaken as exc:
         now = time.time()
         info = ExitInfo("lost", now, now, error=str(exc))
     except Exception as exc:  # the worker must survive whatever one job does
-        log.exception("job %s failed in ugro itself", job_id)
+        log.exception("job %s failed in ugro itself", job.id)
         now = time.time()
         info = ExitInfo("error", now, now, error=f"ugro error: {exc}")
     outcome = f"{info.reason} ({info.error or 'exit 0'})"
@@ -161,7 +153,7 @@ def _execute(
     gpus: list[int],
     holder: str,
     stop: threading.Event,
-    claim: dict[str, Any],
+    mirrored: bool,
 ) -> ExitInfo:
     # The registry keeps a secret's name, redacted; its value is in Redis only.
     secrets = rt.live.secrets(job.id) if any(map(is_secret_name, spec.env)) else {}
@@ -176,7 +168,7 @@ def _execute(
     def on_start(pid: int) -> None:
         # The bookkeeping of the start follows the start, off the job's critical
         # path; should any of it fail, the runner stops the job.
-        if not rt.started(job, (node, gpus, holder), **claim):
+        if not mirrored and not rt.started(job, (node, gpus, holder)):
             raise LeaseTaken(f"GPUs {gpus} of {node} were leased to another job")
         paths.name_attempt_logs(job.attempt)
         rt.registry.start_attempt(

@@ -15,7 +15,7 @@ from typing import Any
 
 from ugro.dispatch_state import Snapshot
 from ugro.placement import PendingJob, Placement, plan_placements
-from ugro.registry import utcnow
+from ugro.registry import JobRow, utcnow
 from ugro.runtime import Runtime, gpu_json
 from ugro.status import JobStatus
 from ugro.worker_info import WorkerInfo
@@ -30,17 +30,19 @@ _WINDOW = 64
 @dataclass
 class LocalSlot:
     """A GPU worker's own GPU, offered to dispatch as it asks for a pass: a job placed
-    with that GPU first is handed back in ``taken`` instead of sent through Celery,
-    and the worker runs it next. The lease, the placed status and the worker's claim
-    are the same as for a sent job; only the transport hop is saved. Should the
-    worker die before its claim, the placement's lease runs out and the reconciler
-    puts the job back in the queue, as for a message that was never delivered.
+    with that GPU first is handed back in ``taken``, claimed, instead of sent through
+    Celery, and the worker runs it next. The lease and the claim are those of a sent
+    job; the transport hop is saved, and so are a commit and a round trip: the
+    placement and the claim are one commit, and Redis hears of the job running in
+    the pass's last round trip. Should the worker die before the job's process
+    starts, no heartbeat renews its lease, and the reconciler declares the attempt
+    lost and retries it, as for a worker that died while the job ran.
     """
 
     node: str
     index: int
-    # (job_id, token, gpus) of the job placed here
-    taken: tuple[str, str, list[int]] | None = None
+    # (the claimed row, token, gpus) of the job placed here
+    taken: tuple[JobRow, str, list[int]] | None = None
 
 
 def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = None) -> int:
@@ -154,9 +156,10 @@ def _dispatch_pass(
 def place(
     rt: Runtime, placement: Placement, local: LocalSlot | None = None, writes: Any = None
 ) -> bool:
-    """Lease the placement's GPUs, mark the job placed and send it to its worker.
-    With ``writes`` (a transaction pipeline), the placed status and the message are
-    left there for the caller to execute."""
+    """Lease the placement's GPUs, mark the job placed and send it to its worker, or,
+    on ``local``'s GPU, claim it for that worker. With ``writes`` (a transaction
+    pipeline), the Redis side of it (status, message) is left there for the caller
+    to execute."""
     gpus = list(placement.gpus)
     token = secrets.token_hex(8)
     holder = f"{placement.job_id}|{token}"
@@ -173,16 +176,24 @@ def place(
         # another pass, on what is free now.
         rt.live.dispatch.ask()
         return False
-    placed = rt.transition(
-        placement.job_id,
-        JobStatus.PLACED,
-        expect=[JobStatus.QUEUED],
-        writes=writes,
-        node=placement.node,
-        gpu_indices=gpu_json(gpus),
-        placed_at=utcnow(),
-        placement_token=token,  # what its worker's claim must name
-    )
+    where = {"node": placement.node, "gpu_indices": gpu_json(gpus), "placed_at": utcnow()}
+    claimed: JobRow | None = None
+    if here:
+        pipe = writes if writes is not None else rt.live.redis.pipeline(transaction=True)
+        claimed = rt.place_and_claim(placement.job_id, token, pipe, **where)
+        if claimed is not None and writes is None:
+            pipe.execute()
+        placed = claimed is not None
+    else:
+        # placement_token: what its worker's claim must name
+        placed = rt.transition(
+            placement.job_id,
+            JobStatus.PLACED,
+            expect=[JobStatus.QUEUED],
+            writes=writes,
+            placement_token=token,
+            **where,
+        )
     if not placed:
         # Cancelled or already placed while it sat in the queue: give the GPUs back,
         # and look again, for a job queued while they looked taken.
@@ -190,8 +201,8 @@ def place(
         rt.live.dequeue(placement.job_id)
         rt.live.dispatch.ask()
         return False
-    if here and local is not None:
-        local.taken = (placement.job_id, token, gpus)  # its worker runs it next
+    if claimed is not None and local is not None:
+        local.taken = (claimed, token, gpus)  # its worker runs it next
     else:
         # (placed: out of the queue)
         rt.send_job(placement.job_id, token, placement.node, gpus, writes=writes)

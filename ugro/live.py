@@ -228,7 +228,7 @@ class LiveState:
         pipe = self.redis.pipeline(transaction=True)
         self.leases.queue_renew(pipe, node, gpus, holder, ttl, attempt)
         self.queue_set_job(pipe, job_id, fields)
-        self._queue_heartbeat(pipe, job_id, ttl, beat)
+        self.queue_heartbeat(pipe, job_id, ttl, beat)
         renewed, *rest = pipe.execute(raise_on_error=False)
         for result in rest:
             if isinstance(result, Exception):
@@ -306,9 +306,9 @@ class LiveState:
         return dict(json.loads(cast(str, raw))) if raw else {}
 
     def heartbeat(self, job_id: str, ttl: float, **info: Any) -> None:
-        self._queue_heartbeat(self.redis, job_id, ttl, info)
+        self.queue_heartbeat(self.redis, job_id, ttl, info)
 
-    def _queue_heartbeat(self, pipe: Any, job_id: str, ttl: float, info: dict[str, Any]) -> None:
+    def queue_heartbeat(self, pipe: Any, job_id: str, ttl: float, info: dict[str, Any]) -> None:
         value = json.dumps({"ts": time.time(), **info})
         pipe.set(self.keys.heartbeat(job_id), value, px=int(ttl * 1000))
 

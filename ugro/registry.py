@@ -315,12 +315,23 @@ class Registry:
         and hands back the row as it is now, or None when someone else got there
         first or the job's placement is no longer the one of lease ``token``: one
         statement, ``UPDATE ... RETURNING``."""
-        sources = tuple(s.value for s in expect)
-        stmt = sql.job_status(_JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True)
-        params = {"w_job": job_id, "w_token": token, **sql.bound(values)}
         with self.connections.begin() as conn:
-            row = conn.execute(stmt, params).first()
+            row = conn.execute(*_claim(job_id, expect, token, values)).first()
         return None if row is None else _job_from(row._mapping)
+
+    def place_and_claim(
+        self, job_id: str, token: str, placed: dict[str, Any], claim: dict[str, Any]
+    ) -> JobRow | None:
+        """``transition`` from queued to placed under lease ``token`` (``placed``: the
+        placement's columns), then ``claim``, in one transaction (one commit): for a
+        job that the worker of its GPU takes at once. None when it was not queued."""
+        placing = {**placed, "placement_token": token}
+        with self.connections.begin() as conn:
+            result = conn.execute(*_status_update(job_id, JobStatus.PLACED, ("queued",), placing))
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(*_claim(job_id, [JobStatus.PLACED], token, claim)).one()
+        return _job_from(row._mapping)
 
     def end_attempt_with_status(
         self,
@@ -432,6 +443,14 @@ def _status_update(
         return stmt, {}
     stmt = sql.job_status(_JOBS, new.value, sources, tuple(values))
     return stmt, {"w_job": job_id, **sql.bound(values)}
+
+
+def _claim(
+    job_id: str, expect: Iterable[JobStatus], token: str, values: dict[str, Any]
+) -> tuple[Executable, dict[str, Any]]:
+    sources = tuple(s.value for s in expect)
+    stmt = sql.job_status(_JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True)
+    return stmt, {"w_job": job_id, "w_token": token, **sql.bound(values)}
 
 
 def _attempt_update(

@@ -17,7 +17,7 @@ from ugro.job_message import JobMessage, job_message
 from ugro.keys import Keys
 from ugro.live import LiveState
 from ugro.paths import JobPaths, build_attempt_logs, build_tree
-from ugro.registry import JobRow, Registry
+from ugro.registry import JobRow, Registry, utcnow
 from ugro.settings import Settings
 from ugro.spares import SparePool
 from ugro.status import JobStatus
@@ -128,11 +128,28 @@ class Runtime:
         alone is what keeps the attempt from running twice."""
         return self.registry.claim(job_id, expect, token=token, **values)
 
-    def started(self, row: JobRow, lease: tuple[str, list[int], str], **values: Any) -> bool:
+    def place_and_claim(self, job_id: str, token: str, writes: Any, **placed: Any) -> JobRow | None:
+        """For a job that the worker of its GPU takes at once (``dispatch.LocalSlot``),
+        whose leases start in the running window: its placement (``placed``: node,
+        GPU indices, time) under lease ``token`` and the worker's claim in one
+        commit, then in Redis the job running, with its first heartbeat, as commands
+        of ``writes`` (a pipeline, for the caller to execute). None when it was not
+        queued any more."""
+        claim = claim_values()
+        row = self.registry.place_and_claim(job_id, token, placed, claim)
+        if row is None:
+            return None
+        live = _live_fields(JobStatus.RUNNING, {**placed, **claim})
+        self.live.queue_set_job(writes, job_id, {**live, "started": time.time()})
+        beat = {"node": row.node, "attempt": row.attempt}
+        self.live.queue_heartbeat(writes, job_id, self.settings.lease_ttl, beat)
+        return row
+
+    def started(self, row: JobRow, lease: tuple[str, list[int], str]) -> bool:
         """Mirror a claimed job's start in Redis, with its first heartbeat, and move
         its placement's leases (node, GPUs, holder) into the running window; False
         when another holds one of them."""
-        live = _live_fields(JobStatus.RUNNING, values)
+        live = _live_fields(JobStatus.RUNNING, claim_values())
         beat = {"node": row.node, "attempt": row.attempt}
         # started: for placement's backfill estimates
         return self.live.running(
@@ -176,6 +193,19 @@ class Runtime:
             pool.close()
         self.registry.close()
         self.live.redis.close()
+
+
+def claim_values() -> dict[str, Any]:
+    """What a worker's claim sets besides the status: a new attempt starts now, and
+    nothing of the last one's end is left."""
+    return {
+        "started_at": utcnow(),
+        "finished_at": None,
+        "exit_code": None,
+        "exit_signal": None,
+        "exit_reason": None,
+        "error": None,
+    }
 
 
 def _live_fields(new: JobStatus, values: dict[str, Any]) -> dict[str, Any]:
