@@ -40,6 +40,8 @@ def run_attempt(
     pass at its end placed on this worker's GPU (see ``LocalSlot``); returns what
     happened, for logs."""
     outcomes: list[str] = []
+    # The claim names the placement's lease token: a message of an earlier placement
+    # of the job, or a second delivery of this one, claims nothing.
     job = rt.claim(job_id, expect=[JobStatus.PLACED], token=token, **claim_values())
     if job is None:
         why = "claimed already (a duplicate delivery), placed again since, or gone"

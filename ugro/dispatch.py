@@ -36,7 +36,9 @@ class LocalSlot:
     placement and the claim are one commit, and Redis hears of the job running in
     the pass's last round trip. Should the worker die before the job's process
     starts, no heartbeat renews its lease, and the reconciler declares the attempt
-    lost and retries it, as for a worker that died while the job ran.
+    lost (its retry policy decides what follows), as for a worker that dies while
+    its job runs: the window is the pass's last round trip longer than a sent
+    job's, whose claim too comes before its process starts.
     """
 
     node: str
