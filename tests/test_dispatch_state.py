@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 
+from tests.conftest import wait_until
+from ugro.dispatch_state import Snapshot
 from ugro.live import LiveState
 from ugro.redis_server import EmbeddedRedis
 from ugro.settings import Settings
@@ -103,3 +107,60 @@ def test_the_writes_sent_ahead_of_a_pass_land_first_and_a_failed_one_lets_the_lo
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         live.dispatch.begin("second", max_age=60, limit=8, writes=writes)
     assert live_redis.get(lock) is None
+
+
+def test_a_caller_that_waits_is_handed_the_lock_as_the_holder_lets_go(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    live = LiveState.open(settings)
+    _two_gpus_and_three_jobs(live)
+    keys = live.keys
+    assert live.dispatch.begin("first", max_age=60, limit=8) is not None
+    # A GPU worker whose job ended waits (on a connection of its own) instead of
+    # leaving a request
+    handed: list[Snapshot | None] = []
+    waiter = threading.Thread(
+        target=lambda: handed.append(
+            LiveState.open(settings).dispatch.begin("second", max_age=60, limit=8, wait=10)
+        )
+    )
+    waiter.start()
+    wait_until(lambda: live_redis.llen(keys.dispatch_waiting) == 1, 5, "the waiter's entry")
+    assert live_redis.get(keys.dispatch_dirty) is None
+    # The holder lets go: the lock is the waiter's, for a whole pass, with a snapshot
+    assert not live.dispatch.end("first")
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and handed[0] is not None
+    assert [(w.node, w.index) for w in handed[0][0]] == [("n", 0), ("n", 1)]
+    assert live_redis.get(keys.dispatch_lock) == "second"
+    assert live_redis.pttl(keys.dispatch_lock) > 20_000
+    assert live_redis.llen(keys.dispatch_waiting) == 0
+    # With nobody waiting, its end lets the lock go
+    assert not live.dispatch.end("second")
+    assert live_redis.get(keys.dispatch_lock) is None
+    assert live_redis.exists(keys.dispatch_wake("second")) == 0
+
+
+def test_a_waiter_not_handed_the_lock_in_time_leaves_its_request_and_is_passed_over(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    live = LiveState.open(settings)
+    _two_gpus_and_three_jobs(live)
+    keys = live.keys
+    assert live.dispatch.begin("first", max_age=60, limit=8) is not None
+    # The holder's pass outlasts the wait: the waiter asks for one more pass instead
+    assert live.dispatch.begin("second", max_age=60, limit=8, wait=0.05) is None
+    assert live_redis.get(keys.dispatch_dirty) == "1"
+    assert live_redis.llen(keys.dispatch_waiting) == 0
+    assert live.dispatch.end("first")  # the pass asked for
+    # An entry past its deadline (a waiter that died) is passed over: the lock goes
+    live_redis.rpush(keys.dispatch_waiting, "ghost 1")
+    assert not live.dispatch.end("first")
+    assert live_redis.get(keys.dispatch_lock) is None
+    assert live_redis.llen(keys.dispatch_waiting) == 0
+    # A waiter that finds the lock free by the end of its wait (its holder's lock
+    # expired, say) takes it itself
+    assert live.dispatch.begin("third", max_age=60, limit=8, ttl=0.1) is not None
+    assert live.dispatch.begin("fourth", max_age=60, limit=8, wait=0.3) is not None
+    assert live_redis.get(keys.dispatch_lock) == "fourth"
+    assert not live.dispatch.end("fourth")

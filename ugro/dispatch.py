@@ -2,7 +2,9 @@
 
 Single-flight: one pass runs at a time across the cluster (a Redis lock). A caller
 that finds the lock taken leaves a request flag instead, and the holder runs one
-more pass before it lets go, so no request is lost between the two.
+more pass before it lets go, so no request is lost between the two. A GPU worker
+whose job just ended waits a moment to be handed the lock instead, so that its own
+pass places its GPU (see ``LocalSlot``); not handed it in time, it leaves the flag.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 # it reads when those would leave GPUs free.
 _HEAD = 8
 _WINDOW = 64
+# How long (s) a GPU worker whose job ended waits to be handed the lock: a pass
+# takes milliseconds; one that takes longer runs another for the waiter's GPU.
+_HANDOVER_WAIT = 0.25
 
 
 @dataclass
@@ -52,7 +57,8 @@ def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = 
     ``writes``, a transaction pipeline, holds the caller's writes to send first
     (see ``DispatchState.begin``)."""
     token = secrets.token_hex(8)
-    snapshot = rt.live.dispatch.begin(token, rt.settings.worker_ttl, _HEAD, writes)
+    wait = _HANDOVER_WAIT if local is not None else 0.0
+    snapshot = rt.live.dispatch.begin(token, rt.settings.worker_ttl, _HEAD, writes, wait=wait)
     if snapshot is None:
         return 0  # the holder will see our request, or nothing waits
     placed = 0
@@ -208,5 +214,7 @@ def place(
     else:
         # (placed: out of the queue)
         rt.send_job(placement.job_id, token, placement.node, gpus, writes=writes)
-    log.info("placed %s on %s GPUs %s", placement.job_id, placement.node, gpus)
+    # (debug: a line per job in the worker's log costs a sweep of short jobs more
+    # than its Redis round trips; the job's console.log says where it started)
+    log.debug("placed %s on %s GPUs %s", placement.job_id, placement.node, gpus)
     return True

@@ -4,7 +4,7 @@ holds each one's lease and the head of the pending queue.
 
 Besides its placements, a pass costs two round trips: the lock is taken together
 with the snapshot's reads (``begin``), and let go together with the writes of the
-pass's last placement (``end``).
+pass's last placement (``end``), or handed to a caller that waits for it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ PendingEntry = tuple[str, int, str | None, float | None]
 Snapshot = tuple[list[WorkerInfo], dict[tuple[str, int], str | None], list[PendingEntry]]
 # How long (s) what a snapshot saw of the workers is trusted by enqueue_many.
 _SNAPSHOT_FRESH = 1.0
+# How long (ms) a lock handed to a waiting caller lasts until it takes it up: one
+# that died while it waited blocks dispatch no longer.
+_HANDED_TTL = 2000
 
 
 @dataclass
@@ -52,6 +55,7 @@ class DispatchState:
         self._enter = self.redis.register_script(live.script("dispatch_enter.lua"))
         self._exit = self.redis.register_script(live.script("dispatch_exit.lua"))
         self._head = self.redis.register_script(live.script("pending_head.lua"))
+        self._settle = self.redis.register_script(live.script("dispatch_settle.lua"))
         # What the last snapshot saw (None: no live worker), for the next snapshot's
         # guess, for enqueue_many and for a submit that plans on it.
         self.last_seen: SeenGpus | None = None
@@ -67,7 +71,13 @@ class DispatchState:
     # The lock ------------------------------------------------------------------------
 
     def begin(
-        self, token: str, max_age: float, limit: int, writes: Any = None, ttl: float = 30.0
+        self,
+        token: str,
+        max_age: float,
+        limit: int,
+        writes: Any = None,
+        ttl: float = 30.0,
+        wait: float = 0.0,
     ) -> Snapshot | None:
         """Ask for a pass and, when this caller must run it (it holds the lock now),
         the snapshot it starts from; None when another holder will see the request,
@@ -77,14 +87,22 @@ class DispatchState:
         ``writes``, a transaction pipeline, holds the caller's writes that go first
         (a finished job's release, whose freed GPU is then no one's to see before
         the lock is taken); an error among them is raised, with the lock let go.
+
+        With ``wait`` (seconds), a caller that finds the lock taken waits up to that
+        long for the holder to hand it over as it lets go (``end``), instead of
+        leaving the request: a GPU worker whose job just ended then places its own
+        GPU in its own pass, and runs what it places there without a message
+        (``dispatch.LocalSlot``). One more round trip: the wait, and the reads
+        behind it. Not handed the lock in time, it leaves the request after all.
         """
         keys = [
             self.keys.dispatch_dirty,
             self.keys.dispatch_lock,
             self.keys.pending,
             self.keys.delayed,
+            self.keys.dispatch_waiting,
         ]
-        args: list[str | float] = [token, int(ttl * 1000), time.time()]
+        args: list[str | float] = [token, int(ttl * 1000), time.time(), int(wait * 1000)]
         pipe = self.redis.pipeline(transaction=False) if writes is None else writes
         first = len(pipe)
         pipe.evalsha(self._enter.sha, len(keys), *keys, *args)
@@ -97,12 +115,38 @@ class DispatchState:
                 self.end(token)
             raise failed[0]
         if isinstance(entered, redis.exceptions.NoScriptError):  # a restarted Redis
-            if not self._enter(keys=keys, args=args):
+            entered = self._enter(keys=keys, args=args)
+            if entered == 1:
+                return self.snapshot(max_age, limit)
+        elif isinstance(entered, Exception):
+            raise entered
+        if isinstance(entered, str):  # waiting to be handed the lock
+            return self._handed(token, entered, wait, ttl, max_age, limit)
+        if not entered:
+            return None
+        return self._snapshot_from(results, guessed, max_age, limit)
+
+    def _handed(
+        self, token: str, entry: str, wait: float, ttl: float, max_age: float, limit: int
+    ) -> Snapshot | None:
+        """Wait for the lock to be handed over (``begin``'s ``wait``); the snapshot
+        when this caller holds it then, else None (its request is left)."""
+        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock, self.keys.dispatch_waiting]
+        args: list[str | int] = [token, entry, int(ttl * 1000)]
+        # One round trip: the wait blocks this connection, and the commands behind it
+        # run as it ends.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.blpop([self.keys.dispatch_wake(token)], timeout=wait)
+        pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+        guessed = self._queue_reads(pipe, limit)
+        _, settled, *results = pipe.execute(raise_on_error=False)
+        if isinstance(settled, redis.exceptions.NoScriptError):
+            if not self._settle(keys=keys, args=args):
                 return None
             return self.snapshot(max_age, limit)
-        if isinstance(entered, Exception):
-            raise entered
-        if not entered:
+        if isinstance(settled, Exception):
+            raise settled
+        if not settled:
             return None
         return self._snapshot_from(results, guessed, max_age, limit)
 
@@ -112,10 +156,11 @@ class DispatchState:
 
     def end(self, token: str, writes: Any = None, ttl: float = 30.0) -> bool:
         """After a pass: True when another is asked for (the lock is kept), else the
-        lock is let go. ``writes``, a transaction pipeline, carries the pass's last
+        lock is let go, or handed to the first caller waiting for it (``begin``'s
+        ``wait``). ``writes``, a transaction pipeline, carries the pass's last
         writes: they go in the same round trip, before the lock."""
-        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock]
-        args: list[str | int] = [token, int(ttl * 1000)]
+        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock, self.keys.dispatch_waiting]
+        args: list[str | int] = [token, int(ttl * 1000), self.keys.dispatch_wake(""), _HANDED_TTL]
         if writes is None or not len(writes):
             return bool(self._exit(keys=keys, args=args))
         writes.evalsha(self._exit.sha, len(keys), *keys, *args)

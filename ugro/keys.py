@@ -96,6 +96,16 @@ class Keys:
     def dispatch_dirty(self) -> str:
         return f"{self.prefix}:dispatch:dirty"
 
+    # A GPU worker that finds the lock taken as its job ends waits to be handed it
+    # (its GPU is then placed in its own pass): its entry in this list, and the
+    # list of one item pushed to wake it.
+    @property
+    def dispatch_waiting(self) -> str:
+        return f"{self.prefix}:dispatch:waiting"
+
+    def dispatch_wake(self, token: str) -> str:
+        return f"{self.prefix}:dispatch:wake:{token}"
+
     # Node health ------------------------------------------------------------------
 
     # A node agent's latest reading of its node (JSON NodeReading), refreshed every
