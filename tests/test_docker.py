@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +265,31 @@ def test_compose_config_is_valid_for_docker_compose(tmp_path: Path) -> None:
         )
         assert bare.returncode != 0, missing
         assert f"set {missing}" in bare.stderr, bare.stderr
+
+
+@pytest.mark.timeout(300)
+def test_the_package_the_image_installs_holds_every_data_file(tmp_path: Path) -> None:
+    # The image installs the project as a wheel (not in place, as `make setup` does):
+    # the Lua scripts and schemas must be in it, or every process fails as it starts.
+    # Built from what the Dockerfile copies, as it builds: no build/ left from before.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "beat_schedule.py"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("ugro", "workers"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("ugro-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packed = set(archive.namelist())
+    data = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "ugro").rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"}
+    }
+    assert {"ugro/lua/dispatch_enter.lua", "ugro/py.typed"} <= data
+    assert data - packed == set()
