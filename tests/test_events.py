@@ -3,11 +3,12 @@ arrives in parts is read whole by a 0 s poll, with no event lost and no error.""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from ugro.events import next_event
+from ugro.events import await_end, next_event
 from ugro.live import connect
 from ugro.redis_server import EmbeddedRedis
 from ugro.settings import Settings
@@ -67,3 +68,38 @@ def test_a_poll_that_finds_redis_restarted_subscribes_again_where_it_may_retry(
     finally:
         pubsub.close()
         client.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_wait_reads_on_after_an_end_while_others_run_and_not_after_the_last(
+    embedded_settings: Settings, redis_server: EmbeddedRedis
+) -> None:
+    client = connect(embedded_settings)
+    channel = "ugro:events"
+    pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    pubsub.subscribe(channel)
+    timer = threading.Timer(0.3, client.publish, (channel, "job-c failed"))
+    try:
+        while next_event(pubsub, 0.2) is not None:  # (the subscription's confirmation)
+            pass
+        # An end while others run: what else ends within the linger comes with it
+        # (job-c's event arrives while it lingers, sent by the other connection)
+        client.publish(channel, "job-a finished")
+        client.publish(channel, "job-x running")
+        timer.start()
+        began = time.monotonic()
+        assert await_end(pubsub, {"job-a", "job-b", "job-c"}, began + 20, linger=1.0) == {
+            "job-a",
+            "job-c",
+        }
+        assert 0.9 < time.monotonic() - began < 10
+        # The last of the jobs waited on: seen at once, the linger notwithstanding
+        client.publish(channel, "job-b cancelled")
+        began = time.monotonic()
+        assert await_end(pubsub, {"job-b"}, began + 20, linger=10.0) == {"job-b"}
+        assert time.monotonic() - began < 5
+        # Nothing ends: the time runs out
+        assert await_end(pubsub, {"job-b"}, time.monotonic() + 0.2, linger=10.0) == set()
+    finally:
+        timer.cancel()
+        pubsub.close()

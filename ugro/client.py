@@ -29,6 +29,10 @@ from ugro.status import JobStatus
 from ugro.submit import LiveNodes, accept
 from ugro.submit_lease import SubmitLease
 
+# How long (s) a wait reads on after a job ended while others still run, so that
+# one registry read covers a batch of a sweep's ends (``events.await_end``).
+_LINGER = 0.02
+
 
 class Client:
     """Submit, inspect and wait for jobs.
@@ -174,7 +178,8 @@ class Client:
     ) -> builtins.list[Job]:
         """Block until every job has ended; returns them in the order given.
 
-        Wakes on the status events the workers publish, and looks at the status of
+        Wakes on the status events the workers publish (ends within 20 ms of one
+        another together, the last job's at once), and looks at the status of
         every job not done yet at least once a second, in case an event was missed.
         ``on_change`` is called with every job at first, then with the jobs read
         again: those an event said ended and those whose status changed. A wake
@@ -204,7 +209,7 @@ class Client:
                 if deadline is not None and now >= deadline:
                     raise TimeoutError(f"jobs still not done after {timeout} s: {sorted(left)}")
                 until = next_full if deadline is None else min(next_full, deadline)
-                ended = await_end(events, left, until)
+                ended = await_end(events, left, until, _LINGER)
                 full = not ended or time.monotonic() >= next_full
                 if full:  # the status of every job not done yet, once a second
                     ended |= self._changed(left, latest)

@@ -38,20 +38,28 @@ def next_event(pubsub: Any, timeout: float) -> dict[str, Any] | None:
     return pubsub.get_message(timeout=_REST_OF_EVENT)  # type: ignore[no-any-return]
 
 
-def await_end(events: Any, ids: set[str], until: float) -> set[str]:
+def await_end(events: Any, ids: set[str], until: float, linger: float = 0.0) -> set[str]:
     """Sleep until status events say some of ``ids`` ended, or until ``until``
     (monotonic); returns those (none: the time ran out). The events already in
-    hand are read too, so that one registry read covers them all."""
+    hand are read too, so that one registry read covers them all; with ``linger``
+    (s), so are those of that long after the first end while others of ``ids``
+    still run: a wait on a sweep then reads the registry once per batch of ends,
+    not once per job, and the last job's end is seen at once."""
     ended: set[str] = set()
+    stop = until  # after the first end: when to stop reading
     while True:
-        left = 0.0 if ended else until - time.monotonic()
-        if left < 0:
+        now = time.monotonic()
+        if not ended and now > until:
             return ended
-        message = next_event(events, left)
+        message = next_event(events, max(0.0, stop - now))
         if message is None:
             if ended or time.monotonic() >= until:
                 return ended
             continue
         job_id, _, status = str(message.get("data", "")).partition(" ")
         if job_id in ids and status in _ENDED:
+            if not ended:
+                stop = min(until, time.monotonic() + linger)
             ended.add(job_id)
+            if len(ended) == len(ids):
+                stop = 0.0  # none left to wait for: only what is in hand
