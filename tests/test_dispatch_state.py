@@ -109,13 +109,19 @@ def test_the_writes_sent_ahead_of_a_pass_land_first_and_a_failed_one_lets_the_lo
     assert live_redis.get(lock) is None
 
 
+def _first_holds_the_lock(settings: Settings) -> LiveState:
+    """Two GPUs, three jobs queued, and caller "first" in a pass."""
+    live = LiveState.open(settings)
+    _two_gpus_and_three_jobs(live)
+    assert live.dispatch.begin("first", max_age=60, limit=8) is not None
+    return live
+
+
 def test_a_caller_that_waits_is_handed_the_lock_as_the_holder_lets_go(
     settings: Settings, live_redis: redis.Redis
 ) -> None:
-    live = LiveState.open(settings)
-    _two_gpus_and_three_jobs(live)
+    live = _first_holds_the_lock(settings)
     keys = live.keys
-    assert live.dispatch.begin("first", max_age=60, limit=8) is not None
     # A GPU worker whose job ended waits (on a connection of its own) instead of
     # leaving a request
     handed: list[Snapshot | None] = []
@@ -144,10 +150,8 @@ def test_a_caller_that_waits_is_handed_the_lock_as_the_holder_lets_go(
 def test_a_waiter_not_handed_the_lock_in_time_leaves_its_request_and_is_passed_over(
     settings: Settings, live_redis: redis.Redis
 ) -> None:
-    live = LiveState.open(settings)
-    _two_gpus_and_three_jobs(live)
+    live = _first_holds_the_lock(settings)
     keys = live.keys
-    assert live.dispatch.begin("first", max_age=60, limit=8) is not None
     # The holder's pass outlasts the wait: the waiter asks for one more pass instead
     assert live.dispatch.begin("second", max_age=60, limit=8, wait=0.05) is None
     assert live_redis.get(keys.dispatch_dirty) == "1"
