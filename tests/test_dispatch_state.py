@@ -127,7 +127,7 @@ def test_a_caller_that_waits_is_handed_the_lock_as_the_holder_lets_go(
     handed: list[Snapshot | None] = []
     waiter = threading.Thread(
         target=lambda: handed.append(
-            LiveState.open(settings).dispatch.begin("second", max_age=60, limit=8, wait=10)
+            LiveState.open(settings).dispatch.begin("second", max_age=60, limit=8, wait=4)
         )
     )
     waiter.start()

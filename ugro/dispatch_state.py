@@ -94,6 +94,7 @@ class DispatchState:
         GPU in its own pass, and runs what it places there without a message
         (``dispatch.LocalSlot``). One more round trip: the wait, and the reads
         behind it. Not handed the lock in time, it leaves the request after all.
+        (The wait blocks a connection: it must be shorter than the socket timeout.)
         """
         keys = [
             self.keys.dispatch_dirty,
