@@ -105,3 +105,25 @@ def test_a_read_of_more_ids_than_one_statement_takes_finds_them_all(database_url
     assert stamps == sorted(stamps, reverse=True)
     assert registry.statuses(ids) == dict.fromkeys(ids, JobStatus.QUEUED.value)
     registry.close()
+
+
+def test_a_queued_job_placed_and_claimed_at_once_is_running_its_first_attempt(
+    database_url: str,
+) -> None:
+    registry = Registry(database_url)
+    registry.create_jobs([_job("pc1"), _job("pc2")])
+    placed = {"node": "n", "gpu_indices": "[1]", "placed_at": utcnow()}
+    claim = {"started_at": utcnow(), "finished_at": None, "exit_code": None, "error": None}
+    row = registry.place_and_claim("pc1", "tok1", placed, claim)
+    assert row is not None
+    assert (row.status, row.attempt, row.node, row.gpu_indices) == ("running", 1, "n", "[1]")
+    assert row.placement_token == "tok1" and row.started_at is not None
+    assert row.started_at.tzinfo is not None  # (read back as UTC, as every read is)
+    assert registry.get_job("pc1").status == JobStatus.RUNNING.value
+    # Only a queued job: one placed, running or cancelled meanwhile is left as it is
+    assert registry.place_and_claim("pc1", "tok2", placed, claim) is None
+    assert registry.get_job("pc1").placement_token == "tok1"
+    assert registry.transition("pc2", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
+    assert registry.place_and_claim("pc2", "tok3", placed, claim) is None
+    assert registry.get_job("pc2").status == JobStatus.CANCELLED.value
+    registry.close()

@@ -323,15 +323,17 @@ class Registry:
         self, job_id: str, token: str, placed: dict[str, Any], claim: dict[str, Any]
     ) -> JobRow | None:
         """``transition`` from queued to placed under lease ``token`` (``placed``: the
-        placement's columns), then ``claim``, in one transaction (one commit): for a
-        job that the worker of its GPU takes at once. None when it was not queued."""
-        placing = {**placed, "placement_token": token}
+        placement's columns), then ``claim``: for a job that the worker of its GPU
+        takes at once. One statement (``UPDATE ... RETURNING``), queued to running,
+        as the two in one transaction would be: no one could see it placed between
+        them. None when it was not queued."""
+        values = {**placed, "placement_token": token, **claim}
+        stmt = sql.job_status(
+            _JOBS, JobStatus.RUNNING.value, ("queued",), tuple(values), claim=True, token=False
+        )
         with self.connections.begin() as conn:
-            result = conn.execute(*_status_update(job_id, JobStatus.PLACED, ("queued",), placing))
-            if result.rowcount != 1:
-                return None
-            row = conn.execute(*_claim(job_id, [JobStatus.PLACED], token, claim)).one()
-        return _job_from(row._mapping)
+            row = conn.execute(stmt, {"w_job": job_id, **sql.bound(values)}).first()
+        return None if row is None else _job_from(row._mapping)
 
     def end_attempt_with_status(
         self,

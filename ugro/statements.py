@@ -43,17 +43,24 @@ def _status_in(jobs: Table, statuses: tuple[str, ...]) -> ColumnElement[bool]:
 
 @cache
 def job_status(
-    jobs: Table, new: str, sources: tuple[str, ...], columns: tuple[str, ...], claim: bool = False
+    jobs: Table,
+    new: str,
+    sources: tuple[str, ...],
+    columns: tuple[str, ...],
+    claim: bool = False,
+    token: bool = True,
 ) -> Update:
     """UPDATE a job's status (and ``columns``) where it is in ``sources``; with
-    ``claim``, only where its placement's lease token is ``w_token``, and also start
-    its next attempt and return the row."""
+    ``claim``, also start its next attempt and return the row, only where its
+    placement's lease token is ``w_token`` unless ``token`` is false (a placement
+    and its claim in one statement, the token among ``columns``)."""
     values: dict[str, Any] = {column: bindparam(f"v_{column}") for column in columns}
     values["status"] = new
     where = [jobs.c.id == bindparam("w_job"), _status_in(jobs, sources)]
     if claim:
         values["attempt"] = jobs.c.attempt + 1
-        where.append(jobs.c.placement_token == bindparam("w_token"))
+        if token:
+            where.append(jobs.c.placement_token == bindparam("w_token"))
     stmt = update(jobs).where(*where).values(**values)
     return stmt.returning(*jobs.c) if claim else stmt
 
