@@ -11,7 +11,7 @@ import pytest
 import redis
 from sqlalchemy import inspect, text
 
-from tests.conftest import ROOT, drop_keys, processes_of, ugro, wait_for_job
+from tests.conftest import ROOT, drop_keys, processes_of, ugro, wait_for_job, wait_until
 from ugro import Client, JobSpec, JobStatus
 from ugro.attempt import run_attempt
 from ugro.dispatch import LocalSlot, dispatch_pending
@@ -173,18 +173,22 @@ def test_a_claimed_job_whose_lease_another_holds_is_stopped_as_lost(
         rt.close()
 
 
+def _queued_with_gpu_0_free(rt: Runtime, job_id: str) -> None:
+    """A queued job, GPU 0 of node "n" free and GPU 1 leased."""
+    rt.live.register_worker("n", 0, pid=1, host="h")
+    rt.live.register_worker("n", 1, pid=1, host="h")
+    assert rt.live.leases.acquire("n", [1], "busy-1|t", ttl=30)
+    _placed(rt, job_id, "", ["true"])
+    assert rt.registry.transition(job_id, JobStatus.QUEUED, expect=[JobStatus.PLACED])
+    rt.live.enqueue(job_id, 0, 1, None)
+
+
 def test_a_job_placed_on_the_gpu_of_the_worker_asking_is_claimed_for_it_in_the_same_pass(
     settings: Settings, live_redis: redis.Redis
 ) -> None:
     rt = Runtime.open(settings)
     try:
-        # Given a queued job, GPU 0 of node "n" free and GPU 1 leased
-        rt.live.register_worker("n", 0, pid=1, host="h")
-        rt.live.register_worker("n", 1, pid=1, host="h")
-        assert rt.live.leases.acquire("n", [1], "busy-1|t", ttl=30)
-        _placed(rt, "next-1", "", ["true"])
-        assert rt.registry.transition("next-1", JobStatus.QUEUED, expect=[JobStatus.PLACED])
-        rt.live.enqueue("next-1", 0, 1, None)
+        _queued_with_gpu_0_free(rt, "next-1")
         # When GPU 0's worker asks for a pass
         mine = LocalSlot("n", 0)
         assert dispatch_pending(rt, mine) == 1
@@ -205,6 +209,35 @@ def test_a_job_placed_on_the_gpu_of_the_worker_asking_is_claimed_for_it_in_the_s
         assert live_redis.zscore(rt.keys.pending, "next-1") is None
         assert live_redis.llen(queue_for_gpu(settings, "n", 0)) == 0
     finally:
+        rt.close()
+
+
+def test_a_worker_that_finds_another_pass_running_waits_for_the_lock_and_places_its_own_gpu(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    rt, worker = Runtime.open(settings), Runtime.open(settings)
+    try:
+        _queued_with_gpu_0_free(rt, "next-2")
+        # Given another caller's pass under way
+        assert rt.live.dispatch.begin("other", max_age=60, limit=8) is not None
+        # When GPU 0's worker, its job ended, asks for a pass (on a runtime of its own)
+        mine = LocalSlot("n", 0)
+        placed: list[int] = []
+        asking = threading.Thread(target=lambda: placed.append(dispatch_pending(worker, mine)))
+        asking.start()
+        # Then it waits instead of leaving a request for the other pass
+        wait_until(lambda: live_redis.llen(rt.keys.dispatch_waiting) == 1, 5, "the wait")
+        assert live_redis.get(rt.keys.dispatch_dirty) is None
+        # and, handed the lock as that pass ends, places its GPU in its own pass:
+        # the job claimed for it, no message sent
+        assert not rt.live.dispatch.end("other")
+        asking.join(timeout=10)
+        assert placed == [1] and mine.taken is not None and mine.taken[0].id == "next-2"
+        assert rt.registry.get_job("next-2").status == JobStatus.RUNNING.value
+        assert live_redis.llen(queue_for_gpu(settings, "n", 0)) == 0
+        assert live_redis.get(rt.keys.dispatch_lock) is None
+    finally:
+        worker.close()
         rt.close()
 
 

@@ -322,11 +322,11 @@ class Registry:
     def place_and_claim(
         self, job_id: str, token: str, placed: dict[str, Any], claim: dict[str, Any]
     ) -> JobRow | None:
-        """``transition`` from queued to placed under lease ``token`` (``placed``: the
-        placement's columns), then ``claim``: for a job that the worker of its GPU
-        takes at once. One statement (``UPDATE ... RETURNING``), queued to running,
-        as the two in one transaction would be: no one could see it placed between
-        them. None when it was not queued."""
+        """For a job that the worker of its GPU takes at once: its placement under
+        lease ``token`` (``placed``: the placement's columns) and its ``claim`` in
+        one statement (``UPDATE ... RETURNING``), queued to running, as a placement
+        then a claim in one transaction would leave it (no one could see it placed
+        between the two). None when it was not queued."""
         values = {**placed, "placement_token": token, **claim}
         stmt = sql.job_status(
             _JOBS, JobStatus.RUNNING.value, ("queued",), tuple(values), claim=True, token=False
