@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 
 from ugro.registry import Registry, utcnow
+from ugro.runtime import claim_values
 from ugro.status import JobStatus
 
 pytestmark = pytest.mark.timeout(60)
@@ -127,3 +130,51 @@ def test_a_queued_job_placed_and_claimed_at_once_is_running_its_first_attempt(
     assert registry.place_and_claim("pc2", "tok3", placed, claim) is None
     assert registry.get_job("pc2").status == JobStatus.CANCELLED.value
     registry.close()
+
+
+def _job_life(registry: Registry, started: datetime, ended: datetime) -> list[Any]:
+    """A job's submit, place-and-claim, attempt start and end, and what each returned."""
+    registry.create_jobs([{**_job(job_id), "created_at": started} for job_id in ("a1", "a2")])
+    placed = {"node": "n", "gpu_indices": "[0, 1]", "placed_at": started}
+    claim = {**claim_values(), "started_at": started}
+    claimed = registry.place_and_claim("a1", "tok", placed, claim)
+    held = registry.held_gpus()
+    registry.start_attempt(
+        job_id="a1", number=1, node="n", host="h", gpu_indices="[0, 1]", pid=7, started_at=started
+    )
+    attempt = {"ended_at": ended, "exit_code": 0, "exit_signal": None, "exit_reason": "ok"}
+    changed = registry.end_attempt_with_status(
+        "a1", 1, attempt, JobStatus.FINISHED, [JobStatus.RUNNING], finished_at=ended, exit_code=0
+    )
+    cancelled = registry.transition("a2", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
+    again = registry.transition("a2", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
+    return [vars_of(claimed), held, changed, cancelled, again, vars_of(registry.get_job("a1"))]
+
+
+def vars_of(row: object) -> dict[str, object]:
+    return {k: v for k, v in vars(row).items() if not k.startswith("_")}
+
+
+def test_the_direct_sqlite_path_writes_and_reads_as_sqlalchemy_does(tmp_path: Path) -> None:
+    # Given a registry whose hot statements run on the sqlite3 cursor, and one whose
+    # statements all go through SQLAlchemy
+    direct = Registry(f"sqlite:///{tmp_path / 'direct.sqlite3'}")
+    through = Registry(f"sqlite:///{tmp_path / 'through.sqlite3'}")
+    through.connections.direct = False
+    started, ended = utcnow(), utcnow()
+    # When each runs a job's life
+    seen = [_job_life(registry, started, ended) for registry in (direct, through)]
+    # Then both returned the same, and every hot statement took the direct path
+    assert seen[0] == seen[1]
+    assert seen[0][0]["started_at"] == started and seen[0][0]["started_at"].tzinfo is not None
+    assert direct.connections._direct and all(direct.connections._direct.values())
+    assert not through.connections._direct
+    # and SQLAlchemy's own reads find the same rows, stored the same way
+    for read in (
+        lambda r: [vars_of(row) for row in r.list_jobs()],
+        lambda r: [vars_of(row) for row in r.attempts("a1")],
+        lambda r: r.engine.connect().exec_driver_sql("SELECT * FROM ugro_jobs").all(),
+    ):
+        assert read(direct) == read(through)
+    direct.close()
+    through.close()

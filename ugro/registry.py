@@ -13,7 +13,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Boolean,
-    ClauseElement,
     DateTime,
     Executable,
     Float,
@@ -204,8 +203,7 @@ class Registry:
 
     def create_jobs(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert several jobs in one transaction (one commit): all or none."""
-        with self.connections.begin() as conn:
-            conn.execute(sql.insert_into(_JOBS), list(rows))
+        self.connections.write((sql.insert_into(_JOBS), list(rows)))
 
     def delete_job(self, job_id: str) -> None:
         """Remove a job that was never accepted (a rolled-back submission)."""
@@ -218,11 +216,10 @@ class Registry:
             conn.execute(delete(JobRow).where(JobRow.id.in_(list(job_ids))))
 
     def get_job(self, job_id: str) -> JobRow:
-        with self.connections.begin() as conn:
-            row = conn.execute(sql.job_by_id(_JOBS), {"w_job": job_id}).first()
+        row = self.connections.first(sql.job_by_id(_JOBS), {"w_job": job_id})
         if row is None:
             raise JobNotFound(f"no job {job_id!r}: `ugro list` shows the jobs there are")
-        return _job_from(row._mapping)
+        return _job_from(row)
 
     def find_job(self, prefix: str) -> JobRow:
         """The one job whose id is or starts with ``prefix``."""
@@ -283,11 +280,10 @@ class Registry:
         """GPUs that placed and running jobs hold, by node and index (job id)."""
         query = sql.held(_JOBS, (JobStatus.PLACED.value, JobStatus.RUNNING.value))
         held: dict[str, dict[int, str]] = {}
-        with self.connections.begin() as conn:
-            for job_id, node, indices in conn.execute(query):
-                if node and indices:
-                    for index in json.loads(indices):
-                        held.setdefault(node, {})[int(index)] = job_id
+        for row in self.connections.rows(query, {}):
+            if row["node"] and row["gpu_indices"]:
+                for index in json.loads(row["gpu_indices"]):
+                    held.setdefault(row["node"], {})[int(index)] = row["id"]
         return held
 
     def transition(
@@ -304,9 +300,8 @@ class Registry:
         someone else got there first.
         """
         sources = tuple(s.value for s in (sources_of(new) if expect is None else expect))
-        with self.connections.begin() as conn:
-            result = conn.execute(*_status_update(job_id, new, sources, values))
-        return bool(result.rowcount == 1)
+        [changed] = self.connections.write(_status_update(job_id, new, sources, values))
+        return bool(changed == 1)
 
     def claim(
         self, job_id: str, expect: Iterable[JobStatus], token: str, **values: Any
@@ -315,9 +310,8 @@ class Registry:
         and hands back the row as it is now, or None when someone else got there
         first or the job's placement is no longer the one of lease ``token``: one
         statement, ``UPDATE ... RETURNING``."""
-        with self.connections.begin() as conn:
-            row = conn.execute(*_claim(job_id, expect, token, values)).first()
-        return None if row is None else _job_from(row._mapping)
+        row = self.connections.first(*_claim(job_id, expect, token, values))
+        return None if row is None else _job_from(row)
 
     def place_and_claim(
         self, job_id: str, token: str, placed: dict[str, Any], claim: dict[str, Any]
@@ -331,9 +325,8 @@ class Registry:
         stmt = sql.job_status(
             _JOBS, JobStatus.RUNNING.value, ("queued",), tuple(values), claim=True, token=False
         )
-        with self.connections.begin() as conn:
-            row = conn.execute(stmt, {"w_job": job_id, **sql.bound(values)}).first()
-        return None if row is None else _job_from(row._mapping)
+        row = self.connections.first(stmt, {"w_job": job_id, **sql.bound(values)})
+        return None if row is None else _job_from(row)
 
     def end_attempt_with_status(
         self,
@@ -347,10 +340,9 @@ class Registry:
         """``end_attempt`` and ``transition`` in one transaction (one commit). The
         attempt's end is recorded either way; returns whether the status changed."""
         sources = tuple(s.value for s in expect)
-        with self.connections.begin() as conn:
-            conn.execute(*_attempt_update(job_id, number, attempt))
-            result = conn.execute(*_status_update(job_id, new, sources, values))
-        return bool(result.rowcount == 1)
+        status = _status_update(job_id, new, sources, values)
+        _, changed = self.connections.write(_attempt_update(job_id, number, attempt), status)
+        return bool(changed == 1)
 
     def unsettled_progress(self, limit: int) -> list[JobRow]:
         """Ended jobs whose recorded progress still says running or stuck (or that the
@@ -380,12 +372,10 @@ class Registry:
     # Attempts and events ---------------------------------------------------------
 
     def start_attempt(self, **values: Any) -> None:
-        with self.connections.begin() as conn:
-            conn.execute(sql.insert_into(_ATTEMPTS), values)
+        self.connections.write((sql.insert_into(_ATTEMPTS), values))
 
     def end_attempt(self, job_id: str, number: int, **values: Any) -> None:
-        with self.connections.begin() as conn:
-            conn.execute(*_attempt_update(job_id, number, values))
+        self.connections.write(_attempt_update(job_id, number, values))
 
     def attempts(self, job_id: str) -> list[AttemptRow]:
         with self.connections.begin() as conn:
@@ -434,15 +424,8 @@ _ATTEMPTS = cast(Table, AttemptRow.__table__)
 def _status_update(
     job_id: str, new: JobStatus, sources: tuple[str, ...], values: dict[str, Any]
 ) -> tuple[Executable, dict[str, Any]]:
-    """A job's compare-and-set status change: the statement and its parameters."""
-    if any(isinstance(value, ClauseElement) for value in values.values()):
-        # An SQL expression (not a plain value) cannot be a parameter: built here.
-        stmt = (
-            update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status.in_(sources))
-            .values(status=new.value, **values)
-        )
-        return stmt, {}
+    """A job's compare-and-set status change: the statement and its parameters
+    (plain values: each is a parameter of a statement built once per shape)."""
     stmt = sql.job_status(_JOBS, new.value, sources, tuple(values))
     return stmt, {"w_job": job_id, **sql.bound(values)}
 
