@@ -512,3 +512,20 @@ def test_due_days() -> None:
     # Beat down for 40 days: only the retention window is written.
     caught = due_days(date(2026, 5, 1), noon, 30)
     assert caught[0] == date(2026, 5, 16) and caught[-1] == date(2026, 6, 14)
+
+
+@pytest.mark.timeout(30)
+def test_a_daily_run_given_a_local_time_records_its_claims_in_utc(settings: Settings) -> None:
+    # Given a zone 14 hours ahead of UTC, and a run told the time there (on SQLite a
+    # datetime is stored by its wall clock: read back as UTC it would be 14 h off)
+    kiritimati = ZoneInfo("Pacific/Kiritimati")
+    settings = settings.model_copy(update={"timezone": kiritimati.key})
+    registry = registry_of(settings)
+    now = datetime.now(kiritimati).replace(hour=23, minute=59, second=5, microsecond=0)
+    mark_written(registry, now.date() - timedelta(days=1))
+    # When the day is written
+    assert run_daily(registry, settings, now).written == [now.date().isoformat()]
+    # Then its claim is the moment given
+    claimed = summary_rows(registry)[-1].claimed_at
+    assert claimed.replace(tzinfo=claimed.tzinfo or UTC) == now
+    registry.close()

@@ -255,7 +255,10 @@ class DailyReport:
 
 def run_daily(registry: Registry, settings: Settings, now: datetime | None = None) -> DailyReport:
     """Write every due day once, prune, then deliver what is pending."""
-    now = now or datetime.now(UTC)
+    # In UTC, as every datetime the registry stores: SQLite keeps a datetime's
+    # wall-clock fields, so a claim or a comparison made with the local time of
+    # a zone ahead of UTC would be off by its offset there.
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     tz = timezone_of(settings)
     report = DailyReport()
     for day in due_days(
