@@ -3,8 +3,8 @@ the prebuilt statements on the sqlite3 cursor (``ugro.registry_direct``) and all
 through SQLAlchemy, alternated in one run; prints the medians and their ratio.
 
 A job's life here is the calls that submit, place, start and end it make: its
-row inserted, the held GPUs read, its place-and-claim, its attempt's start, its
-end with its status, and one read of it.
+row inserted as a submit writes it, the held GPUs read, its place-and-claim, its
+attempt's start, its end with its status, and one read of it.
 """
 
 from __future__ import annotations
@@ -17,20 +17,13 @@ from pathlib import Path
 
 from ugro.registry import Registry, utcnow
 from ugro.runtime import claim_values
+from ugro.spec import JobSpec
 from ugro.status import JobStatus
+from ugro.submit import queued_row
 
 
 def job_life(registry: Registry, job_id: str) -> None:
-    row = {
-        "id": job_id,
-        "name": job_id,
-        "kind": "command",
-        "status": JobStatus.QUEUED.value,
-        "gpus": 1,
-        "spec": "{}",
-        "created_at": utcnow(),
-    }
-    registry.create_jobs([row])
+    registry.create_jobs([queued_row(job_id, JobSpec(name="bench", command=["true"]), utcnow())])
     registry.held_gpus()
     placed = {"node": "n", "gpu_indices": "[0]", "placed_at": utcnow()}
     registry.place_and_claim(job_id, "token", placed, claim_values())

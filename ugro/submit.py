@@ -7,6 +7,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from secrets import token_hex
 from typing import Any
 
@@ -114,21 +115,7 @@ def accept(
                 spares,
             )
             accepted.append((spec, paths, secrets))
-            rows.append(
-                {
-                    "id": job_id,
-                    "name": spec.name,
-                    "kind": spec.kind,
-                    "status": JobStatus.QUEUED.value,
-                    "priority": spec.priority,
-                    "gpus": spec.gpus,
-                    "node": None,
-                    "attempt": 0,
-                    "max_retries": spec.max_retries,
-                    "spec": stored.model_dump_json(),
-                    "created_at": now,
-                }
-            )
+            rows.append(queued_row(job_id, stored, now))
         # (before a job can start: its worker's lines come after this one)
         for spec, paths, _ in accepted:
             paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
@@ -147,6 +134,24 @@ def accept(
         # Placing here, when a GPU is free, saves the jobs a hop through beat.
         dispatch_pending(rt)
     return [JobRow(**row) for row in rows]
+
+
+def queued_row(job_id: str, stored: JobSpec, now: datetime) -> dict[str, Any]:
+    """A job's registry row as it is accepted: queued (``stored``: its spec with the
+    secrets' values redacted)."""
+    return {
+        "id": job_id,
+        "name": stored.name,
+        "kind": stored.kind,
+        "status": JobStatus.QUEUED.value,
+        "priority": stored.priority,
+        "gpus": stored.gpus,
+        "node": None,
+        "attempt": 0,
+        "max_retries": stored.max_retries,
+        "spec": stored.model_dump_json(),
+        "created_at": now,
+    }
 
 
 def _place_at_once(
