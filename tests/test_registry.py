@@ -176,5 +176,12 @@ def test_the_direct_sqlite_path_writes_and_reads_as_sqlalchemy_does(tmp_path: Pa
         lambda r: r.engine.connect().exec_driver_sql("SELECT * FROM ugro_jobs").all(),
     ):
         assert read(direct) == read(through)
+    # A batch's rows are bound by name, whatever the order of their keys
+    rows = [{**_job("b1"), "priority": 2}, dict(reversed({**_job("b2"), "priority": 3}.items()))]
+    direct.create_jobs(rows)
+    assert {row.id: row.priority for row in direct.list_jobs(ids=["b1", "b2"])} == {
+        "b1": 2,
+        "b2": 3,
+    }
     direct.close()
     through.close()

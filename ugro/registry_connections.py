@@ -78,17 +78,20 @@ class RegistryConnections:
     def write(self, *steps: Step, rows: bool = False) -> list[Any]:
         """Run ``steps`` in one transaction, one commit: for each, how many rows it
         changed, or with ``rows``, the rows it returned (by column key)."""
-        direct = [self._direct_statement(stmt, params) for stmt, params in steps]
-        if not all(direct):
+        direct = [
+            statement
+            for stmt, params in steps
+            if (statement := self._direct_statement(stmt, params)) is not None
+        ]
+        if len(direct) < len(steps):
             return self._through_sqlalchemy(steps, rows)
         conn = self._take()
         dbapi: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         cursor = dbapi.cursor()
         done: list[Any] = []
-        statement: DirectStatement | None = None
+        statement = direct[0]
         try:
             for statement, (_, params) in zip(direct, steps, strict=True):
-                assert statement is not None
                 if isinstance(params, Mapping):
                     cursor.execute(statement.sql, statement.bind(params))
                 else:
@@ -99,7 +102,7 @@ class RegistryConnections:
         except BaseException as exc:
             dbapi.rollback()
             conn.close()  # in whatever state the error left it: not kept
-            if isinstance(exc, sqlite3.Error) and statement is not None:
+            if isinstance(exc, sqlite3.Error):
                 raise DBAPIError.instance(
                     statement.sql, None, exc, sqlite3.Error, dialect=self.engine.dialect
                 ) from exc
