@@ -148,11 +148,17 @@ def _job_life(registry: Registry, started: datetime, ended: datetime) -> list[An
     )
     cancelled = registry.transition("a2", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
     again = registry.transition("a2", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
-    return [vars_of(claimed), held, changed, cancelled, again, vars_of(registry.get_job("a1"))]
+    return [_vars_of(claimed), held, changed, cancelled, again, _vars_of(registry.get_job("a1"))]
 
 
-def vars_of(row: object) -> dict[str, object]:
+def _vars_of(row: object) -> dict[str, object]:
     return {k: v for k, v in vars(row).items() if not k.startswith("_")}
+
+
+def _stored(registry: Registry) -> list[Any]:
+    """The jobs table's rows as SQLite holds them (datetimes as their text)."""
+    with registry.engine.connect() as conn:
+        return list(conn.exec_driver_sql("SELECT * FROM ugro_jobs ORDER BY id").all())
 
 
 def test_the_direct_sqlite_path_writes_and_reads_as_sqlalchemy_does(tmp_path: Path) -> None:
@@ -171,9 +177,9 @@ def test_the_direct_sqlite_path_writes_and_reads_as_sqlalchemy_does(tmp_path: Pa
     assert not through.connections._direct
     # and SQLAlchemy's own reads find the same rows, stored the same way
     for read in (
-        lambda r: [vars_of(row) for row in r.list_jobs()],
-        lambda r: [vars_of(row) for row in r.attempts("a1")],
-        lambda r: r.engine.connect().exec_driver_sql("SELECT * FROM ugro_jobs").all(),
+        lambda r: [_vars_of(row) for row in r.list_jobs()],
+        lambda r: [_vars_of(row) for row in r.attempts("a1")],
+        _stored,
     ):
         assert read(direct) == read(through)
     # A batch's rows are bound by name, whatever the order of their keys
