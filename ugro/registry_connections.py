@@ -77,7 +77,9 @@ class RegistryConnections:
 
     def write(self, *steps: Step, rows: bool = False) -> list[Any]:
         """Run ``steps`` in one transaction, one commit: for each, how many rows it
-        changed, or with ``rows``, the rows it returned (by column key)."""
+        changed, or with ``rows``, the rows it returned (by column key). Each
+        statement must be one built once (``ugro.statements``): on SQLite it is
+        compiled at its first use and kept."""
         direct = [
             statement
             for stmt, params in steps
