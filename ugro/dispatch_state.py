@@ -55,7 +55,6 @@ class DispatchState:
         self._enter = self.redis.register_script(live.script("dispatch_enter.lua"))
         self._exit = self.redis.register_script(live.script("dispatch_exit.lua"))
         self._head = self.redis.register_script(live.script("pending_head.lua"))
-        self._settle = self.redis.register_script(live.script("dispatch_settle.lua"))
         # What the last snapshot saw (None: no live worker), for the next snapshot's
         # guess, for enqueue_many and for a submit that plans on it.
         self.last_seen: SeenGpus | None = None
@@ -96,14 +95,8 @@ class DispatchState:
         behind it. Not handed the lock in time, it leaves the request after all.
         (The wait blocks a connection: it must be shorter than the socket timeout.)
         """
-        keys = [
-            self.keys.dispatch_dirty,
-            self.keys.dispatch_lock,
-            self.keys.pending,
-            self.keys.delayed,
-            self.keys.dispatch_waiting,
-        ]
-        args: list[str | float] = [token, int(ttl * 1000), time.time(), int(wait * 1000)]
+        keys = self._enter_keys()
+        args: list[str | float] = [token, int(ttl * 1000), time.time(), int(wait * 1000), ""]
         pipe = self.redis.pipeline(transaction=False) if writes is None else writes
         first = len(pipe)
         pipe.evalsha(self._enter.sha, len(keys), *keys, *args)
@@ -131,18 +124,20 @@ class DispatchState:
         self, token: str, entry: str, wait: float, ttl: float, max_age: float, limit: int
     ) -> Snapshot | None:
         """Wait for the lock to be handed over (``begin``'s ``wait``); the snapshot
-        when this caller holds it then, else None (its request is left)."""
-        keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock, self.keys.dispatch_waiting]
-        args: list[str | int] = [token, entry, int(ttl * 1000)]
+        when this caller holds it then, else None (its request is left). The same
+        script as ``begin``'s, given the entry: handed the lock, or else taking it
+        or leaving the request as any caller does."""
+        keys = self._enter_keys()
+        args: list[str | float] = [token, int(ttl * 1000), time.time(), 0, entry]
         # One round trip: the wait blocks this connection, and the commands behind it
         # run as it ends.
         pipe = self.redis.pipeline(transaction=False)
         pipe.blpop([self.keys.dispatch_wake(token)], timeout=wait)
-        pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+        pipe.evalsha(self._enter.sha, len(keys), *keys, *args)
         guessed = self._queue_reads(pipe, limit)
         _, settled, *results = pipe.execute(raise_on_error=False)
         if isinstance(settled, redis.exceptions.NoScriptError):
-            if not self._settle(keys=keys, args=args):
+            if not self._enter(keys=keys, args=args):
                 return None
             return self.snapshot(max_age, limit)
         if isinstance(settled, Exception):
@@ -150,6 +145,16 @@ class DispatchState:
         if not settled:
             return None
         return self._snapshot_from(results, guessed, max_age, limit)
+
+    def _enter_keys(self) -> list[str]:
+        """The keys of ``dispatch_enter.lua``."""
+        return [
+            self.keys.dispatch_dirty,
+            self.keys.dispatch_lock,
+            self.keys.pending,
+            self.keys.delayed,
+            self.keys.dispatch_waiting,
+        ]
 
     def ask(self) -> None:
         """Ask whoever holds the lock for one more pass."""

@@ -1,4 +1,5 @@
--- Ask for a dispatch pass and try to become the one who runs it.
+-- Ask for a dispatch pass and try to become the one who runs it; or, after a wait
+-- to be handed the lock (ARGV[5]), find out whether it was.
 -- KEYS[1]  ugro:dispatch:dirty    the request flag
 -- KEYS[2]  ugro:dispatch:lock     held by the caller that runs passes
 -- KEYS[3]  ugro:pending           the pending queue
@@ -9,16 +10,24 @@
 -- ARGV[3]  now, unix seconds (a delayed job due by then counts as pending)
 -- ARGV[4]  how long the caller waits to be handed the lock, milliseconds (0: it
 --          does not wait, and leaves the request flag instead)
+-- ARGV[5]  after such a wait, woken or not: the caller's entry in the waiting list
+--          ("" otherwise)
 -- Returns 1 when the caller holds the lock now and must run the pass; its entry
 -- in the waiting list when it is to wait for the holder to hand the lock over
--- (dispatch_exit.lua, then dispatch_settle.lua); 0 when
--- another holder will see the request flag and run it, or when no job waits at
--- all (whoever queues one next asks for its own pass).
+-- (dispatch_exit.lua, then this script again with the entry); 0 when another
+-- holder will see the request flag and run it, or when no job waits at all
+-- (whoever queues one next asks for its own pass).
+if ARGV[5] ~= '' and redis.call('LREM', KEYS[5], 1, ARGV[5]) == 0
+    and redis.call('GET', KEYS[2]) == ARGV[1] then
+  -- Handed over (its entry was taken off the list): the lock is the caller's, for
+  -- a whole pass.
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 1
+end
 if redis.call('ZCARD', KEYS[3]) == 0 and redis.call('ZCOUNT', KEYS[4], '-inf', ARGV[3]) == 0 then
   return 0
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  -- The pass about to run covers every request made so far.
   redis.call('DEL', KEYS[1])
   return 1
 end
