@@ -16,8 +16,9 @@ from ugro import Client, JobSpec, JobStatus
 from ugro.attempt import run_attempt
 from ugro.dispatch import LocalSlot, dispatch_pending
 from ugro.errors import JobNotFound
+from ugro.reconcile import declare_lost
 from ugro.registry import Registry, utcnow
-from ugro.runtime import Runtime, queue_for_gpu
+from ugro.runtime import Runtime, claim_values, queue_for_gpu
 from ugro.settings import Settings
 from ugro.spec import new_job_id
 
@@ -119,15 +120,15 @@ def test_down_requeues_a_running_job_and_up_runs_it_again(
         assert processes_of(settings) == []
 
 
-def _placed(rt: Runtime, job_id: str, token: str, command: list[str]) -> None:
+def _placed(rt: Runtime, job_id: str, token: str, command: list[str], max_retries: int = 0) -> None:
     """A job's registry row and tree as a placement on GPU 0 of node "n" left them."""
-    spec = JobSpec(name=job_id, command=command)
+    spec = JobSpec(name=job_id, command=command, max_retries=max_retries)
     rt.registry.create_jobs(
         [
             {
                 "id": job_id, "name": job_id, "kind": "command", "status": "placed",
                 "priority": 0, "gpus": 1, "node": "n", "gpu_indices": "[0]", "attempt": 0,
-                "max_retries": 0, "spec": spec.model_dump_json(), "created_at": utcnow(),
+                "max_retries": max_retries, "spec": spec.model_dump_json(), "created_at": utcnow(),
                 "placement_token": token,
             }
         ]
@@ -167,8 +168,43 @@ def test_a_claimed_job_whose_lease_another_holds_is_stopped_as_lost(
         row = rt.registry.get_job("late-1")
         assert (row.attempt, row.exit_reason) == (1, "lost")
         assert "leased to another job" in (row.error or "")
+        assert [a.exit_reason for a in rt.registry.attempts("late-1")] == ["lost"]
         # and the other job keeps its lease
         assert rt.live.leases.lease_holders("n", [0]) == {0: "other-1|theirs"}
+    finally:
+        rt.close()
+
+
+def test_an_attempt_whose_worker_died_before_recording_its_start_counts_against_its_retries(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    rt = Runtime.open(settings)
+    try:
+        # Given a job with one retry, placed
+        _placed(rt, "doomed-1", "first", ["sleep", "60"], max_retries=1)
+        for attempt, token in enumerate(["first", "second"], start=1):
+            # whose worker claims it and dies before the attempt's row is written
+            row = rt.claim("doomed-1", expect=[JobStatus.PLACED], token=token, **claim_values())
+            assert row is not None and row.attempt == attempt
+            assert len(rt.registry.attempts("doomed-1")) == attempt - 1
+            # When the reconciler finds its lease gone, the attempt is recorded lost
+            assert declare_lost(rt, row)
+            if attempt == 1:
+                # and the one retry queues it again, for a second placement
+                assert rt.registry.get_job("doomed-1").status == "queued"
+                placement = {"node": "n", "gpu_indices": "[0]", "placement_token": "second"}
+                assert rt.transition("doomed-1", JobStatus.PLACED, [JobStatus.QUEUED], **placement)
+        # Then the second lost attempt fails it: each claim was an attempt
+        row = rt.registry.get_job("doomed-1")
+        assert (row.status, row.attempt, row.exit_reason) == ("failed", 2, "lost")
+        attempts = rt.registry.attempts("doomed-1")
+        assert [(a.number, a.exit_reason, a.node) for a in attempts] == [
+            (1, "lost", "n"),
+            (2, "lost", "n"),
+        ]
+        assert all(a.started_at is not None and a.ended_at is not None for a in attempts)
+        meta = rt.paths("doomed-1").read_metadata()
+        assert (meta["attempt"], meta["exit_reason"], meta["gpus"]) == (2, "lost", [0])
     finally:
         rt.close()
 

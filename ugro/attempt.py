@@ -323,7 +323,7 @@ def _finish(
     # The GPUs are free before the job is queued again, and the retry policy
     # counts the attempts that ended: record this one first.
     rt.live.leases.release(*leases)
-    rt.registry.end_attempt(job.id, job.attempt, **attempt)
+    rt.registry.end_attempt(job, **attempt)
     if info.reason == "interrupted":
         # The worker is shutting down: the job goes back to the queue, not lost.
         requeue(rt, job, running, "its worker shut down", **outcome)

@@ -186,14 +186,17 @@ class JobPaths:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def update_metadata(self, **values: Any) -> None:
-        """Change some fields of ``metadata.json`` (written by the worker) in place."""
+    def read_metadata(self) -> dict[str, Any]:
+        """``metadata.json`` as the worker last wrote it (just the job's id if none)."""
         try:
             data = json.loads(self.metadata.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            data = {"job_id": self.job_id}
-        data.update(values)
-        write_json_atomic(self.metadata, data)
+            return {"job_id": self.job_id}
+        return data if isinstance(data, dict) else {"job_id": self.job_id}
+
+    def update_metadata(self, **values: Any) -> None:
+        """Change some fields of ``metadata.json`` (written by the worker) in place."""
+        write_json_atomic(self.metadata, self.read_metadata() | values)
 
     def remove(self) -> None:
         """Remove the job's tree (used when a submission is rolled back)."""

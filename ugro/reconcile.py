@@ -83,9 +83,26 @@ def declare_lost(rt: Runtime, row: JobRow) -> bool:
     ):
         return False
     ended = datetime.now(UTC)
-    rt.registry.end_attempt(row.id, row.attempt, ended_at=ended, exit_reason="lost")
+    rt.registry.end_attempt(row, ended_at=ended, exit_reason="lost")
     paths = rt.paths(row.id)
-    paths.update_metadata(end=ended.isoformat(), exit_reason="lost", error=error)
+    lost: dict[str, object] = {"end": ended.isoformat(), "exit_reason": "lost", "error": error}
+    if paths.read_metadata().get("attempt") != row.attempt:
+        # Its worker died before writing the attempt's start: the file still speaks
+        # of the attempt before, so it gets what the job's row knows of this one.
+        gpus = gpu_list(row)
+        lost |= {
+            "attempt": row.attempt,
+            "node": row.node,
+            "nodes": [row.node],
+            "gpus": gpus,
+            "cuda_visible_devices": ",".join(map(str, gpus)),
+            "start": row.started_at.isoformat() if row.started_at else None,
+            "pid": None,
+            "duration_s": None,
+            "exit_code": None,
+            "exit_signal": None,
+        }
+    paths.update_metadata(**lost)
     paths.append_console(f"attempt {row.attempt} lost: {error}")
     rt.registry.add_event("job_lost", f"{row.id} lost: {error}", row.id, row.node)
     if row.node:

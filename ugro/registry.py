@@ -374,8 +374,24 @@ class Registry:
     def start_attempt(self, **values: Any) -> None:
         self.connections.write((sql.insert_into(_ATTEMPTS), values))
 
-    def end_attempt(self, job_id: str, number: int, **values: Any) -> None:
-        self.connections.write(_attempt_update(job_id, number, values))
+    def end_attempt(self, job: JobRow, **values: Any) -> None:
+        """The end of ``job``'s current attempt. One whose start was never recorded
+        (its worker died, or was stopped, between the claim and the start's row)
+        gets its row now, from what the job's row knows: each claim is an attempt,
+        and counts against the job's retries."""
+        [changed] = self.connections.write(_attempt_update(job.id, job.attempt, values))
+        if changed == 0 and job.attempt > 0:
+            started = job.started_at or values.get("ended_at") or utcnow()
+            self.start_attempt(
+                job_id=job.id,
+                number=job.attempt,
+                node=job.node or "",
+                host="",  # (its start, which knew it, was never recorded)
+                gpu_indices=job.gpu_indices or "[]",
+                pid=None,
+                started_at=started,
+                **values,
+            )
 
     def attempts(self, job_id: str) -> list[AttemptRow]:
         with self.connections.begin() as conn:
