@@ -74,10 +74,15 @@ def run(size: str) -> list[dict[str, Any]]:
                     **ugro.worker_memory(),
                 }
             )
-            tree = root / f"w4-{repeat}"
-            scan = w4_scan(tree, n["w4"], active=50)
+            # Each repeat's tree is kept until the run's end (with ``root``): deleting
+            # its ~75,000 inodes slows every inode created after it, for minutes, on
+            # an ext4 without a journal (this machine's): its allocator passes over
+            # each inode freed in the last minute (six, while the inode's table block
+            # is not written back), one buffer lookup each. ugro creates a dozen
+            # inodes per job and raw Celery one: ugro's W2 after such a deletion
+            # took 2.5 times the kernel time, raw Celery's no more.
+            scan = w4_scan(root / f"w4-{repeat}", n["w4"], active=50)
             rows.append({"workload": "W4 scan", "adapter": "ugro", "repeat": repeat, **scan})
-            shutil.rmtree(tree, ignore_errors=True)
     finally:
         for adapter in adapters:
             adapter.stop()
