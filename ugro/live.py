@@ -314,7 +314,7 @@ class LiveState:
 
     def subscribe(self) -> Any:
         """A pub/sub connection listening to the status events channel."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
         pubsub.subscribe(self.keys.events_channel)
         return pubsub
 
