@@ -15,9 +15,9 @@ OUTPUT_BYTES = 20_000_000
 
 def settle_disk() -> None:
     """Write back what earlier workloads left dirty before measuring the next one:
-    the journal's writeback of W3's gigabytes or W4's ten thousand directories
-    otherwise stalls whoever creates files next, and ugro creates more per job
-    than the others."""
+    the writeback of W3's gigabytes or W4's ten thousand directories otherwise
+    stalls whoever creates files next, and ugro creates more per job than the
+    others."""
     os.sync()
 
 

@@ -314,7 +314,8 @@ class LiveState:
 
     def subscribe(self) -> Any:
         """A pub/sub connection listening to the status events channel."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
+        # Untyped before redis 8.2 and typed from it: the ignore holds on both.
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
         pubsub.subscribe(self.keys.events_channel)
         return pubsub
 
