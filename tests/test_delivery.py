@@ -248,6 +248,28 @@ def test_a_job_placed_on_the_gpu_of_the_worker_asking_is_claimed_for_it_in_the_s
         rt.close()
 
 
+def test_a_job_cancelled_as_its_gpus_worker_takes_it_is_not_run_and_the_gpu_is_let_go(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    rt = Runtime.open(settings)
+    try:
+        # Given a job cancelled in the registry while still at the head of the queue
+        _queued_with_gpu_0_free(rt, "gone-1")
+        assert rt.registry.transition("gone-1", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
+        # When GPU 0's worker takes it, the claim finds it cancelled
+        mine = LocalSlot("n", 0)
+        assert dispatch_pending(rt, mine) == 0
+        # Then nothing is handed to the worker, the GPU is free and the job is out of
+        # the queue, still cancelled
+        assert mine.taken is None
+        assert rt.live.leases.lease_holders("n", [0]) == {0: None}
+        assert live_redis.zscore(rt.keys.pending, "gone-1") is None
+        assert rt.registry.get_job("gone-1").status == JobStatus.CANCELLED.value
+        assert live_redis.get(rt.keys.dispatch_lock) is None
+    finally:
+        rt.close()
+
+
 def test_a_worker_that_finds_another_pass_running_waits_for_the_lock_and_places_its_own_gpu(
     settings: Settings, live_redis: redis.Redis
 ) -> None:

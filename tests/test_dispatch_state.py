@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 
 import pytest
 import redis
 
 from tests.conftest import wait_until
-from ugro.dispatch_state import Snapshot
+from ugro.dispatch_state import HereAsk, Snapshot, TakenHere
 from ugro.live import LiveState
 from ugro.redis_server import EmbeddedRedis
 from ugro.settings import Settings
@@ -168,3 +170,81 @@ def test_a_waiter_not_handed_the_lock_in_time_leaves_its_request_and_is_passed_o
     assert live.dispatch.begin("fourth", max_age=60, limit=8, wait=0.3) is not None
     assert live_redis.get(keys.dispatch_lock) == "fourth"
     assert not live.dispatch.end("fourth")
+
+
+def _one_job_for_gpu_0(live: LiveState, gpus: int = 1, node: str | None = None) -> None:
+    """GPU 0 of node "n" free, GPU 1 leased, and one job queued."""
+    for index in (0, 1):
+        live.register_worker("n", index, pid=1, host="h")
+    assert live.leases.acquire("n", [1], "busy|1", ttl=10)
+    live.enqueue_many([("job-a", 0, gpus, node, None, None)])
+
+
+def test_a_gpu_worker_whose_job_ended_takes_the_head_of_the_queue_for_its_gpu(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    live = LiveState.open(settings)
+    _one_job_for_gpu_0(live)
+    # When GPU 0's worker asks, its last job's writes going first
+    writes = live.redis.pipeline(transaction=True)
+    live.queue_set_job(writes, "done-1", {"status": "finished"})
+    here = HereAsk("n", 0, "tok", ttl=30)
+    taken = live.dispatch.take_here("w", max_age=60, limit=8, here=here, writes=writes)
+    # Then the head is its, with the lease in the running window; no pass was run
+    assert taken == TakenHere("job-a")
+    assert live.job("done-1")["status"] == "finished"
+    assert live.leases.lease_holders("n", [0]) == {0: "job-a|tok"}
+    assert 0 < live_redis.pttl(live.keys.lease("n", 0)) <= 30_000
+    assert live.queued_ids() == set()
+    assert live_redis.get(live.keys.dispatch_lock) is None
+    # With nothing left to take, it is told so, and takes no lock either
+    live.leases.release("n", [0], "job-a|tok")
+    assert live.dispatch.take_here("w2", max_age=60, limit=8, here=here) is None
+    assert live_redis.get(live.keys.dispatch_lock) is None
+
+
+@pytest.mark.parametrize(
+    "why", ["two GPUs", "another node", "unhealthy", "blocked", "silent", "leased", "delayed"]
+)
+def test_a_gpu_worker_takes_nothing_where_a_pass_could_decide_otherwise(
+    settings: Settings, live_redis: redis.Redis, why: str
+) -> None:
+    live = LiveState.open(settings)
+    _one_job_for_gpu_0(live, gpus=2 if why == "two GPUs" else 1, node=None)
+    if why == "another node":
+        live.enqueue_many([("job-a", 0, 1, "m", None, None)])
+    elif why == "unhealthy":
+        live_redis.hset(live.keys.unhealthy_nodes, "n", "breaker open")
+    elif why == "blocked":
+        live.register_worker("n", 0, pid=1, host="h", blocked="another program")
+    elif why == "silent":
+        info = {"pid": 1, "host": "h", "seen": time.time() - 120, "blocked": None, "gpu": None}
+        live_redis.hset(live.keys.workers, "n:0", json.dumps(info))
+    elif why == "leased":
+        assert live.leases.acquire("n", [0], "other|2", ttl=10)
+    elif why == "delayed":  # due now: it may go before the head
+        live.enqueue_many([("job-r", 9, 1, None, None, time.time() - 1)])
+    here = HereAsk("n", 0, "tok", ttl=30)
+    # The caller gets the lock and a snapshot to run the pass on, as begin's would
+    snapshot = live.dispatch.take_here("w", max_age=60, limit=8, here=here)
+    assert snapshot is not None and not isinstance(snapshot, TakenHere)
+    assert live_redis.get(live.keys.dispatch_lock) == "w"
+    # (whose head is empty where no GPU is left free: a silent worker's is no GPU)
+    expected = {"leased": [], "silent": [], "delayed": ["job-r", "job-a"]}.get(why, ["job-a"])
+    assert [entry[0] for entry in snapshot[2]] == expected
+    assert live.leases.lease_holders("n", [0])[0] != "job-a|tok"
+    assert not live.dispatch.end("w")
+
+
+def test_a_gpu_worker_takes_nothing_while_a_pass_runs_and_waits_for_the_lock(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    live = LiveState.open(settings)
+    _one_job_for_gpu_0(live)
+    assert live.dispatch.begin("holder", max_age=60, limit=8) is not None
+    here = HereAsk("n", 0, "tok", ttl=30)
+    # Not handed the lock in its wait: it leaves the request, and took nothing
+    assert live.dispatch.take_here("w", max_age=60, limit=8, here=here, wait=0.05) is None
+    assert live_redis.get(live.keys.dispatch_dirty) == "1"
+    assert live.queued_ids() == {"job-a"}
+    assert live.leases.lease_holders("n", [0]) == {0: None}

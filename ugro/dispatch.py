@@ -3,8 +3,11 @@
 Single-flight: one pass runs at a time across the cluster (a Redis lock). A caller
 that finds the lock taken leaves a request flag instead, and the holder runs one
 more pass before it lets go, so no request is lost between the two. A GPU worker
-whose job just ended waits a moment to be handed the lock instead, so that its own
-pass places its GPU (see ``LocalSlot``); not handed it in time, it leaves the flag.
+whose job just ended first takes the head of the queue for its own GPU when that
+is where a pass would place it (a one-GPU job, nothing before it, no pass under
+way: ``DispatchState.take_here``), in the round trip that lets its last job go;
+otherwise it waits a moment to be handed the lock, so that its own pass places its
+GPU (see ``LocalSlot``); not handed it in time, it leaves the flag.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ugro.dispatch_state import Snapshot
+from ugro.dispatch_state import HereAsk, Snapshot, TakenHere
 from ugro.placement import PendingJob, Placement, plan_placements
 from ugro.registry import JobRow, utcnow
 from ugro.runtime import Runtime, gpu_json
@@ -39,11 +42,16 @@ class LocalSlot:
     Celery, and the worker runs it next. The lease and the claim are those of a sent
     job; the transport hop is saved, and so are a commit and a round trip: the
     placement and the claim are one commit, and Redis hears of the job running in
-    the pass's last round trip. Should the worker die before the job's process
-    starts, no heartbeat renews its lease, and the reconciler declares the attempt
-    lost (its retry policy decides what follows), as for a worker that dies while
-    its job runs: the window is the pass's last round trip longer than a sent
-    job's, whose claim too comes before its process starts.
+    the pass's last round trip. When the head of the queue is a one-GPU job that may
+    run here, no pass runs at all: the script that takes the lock takes the job and
+    its lease instead (``DispatchState.take_here``), then the claim, then one round
+    trip for Redis to hear of it running. Should the worker die before the job's
+    process starts, no heartbeat renews its lease, and the reconciler declares the
+    attempt lost (its retry policy decides what follows), as for a worker that dies
+    while its job runs: the window is the pass's last round trip longer than a sent
+    job's, whose claim too comes before its process starts. Should it die between
+    the take and the claim, the job is still queued in the registry: the reconciler
+    queues it again, and its lease lapses.
     """
 
     node: str
@@ -57,8 +65,15 @@ def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = 
     ``writes``, a transaction pipeline, holds the caller's writes to send first
     (see ``DispatchState.begin``)."""
     token = secrets.token_hex(8)
-    wait = _HANDOVER_WAIT if local is not None else 0.0
-    snapshot = rt.live.dispatch.begin(token, rt.settings.worker_ttl, _HEAD, writes, wait=wait)
+    dispatch, max_age = rt.live.dispatch, rt.settings.worker_ttl
+    if local is None:
+        snapshot = dispatch.begin(token, max_age, _HEAD, writes)
+    else:
+        here = HereAsk(local.node, local.index, secrets.token_hex(8), rt.settings.lease_ttl)
+        entered = dispatch.take_here(token, max_age, _HEAD, here, writes, wait=_HANDOVER_WAIT)
+        if isinstance(entered, TakenHere):
+            return _claim_here(rt, local, entered.job_id, here.token)
+        snapshot = entered
     if snapshot is None:
         return 0  # the holder will see our request, or nothing waits
     placed = 0
@@ -73,6 +88,27 @@ def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = 
         if not rt.live.dispatch.end(token, writes):
             return placed
         snapshot = None
+
+
+def _claim_here(rt: Runtime, local: LocalSlot, job_id: str, token: str) -> int:
+    """Claim a job that ``DispatchState.take_here`` took for ``local``'s GPU, as a
+    pass's placement there would (``place``); when it is no longer queued in the
+    registry (cancelled as it was taken), give the GPU back and ask again."""
+    gpus = [local.index]
+    where = {"node": local.node, "gpu_indices": gpu_json(gpus), "placed_at": utcnow()}
+    writes = rt.live.redis.pipeline(transaction=True)
+    try:
+        claimed = rt.place_and_claim(job_id, token, writes, **where)
+    except BaseException:
+        rt.live.leases.release(local.node, gpus, f"{job_id}|{token}")
+        raise
+    if claimed is None:
+        rt.live.leases.release(local.node, gpus, f"{job_id}|{token}")
+        return dispatch_pending(rt, local)
+    writes.execute()
+    local.taken = (claimed, token, gpus)
+    log.debug("took %s for %s GPU %s", job_id, local.node, local.index)
+    return 1
 
 
 @dataclass

@@ -4,7 +4,9 @@ holds each one's lease and the head of the pending queue.
 
 Besides its placements, a pass costs two round trips: the lock is taken together
 with the snapshot's reads (``begin``), and let go together with the writes of the
-pass's last placement (``end``), or handed to a caller that waits for it.
+pass's last placement (``end``), or handed to a caller that waits for it. A GPU
+worker whose job ended often needs no pass at all: the same script takes the head
+of the queue for its GPU (``take_here``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,25 @@ _SNAPSHOT_FRESH = 1.0
 # How long (ms) a lock handed to a waiting caller lasts until it takes it up: one
 # that died while it waited blocks dispatch no longer.
 _HANDED_TTL = 2000
+
+
+@dataclass(frozen=True)
+class HereAsk:
+    """A GPU worker's own GPU, as it asks for a pass (``DispatchState.take_here``),
+    and the lease a job taken for it gets: ``"<job id>|<token>"`` for ``ttl`` s."""
+
+    node: str
+    index: int
+    token: str
+    ttl: float
+
+
+@dataclass(frozen=True)
+class TakenHere:
+    """The head of the queue, taken out of it for the asking worker's GPU, whose
+    lease it holds (``DispatchState.take_here``)."""
+
+    job_id: str
 
 
 @dataclass
@@ -95,12 +116,49 @@ class DispatchState:
         behind it. Not handed the lock in time, it leaves the request after all.
         (The wait blocks a connection: it must be shorter than the socket timeout.)
         """
+        # (only a GPU worker's ask takes a job: ``take_here``)
+        return cast(Snapshot | None, self._enter_or_take(token, max_age, limit, writes, ttl, wait))
+
+    def take_here(
+        self,
+        token: str,
+        max_age: float,
+        limit: int,
+        here: HereAsk,
+        writes: Any = None,
+        ttl: float = 30.0,
+        wait: float = 0.0,
+    ) -> TakenHere | Snapshot | None:
+        """``begin`` for a GPU worker whose job just ended (``here``: its GPU): the
+        same script first takes the head of the queue for that GPU when a pass would
+        place it there (``dispatch_enter.lua`` says when), with its lease, and
+        hands it back; no lock, no snapshot, no plan. Otherwise as ``begin``, with
+        the snapshot's reads in a round trip of their own when the lock is had: the
+        head is seldom anything but a one-GPU job, and they would be sent for
+        nothing."""
+        return self._enter_or_take(token, max_age, limit, writes, ttl, wait, here)
+
+    def _enter_or_take(
+        self,
+        token: str,
+        max_age: float,
+        limit: int,
+        writes: Any,
+        ttl: float,
+        wait: float,
+        here: HereAsk | None = None,
+    ) -> TakenHere | Snapshot | None:
         keys = self._enter_keys()
         args: list[str | float] = [token, int(ttl * 1000), time.time(), int(wait * 1000), ""]
+        if here is not None:
+            keys += [self.keys.lease(here.node, here.index), self.keys.workers]
+            keys.append(self.keys.unhealthy_nodes)
+            args += [here.node, f"{here.node}:{here.index}", here.token]
+            args += [int(here.ttl * 1000), self.keys.job(""), max_age]
         pipe = self.redis.pipeline(transaction=False) if writes is None else writes
         first = len(pipe)
         pipe.evalsha(self._enter.sha, len(keys), *keys, *args)
-        guessed = self._queue_reads(pipe, limit)
+        guessed = self._queue_reads(pipe, limit) if here is None else []
         done = pipe.execute(raise_on_error=False)
         failed = [result for result in done[:first] if isinstance(result, Exception)]
         entered, *results = done[first:]
@@ -110,14 +168,17 @@ class DispatchState:
             raise failed[0]
         if isinstance(entered, redis.exceptions.NoScriptError):  # a restarted Redis
             entered = self._enter(keys=keys, args=args)
-            if entered == 1:
-                return self.snapshot(max_age, limit)
+            results = []
         elif isinstance(entered, Exception):
             raise entered
+        if isinstance(entered, list):
+            return TakenHere(str(entered[0]))
         if isinstance(entered, str):  # waiting to be handed the lock
             return self._handed(token, entered, wait, ttl, max_age, limit)
         if not entered:
             return None
+        if not results:
+            return self.snapshot(max_age, limit)
         return self._snapshot_from(results, guessed, max_age, limit)
 
     def _handed(
