@@ -217,6 +217,9 @@ def _check_tree(job_dir: Path, job_id: str, record: dict[str, object]) -> None:
     assert config["job_id"] == job_id
     assert config["spec"]["env"] == {"MY_API_TOKEN": "***"}
     meta = json.loads((job_dir / "metadata.json").read_text())
+    # (the attempt's start is kept in its folder, ended or not)
+    start = json.loads((job_dir / "logs" / "attempt_1" / "start.json").read_text())
+    assert (start["attempt"], start["end"], start["host"]) == (1, None, meta["host"])
     for key in (
         "host",
         "node",

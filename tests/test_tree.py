@@ -180,6 +180,32 @@ def test_a_pool_without_a_thread_is_topped_up_in_its_owner_s_thread(tmp_path: Pa
     assert not pool.dir.exists()
 
 
+def test_an_attempt_keeps_its_start_and_its_end_replaces_the_name_not_the_file(
+    tmp_path: Path,
+) -> None:
+    paths = JobPaths(tmp_path, "job-a")
+    paths.create({"job_id": "job-a"})
+    paths.start_attempt_logs(1)
+    # Given an attempt that started: its start.json is metadata.json too
+    paths.write_start_metadata(1, {"attempt": 1, "end": None})
+    start = paths.attempt_start(1)
+    assert os.path.samefile(start, paths.metadata)
+    inode = start.stat().st_ino
+    # When it ends, metadata.json is written whole, as another file
+    paths.write_metadata({"attempt": 1, "end": "then"})
+    assert json.loads(paths.metadata.read_text()) == {"attempt": 1, "end": "then"}
+    # Then its start is kept under its own name, the same file: none was freed
+    assert json.loads(start.read_text()) == {"attempt": 1, "end": None}
+    assert (start.stat().st_ino, start.stat().st_nlink) == (inode, 1)
+    assert start.stat().st_mode & 0o777 == 0o644
+    # and the next attempt's start is metadata.json, the first's start left as it was
+    paths.start_attempt_logs(2)
+    paths.write_start_metadata(2, {"attempt": 2, "end": None})
+    assert json.loads(paths.metadata.read_text())["attempt"] == 2
+    assert json.loads(start.read_text())["attempt"] == 1
+    assert sorted(p.name for p in paths.root.iterdir() if p.name.startswith(".")) == []
+
+
 def test_files_written_whole_are_readable_by_the_lab(tmp_path: Path) -> None:
     target = tmp_path / "metadata.json"
     write_json_atomic(target, {"a": 1})

@@ -19,7 +19,7 @@ import redis
 
 from ugro.dispatch import LocalSlot, dispatch_pending
 from ugro.lifecycle import requeue, settle_failure
-from ugro.paths import JobPaths, write_json_atomic
+from ugro.paths import JobPaths
 from ugro.progress_scan import final_progress
 from ugro.redact import is_secret_name
 from ugro.registry import JobRow
@@ -267,7 +267,9 @@ def _write_metadata(
             error=info.error,
             pid=info.pid,
         )
-    write_json_atomic(paths.metadata, data)
+        paths.write_metadata(data)
+    else:
+        paths.write_start_metadata(job.attempt, data)
 
 
 def _finish(

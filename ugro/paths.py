@@ -148,6 +148,27 @@ class JobPaths:
         os.close(os.open(rank_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
         return rank_log
 
+    def attempt_start(self, attempt: int) -> Path:
+        """``logs/attempt_<n>/start.json``: the attempt's metadata as it started."""
+        return self.attempt_logs(attempt) / "start.json"
+
+    def write_start_metadata(self, attempt: int, data: dict[str, Any]) -> None:
+        """The metadata of an attempt that just started: its ``start.json``, which is
+        also ``metadata.json`` until the attempt ends (``write_metadata``).
+
+        The end's metadata.json then takes the name from a file that keeps another,
+        instead of freeing it: each attempt keeps where and how it started, and a
+        short job frees no inode. On an ext4 without a journal, every inode freed
+        makes each one created in the next minute cost more (its allocator passes
+        over them one by one), and a job's tree and its attempt create a dozen."""
+        start = self.attempt_start(attempt)
+        write_json_atomic(start, data)
+        _link_over(start, self.metadata)
+
+    def write_metadata(self, data: dict[str, Any]) -> None:
+        """``metadata.json``, written whole (an attempt's end, a lost attempt's)."""
+        write_json_atomic(self.metadata, data)
+
     def name_attempt_logs(self, attempt: int) -> None:
         """Point ``training.log`` and ``rank_0.log``, in the attempt's folder and at
         the top of ``logs/``, at the attempt's rank 0 log: hard links, one file under
@@ -196,7 +217,7 @@ class JobPaths:
 
     def update_metadata(self, **values: Any) -> None:
         """Change some fields of ``metadata.json`` (written by the worker) in place."""
-        write_json_atomic(self.metadata, self.read_metadata() | values)
+        self.write_metadata(self.read_metadata() | values)
 
     def remove(self) -> None:
         """Remove the job's tree (used when a submission is rolled back)."""
