@@ -248,24 +248,34 @@ def test_a_job_placed_on_the_gpu_of_the_worker_asking_is_claimed_for_it_in_the_s
         rt.close()
 
 
-def test_a_job_cancelled_as_its_gpus_worker_takes_it_is_not_run_and_the_gpu_is_let_go(
+def test_a_job_cancelled_as_its_gpus_worker_takes_it_is_passed_over_for_the_next(
     settings: Settings, live_redis: redis.Redis
 ) -> None:
     rt = Runtime.open(settings)
     try:
-        # Given a job cancelled in the registry while still at the head of the queue
+        # Given a job cancelled in the registry while still at the head of the queue,
+        # and one queued behind it
         _queued_with_gpu_0_free(rt, "gone-1")
         assert rt.registry.transition("gone-1", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
-        # When GPU 0's worker takes it, the claim finds it cancelled
+        _placed(rt, "next-3", "", ["true"])
+        assert rt.registry.transition("next-3", JobStatus.QUEUED, expect=[JobStatus.PLACED])
+        rt.live.enqueue("next-3", 0, 1, None)
+        # When GPU 0's worker takes the first, the claim finds it cancelled
         mine = LocalSlot("n", 0)
-        assert dispatch_pending(rt, mine) == 0
-        # Then nothing is handed to the worker, the GPU is free and the job is out of
-        # the queue, still cancelled
-        assert mine.taken is None
-        assert rt.live.leases.lease_holders("n", [0]) == {0: None}
+        assert dispatch_pending(rt, mine) == 1
+        # Then the cancelled job is out of the queue, still cancelled, and the worker
+        # is handed the next one, under a lease of its own
         assert live_redis.zscore(rt.keys.pending, "gone-1") is None
         assert rt.registry.get_job("gone-1").status == JobStatus.CANCELLED.value
+        assert mine.taken is not None and mine.taken[0].id == "next-3"
+        assert rt.live.leases.lease_holders("n", [0]) == {0: f"next-3|{mine.taken[1]}"}
         assert live_redis.get(rt.keys.dispatch_lock) is None
+        # and with nothing left to take, it takes nothing and leaves its GPU free
+        rt.live.leases.release("n", [0], f"next-3|{mine.taken[1]}")
+        assert rt.registry.transition("next-3", JobStatus.CANCELLED, [JobStatus.RUNNING])
+        again = LocalSlot("n", 0)
+        assert dispatch_pending(rt, again) == 0 and again.taken is None
+        assert rt.live.leases.lease_holders("n", [0]) == {0: None}
     finally:
         rt.close()
 

@@ -69,10 +69,14 @@ def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = 
     if local is None:
         snapshot = dispatch.begin(token, max_age, _HEAD, writes)
     else:
-        here = HereAsk(local.node, local.index, secrets.token_hex(8), rt.settings.lease_ttl)
-        entered = dispatch.take_here(token, max_age, _HEAD, here, writes, wait=_HANDOVER_WAIT)
-        if isinstance(entered, TakenHere):
-            return _claim_here(rt, local, entered.job_id, here.token)
+        while True:
+            here = HereAsk(local.node, local.index, secrets.token_hex(8), rt.settings.lease_ttl)
+            entered = dispatch.take_here(token, max_age, _HEAD, here, writes, wait=_HANDOVER_WAIT)
+            if not isinstance(entered, TakenHere):
+                break
+            if _claim_here(rt, local, entered.job_id, here.token):
+                return 1
+            writes = None  # (sent with the first ask)
         snapshot = entered
     if snapshot is None:
         return 0  # the holder will see our request, or nothing waits
@@ -90,10 +94,10 @@ def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = 
         snapshot = None
 
 
-def _claim_here(rt: Runtime, local: LocalSlot, job_id: str, token: str) -> int:
+def _claim_here(rt: Runtime, local: LocalSlot, job_id: str, token: str) -> bool:
     """Claim a job that ``DispatchState.take_here`` took for ``local``'s GPU, as a
     pass's placement there would (``place``); when it is no longer queued in the
-    registry (cancelled as it was taken), give the GPU back and ask again."""
+    registry (cancelled as it was taken), give the GPU back and return False."""
     gpus = [local.index]
     where = {"node": local.node, "gpu_indices": gpu_json(gpus), "placed_at": utcnow()}
     writes = rt.live.redis.pipeline(transaction=True)
@@ -104,11 +108,11 @@ def _claim_here(rt: Runtime, local: LocalSlot, job_id: str, token: str) -> int:
         raise
     if claimed is None:
         rt.live.leases.release(local.node, gpus, f"{job_id}|{token}")
-        return dispatch_pending(rt, local)
+        return False
     writes.execute()
     local.taken = (claimed, token, gpus)
     log.debug("took %s for %s GPU %s", job_id, local.node, local.index)
-    return 1
+    return True
 
 
 @dataclass
