@@ -11,6 +11,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ class JobPaths:
     def __post_init__(self) -> None:
         check_job_id(self.job_id)
 
-    @property
+    # (the paths a job's life asks for most, joined once: pathlib's joins are a
+    # fair share of a short job's bookkeeping)
+    @cached_property
     def root(self) -> Path:
         return self.jobs_dir / self.job_id
 
@@ -120,7 +123,7 @@ class JobPaths:
     def console(self) -> Path:
         return self.root / "console.log"
 
-    @property
+    @cached_property
     def logs(self) -> Path:
         return self.root / "logs"
 
