@@ -236,6 +236,27 @@ def test_a_gpu_worker_takes_nothing_where_a_pass_could_decide_otherwise(
     assert not live.dispatch.end("w")
 
 
+def test_a_gpu_worker_whose_last_writes_fail_keeps_no_lease_of_the_job_it_took(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    live = LiveState.open(settings)
+    _one_job_for_gpu_0(live)
+    live_redis.script_load(live.script("dispatch_enter.lua"))  # (as after a first ask)
+    # Given an ended job's writes of which one fails (Redis runs the rest of them)
+    live_redis.set(live.keys.job("broken"), "not a hash")
+    writes = live.redis.pipeline(transaction=True)
+    live.queue_set_job(writes, "broken", {"status": "finished"})
+    here = HereAsk("n", 0, "tok", ttl=30)
+    # When the worker asks, the failure is raised
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        live.dispatch.take_here("w", max_age=60, limit=8, here=here, writes=writes)
+    # and the job the script took holds no lease: its GPU is free, and the job,
+    # still queued in the registry, is the reconciler's to queue again
+    assert live.queued_ids() == set()
+    assert live.leases.lease_holders("n", [0]) == {0: None}
+    assert live_redis.get(live.keys.dispatch_lock) is None
+
+
 def test_a_gpu_worker_takes_nothing_while_a_pass_runs_and_waits_for_the_lock(
     settings: Settings, live_redis: redis.Redis
 ) -> None:

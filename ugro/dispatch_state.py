@@ -165,6 +165,10 @@ class DispatchState:
         if failed:
             if entered == 1:
                 self.end(token)
+            elif isinstance(entered, list) and here is not None:
+                # The job taken goes back to the queue at the reconciler's next tick
+                # (queued in the registry, out of the live queue); its GPU is free now.
+                self.live.leases.release(here.node, [here.index], f"{entered[0]}|{here.token}")
             raise failed[0]
         if isinstance(entered, redis.exceptions.NoScriptError):  # a restarted Redis
             entered = self._enter(keys=keys, args=args)
