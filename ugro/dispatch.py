@@ -43,8 +43,8 @@ class LocalSlot:
     job; the transport hop is saved, and so are a commit and a round trip: the
     placement and the claim are one commit, and Redis hears of the job running in
     the pass's last round trip. When the head of the queue is a one-GPU job that may
-    run here, no pass runs at all: the script that takes the lock takes the job and
-    its lease instead (``DispatchState.take_here``), then the claim, then one round
+    run here, no pass runs at all: the script that would take the lock takes the job
+    and its lease instead (``DispatchState.take_here``), then the claim, then one round
     trip for Redis to hear of it running. Should the worker die before the job's
     process starts, no heartbeat renews its lease, and the reconciler declares the
     attempt lost (its retry policy decides what follows), as for a worker that dies
