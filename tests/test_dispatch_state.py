@@ -210,7 +210,7 @@ def test_a_gpu_worker_takes_nothing_where_a_pass_could_decide_otherwise(
     settings: Settings, live_redis: redis.Redis, why: str
 ) -> None:
     live = LiveState.open(settings)
-    _one_job_for_gpu_0(live, gpus=2 if why == "two GPUs" else 1, node=None)
+    _one_job_for_gpu_0(live, gpus=2 if why == "two GPUs" else 1)
     if why == "another node":
         live.enqueue_many([("job-a", 0, 1, "m", None, None)])
     elif why == "unhealthy":
