@@ -212,6 +212,27 @@ def test_cancel_stops_the_whole_job_even_a_stubborn_setsid_grandchild(
     assert "cancelled" in (done.job_dir / "console.log").read_text()
 
 
+@pytest.mark.timeout(60)
+def test_cancel_sends_each_process_one_sigterm_then_one_sigkill(
+    client: Client, tmp_path: Path
+) -> None:
+    # given a job and its child that both handle SIGTERM (a checkpoint, say) and go on
+    terms = tmp_path / "terms"
+    ready = tmp_path / "terms.ready"
+    job = client.submit(
+        JobSpec(name="terms", command=[PY, str(JOBS / "count_terms.py"), str(terms)])
+    )
+    wait_until(lambda: ready.exists() and len(ready.read_text().split()) == 2, 30, "both handlers")
+    # when it is cancelled with a grace
+    result = ugro(client.settings, "cancel", job.id, "--grace", "2s")
+    # then each process saw one SIGTERM, and SIGKILL ended them after the grace
+    assert result.returncode == 0, result.stderr
+    assert client.get(job.id).status is JobStatus.CANCELLED
+    pids = ready.read_text().split()
+    assert sorted(terms.read_text().split()) == sorted(pids)
+    assert not any(_alive(int(pid)) for pid in pids)
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -237,8 +258,12 @@ def test_exits_are_classified_and_an_oom_is_retried_only_when_asked(client: Clie
         "import sys; print('RuntimeError: CUDA out of memory. Tried to allocate"
         " 2.00 GiB'); sys.exit(1)",
     ]
+    progress_then_exit = 'echo "epoch 3/5 loss=0.4 val_acc=0.8"; exit 5'
+    raises = [PY, "-c", "print('epoch 1 loss=0.3'); raise ValueError('bad lr')"]
     jobs = {
         "error": client.submit(JobSpec(name="exit3", command=["sh", "-c", "exit 3"])),
+        "progress": client.submit(JobSpec(name="exit5", command=["sh", "-c", progress_then_exit])),
+        "raises": client.submit(JobSpec(name="raises", command=raises)),
         "killed": client.submit(JobSpec(name="kill9", command=["sh", "-c", "kill -9 $$"])),
         "oom": client.submit(JobSpec(name="oom", command=oom, max_retries=2)),
         "oom-retried": client.submit(
@@ -247,6 +272,12 @@ def test_exits_are_classified_and_an_oom_is_retried_only_when_asked(client: Clie
     }
     done = dict(zip(jobs, client.wait([j.id for j in jobs.values()], timeout=60), strict=True))
     assert done["error"].exit_reason == "error" and done["error"].exit_code == 3
+    # the reason is a line that reads as an error, never the job's last progress line
+    assert done["error"].error == "exit code 3"
+    assert done["progress"].error == "exit code 5"
+    assert done["raises"].error == "ValueError: bad lr"
+    wait = ugro(client.settings, "wait", done["progress"].id)
+    assert wait.returncode == 5 and "(error: exit code 5)" in wait.stderr
     assert done["killed"].exit_reason == "killed" and done["killed"].exit_signal == 9
     assert done["oom"].exit_reason == "oom" and done["oom"].attempt == 1
     assert done["oom-retried"].exit_reason == "oom" and done["oom-retried"].attempt == 2

@@ -56,6 +56,20 @@ def job_processes(pgid: int | None, job_id: str) -> list[psutil.Process]:
     return found
 
 
+def outside_group(procs: Iterable[psutil.Process], pgid: int) -> list[psutil.Process]:
+    """Those of ``procs`` not in the process group ``pgid``: a signal sent to the
+    group reaches the others already, and a job that handles SIGTERM (to save a
+    checkpoint, say) must see it once."""
+    found = []
+    for proc in procs:
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                found.append(proc)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
 def tagged_jobs() -> dict[str, list[psutil.Process]]:
     """Every live process on this machine that carries a job tag, by job id."""
     found: dict[str, list[psutil.Process]] = {}

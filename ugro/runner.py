@@ -2,9 +2,10 @@
 
 The child gets its own session (and so its own process group) and carries the
 job's tag in its environment. Stopping a job (cancel, timeout, lost lease, worker
-shutdown) sends SIGTERM to the group and to every tagged process, then SIGKILL to
-whatever is left after the grace period; whatever outlives the main process is
-killed when it exits, so no stray process keeps a GPU.
+shutdown) sends SIGTERM to the group and to every tagged process outside it (so
+each process gets one), then SIGKILL to whatever is left after the grace period;
+whatever outlives the main process is killed when it exits, so no stray process
+keeps a GPU.
 """
 
 from __future__ import annotations
@@ -23,12 +24,21 @@ from pathlib import Path
 
 import psutil
 
-from ugro.processes import job_processes, oom_kill_count, send, settle
+from ugro.processes import job_processes, oom_kill_count, outside_group, send, settle
 
 #: How the log tail shows a CUDA (or host) out-of-memory failure.
 _OOM_PATTERN = re.compile(
     rb"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|"
     rb"cudaErrorMemoryAllocation|RESOURCE_EXHAUSTED: Out of memory|MemoryError",
+)
+#: A line that reads as an error: a Python exception line (``ValueError: ...``,
+#: ``torch.OutOfMemoryError``, ``KeyboardInterrupt``), or a word programs and shells
+#: print when they fail.
+_ERROR_LINE = re.compile(
+    r"^(\w+\.)*\w*(Error|Exception|Interrupt)\b"
+    r"|\b(ERROR|Error|FATAL|Fatal|Exception|Killed|Segmentation fault|Aborted|"
+    r"[Oo]ut of memory|OOM)\b"
+    r"|\b[Ee]rror:",
 )
 _TAIL_BYTES = 64 * 1024
 # How often the runner looks at its job: a cancel or a shutdown is noticed this fast.
@@ -109,7 +119,8 @@ def run_command(
                 close_fds=True,
             )
         except OSError as exc:
-            error = f"cannot start {argv[0]!r} in {cwd}: {exc.strerror or exc}"
+            error = start_failure(argv[0], cwd, exc)
+            out.write(f"ugro: {error}\n".encode())  # the log says why it is empty
             return ExitInfo("error", started, time.time(), 127, error=error, deterministic=True)
     # Read once the job is on its way: a new process takes far longer than this to
     # allocate enough memory for the kernel to kill it.
@@ -125,6 +136,16 @@ def run_command(
     stopping = _watch(proc, job_id, control)
     _finish_off(proc.pid, job_id, stopping)
     return _classify(proc, started, stopping, log_path, ooms_before)
+
+
+def start_failure(program: str, cwd: Path, exc: OSError) -> str:
+    """Why a command could not start, naming what is wrong: the working directory
+    (gone since the job was submitted) or the program."""
+    if not cwd.is_dir():
+        return f"working directory {cwd} does not exist (it was removed after submit?)"
+    if isinstance(exc, FileNotFoundError) and "/" not in program:
+        return f"cannot start {program!r}: no such program on the job's PATH"
+    return f"cannot start {program!r} in {cwd}: {exc.strerror or exc}"
 
 
 class _ExitWaiter:
@@ -204,7 +225,7 @@ def _watch_until_exit(
         if reason is not None:
             stopping = _Stopping(reason, now + grace, job_processes(proc.pid, job_id))
             _signal_group(proc.pid, signal.SIGTERM)
-            send(stopping.procs, signal.SIGTERM)
+            send(outside_group(stopping.procs, proc.pid), signal.SIGTERM)
 
 
 def _finish_off(pgid: int, job_id: str, stopping: _Stopping | None) -> None:
@@ -290,10 +311,13 @@ def _log_shows_oom(log_path: Path) -> bool:
 
 
 def last_error_line(log_path: Path) -> str | None:
-    """The last line of the log that looks like an error (for reports), else the last."""
-    lines = [ln.strip() for ln in _tail(log_path).decode("utf-8", "replace").splitlines()]
-    lines = [ln for ln in lines if ln]
+    """The last line of the log's tail that looks like an error (a traceback's
+    exception line, an ``Error``/``Exception``/``Killed``/out-of-memory line), for
+    reports; None when no line does: a job's last words are often its progress
+    (``epoch 3/5 loss=0.4``), which is no reason for a failure."""
+    lines = _tail(log_path).decode("utf-8", "replace").splitlines()
     for line in reversed(lines):
-        if re.search(r"(Error|Exception|error:|FATAL|Traceback)", line):
+        line = line.strip()
+        if line and _ERROR_LINE.search(line) and not line.startswith("Traceback (most recent"):
             return line[:500]
-    return lines[-1][:500] if lines else None
+    return None
