@@ -308,12 +308,23 @@ def test_the_cli_as_a_user_types_it(stack: Settings, tmp_path: Path) -> None:
 def test_a_command_that_does_not_exist_fails_the_job_not_the_worker(
     stack: Settings, tmp_path: Path
 ) -> None:
+    gone = tmp_path / "workdir"  # as if removed after the submit (the CLI refuses it)
     with Client(stack) as client:
         bad = client.submit(JobSpec(name="nope", command=["/no/such/program", "--x"]))
-        [bad] = client.wait(bad.id, timeout=60)
+        typo = client.submit(JobSpec(name="typo", command=["pythn", "train.py"]))
+        moved = client.submit(JobSpec(name="moved", command=["true"], working_dir=str(gone)))
+        [bad, typo, moved] = client.wait([bad.id, typo.id, moved.id], timeout=60)
         assert bad.status is JobStatus.FAILED
         assert "/no/such/program" in (bad.job_dir / "console.log").read_text()
         assert bad.error and "cannot start" in bad.error
+        assert typo.error == "cannot start 'pythn': no such program on the job's PATH"
+        assert moved.error and f"working directory {gone} does not exist" in moved.error
+        # the reason is the attempt's log, under the names that always exist
+        for job in (bad, typo, moved):
+            assert job.error is not None
+            assert job.error in (job.job_dir / "logs" / "training.log").read_text()
+            logs = ugro(stack, "logs", job.id)
+            assert logs.returncode == 0 and job.error in logs.stdout
         # the same worker goes on running jobs: fill every GPU once more
         out = tmp_path / "after.jsonl"
         jobs = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -31,6 +32,10 @@ from ugro.status import JobStatus
 log = logging.getLogger(__name__)
 # A cancel request is looked for at most this often (one GET per running job).
 _CANCEL_POLL = 0.5
+# The bin folder of the virtualenv ugro runs from (None outside one): first on a
+# job's PATH, so that its bare `python` is the one with ugro installed, as in an
+# activated shell, whether or not the shell that ran `ugro up` had activated it.
+_VENV_BIN = str(Path(sys.executable).parent) if sys.prefix != sys.base_prefix else None
 
 
 def run_attempt(
@@ -120,6 +125,10 @@ def job_environment(
     gpus: list[int],
 ) -> dict[str, str]:
     env = dict(os.environ)
+    if _VENV_BIN is not None:
+        path = env.get("PATH", os.defpath)
+        if not path.startswith(_VENV_BIN + os.pathsep):
+            env["PATH"] = _VENV_BIN + os.pathsep + path
     env.update(spec.env)
     env.update(secrets)
     env.update(
@@ -223,6 +232,8 @@ def _execute(
         on_start=on_start,
     )
     info = run_command(argv, env, cwd, rank_log, control)
+    if info.pid is None:  # never started: its log, which says why, gets its names here
+        paths.name_attempt_logs(job.attempt)
     _write_metadata(paths, job, node, gpus, host, argv, started=started, info=info)
     return info
 
