@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -54,6 +56,22 @@ def test_an_unknown_job_id_and_a_path_as_job_id_are_refused(
 
 
 def test_a_command_needing_redis_says_how_to_start_it(embedded_settings: Settings) -> None:
-    result = ugro(embedded_settings, "list")
+    result = ugro(embedded_settings, "nodes")
     assert result.returncode == 3
     assert "ugro up" in result.stderr
+
+
+def test_a_mistyped_option_is_refused_not_made_part_of_the_command(
+    settings: Settings, live_redis: redis.Redis, tmp_path: Path
+) -> None:
+    for typo, meant in (("--gpu", "--gpus"), ("--nodes", "--node"), ("--after", None)):
+        result = ugro(settings, "submit", "--name", "t", typo, "2", "--", "python", "train.py")
+        assert result.returncode == 2, (typo, result.stdout, result.stderr)
+        assert f"No such option '{typo}'" in result.stderr
+        if meant is not None:
+            assert meant in result.stderr
+    missing = tmp_path / "no-such-dir"
+    result = ugro(settings, "submit", "--name", "t", "--workdir", str(missing), "--", "true")
+    assert result.returncode == 2 and str(missing) in result.stderr
+    assert not settings.jobs_dir.exists() or list(settings.jobs_dir.iterdir()) == []
+    assert live_redis.keys(f"{settings.redis_prefix}:*") == []

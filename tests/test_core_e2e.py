@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, ugro, wait_until
+from tests.conftest import ROOT, env_for, processes_of, ugro, wait_until
 from ugro import Client, Job, JobSpec, JobStatus
 from ugro.errors import SpecError
 from ugro.events import next_event
@@ -334,3 +334,40 @@ def test_a_command_that_does_not_exist_fails_the_job_not_the_worker(
             for i in range(4)
         ]
         assert all(job.succeeded for job in client.wait([job.id for job in jobs], timeout=60))
+
+
+@pytest.mark.timeout(180)
+def test_after_down_jobs_are_still_read_and_a_bare_python_is_ugro_s(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # given a stack started from a shell that did not activate ugro's virtualenv
+    env = env_for(settings)
+    env["PATH"] = os.pathsep.join(["/usr/bin", "/bin"])
+    up = ugro(settings, "up", env=env)
+    assert up.returncode == 0, up.stderr
+    try:
+        # when a job's bare `python` imports ugro (its options need no `--`)
+        code = "import sys, ugro; print('ugro from', sys.prefix)"
+        submitted = ugro(settings, "submit", "--name", "venv", "python", "-c", code, env=env)
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        waited = ugro(settings, "wait", job_id, env=env)
+        assert waited.returncode == 0, waited.stderr + ugro(settings, "logs", job_id).stdout
+    finally:
+        down = ugro(settings, "down", env=env)
+        left = processes_of(settings)
+        for proc in left:
+            proc.kill()
+    assert down.returncode == 0 and not left, down.stderr
+    # then, with the stack down, what is on disk can still be read
+    listed = ugro(settings, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert job_id in listed.stdout and "finished" in listed.stdout
+    shown = ugro(settings, "status", job_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "finished" in shown.stdout and "ok, exit code 0" in shown.stdout
+    logs = ugro(settings, "logs", job_id)
+    assert logs.returncode == 0 and f"ugro from {sys.prefix}" in logs.stdout
+    # and what needs the live state says how to start it
+    nodes = ugro(settings, "nodes")
+    assert nodes.returncode == 3 and "ugro up" in nodes.stderr

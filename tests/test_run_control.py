@@ -409,6 +409,8 @@ def test_a_gpu_another_program_uses_gets_no_job_and_says_why(
         status = json.loads(ugro(lab, "status", job.id, "--json").stdout)
         assert status["status"] == "queued"
         assert f"in use by another program (pid {intruder.pid}, sleep)" in status["waiting"]
+        shown = ugro(lab, "status", job.id).stdout  # the human view says why, too
+        assert "waiting" in shown and f"pid {intruder.pid}" in shown
         nodes = ugro(lab, "nodes", "--gpus")
         assert "blocked" in nodes.stdout and str(intruder.pid) in nodes.stdout
     finally:

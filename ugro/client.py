@@ -40,14 +40,19 @@ class Client:
     Args:
         settings: defaults to ``Settings()``, read from ``UGRO_*`` variables, the
             same as the CLI.
+        connect: reach Redis now (the default); without it, Redis is reached when
+            a call first needs it, and ``get``, ``list``, ``logs`` and
+            ``node_history``, which read the registry and the tree only, work
+            while the stack is down.
 
     Raises:
-        NotRunningError: when the Redis server does not answer (`ugro up` first).
+        NotRunningError: when the Redis server does not answer (`ugro up` first),
+            at once or, without ``connect``, from the first call that needs it.
     """
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, connect: bool = True) -> None:
         self.settings = settings or Settings()
-        self.rt = Runtime.open(self.settings)
+        self.rt = Runtime.open(self.settings, connect=connect)
         self._user = getpass.getuser()
         self._host = socket.gethostname()
         self._nodes = LiveNodes(self.rt)

@@ -40,17 +40,35 @@ def node_queue(settings: Settings, node: str) -> str:
 @dataclass
 class Runtime:
     settings: Settings
-    live: LiveState
     registry: Registry
+    _live: LiveState | None = field(default=None, repr=False)
+    _ride_out: bool = field(default=False, repr=False)
     _app: Any = field(default=None, repr=False)
     _spares: dict[str, SparePool] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings, ride_out: bool = False) -> Runtime:
-        """With ``ride_out`` (worker processes), Redis commands wait out a restart."""
+    def open(cls, settings: Settings, ride_out: bool = False, connect: bool = True) -> Runtime:
+        """With ``ride_out`` (worker processes), Redis commands wait out a restart.
+        Without ``connect``, Redis is reached at the first use of ``live``: what
+        reads only the registry and the tree works while Redis is down.
+
+        Raises:
+            NotRunningError: with ``connect``, when Redis does not answer.
+        """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        live = LiveState.open(settings, ride_out=ride_out)
-        return cls(settings, live, Registry(settings.effective_database_url))
+        live = LiveState.open(settings, ride_out=ride_out) if connect else None
+        return cls(settings, Registry(settings.effective_database_url), live, ride_out)
+
+    @property
+    def live(self) -> LiveState:
+        """The live state in Redis, connected on first use.
+
+        Raises:
+            NotRunningError: when Redis does not answer.
+        """
+        if self._live is None:
+            self._live = LiveState.open(self.settings, ride_out=self._ride_out)
+        return self._live
 
     @property
     def keys(self) -> Keys:
@@ -192,7 +210,8 @@ class Runtime:
         for pool in self._spares.values():
             pool.close()
         self.registry.close()
-        self.live.redis.close()
+        if self._live is not None:
+            self._live.redis.close()
 
 
 def claim_values() -> dict[str, Any]:

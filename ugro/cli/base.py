@@ -20,7 +20,9 @@ from ugro.settings import Settings
 
 # Piped to another program, a table keeps its natural width: nothing is cut.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False)
+# Piped or logged, a message stays on one line, so a command it suggests (`chmod 600
+# <path>`) can be copied whole; on a terminal it wraps between words.
+err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -52,10 +54,12 @@ def settings_from_env() -> Settings:
         fail(f"invalid setting: {bad}", 2)
 
 
-def client_from_env() -> Any:
+def client_from_env(connect: bool = True) -> Any:
+    """The client of the environment's settings; without ``connect``, Redis is
+    reached only when a call needs it (read-only commands work while it is down)."""
     from ugro.client import Client
 
-    return Client(settings_from_env())
+    return Client(settings_from_env(), connect=connect)
 
 
 def age(when: datetime | None) -> str:

@@ -13,7 +13,10 @@ from ugro.cli.base import STATUS_STYLE, age, client_from_env, err, fail, main, o
 from ugro.cli.progress import progress_cells
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+# Options end at the command's first word, so the command's own options
+# (`python train.py --lr 3e-4`) need no `--`; an unknown option before it is an
+# error, never a part of the command.
+@main.command(context_settings={"allow_interspersed_args": False})
 @click.option("--name", required=True, help="A short name: letters, digits, '.', '_', '-'.")
 @click.option("--kind", default="train", show_default=True, help="train or eval.")
 @click.option("--gpus", default="1", show_default=True, help="GPUs on one node.")
@@ -36,7 +39,12 @@ from ugro.cli.progress import progress_cells
 )
 @click.option("--env", "env", multiple=True, help="KEY=VALUE for the job; repeatable.")
 @click.option("--tag", "tags", multiple=True, help="A label; repeatable.")
-@click.option("--workdir", default=None, help="Run in this directory (default: here).")
+@click.option(
+    "--workdir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Run in this directory (default: here).",
+)
 @click.option("--shell", is_flag=True, help="Run the command through /bin/sh -c.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def submit(
@@ -76,7 +84,7 @@ def submit(
 @click.option("--status", "statuses", multiple=True, help="Only jobs in this status.")
 @click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
 def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (works while the stack is down)."""
     from ugro.scan import OUTDATED, STUCK
     from ugro.status import JobStatus
 
@@ -87,7 +95,7 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
         fail(f"--status: {unknown[0]!r} is not a status; use one of {', '.join(known)}", 2)
     stored = [JobStatus(s) for s in statuses if s not in findings]
     scanned = {s for s in statuses if s in findings}
-    with client_from_env() as client:
+    with client_from_env(connect=False) as client:
         jobs = client.list(status=None if scanned else stored or None, limit=limit)
     if scanned:
         jobs = [j for j in jobs if j.run_status in scanned or j.status.value in statuses]
@@ -119,11 +127,16 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def status(job_id: str, as_json: bool) -> None:
-    """Show one job, with its paths."""
-    with client_from_env() as client:
+    """Show one job: status, progress, why it waits, its paths."""
+    from ugro.errors import NotRunningError
+
+    with client_from_env(connect=False) as client:
         job = client.get(job_id)
         paths = client.rt.paths(job.id)
-        waiting = client.why_waiting(job.id)
+        try:
+            waiting = client.why_waiting(job.id)
+        except NotRunningError:  # only a queued job's reason is read from Redis
+            waiting = LIVE_UNAVAILABLE
     data = job.to_json()
     data["waiting"] = waiting
     data["paths"] = {
@@ -139,27 +152,63 @@ def status(job_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    for key in (
-        "id",
-        "name",
-        "kind",
-        "status",
-        "waiting",
-        "node",
-        "gpu_indices",
-        "attempt",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "exit_code",
-        "exit_reason",
-        "error",
-    ):
-        value = data[key]
-        if value not in (None, [], ""):
+    for key, value in _status_lines(job, waiting):
+        if value not in (None, ""):
             out.print(f"[bold]{key:<12}[/] {value}")
     for key, value in data["paths"].items():
         out.print(f"[bold]{key:<12}[/] {value}")
+
+
+#: What a live field says while Redis cannot be reached (the stack is down).
+LIVE_UNAVAILABLE = "unavailable: the stack is not running (`ugro up`)"
+
+
+def _status_lines(job: Any, waiting: str | None) -> list[tuple[str, str | None]]:
+    """The human view of one job, a (label, value) pair a line."""
+    shown = job.run_status if job.run_status in ("stuck", "outdated") else job.status.value
+    style = STATUS_STYLE.get(shown, "")
+    info = job.progress
+    progress, epochs, best, eta = progress_cells(info)
+    if info is not None and info.score_name and info.best_score is not None:
+        best = f"{best} ({info.score_name})"
+    latest = None
+    if info is not None and info.latest_score is not None:
+        latest = f"{info.latest_score:.4g}"
+    gpus = ",".join(map(str, job.gpu_indices)) or f"({job.gpus} wanted)"
+    ended = None
+    if job.finished_at is not None and job.status.value != "queued":
+        ended = f"{job.exit_reason or '-'}"
+        if job.exit_code is not None:
+            ended += f", exit code {job.exit_code}"
+        if job.exit_signal is not None:
+            ended += f", signal {job.exit_signal}"
+    return [
+        ("id", job.id),
+        ("name", job.name),
+        ("kind", job.kind),
+        ("status", f"[{style}]{shown}[/]"),
+        ("waiting", waiting),
+        ("node", job.node),
+        ("gpus", gpus),
+        ("attempt", str(job.attempt) if job.attempt else None),
+        ("progress", progress if info is not None else None),
+        ("epochs", epochs if info is not None else None),
+        ("best", best if info is not None else None),
+        ("latest", latest),
+        ("eta", eta if info is not None and job.status.value == "running" else None),
+        ("created", _when(job.created_at)),
+        ("started", _when(job.started_at)),
+        ("finished", _when(job.finished_at)),
+        ("ended", ended),
+        ("error", job.error),
+    ]
+
+
+def _when(at: Any) -> str | None:
+    """A time with how long ago it was: ``2026-12-05 18:40:02 UTC (3m ago)``."""
+    if at is None:
+        return None
+    return f"{at:%Y-%m-%d %H:%M:%S %Z} ({age(at)} ago)".replace("  ", " ")
 
 
 @main.command()
@@ -167,8 +216,8 @@ def status(job_id: str, as_json: bool) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.option("--attempt", type=int, default=None, help="That attempt's log (default: newest).")
 def logs(job_id: str, follow: bool, attempt: int | None) -> None:
-    """Print a job's training log."""
-    with client_from_env() as client:
+    """Print a job's training log (works while the stack is down)."""
+    with client_from_env(connect=False) as client:
         for chunk in client.logs(job_id, follow=follow, attempt=attempt):
             sys.stdout.write(chunk)
             sys.stdout.flush()
