@@ -203,7 +203,8 @@ def test_ugro_scan_reads_a_tree_it_did_not_launch(tmp_path: Path) -> None:
         timeout=30,
     )
     assert "lr0.1" in table.stdout and "100%" in table.stdout
-    (tree / "stray").mkdir()
+    # A folder with run files (logs/) but none a runner type is told by fails the scan
+    (tree / "stray" / "logs").mkdir(parents=True)
     (tree / "stray" / "x.bin").write_bytes(b"1")
     bad = subprocess.run(
         [str(BIN / "ugro"), "scan", str(tree)], capture_output=True, text=True, timeout=30

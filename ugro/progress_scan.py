@@ -13,7 +13,7 @@ import logging
 import time
 
 from ugro.paths import write_json_atomic
-from ugro.progress import tracker_for_kind
+from ugro.progress import ProgressInfo, tracker_for_kind
 from ugro.registry import JobRow
 from ugro.runtime import Runtime
 from ugro.scan import STUCK, Scanner, decide_status, last_change
@@ -70,14 +70,33 @@ def progress_record(
     info = info.model_copy(update={"started_at": row.started_at})
     seen = last_change(root) if scanner is None else scanner.last_change(root, spec.epochs)
     changed = seen or (row.started_at.timestamp() if row.started_at else None)
-    complete = info.complete
-    if info.runner_type == "trainer" and info.total_epochs is None:
-        # No planned epoch count to measure against: its exit says whether it completed.
-        complete = ended_ok
+    if ended_ok and info.runner_type == "trainer" and info.total_epochs is None:
+        info = completed_without_plan(info)
     status = decide_status(
-        alive, complete, changed, ended, now, rt.settings.stuck_after, rt.settings.outdated_after
+        alive,
+        info.complete,
+        changed,
+        ended,
+        now,
+        rt.settings.stuck_after,
+        rt.settings.outdated_after,
     )
     return status, json.dumps({"status": status, **info.model_dump(mode="json")}, sort_keys=True)
+
+
+def completed_without_plan(info: ProgressInfo) -> ProgressInfo:
+    """A trainer's progress once it ended well with no planned epoch count: with
+    nothing to measure against, its exit says it completed, and the epochs it wrote
+    are its total (none written: the total stays unknown). So the progress file,
+    `--json` and the tables say done, not 0 % of an unknown total."""
+    return info.model_copy(
+        update={
+            "complete": True,
+            "total_epochs": info.completed_epochs or None,
+            "percent": 100.0,
+            "eta_seconds": 0.0,
+        }
+    )
 
 
 def final_progress(rt: Runtime, row: JobRow, ok: bool, spec: JobSpec | None = None) -> str | None:

@@ -179,19 +179,72 @@ class Scanner:
         return reports
 
 
-def run_dirs_under(path: Path) -> list[Path]:
-    """PATH itself when it is one run's directory, else the run directories in it."""
+# What a run's directory holds, whatever its runner type: the files the trackers
+# read (epoch_<n>/ besides these) and those ugro writes beside them. A folder with
+# none of them is no run (notes, data, a README) and a scan of a tree skips it; one
+# with any of them that no tracker can classify is a run gone wrong, and fails.
+RUN_FILES = frozenset(
+    {
+        "metrics.jsonl",
+        "evaluation_scores.json",
+        "progress.json",
+        "config.json",
+        "metadata.json",
+        "console.log",
+        "logs",
+        "checkpoints",
+        "tensorboard",
+    }
+)
+
+
+def has_run_files(directory: Path) -> bool:
+    """Whether the directory holds any file or folder a run writes (``RUN_FILES``,
+    ``epoch_<n>/``); an unreadable one counts, so that its scan says why."""
+    try:
+        names = [entry.name for entry in os.scandir(directory)]
+    except OSError:
+        return True
+    return any(name in RUN_FILES or _is_epoch(name) for name in names)
+
+
+@dataclass
+class RunDirs:
+    """The run directories a scan of PATH reads, and the folders it skipped."""
+
+    runs: list[Path]
+    skipped: list[Path]
+
+
+def run_dirs_under(path: Path) -> RunDirs:
+    """PATH itself when it is one run's directory, else the run directories in it.
+
+    Folders in PATH with no run files at all are skipped. PATH is taken as one run
+    (so that its scan fails, saying what it saw) when it has none in it but holds
+    run files itself; ScanError when it is neither.
+    """
     from ugro.trackers import TRACKERS
 
     if any(tracker.recognises(path) for tracker in TRACKERS):
-        return [path]
+        return RunDirs([path], [])
     try:
         children = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     except OSError as exc:
         raise ScanError(f"{path}: cannot read it ({exc.strerror})") from None
-    if not children:
+    runs = [child for child in children if has_run_files(child)]
+    skipped = [child for child in children if child not in runs]
+    if runs:
+        return RunDirs(runs, skipped)
+    if has_run_files(path) or not children:
         detect(path)  # raises, naming what it saw and what it expected
-    return children
+    raise ScanError(
+        f"{path}: no run directory in it; {len(skipped)} folder(s) with no run files "
+        f"({_names(skipped)}). A run holds epoch_<n>/ or any of: {', '.join(sorted(RUN_FILES))}"
+    )
+
+
+def _names(paths: list[Path], shown: int = 12) -> str:
+    return ", ".join(p.name + "/" for p in paths[:shown]) + (", ..." if len(paths) > shown else "")
 
 
 def isotime(stamp: float | None) -> str | None:

@@ -18,6 +18,11 @@ _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 _SCORE_KEYS = ("accuracy", "val_accuracy", "score", "f1", "auc")
 # Epochs whose pace predicts the ETA.
 _PACE_WINDOW = 5
+# The shortest stretch of those epochs that measures a pace, in seconds. Some file
+# systems keep whole-second mtimes and a metrics record's `time` may be whole seconds
+# too; epochs written within one second (a synthetic or replayed run) show no pace,
+# and an ETA from them would read "0s" for a run that is not about to end.
+_MIN_PACE_SPAN = 1.0
 
 
 def first_score(data: Any) -> tuple[str | None, float | None]:
@@ -130,8 +135,8 @@ def _eta(done: dict[int, float], remaining: int) -> float | None:
     if remaining <= 0:
         return 0.0
     stamps = [done[e] for e in sorted(done)][-(_PACE_WINDOW + 1) :]
-    if len(stamps) < 2 or stamps[-1] <= stamps[0]:
-        return None
+    if len(stamps) < 2 or stamps[-1] - stamps[0] < _MIN_PACE_SPAN:
+        return None  # no measurable pace: unknown, not "any moment now"
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1) * remaining
 
 
