@@ -59,6 +59,7 @@ def test_finished_jobs_without_a_plan_and_evaluators_show_done(stack: Settings) 
     table = ugro(stack, "list").stdout
     row = _row(table, unplanned.id)
     assert "100%" in " ".join(row) and "3/3" in row, row
+    assert row[-2] == "-", row  # ETA: a finished run waits for nothing
     row = _row(table, evaluator.id)
     assert "done" in row and "-" in row and not any("/?" in cell for cell in row), row
     row = _row(table, silent.id)

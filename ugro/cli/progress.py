@@ -39,7 +39,8 @@ def progress_cells(info: ProgressInfo | None) -> tuple[str, str, str, str]:
     if info.early_stopped:
         epochs += f" (early stop at {info.early_stop_epoch})"
     best = "-" if info.best_score is None else f"{info.best_score:.4g}"
-    eta = "-" if info.eta_seconds is None else _duration(info.eta_seconds)
+    # A complete run has nothing left to wait for: no ETA, not "0s".
+    eta = "-" if info.eta_seconds is None or info.complete else _duration(info.eta_seconds)
     return progress, epochs, best, eta
 
 
