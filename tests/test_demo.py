@@ -1,4 +1,5 @@
-"""`ugro demo` (what `make demo` runs) from start to finish."""
+"""`ugro demo` (what `make demo` runs) from start to finish, its output piped as in
+`make demo | cat`."""
 
 from __future__ import annotations
 
@@ -12,20 +13,53 @@ from tests.conftest import BIN, ROOT, processes_of
 from ugro.settings import Settings
 
 
-@pytest.mark.timeout(240)
-def test_the_demo_runs_a_sweep_and_leaves_results_and_no_process(tmp_path: Path) -> None:
-    data = tmp_path / "demo"
-    result = subprocess.run(
-        [str(BIN / "ugro"), "demo", "--data-dir", str(data)],
+def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ugro demo` with stdout and stderr pipes; its temporary directory under ``tmp_path``."""
+    return subprocess.run(
+        [str(BIN / "ugro"), "demo", *args],
         capture_output=True,
         text=True,
         timeout=220,
         cwd=ROOT,
-        env={"PATH": str(BIN) + ":/usr/bin:/bin", "HOME": str(tmp_path)},
+        env={
+            "PATH": str(BIN) + ":/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "TMPDIR": str(tmp_path),
+        },
     )
+
+
+def demo_dirs(tmp_path: Path) -> list[Path]:
+    return sorted(tmp_path.glob("ugro-demo-*"))
+
+
+@pytest.mark.timeout(240)
+def test_the_demo_piped_prints_one_table_then_removes_its_directory(tmp_path: Path) -> None:
+    result = run_demo(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Piped, nothing is redrawn: the final table alone, and every line of the
+    # output on a line of its own (none runs on past a table's bottom edge).
+    output = result.stdout + result.stderr
+    assert output.count("ugro demo:") == 1, result.stderr
     assert "ugro demo: results" in result.stdout
     assert result.stdout.count("finished") == 9
+    bottom_edges = [line.rstrip() for line in output.splitlines() if "┘" in line]
+    assert bottom_edges and all(line.endswith("┘") for line in bottom_edges), bottom_edges
+    assert "submitted a sweep of 6 trainers\n" in result.stderr
+    # The directory it made is gone, and it says so and how to keep it.
+    assert demo_dirs(tmp_path) == [], result.stderr[-1000:]
+    assert "ugro demo --keep" in result.stderr.splitlines()[-1]
+    made = Path(result.stderr.splitlines()[0].removeprefix("data dir: "))
+    assert made.parent == tmp_path and made.name.startswith("ugro-demo-")
+    assert processes_of(Settings(data_dir=made)) == []
+
+
+@pytest.mark.timeout(240)
+def test_the_demo_kept_leaves_its_results_where_it_says_and_no_process(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, "--keep")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [data] = demo_dirs(tmp_path)
+    assert f"rm -rf {data}" in result.stderr.splitlines()[-1]
     # (.spare holds empty trees made ahead of time for the next submissions)
     jobs = sorted(p for p in (data / "jobs").iterdir() if not p.name.startswith("."))
     assert len(jobs) == 9

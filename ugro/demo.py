@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ugro.cli.base import err, out
 from ugro.client import Client
 from ugro.errors import StackError
 from ugro.job import Job
@@ -23,8 +26,6 @@ from ugro.stack import Stack
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LEARNING_RATES = ["0.01", "0.03", "0.1", "0.3", "1.0", "3.0"]
 EPOCHS = 8
-
-console = Console(stderr=True, highlight=False)
 
 
 def trainers(python: str) -> list[JobSpec]:
@@ -106,21 +107,51 @@ def _table(jobs: list[Job], final: bool) -> Table:
     return table
 
 
+def _poll(client: Client, ids: list[str], awaited: set[str]) -> Iterator[list[Job]]:
+    """The jobs, read again every half second, until the awaited ones have ended."""
+    while True:
+        jobs = client.get_many(ids)
+        yield jobs
+        if all(job.done for job in jobs if job.id in awaited):
+            return
+        time.sleep(0.5)
+
+
+def _ended(job: Job) -> str:
+    _, best = read_progress(job)
+    score = "-" if best is None else f"{best:.3f}"
+    duration = "-" if job.duration is None else f"{job.duration:.1f} s"
+    return f"{job.name} {job.status.value}: best score {score}, {duration}"
+
+
 def _watch(client: Client, shown: list[Job], awaited: list[Job]) -> list[Job]:
-    """Show every job's progress live until the awaited ones end; the jobs, refreshed."""
+    """Show every job's progress until the awaited ones end; the jobs, refreshed."""
     ids = list(dict.fromkeys(job.id for job in shown + awaited))
     waiting = {job.id for job in awaited}
-    jobs = client.get_many(ids)
-    with Live(_table(jobs, False), console=console, refresh_per_second=4) as live:
-        while not all(job.done for job in jobs if job.id in waiting):
-            time.sleep(0.5)
-            jobs = client.get_many(ids)
-            live.update(_table(jobs, False))
+    jobs: list[Job] = []
+    if err.is_terminal and not err.is_dumb_terminal:
+        with Live(console=err, refresh_per_second=4) as live:
+            for jobs in _poll(client, ids, waiting):
+                live.update(_table(jobs, False))
+        return jobs
+    # Piped or logged, a live table cannot be redrawn in place: it would come out
+    # whole on every stop. So each awaited job's end gets a line of its own.
+    reported: set[str] = set()
+    for jobs in _poll(client, ids, waiting):
+        for job in jobs:
+            if job.id in waiting and job.done and job.id not in reported:
+                reported.add(job.id)
+                err.print(_ended(job))
     return jobs
 
 
-def run_demo(data_dir: str | None, gpus: int) -> int:
-    """Run the demo end to end; the exit code is 0 when every job finished."""
+def run_demo(data_dir: str | None, gpus: int, keep: bool = False) -> int:
+    """Run the demo end to end; the exit code is 0 when every job finished.
+
+    Without ``data_dir`` the demo works in a temporary directory, removed at the
+    end unless ``keep`` is set or the demo did not succeed (its logs then help).
+    A directory the user named is always kept.
+    """
     if not (EXAMPLES / "train.py").exists():
         raise StackError(f"the examples are missing from {EXAMPLES}: run from a ugro checkout")
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="ugro-demo-"))
@@ -130,27 +161,57 @@ def run_demo(data_dir: str | None, gpus: int) -> int:
     os.environ["UGRO_DATA_DIR"] = str(root.absolute())
     os.environ["UGRO_GPU_BACKEND"] = f"fake:{gpus}"
     settings = Settings()
-    stack = Stack(settings)
-    console.print(f"data dir: {settings.data_dir}")
-    with console.status("starting the embedded Redis, GPU workers and beat..."):
-        found = stack.up()
-    console.print(f"up: {found}")
+    err.print(f"data dir: {settings.data_dir}")
+    failed: list[Job] | None = None  # None: the demo stopped before its end
     try:
+        failed = _sweep(settings)
+    finally:
+        _tidy_up(settings, named=data_dir is not None, remove=failed == [] and not keep)
+    return 1 if failed else 0
+
+
+def _tidy_up(settings: Settings, named: bool, remove: bool) -> None:
+    """Remove the demo's temporary directory, or say where it is kept and how to
+    remove it: a demo must not leave megabytes in /tmp unsaid."""
+    root = settings.data_dir
+    if named:
+        err.print(f"results tree: {settings.jobs_dir}")
+        return
+    if remove:
+        try:
+            shutil.rmtree(root)
+        except OSError as exc:
+            err.print(f"[yellow]warning:[/] could not remove {root}: {exc}")
+        else:
+            err.print(f"removed {root}; `ugro demo --keep` keeps its results tree")
+            return
+    # The command on a line of its own: a terminal's wrap does not split it.
+    err.print(f"kept the results tree: {settings.jobs_dir}")
+    err.print(f"remove it with: rm -rf {shlex.quote(str(root))}")
+
+
+def _sweep(settings: Settings) -> list[Job]:
+    """Start the stack, run the sweep and its evaluations, stop the stack; the jobs
+    that did not finish."""
+    stack = Stack(settings)
+    try:
+        with err.status("starting the embedded Redis, GPU workers and beat..."):
+            found = stack.up()
+        err.print(f"up: {found}")
         with Client(settings) as client:
             jobs = [client.submit(spec) for spec in trainers(sys.executable)]
-            console.print(f"submitted a sweep of {len(jobs)} trainers")
+            err.print(f"submitted a sweep of {len(jobs)} trainers")
             jobs = _watch(client, jobs, jobs)
             finished = [job for job in jobs if job.succeeded]
             best = sorted(finished, key=lambda job: -(read_progress(job)[1] or 0.0))[:2]
             evals = [client.submit(spec) for spec in evaluators(sys.executable, best)]
-            console.print(f"submitted {len(evals)} evaluators of the best checkpoints")
+            err.print(f"submitted {len(evals)} evaluators of the best checkpoints")
             jobs = _watch(client, jobs, evals)
-            Console().print(_table(jobs, True))
+            out.print(_table(jobs, True), soft_wrap=False)  # a centred title
     finally:
-        with console.status("stopping the stack..."):
+        with err.status("stopping the stack..."):
             stack.down()
     failed = [job for job in jobs if not job.succeeded]
     for job in failed:
-        console.print(f"[red]{job.name} {job.status.value}: {job.error}[/]")
-    console.print(f"results tree: {settings.jobs_dir}")
-    return 1 if failed else 0
+        err.print(f"[red]{job.name} {job.status.value}: {job.error}[/]")
+    return failed

@@ -1,8 +1,10 @@
-"""`ugro` commands for operating a lab's installation: flower."""
+"""`ugro` commands for operating a lab's installation (flower) and for trying
+ugro out (demo)."""
 
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
@@ -45,3 +47,20 @@ def flower(address: str | None, port: int | None, allow_control: bool) -> None:
         err.print(f"Flower ({mode}) at {url}  log in as {login.user} (password: {where})")
 
     run_flower(settings, login, allow_control=allow_control, on_ready=ready)
+
+
+# This definition replaces the older one in ugro/cli/cluster.py, which has no --keep:
+# ugro.cli imports ops after cluster, and a group keeps the last command of a name.
+@main.command()
+@click.option("--data-dir", default=None, help="Where to keep the demo's results.")
+@click.option("--gpus", default=4, show_default=True, help="Simulated GPUs.")
+@click.option("--keep", is_flag=True, help="Keep the temporary directory and its results tree.")
+def demo(data_dir: str | None, gpus: int, keep: bool) -> None:
+    """Start a private stack on simulated GPUs, run a sweep, show the results.
+
+    Without --data-dir it works in a temporary directory and removes it at the end
+    unless --keep is given (or a job failed: its logs are then kept).
+    """
+    from ugro.demo import run_demo
+
+    sys.exit(run_demo(data_dir, gpus, keep=keep))
