@@ -35,9 +35,10 @@ from ugro import Client, JobSpec
 from ugro.registry import EventRow, Registry, SummaryRow
 from ugro.samples import GpuSample, NodeSample, add_sample, samples
 from ugro.settings import Settings
-from ugro.summary import build_summary, metrics_schema
+from ugro.summary import build_summary
 from ugro.summary_daily import SummaryFiles, due_days, run_daily, summary_rows
 from ugro.summary_day import Day
+from ugro.summary_model import metrics_schema
 
 PY = sys.executable
 TITLE = "ugro daily summary"
@@ -322,10 +323,12 @@ def gpu(index: int, util: float, busy: bool) -> GpuSample:
 def test_resources_come_from_health_samples_time_weighted(settings: Settings) -> None:
     # Given two nodes sampled as the sweep does: node a busy for an hour at 5 s
     # intervals would swamp a plain mean, so it is sampled sparsely here and
-    # weighted by time; node b idle with a job waiting, its breaker opened.
+    # weighted by time; node b idle while two jobs wait, its breaker opened.
     registry = registry_of(settings)
     day = Day(date(2026, 3, 10), ZoneInfo("Europe/Berlin"))
     start = day.since + timedelta(hours=10)
+    for job_id in ("waiting-1", "waiting-2"):  # queued a minute before, to the day's end
+        add_job(registry, job_id, "queued", attempt=0, created_at=start - timedelta(minutes=1))
     for minute, (util, cpu) in enumerate([(20.0, 10.0), (80.0, 50.0), (50.0, 30.0)]):
         add_sample(registry, NodeSample(
             node="a", at=start + timedelta(minutes=minute), score=100, level="INFO",

@@ -15,8 +15,6 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import resources as package_files
-from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
 
@@ -40,7 +38,7 @@ from ugro.summary_model import (
     OutdatedRun,
     ProgressOverview,
 )
-from ugro.summary_resources import GAP_SECONDS, resources
+from ugro.summary_resources import GAP_SECONDS, jobs_waiting, resources
 
 #: Bumped when a field of the metrics JSON changes meaning or goes away.
 SCHEMA_VERSION = 1
@@ -66,6 +64,7 @@ class DayInputs:
     day: Day
     now: datetime
     jobs: list[JobRow]
+    #: Every attempt of those jobs.
     attempts: list[AttemptRow]
     #: The first attempt's start of each active job.
     first_started: dict[str, datetime]
@@ -80,11 +79,7 @@ class DayInputs:
 def gather(registry: Registry, settings: Settings, day: Day, now: datetime) -> DayInputs:
     """Read one day from the registry and the failed jobs' logs."""
     since, until = day.since, day.until
-    jobs = _select_jobs(
-        registry,
-        JobRow.created_at < until,
-        or_(JobRow.finished_at.is_(None), JobRow.finished_at >= since),
-    )
+    jobs = _select_jobs(registry, *_alive_during(since, until))
     outdated_window = timedelta(seconds=settings.outdated_after)
     newly_outdated = _select_jobs(
         registry,
@@ -92,11 +87,12 @@ def gather(registry: Registry, settings: Settings, day: Day, now: datetime) -> D
         JobRow.finished_at >= since - outdated_window,
         JobRow.finished_at < until - outdated_window,
     )
-    query = select(AttemptRow.__table__).where(
-        or_(
-            (AttemptRow.started_at >= since) & (AttemptRow.started_at < until),
-            (AttemptRow.ended_at >= since) & (AttemptRow.ended_at < until),
-        )
+    # Every attempt of the day's jobs, not only those that started or ended today: a
+    # job's waits begin at the end of the attempt before (see ``queue_waits``).
+    query = (
+        select(AttemptRow.__table__)
+        .join(JobRow.__table__, JobRow.id == AttemptRow.job_id)
+        .where(*_alive_during(since, until))
     )
     active_ids = [job.id for job in jobs if job.status in _ACTIVE]
     first = (
@@ -130,6 +126,14 @@ def gather(registry: Registry, settings: Settings, day: Day, now: datetime) -> D
     return inputs
 
 
+def _alive_during(since: datetime, until: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Jobs submitted before ``until`` and not ended before ``since``."""
+    return (
+        JobRow.created_at < until,
+        or_(JobRow.finished_at.is_(None), JobRow.finished_at >= since),
+    )
+
+
 def _select_jobs(registry: Registry, *where: ColumnElement[bool]) -> list[JobRow]:
     query = select(JobRow.__table__).where(*where).order_by(JobRow.created_at, JobRow.id)
     with registry.engine.connect() as conn:
@@ -158,7 +162,12 @@ def summarize(
         until=day.local(day.until),
         generated_at=day.local(inputs.now),
         experiments=_experiments(inputs),
-        resources=resources(inputs.samples, day, gap_seconds),
+        resources=resources(
+            inputs.samples,
+            day,
+            gap_seconds,
+            jobs_waiting(inputs.jobs, inputs.attempts, inputs.events, day.since, day.until),
+        ),
         events=_events(inputs),
         progress=_progress(inputs, long_run_days),
     )
@@ -380,12 +389,6 @@ def _progress_of(job: JobRow) -> tuple[ProgressInfo | None, str | None]:
 def _planned_epochs(job: JobRow) -> int | None:
     epochs = json.loads(job.spec).get("epochs")
     return epochs if isinstance(epochs, int) else None
-
-
-def metrics_schema() -> dict[str, Any]:
-    """The JSON Schema of ``YYYY-MM-DD_metrics.json`` (shipped in ``ugro/schemas/``)."""
-    text = package_files.files("ugro").joinpath("schemas/summary.schema.json").read_text("utf-8")
-    return dict(json.loads(text))
 
 
 def build_summary(

@@ -4,7 +4,10 @@ Times are in the summary's timezone."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
+from importlib import resources as package_files
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -75,6 +78,12 @@ class Events(BaseModel):
     #: Runs that became outdated today (finished more than UGRO_OUTDATED_AFTER ago).
     outdated: list[OutdatedRun]
 
+    @property
+    def total(self) -> int:
+        """The day's events of every kind: what the page's Key events section counts
+        (``key`` lists only some kinds, and at most ``MAX_LISTED_EVENTS`` of them)."""
+        return sum(self.counts.values())
+
 
 class ActiveRun(BaseModel):
     id: str
@@ -116,3 +125,9 @@ class DaySummary(BaseModel):
 
     def to_json(self) -> dict[str, object]:
         return self.model_dump(mode="json")
+
+
+def metrics_schema() -> dict[str, Any]:
+    """The JSON Schema of ``YYYY-MM-DD_metrics.json`` (shipped in ``ugro/schemas/``)."""
+    text = package_files.files("ugro").joinpath("schemas/summary.schema.json").read_text("utf-8")
+    return dict(json.loads(text))

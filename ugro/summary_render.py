@@ -91,7 +91,7 @@ def render_markdown(summary: DaySummary, chart: str | None = None) -> str:
     lines += [
         f"**{exp.total} jobs** ({statuses}); {len(exp.started)} started,"
         f" {len(exp.finished)} finished, {len(exp.failed)} failed today."
-        f" {gpus} {len(events.key)} key events, {len(events.ooms)} out-of-memory ends.",
+        f" {gpus} {events.total} key events, {len(events.ooms)} out-of-memory ends.",
         "",
         "## Experiments",
         "",
@@ -183,7 +183,8 @@ def render_markdown(summary: DaySummary, chart: str | None = None) -> str:
             ],
             rows,
         )
-        lines += [f"At most {res.max_pending} jobs waited at once.", ""]
+    # Counted from the registry's jobs, not the samples: shown on a day without any.
+    lines += [f"At most {res.max_pending} jobs waited at once.", ""]
 
     lines += ["## Key events", ""]
     if events.counts:
