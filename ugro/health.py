@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import psutil
@@ -32,7 +33,10 @@ class NodeReading:
     node: str
     host: str
     at: float  # unix time of the reading
-    gpus: list[dict[str, Any]]  # GpuInfo fields, "processes" left out
+    # GpuInfo fields ("processes" left out) and "job": the job holding the GPU's
+    # lease when the GPU was read (None: free), so a GPU's utilisation and whether
+    # a job holds it are one moment.
+    gpus: list[dict[str, Any]]
     cpu_percent: float
     memory_percent: float
     disk_percent: float
@@ -71,6 +75,12 @@ def read_node(rt: Runtime, backend: GpuBackend, suspects: set[str] | None = None
         gpus = [_gpu_fields(device) for device in backend.devices()]
     except Exception as exc:  # the driver itself failed: every GPU is suspect
         gpus, error = [], f"reading the GPUs failed: {exc}"
+    # Read right after the devices: a job's lease is taken before its process
+    # starts and let go after it ends, so a GPU seen busy here is seen leased.
+    holders = rt.live.leases.lease_holders(node, [int(gpu["index"]) for gpu in gpus])
+    for gpu in gpus:
+        holder = holders[int(gpu["index"])]
+        gpu["job"] = None if holder is None else holder.partition("|")[0]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     disk = shutil.disk_usage(settings.data_dir)
     expected, gone = _process_liveness(rt, node)
@@ -137,6 +147,32 @@ def latest_readings(rt: Runtime, nodes: list[str]) -> dict[str, NodeReading]:
     return {
         node: NodeReading.from_json(value) for node, value in zip(nodes, raw, strict=True) if value
     }
+
+
+def node_as_read(entry: dict[str, Any], reading: NodeReading | None) -> dict[str, Any]:
+    """One node of ``Client.nodes()`` as its agent last read it, for ``ugro nodes``:
+    each GPU's state, job and numbers come from that one reading (the job is the
+    one that held the GPU's lease then), and the reading itself is under
+    ``reading``, so a node's totals and its GPUs' rows are one moment. A GPU
+    blocked by another program, or on a node dispatch skips, stays blocked.
+    Without a reading from the agent a GPU keeps its state now and shows no
+    numbers: its worker's own reading is of another moment."""
+    read = {int(gpu["index"]): gpu for gpu in reading.gpus} if reading else {}
+    gpus = []
+    for gpu in entry["gpus"]:
+        device = read.get(gpu["index"])
+        if device is None:
+            gpus.append({**gpu, "reading": None})
+            continue
+        job = device.get("job")
+        state = "blocked" if gpu["blocked"] else ("busy" if job else "free")
+        numbers = {name: value for name, value in device.items() if name != "job"}
+        gpus.append({**gpu, "state": state, "job": job, "reading": numbers})
+    shown = None
+    if reading is not None:
+        shown = asdict(reading)
+        shown["at"] = datetime.fromtimestamp(reading.at, UTC).isoformat()
+    return {**entry, "gpus": gpus, "reading": shown}
 
 
 class HealthCollector:

@@ -27,7 +27,7 @@ class GpuSample:
     memory_total_mb: float | None = None
     temperature_c: float | None = None
     power_w: float | None = None
-    busy: bool = False  # leased by a ugro job
+    busy: bool = False  # a ugro job held its lease when the GPU was read
     error: str | None = None  # the device did not answer
 
 

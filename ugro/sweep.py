@@ -90,10 +90,12 @@ def health_sweep(rt: Runtime, force: bool = False) -> SweepReport | None:
         verdict = score_node(readings.get(node), probes.get(node), now, s)
         status = breaker.record(node, ok=verdict.level != "CRITICAL", now=now)
         state = _shown_state(status, now, s.breaker_open_seconds)
-        busy = _busy_gpus(rt, node, readings.get(node))
-        busy_anywhere = busy_anywhere or any(busy.values())
+        # The leases now set the interval (a job placed since the agent's last
+        # reading brings the next sweep closer); a sample's GPUs are busy as read.
+        leased = _leased_now(rt, node, readings.get(node), probes.get(node))
+        busy_anywhere = busy_anywhere or any(leased.values())
         sample = _sample(
-            node, now, verdict, state, readings.get(node), probes.get(node), busy, pending
+            node, now, verdict, state, readings.get(node), probes.get(node), leased, pending
         )
         report.nodes[node] = sample
         _alert(rt, node, sample, previous.get(node), status)
@@ -150,8 +152,11 @@ def _shown_state(status: BreakerStatus, now: float, window: float) -> BreakerSta
     return status.state
 
 
-def _busy_gpus(rt: Runtime, node: str, reading: NodeReading | None) -> dict[int, bool]:
-    indices = [int(gpu["index"]) for gpu in reading.gpus] if reading else []
+def _leased_now(
+    rt: Runtime, node: str, reading: NodeReading | None, probe: NetProbe | None
+) -> dict[int, bool]:
+    gpus = (reading.gpus if reading else None) or (probe.gpus if probe else None) or []
+    indices = [int(gpu["index"]) for gpu in gpus]
     if not indices:
         return {}
     holders = rt.live.leases.lease_holders(node, indices)
@@ -165,9 +170,13 @@ def _sample(
     breaker: BreakerState,
     reading: NodeReading | None,
     probe: NetProbe | None,
-    busy: dict[int, bool],
+    leased: dict[int, bool],
     pending: int,
 ) -> NodeSample:
+    """The sample of one node: its agent's reading when fresh, else what its
+    probe's nvidia-smi found. A GPU is busy when a job held it at the moment it
+    was read: the agent's reading names that job; a probe read the GPUs during
+    this sweep, as ``leased`` was."""
     fresh = reading is not None and verdict.reachable
     gpus = (reading.gpus if reading and fresh else None) or (probe.gpus if probe else None) or []
     return NodeSample(
@@ -190,7 +199,9 @@ def _sample(
                 memory_total_mb=gpu.get("memory_total_mb"),
                 temperature_c=gpu.get("temperature_c"),
                 power_w=gpu.get("power_w"),
-                busy=busy.get(int(gpu["index"]), False),
+                busy=(
+                    gpu["job"] is not None if "job" in gpu else leased.get(int(gpu["index"]), False)
+                ),
                 error=gpu.get("error"),
             )
             for gpu in gpus

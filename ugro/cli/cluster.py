@@ -34,12 +34,17 @@ from ugro.cli.base import (
 )
 @click.option("--node", default=None, help="With --history: this node only.")
 def nodes(as_json: bool, per_gpu: bool, history: str | None, node: str | None) -> None:
-    """Each node's health (breaker, score, GPUs, CPU, memory, disk, last check)."""
+    """Each node's breaker and score (last check), and its GPUs, CPU, memory and
+    disk as its agent last read them."""
     if history is not None:
         _history(history, node, as_json)
         return
+    from ugro.health import latest_readings, node_as_read
+
     with client_from_env() as client:
-        found = client.nodes()
+        listed = client.nodes()
+        readings = latest_readings(client.rt, [entry["node"] for entry in listed])
+    found = [node_as_read(entry, readings.get(entry["node"])) for entry in listed]
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -51,6 +56,18 @@ def nodes(as_json: bool, per_gpu: bool, history: str | None, node: str | None) -
         health = entry["health"] or {}
         if health.get("reasons"):
             out.print(f"{entry['node']}: " + "; ".join(health["reasons"]))
+
+
+def _row_gpus(entry: dict[str, Any]) -> list[tuple[bool, dict[str, Any]]]:
+    """Each GPU a node's row sums, as (busy, numbers): the GPUs its GPU rows show
+    (``node_as_read``), else every GPU its agent read, else what the last sweep's
+    probe read."""
+    if entry["gpus"]:
+        return [(gpu["state"] == "busy", gpu["reading"] or {}) for gpu in entry["gpus"]]
+    if entry["reading"]:
+        return [(gpu.get("job") is not None, gpu) for gpu in entry["reading"]["gpus"]]
+    health = entry["health"] or {}
+    return [(bool(gpu.get("busy")), gpu) for gpu in health.get("gpus", [])]
 
 
 _LEVEL_STYLE = {"INFO": "green", "WARNING": "yellow", "CRITICAL": "red"}
@@ -69,11 +86,11 @@ def _node_table(found: list[dict[str, Any]]) -> Table:
     now = datetime.now(UTC)
     for entry in found:
         health = entry["health"] or {}
-        readings = [g for g in health.get("gpus", [])] or [
-            g["reading"] for g in entry["gpus"] if g["reading"]
-        ]
-        busy = sum(1 for g in entry["gpus"] if g["state"] == "busy")
-        total = len(entry["gpus"]) or len(readings)
+        system = entry["reading"] or health  # the same reading as the GPUs' numbers
+        gpus = _row_gpus(entry)
+        readings = [numbers for _, numbers in gpus if numbers]
+        busy = sum(1 for held, _ in gpus if held)
+        total = len(gpus)
         utils = [g["utilization"] for g in readings if g.get("utilization") is not None]
         used = sum(g.get("memory_used_mb") or 0 for g in readings)
         size = sum(g.get("memory_total_mb") or 0 for g in readings)
@@ -91,9 +108,9 @@ def _node_table(found: list[dict[str, Any]]) -> Table:
             f"{sum(utils) / len(utils):.0f}%" if utils else "-",
             f"{used / 1024:.1f}/{size / 1024:.0f} GiB" if size else "-",
             f"{max(temps):.0f} C" if temps else "-",
-            _percent(health.get("cpu_percent")),
-            _percent(health.get("memory_percent")),
-            _percent(health.get("disk_percent")),
+            _percent(system.get("cpu_percent")),
+            _percent(system.get("memory_percent")),
+            _percent(system.get("disk_percent")),
             checked,
         )
     return table

@@ -26,9 +26,6 @@ import psutil
 from ugro.gpus import GpuInfo
 
 CONTROL_FILE = "fake-gpus.json"
-# Scanning processes for job tags costs a few ms; presence and health read the
-# devices every few seconds, so one scan serves every read within this window.
-_SCAN_CACHE_SECONDS = 1.0
 
 
 class FakeBackend:
@@ -38,8 +35,6 @@ class FakeBackend:
         self.count = count
         self.node = node
         self.control = None if data_dir is None else data_dir / CONTROL_FILE
-        self._scanned_at = 0.0
-        self._job_pids: dict[int, tuple[int, ...]] = {}
 
     def _overrides(self) -> dict[str, Any]:
         if self.control is None:
@@ -50,9 +45,11 @@ class FakeBackend:
             return {}
 
     def _jobs_by_gpu(self) -> dict[int, tuple[int, ...]]:
-        """Pids of this node's ugro job processes, by the simulated GPU they use."""
-        if time.monotonic() - self._scanned_at < _SCAN_CACHE_SECONDS:
-            return self._job_pids
+        """Pids of this node's ugro job processes, by the simulated GPU they use.
+
+        Scanned afresh at each reading (a few ms), never kept from an earlier one:
+        a reading must be of its moment, as NVML's is, or a GPU whose job just
+        ended reads busy after its lease is gone."""
         found: dict[int, list[int]] = {}
         for proc in psutil.process_iter():
             try:
@@ -64,9 +61,7 @@ class FakeBackend:
             for part in environ.get("CUDA_VISIBLE_DEVICES", "").split(","):
                 if part.strip().isdigit():
                     found.setdefault(int(part), []).append(proc.pid)
-        self._job_pids = {index: tuple(pids) for index, pids in found.items()}
-        self._scanned_at = time.monotonic()
-        return self._job_pids
+        return {index: tuple(pids) for index, pids in found.items()}
 
     def devices(self) -> list[GpuInfo]:
         overrides = self._overrides()
