@@ -1,4 +1,4 @@
-"""`ugro` commands about the cluster: nodes, reconcile, up, down, worker, beat, demo."""
+"""`ugro` commands about the cluster: nodes, reconcile, up, down, worker, beat."""
 
 from __future__ import annotations
 
@@ -268,13 +268,3 @@ def beat() -> None:
     from workers.beat import main as beat_main
 
     beat_main()
-
-
-@main.command()
-@click.option("--data-dir", default=None, help="Where to keep the demo's results.")
-@click.option("--gpus", default=4, show_default=True, help="Simulated GPUs.")
-def demo(data_dir: str | None, gpus: int) -> None:
-    """Start a private stack on simulated GPUs, run a sweep, show the results."""
-    from ugro.demo import run_demo
-
-    sys.exit(run_demo(data_dir, gpus))
