@@ -38,10 +38,11 @@ demo: setup  ## run a sweep on 4 simulated GPUs with the embedded Redis, then st
 test: setup system  ## the test suite against real Redis, workers and processes
 	$(BIN)/pytest
 
-lint: setup  ## ruff and mypy
+lint: setup  ## ruff, mypy and import-linter (the layers in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: setup  ## ugro against raw Celery and the process floor (QUICK=1: under a minute)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)

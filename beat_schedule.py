@@ -6,9 +6,9 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from ugro.runtime import control_queue
 from ugro.settings import Settings
-from ugro.summary_daily import SCHEDULED_AT
+from ugro.summary.daily import SCHEDULED_AT
+from ugro.transport.queues import control_queue
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -1,5 +1,5 @@
 """`python -m bench.registry`: the CPU a job's registry calls cost on SQLite, with
-the prebuilt statements on the sqlite3 cursor (``ugro.registry_direct``) and all
+the prebuilt statements on the sqlite3 cursor (``ugro.registry.direct``) and all
 through SQLAlchemy, alternated in one run; prints the medians and their ratio.
 
 A job's life here is the calls that submit, place, start and end it make: its
@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ugro.registry import Registry, utcnow
+from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.spec import JobSpec
+from ugro.registry.models import utcnow
+from ugro.registry.store import Registry
 from ugro.runtime import claim_values
-from ugro.spec import JobSpec
-from ugro.status import JobStatus
-from ugro.submit import queued_row
+from ugro.scheduling.submit import queued_row
 
 
 def job_life(registry: Registry, job_id: str) -> None:

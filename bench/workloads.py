@@ -99,7 +99,7 @@ def build_tree(root: Path, runs: int, active: int) -> list[Path]:
 def w4_scan(root: Path, runs: int, active: int) -> dict[str, float]:
     """The progress scan over ``runs`` directories: cold, warm with nothing new, and
     warm after each active run wrote one more epoch."""
-    from ugro.scan import Scanner
+    from ugro.progress.scan import Scanner
 
     dirs = build_tree(root, runs, active)
     settle_disk()

@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from ugro.client import Client
-from ugro.events import next_event
 from ugro.job import Job
-from ugro.redis_server import EmbeddedRedis
+from ugro.live.events import next_event
+from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

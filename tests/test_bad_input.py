@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from tests.conftest import ugro
-from ugro.registry import Registry
+from ugro.registry.store import Registry
 from ugro.settings import Settings
 
 CASES = [

@@ -15,8 +15,8 @@ import redis
 
 from beat_schedule import beat_schedule
 from tests.conftest import ROOT, env_for, wait_until
-from ugro.keys import Keys
-from ugro.redis_server import EmbeddedRedis
+from ugro.live.keys import Keys
+from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 
 SENT = "Scheduler: Sending due task"

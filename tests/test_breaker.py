@@ -7,8 +7,8 @@ import threading
 import pytest
 import redis
 
-from ugro.breaker import CircuitBreaker
-from ugro.keys import Keys
+from ugro.health.breaker import CircuitBreaker
+from ugro.live.keys import Keys
 from ugro.settings import Settings
 
 pytestmark = pytest.mark.timeout(30)

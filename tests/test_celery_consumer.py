@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ugro.celery_consumer import EVENTS_BUFFER_LIMIT, Consumer
+from ugro.transport.celery_consumer import EVENTS_BUFFER_LIMIT, Consumer
 
 
 def test_a_dispatcher_set_on_the_consumer_keeps_events_for_the_armed_flush() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import ugro
-from ugro.flower import auth_file
+from ugro.ops.flower import auth_file
 from ugro.settings import Settings
 
 

@@ -7,8 +7,9 @@ import json
 import pytest
 import redis
 
-from ugro.command_list import CommandList
-from ugro.live import LiveState
+from ugro.live.command_list import CommandList
+from ugro.live.scripts import lua_source
+from ugro.live.state import LiveState
 from ugro.settings import Settings
 
 
@@ -23,7 +24,7 @@ def test_a_written_down_set_job_leaves_what_a_pipeline_leaves(
     pipe.execute()
     written = CommandList()
     live.queue_set_job(written, "by-script", fields)
-    live.redis.eval(LiveState.script("run_commands.lua"), 0, json.dumps(written.commands))
+    live.redis.eval(lua_source("run_commands.lua"), 0, json.dumps(written.commands))
     assert live.job("by-script") == live.job("by-pipe")
     assert live.job("by-script")["started"] == "1764700000.123456"  # every digit kept
     with pytest.raises(TypeError, match="not a Redis argument"):

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ROOT, env_for, processes_of, ugro, wait_until
 from ugro import Client, Job, JobSpec, JobStatus
 from ugro.errors import SpecError
-from ugro.events import next_event
+from ugro.live.events import next_event
 from ugro.settings import Settings
 
 RECORD = str(ROOT / "tests" / "jobs" / "record.py")
@@ -26,7 +26,7 @@ RECORD = str(ROOT / "tests" / "jobs" / "record.py")
 def _job_task_events(pubsub: Any, timeout: float) -> dict[str, set[str]]:
     """Read Celery's task events as Flower does, until every job-running task seen
     has been received, started and succeeded and a second has passed without more:
-    each task's event types (published in batches, ugro/celery_consumer.py).
+    each task's event types (published in batches, ugro/transport/celery_consumer.py).
     (The node agent's own tasks, a beat tick say, publish on the same channel: left
     out. Jobs a worker placed on its own GPU run in the task before: no task.)"""
     kinds: dict[str, set[str]] = {}
@@ -112,7 +112,7 @@ def test_a_sweep_submitted_at_once_is_all_or_nothing_and_runs_each_job_once(
         celery_events.close()
         commands = monitor.stop()
     # Each job message left Redis as it was received: no unacked copy was kept of it
-    # (ugro/receipt_ack.py), while the messages themselves were seen going out
+    # (ugro/transport/receipt_ack.py), while the messages themselves were seen going out
     job_messages = [c for c in commands if "ugro.run_job" in c]
     assert any(c.startswith("LPUSH") for c in job_messages)
     unacked = f"{stack.redis_prefix}:unacked"

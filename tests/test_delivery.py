@@ -13,14 +13,16 @@ from sqlalchemy import inspect, text
 
 from tests.conftest import ROOT, drop_keys, processes_of, ugro, wait_for_job, wait_until
 from ugro import Client, JobSpec, JobStatus
-from ugro.attempt import run_attempt
-from ugro.dispatch import LocalSlot, dispatch_pending
 from ugro.errors import JobNotFound
-from ugro.reconcile import declare_lost
-from ugro.registry import Registry, utcnow
-from ugro.runtime import Runtime, claim_values, queue_for_gpu
+from ugro.execution.attempt import run_attempt
+from ugro.execution.reconcile import declare_lost
+from ugro.jobs.spec import new_job_id
+from ugro.registry.models import utcnow
+from ugro.registry.store import Registry
+from ugro.runtime import Runtime, claim_values
+from ugro.scheduling.dispatch import LocalSlot, dispatch_pending
 from ugro.settings import Settings
-from ugro.spec import new_job_id
+from ugro.transport.queues import queue_for_gpu
 
 RECORD = str(ROOT / "tests" / "jobs" / "record.py")
 
@@ -65,7 +67,8 @@ def test_a_submit_whose_live_record_cannot_be_written_leaves_nothing_and_sends_n
     out = tmp_path / "runs.jsonl"
     job_id = "half-0badf00d"
     monkeypatch.setattr(
-        "ugro.submit.new_job_id", lambda name: job_id if name == "half" else new_job_id(name)
+        "ugro.scheduling.submit.new_job_id",
+        lambda name: job_id if name == "half" else new_job_id(name),
     )
     with Client(stack) as client:
         # Twice: the first submit leases and then writes the live record with the

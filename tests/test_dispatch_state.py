@@ -10,9 +10,10 @@ import pytest
 import redis
 
 from tests.conftest import wait_until
-from ugro.dispatch_state import HereAsk, Snapshot, TakenHere
-from ugro.live import LiveState
-from ugro.redis_server import EmbeddedRedis
+from ugro.live.dispatch_state import HereAsk, Snapshot, TakenHere
+from ugro.live.scripts import lua_source
+from ugro.live.state import LiveState
+from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 
 
@@ -241,7 +242,7 @@ def test_a_gpu_worker_whose_last_writes_fail_keeps_no_lease_of_the_job_it_took(
 ) -> None:
     live = LiveState.open(settings)
     _one_job_for_gpu_0(live)
-    live_redis.script_load(live.script("dispatch_enter.lua"))  # (as after a first ask)
+    live_redis.script_load(lua_source("dispatch_enter.lua"))  # (as after a first ask)
     # Given an ended job's writes of which one fails (Redis runs the rest of them)
     live_redis.set(live.keys.job("broken"), "not a hash")
     writes = live.redis.pipeline(transaction=True)

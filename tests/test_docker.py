@@ -291,5 +291,5 @@ def test_the_package_the_image_installs_holds_every_data_file(tmp_path: Path) ->
         for path in (ROOT / "ugro").rglob("*")
         if path.is_file() and path.suffix not in {".py", ".pyc"}
     }
-    assert {"ugro/lua/dispatch_enter.lua", "ugro/py.typed"} <= data
+    assert {"ugro/live/lua/dispatch_enter.lua", "ugro/py.typed"} <= data
     assert data - packed == set()

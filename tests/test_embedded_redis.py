@@ -11,8 +11,8 @@ import redis
 
 from tests.conftest import ROOT, env_for, processes_of, ugro
 from ugro import Client, JobSpec
-from ugro.live import LiveState
-from ugro.redis_server import EmbeddedRedis
+from ugro.live.state import LiveState
+from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 
 

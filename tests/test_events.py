@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ugro.events import await_end, next_event
-from ugro.live import connect
-from ugro.redis_server import EmbeddedRedis
+from ugro.live.events import await_end, next_event
+from ugro.live.state import connect
+from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 
 _CHANNEL = "ugro:events"

@@ -24,9 +24,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from tests.conftest import BIN, ROOT, env_for, running_stack, ugro
 from ugro import Client, JobSpec, JobStatus
 from ugro.errors import SpecError, StackError
-from ugro.flower import auth_file, flower_login
-from ugro.runtime import control_queue, node_queue, queue_for_gpu
+from ugro.ops.flower import auth_file, flower_login
 from ugro.settings import Settings
+from ugro.transport.queues import control_queue, node_queue, queue_for_gpu
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -22,7 +22,7 @@ from tests.conftest import (
     wait_until,
 )
 from ugro import Client, JobSpec, JobStatus
-from ugro.registry import Registry
+from ugro.registry.store import Registry
 from ugro.settings import Settings
 
 PY = sys.executable

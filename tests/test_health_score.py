@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_settings
-from ugro.health import NodeReading
-from ugro.health_score import score_node
-from ugro.netprobe import NetProbe
+from ugro.health.netprobe import NetProbe
+from ugro.health.readings import NodeReading
+from ugro.health.score import score_node
 from ugro.settings import Settings
 
 pytestmark = pytest.mark.timeout(10)

@@ -13,7 +13,8 @@ import pytest
 import ugro
 from tests.conftest import wait_until
 from ugro.errors import InventoryError
-from ugro.gpus import foreign_use, load_backend
+from ugro.gpus.base import foreign_use
+from ugro.gpus.inventory import load_backend
 
 
 def test_fake_gpus_are_simulated_and_can_be_told_another_program_uses_one(

@@ -8,9 +8,10 @@ from typing import Any
 
 import redis
 
-from ugro.job_message import RUN_JOB
-from ugro.runtime import Runtime, queue_for_gpu
+from ugro.live.job_message import RUN_JOB
+from ugro.runtime import Runtime
 from ugro.settings import Settings
+from ugro.transport.queues import queue_for_gpu
 
 # What differs between any two messages: their ids, and the sending thread's
 # reply queue (one per process and thread).

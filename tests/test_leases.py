@@ -11,13 +11,14 @@ from typing import Any
 import redis
 
 from ugro import Client, JobSpec, JobStatus
-from ugro.dispatch import place
-from ugro.live import LiveState
-from ugro.placement import PendingJob, Placement
-from ugro.registry import utcnow
-from ugro.runtime import Runtime, queue_for_gpu
+from ugro.live.state import LiveState
+from ugro.registry.models import utcnow
+from ugro.runtime import Runtime
+from ugro.scheduling.dispatch import place
+from ugro.scheduling.placement import PendingJob, Placement
+from ugro.scheduling.submit_lease import SubmitLease
 from ugro.settings import Settings
-from ugro.submit_lease import SubmitLease
+from ugro.transport.queues import queue_for_gpu
 
 
 def test_leases_are_all_or_nothing_and_only_their_holder_renews_or_releases(

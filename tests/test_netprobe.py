@@ -16,9 +16,9 @@ from tests.sshd import (
     running_sshd,
     silent_port,
 )
-from ugro.cluster import ClusterNode, load_cluster
 from ugro.errors import InventoryError
-from ugro.netprobe import NetProbe, probe_nodes
+from ugro.health.cluster import ClusterNode, load_cluster
+from ugro.health.netprobe import NetProbe, probe_nodes
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,11 +18,11 @@ import redis
 
 from tests.conftest import make_settings, running_stack, ugro, wait_for_job, wait_until
 from ugro import Client, JobSpec, JobStatus
-from ugro.gpu_backends.fake import FakeBackend
-from ugro.health import latest_readings, publish_reading, read_node
+from ugro.gpus.fake import FakeBackend
+from ugro.health.readings import latest_readings, publish_reading, read_node
+from ugro.health.sweep import health_sweep
 from ugro.runtime import Runtime
 from ugro.settings import Settings
-from ugro.sweep import health_sweep
 
 PY = sys.executable
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ugro.placement import PendingJob, Placement, plan_placements
+from ugro.scheduling.placement import PendingJob, Placement, plan_placements
 
 
 def test_jobs_take_free_gpus_in_queue_order() -> None:

@@ -6,10 +6,10 @@ import threading
 
 import redis
 
-from ugro.gpu_backends.fake import FakeBackend
-from ugro.gpus import GpuInfo
-from ugro.live import LiveState
-from ugro.presence import Presence
+from ugro.gpus.base import GpuInfo
+from ugro.gpus.fake import FakeBackend
+from ugro.live.presence import Presence
+from ugro.live.state import LiveState
 from ugro.settings import Settings
 
 

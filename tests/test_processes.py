@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from ugro.processes import stop_supervisor
+from ugro.execution.processes import stop_supervisor
 
 # A parent that starts a child in its own session and never waits for it, as init
 # may not for seconds: the child, once stopped, stays a zombie meanwhile.

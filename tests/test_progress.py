@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, ROOT, wait_until
-from ugro.progress import ProgressInfo, ScanError, detect
-from ugro.scan import (
+from ugro.progress.base import ProgressInfo, ScanError
+from ugro.progress.scan import (
     FAILED,
     FINISHED,
     OUTDATED,
@@ -23,6 +23,7 @@ from ugro.scan import (
     decide_status,
     last_change,
 )
+from ugro.progress.trackers import detect
 
 EXAMPLES = ROOT / "examples"
 PY = sys.executable
@@ -78,7 +79,7 @@ def test_an_evaluator_goes_from_0_to_100(tmp_path: Path) -> None:
     (run / "metrics.jsonl").write_text("")
     with pytest.raises(ScanError):
         detect(run)  # nothing written yet: no runner type to tell
-    from ugro.progress import tracker_for_kind
+    from ugro.progress.trackers import tracker_for_kind
 
     before = tracker_for_kind("eval").read(run, None)
     assert before.percent == 0.0 and not before.complete

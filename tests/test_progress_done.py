@@ -15,10 +15,10 @@ import pytest
 from tests.conftest import ROOT, ugro
 from ugro import Client, JobSpec
 from ugro.cli.progress import progress_cells
-from ugro.progress import ProgressInfo
-from ugro.scan import Scanner
+from ugro.progress.base import ProgressInfo
+from ugro.progress.scan import Scanner
+from ugro.progress.trainer import DEFAULT_FILES
 from ugro.settings import Settings
-from ugro.trackers.trainer import DEFAULT_FILES
 
 PY = sys.executable
 EXAMPLES = ROOT / "examples"

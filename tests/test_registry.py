@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from ugro.registry import Registry, utcnow
+from ugro.jobs.lifecycle import JobStatus
+from ugro.registry.models import utcnow
+from ugro.registry.store import Registry
 from ugro.runtime import claim_values
-from ugro.status import JobStatus
 
 pytestmark = pytest.mark.timeout(60)
 

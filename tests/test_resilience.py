@@ -27,8 +27,8 @@ from tests.conftest import (
 )
 from ugro import Client, JobSpec, JobStatus
 from ugro.job import Job
-from ugro.redis_server import EmbeddedRedis
-from ugro.registry import Registry
+from ugro.ops.redis_server import EmbeddedRedis
+from ugro.registry.store import Registry
 from ugro.settings import Settings
 
 JOBS = ROOT / "tests" / "jobs"

@@ -23,8 +23,8 @@ from tests.conftest import (
     wait_until,
 )
 from ugro import Client, JobSpec, JobStatus
-from ugro.runtime import queue_for_gpu
 from ugro.settings import Settings
+from ugro.transport.queues import queue_for_gpu
 
 JOBS = ROOT / "tests" / "jobs"
 RECORD = str(JOBS / "record.py")
@@ -139,7 +139,7 @@ def test_a_big_job_is_not_starved_by_a_stream_of_small_ones(client: Client, tmp_
 
 
 def test_placement_backfills_only_what_cannot_delay_the_reserved_job() -> None:
-    from ugro.placement import PendingJob, Placement, plan_placements
+    from ugro.scheduling.placement import PendingJob, Placement, plan_placements
 
     # 4 GPUs: 2 free, 2 busy for at most 100 s more; a 4-GPU job waits for them.
     free, capacity, ends = {"n": [0, 1]}, {"n": 4}, {"n": [100.0, 100.0]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ugro.errors import SpecError
-from ugro.spec import JobSpec, check_job_id, parse_duration, parse_spec
+from ugro.jobs.spec import JobSpec, check_job_id, parse_duration, parse_spec
 
 GOOD = {"name": "lr-3e-4", "command": ["python", "train.py"]}
 

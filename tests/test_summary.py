@@ -32,13 +32,14 @@ from tests.conftest import (
     wait_until,
 )
 from ugro import Client, JobSpec
-from ugro.registry import EventRow, Registry, SummaryRow
-from ugro.samples import GpuSample, NodeSample, add_sample, samples
+from ugro.health.samples import GpuSample, NodeSample, add_sample, samples
+from ugro.registry.models import EventRow, SummaryRow
+from ugro.registry.store import Registry
 from ugro.settings import Settings
-from ugro.summary import build_summary
-from ugro.summary_daily import SummaryFiles, due_days, run_daily, summary_rows
-from ugro.summary_day import Day
-from ugro.summary_model import metrics_schema
+from ugro.summary.daily import SummaryFiles, due_days, run_daily, summary_rows
+from ugro.summary.day import Day
+from ugro.summary.gather import build_summary
+from ugro.summary.model import metrics_schema
 
 PY = sys.executable
 TITLE = "ugro daily summary"
@@ -432,9 +433,9 @@ def test_a_job_lands_on_its_local_day_across_midnight(settings: Settings) -> Non
 _DAILY = """
 import json, sys, time
 from datetime import datetime
-from ugro.registry import Registry
+from ugro.registry.store import Registry
 from ugro.settings import Settings
-from ugro.summary_daily import run_daily
+from ugro.summary.daily import run_daily
 settings = Settings()
 registry = Registry(settings.effective_database_url)
 start = float(sys.argv[2])

@@ -13,13 +13,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import insert
 
-from ugro.registry import EventRow, Registry
-from ugro.samples import GpuSample, NodeSample, add_samples
+from ugro.health.samples import GpuSample, NodeSample, add_samples
+from ugro.registry.models import EventRow
+from ugro.registry.store import Registry
 from ugro.settings import Settings
-from ugro.summary import KEY_EVENT_KINDS, MAX_LISTED_EVENTS, build_summary, gather
-from ugro.summary_day import Day
-from ugro.summary_render import render_markdown
-from ugro.summary_resources import jobs_waiting
+from ugro.summary.day import Day
+from ugro.summary.gather import KEY_EVENT_KINDS, MAX_LISTED_EVENTS, build_summary, gather
+from ugro.summary.render import render_markdown
+from ugro.summary.resources import jobs_waiting
 
 DAY = Day(date(2026, 3, 10), ZoneInfo("UTC"))
 

@@ -18,13 +18,13 @@ import redis
 
 from tests.conftest import make_settings, running_stack, ugro, wait_until
 from tests.sshd import SshServer, free_port, running_sshd
-from ugro.gpu_backends.fake import FakeBackend
-from ugro.health import publish_reading, read_node
-from ugro.registry import Registry
+from ugro.gpus.fake import FakeBackend
+from ugro.health.readings import publish_reading, read_node
+from ugro.health.samples import NodeSample, add_sample, add_samples, samples
+from ugro.health.sweep import health_sweep
+from ugro.registry.store import Registry
 from ugro.runtime import Runtime
-from ugro.samples import NodeSample, add_sample, add_samples, samples
 from ugro.settings import Settings
-from ugro.sweep import health_sweep
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ugro.paths import JobPaths, build_attempt_logs, build_tree, write_json_atomic
-from ugro.spares import SparePool
+from ugro.jobs.paths import JobPaths, build_attempt_logs, build_tree, write_json_atomic
+from ugro.jobs.spares import SparePool
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     from ugro.client import Client
     from ugro.errors import SpecError, UgroError
     from ugro.job import Job
+    from ugro.jobs.lifecycle import JobStatus
+    from ugro.jobs.spec import JobSpec
     from ugro.settings import Settings
-    from ugro.spec import JobSpec
-    from ugro.status import JobStatus
 
 __all__ = [
     "Client",
@@ -32,8 +32,8 @@ __all__ = [
 _LAZY = {
     "Client": "ugro.client",
     "Job": "ugro.job",
-    "JobSpec": "ugro.spec",
-    "JobStatus": "ugro.status",
+    "JobSpec": "ugro.jobs.spec",
+    "JobStatus": "ugro.jobs.lifecycle",
     "Settings": "ugro.settings",
     "SpecError": "ugro.errors",
     "UgroError": "ugro.errors",

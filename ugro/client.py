@@ -10,24 +10,27 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ugro.dispatch import dispatch_pending, gpu_view
 from ugro.errors import JobNotFound, SpecError, StateError
-from ugro.events import await_end, next_event
-from ugro.explain import why_waiting
+from ugro.execution.outcome import requeue
+from ugro.health.samples import NodeSample, samples
 from ugro.job import Job
-from ugro.lifecycle import requeue
-from ugro.registry import JobRow, utcnow
+from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.spec import JobSpec, check_job_id
+from ugro.live.events import await_end, next_event
+from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime
-from ugro.samples import NodeSample, samples
+from ugro.scheduling.dispatch import dispatch_pending, gpu_view
+from ugro.scheduling.explain import why_waiting
+from ugro.scheduling.submit import LiveNodes, accept
+from ugro.scheduling.submit_lease import SubmitLease
 from ugro.settings import Settings
-from ugro.spec import JobSpec, check_job_id
-from ugro.status import JobStatus
-from ugro.submit import LiveNodes, accept
-from ugro.submit_lease import SubmitLease
+
+if TYPE_CHECKING:
+    from ugro.health.sweep import SweepReport
 
 # How long (s) a wait reads on after a job ended while others still run, so that
 # one registry read covers a batch of a sweep's ends (``events.await_end``).
@@ -168,7 +171,7 @@ class Client:
     def _job(self, row: JobRow) -> Job:
         """The job of a row; a running job the progress scan (once a minute) has not
         reached yet gets its progress read from its directory now."""
-        from ugro.progress_scan import progress_now
+        from ugro.progress.jobs import progress_now
 
         unscanned = row.status == JobStatus.RUNNING.value and not row.progress
         return Job.from_row(
@@ -268,7 +271,7 @@ class Client:
         breaker as it stands now (``breaker``; ``breaker_open_until``, when an open
         breaker's window ends, else None) and its GPUs (worker up, free, held by a
         job, or blocked, with readings)."""
-        from ugro.sweep import breaker_for, latest_health
+        from ugro.health.sweep import breaker_for, latest_health
 
         view = gpu_view(self.rt)
         workers = self.rt.live.workers(max_age=self.settings.worker_ttl)
@@ -308,6 +311,18 @@ class Client:
         for node in health:  # nodes with no GPU worker up: probed, or gone quiet
             entry(node, None)
         return [found[node] for node in sorted(found)]
+
+    def sweep_health(self) -> SweepReport:
+        """A health sweep now, whatever its interval, then a dispatch pass when a
+        node came back (jobs may have waited for exactly that node)."""
+        from ugro.health.sweep import health_sweep
+
+        report = health_sweep(self.rt, force=True)
+        if report is None:  # only an unforced sweep is ever turned away
+            raise StateError("the health sweep did not run")
+        if report.recovered:
+            dispatch_pending(self.rt)
+        return report
 
     def node_history(self, since: datetime, node: str | None = None) -> builtins.list[NodeSample]:
         """The health sweep's samples since ``since``, oldest first."""

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ugro.progress import ProgressInfo
-from ugro.registry import JobRow, gpu_list
-from ugro.status import JobStatus
+from ugro.jobs.lifecycle import JobStatus
+from ugro.progress.base import ProgressInfo
+from ugro.registry.models import JobRow, gpu_list
 
 
 class Job(BaseModel):

@@ -13,28 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ugro.job_message import JobMessage, job_message
-from ugro.keys import Keys
-from ugro.live import LiveState
-from ugro.paths import JobPaths, build_attempt_logs, build_tree
-from ugro.registry import JobRow, Registry, utcnow
+from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.paths import JobPaths, build_attempt_logs, build_tree
+from ugro.jobs.spares import SparePool
+from ugro.live.job_message import JobMessage, job_message
+from ugro.live.keys import Keys
+from ugro.live.state import LiveState
+from ugro.registry.models import JobRow, utcnow
+from ugro.registry.store import Registry
 from ugro.settings import Settings
-from ugro.spares import SparePool
-from ugro.status import JobStatus
-
-
-def queue_for_gpu(settings: Settings, node: str, index: int) -> str:
-    """The Celery queue of one GPU's worker: ``ugro.gpu.<node>.<index>``."""
-    return f"{settings.redis_prefix}.gpu.{node}.{index}"
-
-
-def control_queue(settings: Settings) -> str:
-    """The queue of beat's control tasks (dispatch tick), served by node agents."""
-    return f"{settings.redis_prefix}.control"
-
-
-def node_queue(settings: Settings, node: str) -> str:
-    return f"{settings.redis_prefix}.node.{node}"
+from ugro.transport.queues import queue_for_gpu
 
 
 @dataclass
@@ -78,7 +66,7 @@ class Runtime:
     def app(self) -> Any:
         """The Celery app, made on first use (a client that only reads needs none)."""
         if self._app is None:
-            from ugro.celery_app import make_app
+            from ugro.transport.celery_app import make_app
 
             self._app = make_app(self.settings)
         return self._app
@@ -106,7 +94,7 @@ class Runtime:
 
     def job_message(self, job_id: str, token: str, node: str, gpus: list[int]) -> JobMessage:
         """A placed job's message to its first GPU's worker, for the caller to push in
-        its own transaction (``ugro.job_message``)."""
+        its own transaction (``ugro.live.job_message``)."""
         queue = queue_for_gpu(self.settings, node, gpus[0])
         return job_message(self.app, self.keys, queue, job_id, token, node, gpus)
 

@@ -9,13 +9,13 @@ from typing import Any
 from celery import current_app, shared_task
 from celery.signals import worker_shutting_down
 
-from ugro.attempt import run_attempt
-from ugro.dispatch import dispatch_pending
-from ugro.job_message import RUN_JOB
-from ugro.orphans import kill_orphans
-from ugro.progress_scan import progress_scan
-from ugro.reconcile import reconcile
+from ugro.execution.attempt import run_attempt
+from ugro.execution.orphans import kill_orphans
+from ugro.execution.reconcile import reconcile
+from ugro.live.job_message import RUN_JOB
+from ugro.progress.jobs import progress_scan
 from ugro.runtime import Runtime
+from ugro.scheduling.dispatch import dispatch_pending
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _on_shutdown(**_: Any) -> None:
     SHUTTING_DOWN.set()
 
 
-@shared_task(name=RUN_JOB, ignore_result=True, Request="ugro.receipt_ack:ReceivedJob")
+@shared_task(name=RUN_JOB, ignore_result=True, Request="ugro.transport.receipt_ack:ReceivedJob")
 def run_job(job_id: str, token: str, node: str, gpus: list[int]) -> str:
     """Run one placed job on this GPU worker."""
     outcome = run_attempt(runtime(), job_id, token, node, [int(g) for g in gpus], SHUTTING_DOWN)
@@ -77,11 +77,14 @@ def dispatch() -> int:
 def health_sweep_task() -> dict[str, object] | None:
     """Beat's health sweep: runs when the adaptive interval says it is due."""
     # Imported here: the sweep brings paramiko, which GPU workers never need.
-    from ugro.sweep import health_sweep
+    from ugro.health.sweep import health_sweep
 
-    report = health_sweep(runtime())
+    rt = runtime()
+    report = health_sweep(rt)
     if report is None:
         return None
+    if report.recovered:
+        dispatch_pending(rt)  # jobs may have waited for exactly these nodes
     return {"nodes": {n: s.level for n, s in report.nodes.items()}, "interval": report.interval}
 
 
@@ -118,8 +121,8 @@ def daily_summary_task(self: Any) -> dict[str, Any]:
     once, prune old ones, deliver new ones. A failed delivery is retried as a new
     message after a backoff, so the control worker is not held while a webhook is
     down; the run is idempotent, so the retry writes nothing twice."""
-    from ugro.retry import backoff
-    from ugro.summary_daily import run_daily
+    from ugro.jobs.retry import backoff
+    from ugro.summary.daily import run_daily
 
     rt = runtime()
     report = run_daily(rt.registry, rt.settings)

@@ -8,17 +8,20 @@ from celery.signals import beat_init
 
 # First: RedBeat's own beat_init receiver takes the lock (a second beat waits
 # there), so the start-up work below runs only in the beat that schedules.
-import ugro.beat_scheduler  # noqa: F401
-from ugro.celery_app import make_app
-from ugro.reconcile import reconcile
-from ugro.runtime import Runtime, control_queue
+import ugro.transport.beat_scheduler  # noqa: F401
+from beat_schedule import beat_schedule
+from ugro.execution.reconcile import reconcile
+from ugro.runtime import Runtime
 from ugro.settings import Settings
+from ugro.transport.celery_app import make_app
+from ugro.transport.queues import control_queue
 
 
 def main() -> None:
     settings = Settings()
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     app = make_app(settings)
+    app.conf.beat_schedule = beat_schedule(settings)
 
     @beat_init.connect(weak=False)
     def _start(**_: Any) -> None:

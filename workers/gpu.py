@@ -12,16 +12,16 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from ugro.celery_app import make_app
-from ugro.dispatch import dispatch_pending
-from ugro.gpus import load_backend
-from ugro.presence import Presence
-from ugro.processes import become_subreaper
-from ugro.receipt_ack import AckOnReceipt
-from ugro.reconcile import reconcile
-from ugro.runtime import queue_for_gpu
+from ugro.execution.processes import become_subreaper
+from ugro.execution.reconcile import reconcile
+from ugro.gpus.inventory import load_backend
+from ugro.live.presence import Presence
+from ugro.scheduling.dispatch import dispatch_pending
 from ugro.settings import Settings
 from ugro.tasks import runtime
+from ugro.transport.celery_app import make_app
+from ugro.transport.queues import queue_for_gpu
+from ugro.transport.receipt_ack import AckOnReceipt
 
 
 def worker_argv(settings: Settings, index: int) -> list[str]:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings()
     app = make_app(settings)
-    # Job messages leave Redis as they are received (ugro/receipt_ack.py).
+    # Job messages leave Redis as they are received (ugro/transport/receipt_ack.py).
     app.steps["consumer"].add(AckOnReceipt)
     # Orphans of this worker's jobs become its children, so it reaps them.
     become_subreaper()

@@ -14,14 +14,14 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutting_down
 
-from ugro.celery_app import make_app
-from ugro.gpus import load_backend
-from ugro.health import HealthCollector
-from ugro.orphans import kill_orphans
-from ugro.reconcile import reconcile
-from ugro.runtime import control_queue, node_queue
+from ugro.execution.orphans import kill_orphans
+from ugro.execution.reconcile import reconcile
+from ugro.gpus.inventory import load_backend
+from ugro.health.readings import HealthCollector
 from ugro.settings import Settings
 from ugro.tasks import runtime
+from ugro.transport.celery_app import make_app
+from ugro.transport.queues import control_queue, node_queue
 
 log = logging.getLogger(__name__)
 

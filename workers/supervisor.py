@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from ugro.stack import beat_service, node_services
-from ugro.supervisor import Supervisor
+from ugro.ops.stack import beat_service, node_services
+from ugro.ops.supervisor import Supervisor
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The `ugro` command: a thin shell over ``ugro.Client`` and ``ugro.stack``.
+"""The `ugro` command: a thin shell over ``ugro.Client`` and ``ugro.ops.stack``.
 
 Tables and progress go to people (progress on stderr), ``--json`` to scripts.
 """

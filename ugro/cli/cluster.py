@@ -39,7 +39,7 @@ def nodes(as_json: bool, per_gpu: bool, history: str | None, node: str | None) -
     if history is not None:
         _history(history, node, as_json)
         return
-    from ugro.health import latest_readings, node_as_read
+    from ugro.health.readings import latest_readings, node_as_read
 
     with client_from_env() as client:
         listed = client.nodes()
@@ -149,7 +149,7 @@ def _gpu_table(found: list[dict[str, Any]]) -> Table:
 
 
 def _history(duration: str, node: str | None, as_json: bool) -> None:
-    from ugro.spec import parse_duration
+    from ugro.jobs.spec import parse_duration
 
     try:
         seconds = parse_duration(duration)
@@ -186,11 +186,8 @@ def _history(duration: str, node: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def health_command(as_json: bool) -> None:
     """Run a health sweep now (beat runs one every 5-60 s) and show what it found."""
-    from ugro.sweep import health_sweep
-
     with client_from_env() as client:
-        report = health_sweep(client.rt, force=True)
-    assert report is not None
+        report = client.sweep_health()
     if as_json:
         click.echo(json.dumps({n: s.to_dict() for n, s in report.nodes.items()}, indent=2))
         return
@@ -205,7 +202,7 @@ def health_command(as_json: bool) -> None:
 @main.command(name="reconcile")
 def reconcile_command() -> None:
     """Rebuild live state from the registry now (after a Redis wipe, say)."""
-    from ugro.reconcile import reconcile
+    from ugro.execution.reconcile import reconcile
 
     with client_from_env() as client:
         report = reconcile(client.rt)
@@ -226,7 +223,7 @@ def _parse_gpus(value: str | None) -> list[int] | None:
 @click.option("--no-beat", is_flag=True, help="Do not start beat (another node runs it).")
 def up(gpus: str | None, no_beat: bool) -> None:
     """Start Redis (embedded), this node's GPU workers, its agent and beat, in the background."""
-    from ugro.stack import Stack
+    from ugro.ops.stack import Stack
 
     settings = settings_from_env()
     stack = Stack(settings)
@@ -244,7 +241,7 @@ def up(gpus: str | None, no_beat: bool) -> None:
 @main.command()
 def down() -> None:
     """Stop everything `ugro up` started; running jobs go back to the queue."""
-    from ugro.stack import Stack
+    from ugro.ops.stack import Stack
 
     stopped = Stack(settings_from_env()).down()
     err.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -254,7 +251,7 @@ def down() -> None:
 @click.option("--gpus", default=None, help="GPU indices to serve, e.g. 0,1 (default: all).")
 def worker(gpus: str | None) -> None:
     """Run this node's GPU workers and node agent in the foreground."""
-    from ugro.stack import node_services, run_foreground, select_gpus
+    from ugro.ops.stack import node_services, run_foreground, select_gpus
 
     settings = settings_from_env()
     indices, found = select_gpus(settings, _parse_gpus(gpus))

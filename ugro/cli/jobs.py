@@ -59,7 +59,7 @@ def submit(
     """Queue a job and print its id: ugro submit --name N -- python train.py"""
     from pathlib import Path
 
-    from ugro.spec import parse_spec
+    from ugro.jobs.spec import parse_spec
 
     pairs = {}
     for item in env:
@@ -85,8 +85,8 @@ def submit(
 @click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
 def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
     """List jobs, newest first (works while the stack is down)."""
-    from ugro.scan import OUTDATED, STUCK
-    from ugro.status import JobStatus
+    from ugro.jobs.lifecycle import JobStatus
+    from ugro.progress.scan import OUTDATED, STUCK
 
     findings = {STUCK, OUTDATED}  # the progress scan's, not stored statuses
     known = [s.value for s in JobStatus] + sorted(findings)
@@ -228,7 +228,7 @@ def logs(job_id: str, follow: bool, attempt: int | None) -> None:
 @click.option("--timeout", default=None, help="Give up after this long (90s, 15m, 2h).")
 def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
     """Wait for jobs to end; exit 0 when all succeeded, else the first failure's code."""
-    from ugro.spec import parse_duration
+    from ugro.jobs.spec import parse_duration
 
     try:
         limit = None if timeout is None else parse_duration(timeout)
@@ -261,7 +261,7 @@ def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
 @click.option("--no-wait", is_flag=True, help="Return once asked; do not wait for the end.")
 def cancel(job_ids: tuple[str, ...], grace: str | None, no_wait: bool) -> None:
     """Cancel jobs: a queued job never starts, a running one is stopped."""
-    from ugro.spec import parse_duration
+    from ugro.jobs.spec import parse_duration
 
     try:
         seconds = None if grace is None else parse_duration(grace)

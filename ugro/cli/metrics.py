@@ -16,7 +16,7 @@ from ugro.cli.base import client_from_env, err, main
 @click.option("--port", type=int, default=None, help="Port (default UGRO_METRICS_PORT, 9847).")
 def metrics(address: str | None, port: int | None) -> None:
     """Serve Prometheus metrics of jobs, queues, GPUs and nodes until stopped."""
-    from ugro.metrics import serve_metrics
+    from ugro.ops.metrics import serve_metrics
 
     with client_from_env() as client:
         settings = client.settings

@@ -21,7 +21,7 @@ from ugro.cli.base import err, main, settings_from_env
 )
 def flower(address: str | None, port: int | None, allow_control: bool) -> None:
     """Run Flower on ugro's broker, in the foreground, with a login always required."""
-    from ugro.flower import flower_login, is_loopback, run_flower
+    from ugro.ops.flower import flower_login, is_loopback, run_flower
 
     settings = settings_from_env()
     changes = {"flower_address": address, "flower_port": port}
@@ -61,6 +61,6 @@ def demo(data_dir: str | None, gpus: int, keep: bool) -> None:
     Without --data-dir it works in a temporary directory and removes it at the end
     unless --keep is given (or a job failed: its logs are then kept).
     """
-    from ugro.demo import run_demo
+    from ugro.cli.demo import run_demo
 
     sys.exit(run_demo(data_dir, gpus, keep=keep))

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from ugro.cli.base import main, out, settings_from_env
-from ugro.progress import ProgressInfo
+from ugro.progress.base import ProgressInfo
 
 
 def progress_cells(info: ProgressInfo | None) -> tuple[str, str, str, str]:
@@ -70,7 +70,7 @@ def scan(path: Path, epochs: int | None, as_json: bool, verbose: bool) -> None:
     evaluation_scores.json, progress.json, config.json, logs/, ...) are skipped; a
     folder with run files whose runner type cannot be told fails the scan (exit 2).
     """
-    from ugro.scan import Scanner, run_dirs_under
+    from ugro.progress.scan import Scanner, run_dirs_under
 
     settings = settings_from_env()
     found = run_dirs_under(path.absolute())

@@ -16,9 +16,9 @@ from ugro.cli.base import err, fail, main, settings_from_env
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics JSON instead.")
 def summary(day: str | None, as_json: bool) -> None:
     """Render one day's summary: to stdout, and to <data_dir>/summaries/."""
-    from ugro.registry import Registry
-    from ugro.summary_daily import write_summary
-    from ugro.summary_day import parse_day, timezone_of, today
+    from ugro.registry.store import Registry
+    from ugro.summary.daily import write_summary
+    from ugro.summary.day import parse_day, timezone_of, today
 
     settings = settings_from_env()
     tz = timezone_of(settings)

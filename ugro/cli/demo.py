@@ -1,0 +1,217 @@
+"""`ugro demo`: a private stack on simulated GPUs, a small sweep, a result table."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.live import Live
+from rich.table import Table
+
+from ugro.cli.base import err, out
+from ugro.client import Client
+from ugro.errors import StackError
+from ugro.job import Job
+from ugro.jobs.spec import JobSpec
+from ugro.ops.stack import Stack
+from ugro.progress.trackers import tracker_for_kind
+from ugro.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LEARNING_RATES = ["0.01", "0.03", "0.1", "0.3", "1.0", "3.0"]
+EPOCHS = 8
+
+
+def trainers(python: str) -> list[JobSpec]:
+    """The sweep: one trainer per learning rate."""
+    train = str(EXAMPLES / "train.py")
+    return [
+        JobSpec(
+            name=f"train-lr{lr}",
+            kind="train",
+            epochs=EPOCHS,
+            tags=["demo"],
+            command=[python, train, "--lr", lr, "--epochs", str(EPOCHS), "--epoch-seconds", "0.4"],
+        )
+        for lr in LEARNING_RATES
+    ]
+
+
+def evaluators(python: str, best: list[Job]) -> list[JobSpec]:
+    """Evaluate the best trainers' final checkpoints on the test split, and a baseline."""
+    evaluate = str(EXAMPLES / "evaluate.py")
+    specs = [
+        JobSpec(
+            name=f"eval-{job.name}",
+            kind="eval",
+            tags=["demo"],
+            command=[
+                python,
+                evaluate,
+                "--checkpoint",
+                str(_last_checkpoint(job)),
+                "--seconds",
+                "1",
+            ],
+        )
+        for job in best
+    ]
+    specs.append(
+        JobSpec(
+            name="eval-baseline",
+            kind="eval",
+            tags=["demo"],
+            command=[python, evaluate, "--seconds", "1"],
+        )
+    )
+    return specs
+
+
+def _last_checkpoint(job: Job) -> Path:
+    return job.job_dir / "checkpoints" / f"epoch_{EPOCHS - 1}.npz"
+
+
+def read_progress(job: Job) -> tuple[int | None, float | None]:
+    """(epochs completed, best score) of a demo job, read by its runner type's tracker."""
+    info = tracker_for_kind(job.kind).read(job.job_dir, EPOCHS if job.kind == "train" else None)
+    return info.completed_epochs, info.best_score
+
+
+def _table(jobs: list[Job], final: bool) -> Table:
+    title = "ugro demo: results" if final else "ugro demo: running"
+    table = Table(title=title, header_style="bold")
+    for column in ("name", "status", "node/GPU", "progress", "best score", "duration"):
+        table.add_column(column)
+    for job in jobs:
+        epochs, best = read_progress(job)
+        if job.kind == "train":
+            progress = f"{epochs or 0}/{EPOCHS} epochs"
+        else:
+            progress = "done" if best is not None else "-"
+        where = f"{job.node}/{','.join(map(str, job.gpu_indices))}" if job.node else "-"
+        duration = f"{job.duration:.1f} s" if job.duration is not None else "-"
+        table.add_row(
+            job.name,
+            job.status.value,
+            where,
+            progress,
+            "-" if best is None else f"{best:.3f}",
+            duration,
+        )
+    return table
+
+
+def _poll(client: Client, ids: list[str], awaited: set[str]) -> Iterator[list[Job]]:
+    """The jobs, read again every half second, until the awaited ones have ended."""
+    while True:
+        jobs = client.get_many(ids)
+        yield jobs
+        if all(job.done for job in jobs if job.id in awaited):
+            return
+        time.sleep(0.5)
+
+
+def _ended(job: Job) -> str:
+    _, best = read_progress(job)
+    score = "-" if best is None else f"{best:.3f}"
+    duration = "-" if job.duration is None else f"{job.duration:.1f} s"
+    return f"{job.name} {job.status.value}: best score {score}, {duration}"
+
+
+def _watch(client: Client, shown: list[Job], awaited: list[Job]) -> list[Job]:
+    """Show every job's progress until the awaited ones end; the jobs, refreshed."""
+    ids = list(dict.fromkeys(job.id for job in shown + awaited))
+    waiting = {job.id for job in awaited}
+    jobs: list[Job] = []
+    if err.is_terminal and not err.is_dumb_terminal:
+        with Live(console=err, refresh_per_second=4) as live:
+            for jobs in _poll(client, ids, waiting):
+                live.update(_table(jobs, False))
+        return jobs
+    # Piped or logged, a live table cannot be redrawn in place: it would come out
+    # whole on every stop. So each awaited job's end gets a line of its own.
+    reported: set[str] = set()
+    for jobs in _poll(client, ids, waiting):
+        for job in jobs:
+            if job.id in waiting and job.done and job.id not in reported:
+                reported.add(job.id)
+                err.print(_ended(job))
+    return jobs
+
+
+def run_demo(data_dir: str | None, gpus: int, keep: bool = False) -> int:
+    """Run the demo end to end; the exit code is 0 when every job finished.
+
+    Without ``data_dir`` the demo works in a temporary directory, removed at the
+    end unless ``keep`` is set or the demo did not succeed (its logs then help).
+    A directory the user named is always kept.
+    """
+    if not (EXAMPLES / "train.py").exists():
+        raise StackError(f"the examples are missing from {EXAMPLES}: run from a ugro checkout")
+    root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="ugro-demo-"))
+    # The demo runs on the embedded defaults, whatever this shell points at.
+    for name in ("UGRO_REDIS_URL", "UGRO_DATABASE_URL"):
+        os.environ.pop(name, None)
+    os.environ["UGRO_DATA_DIR"] = str(root.absolute())
+    os.environ["UGRO_GPU_BACKEND"] = f"fake:{gpus}"
+    settings = Settings()
+    err.print(f"data dir: {settings.data_dir}")
+    failed: list[Job] | None = None  # None: the demo stopped before its end
+    try:
+        failed = _sweep(settings)
+    finally:
+        _tidy_up(settings, named=data_dir is not None, remove=failed == [] and not keep)
+    return 1 if failed else 0
+
+
+def _tidy_up(settings: Settings, named: bool, remove: bool) -> None:
+    """Remove the demo's temporary directory, or say where it is kept and how to
+    remove it: a demo must not leave megabytes in /tmp unsaid."""
+    root = settings.data_dir
+    if named:
+        err.print(f"results tree: {settings.jobs_dir}")
+        return
+    if remove:
+        try:
+            shutil.rmtree(root)
+        except OSError as exc:
+            err.print(f"[yellow]warning:[/] could not remove {root}: {exc}")
+        else:
+            err.print(f"removed {root}; `ugro demo --keep` keeps its results tree")
+            return
+    # The command on a line of its own: a terminal's wrap does not split it.
+    err.print(f"kept the results tree: {settings.jobs_dir}")
+    err.print(f"remove it with: rm -rf {shlex.quote(str(root))}")
+
+
+def _sweep(settings: Settings) -> list[Job]:
+    """Start the stack, run the sweep and its evaluations, stop the stack; the jobs
+    that did not finish."""
+    stack = Stack(settings)
+    try:
+        with err.status("starting the embedded Redis, GPU workers and beat..."):
+            found = stack.up()
+        err.print(f"up: {found}")
+        with Client(settings) as client:
+            jobs = [client.submit(spec) for spec in trainers(sys.executable)]
+            err.print(f"submitted a sweep of {len(jobs)} trainers")
+            jobs = _watch(client, jobs, jobs)
+            finished = [job for job in jobs if job.succeeded]
+            best = sorted(finished, key=lambda job: -(read_progress(job)[1] or 0.0))[:2]
+            evals = [client.submit(spec) for spec in evaluators(sys.executable, best)]
+            err.print(f"submitted {len(evals)} evaluators of the best checkpoints")
+            jobs = _watch(client, jobs, evals)
+            out.print(_table(jobs, True), soft_wrap=False)  # a centred title
+    finally:
+        with err.status("stopping the stack..."):
+            stack.down()
+    failed = [job for job in jobs if not job.succeeded]
+    for job in failed:
+        err.print(f"[red]{job.name} {job.status.value}: {job.error}[/]")
+    return failed

@@ -1,0 +1,355 @@
+"""One attempt of a job on a GPU worker: claim, run, record, release.
+
+The claim (placed -> running, attempt + 1, compare-and-set in the registry) comes
+before anything runs, so a duplicate delivery of the same message runs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ugro.execution.outcome import requeue, settle_failure
+from ugro.execution.runner import ExitInfo, RunControl, run_command
+from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.paths import JobPaths
+from ugro.jobs.redact import is_secret_name
+from ugro.jobs.spec import JobSpec
+from ugro.progress.jobs import final_progress
+from ugro.registry.models import JobRow
+from ugro.runtime import Runtime, claim_values, gpu_json
+from ugro.scheduling.dispatch import LocalSlot, dispatch_pending
+
+log = logging.getLogger(__name__)
+# A cancel request is looked for at most this often (one GET per running job).
+_CANCEL_POLL = 0.5
+# The bin folder of the virtualenv ugro runs from (None outside one): first on a
+# job's PATH, so that its bare `python` is the one with ugro installed, as in an
+# activated shell, whether or not the shell that ran `ugro up` had activated it.
+_VENV_BIN = str(Path(sys.executable).parent) if sys.prefix != sys.base_prefix else None
+
+
+def run_attempt(
+    rt: Runtime, job_id: str, token: str, node: str, gpus: list[int], stop: threading.Event
+) -> str:
+    """Run a placed job to its end on this worker, then each job that the dispatch
+    pass at its end placed on this worker's GPU (see ``LocalSlot``); returns what
+    happened, for logs."""
+    outcomes: list[str] = []
+    # The claim names the placement's lease token: a message of an earlier placement
+    # of the job, or a second delivery of this one, claims nothing.
+    job = rt.claim(job_id, expect=[JobStatus.PLACED], token=token, **claim_values())
+    if job is None:
+        why = "claimed already (a duplicate delivery), placed again since, or gone"
+        return f"skipped: {why}"
+    following: tuple[JobRow, str, list[int]] | None = (job, token, gpus)
+    while following is not None:
+        job, token, gpus = following
+        outcome, following = _run_one(rt, job, token, node, gpus, stop, mirrored=bool(outcomes))
+        outcomes.append(outcome if not outcomes else f"then {job.id}: {outcome}")
+    # Idle now: make the next jobs' log folders, off any job's start.
+    rt.spare_attempt_logs.replenish()
+    return "; ".join(outcomes)
+
+
+def _run_one(
+    rt: Runtime,
+    job: JobRow,
+    token: str,
+    node: str,
+    gpus: list[int],
+    stop: threading.Event,
+    mirrored: bool,
+) -> tuple[str, tuple[JobRow, str, list[int]] | None]:
+    """One attempt of a claimed job (``mirrored``: Redis shows it running already);
+    returns what happened and the job claimed here next, if any."""
+    holder = f"{job.id}|{token}"
+    paths = rt.paths(job.id)
+    spec: JobSpec | None = None  # parsed once, for the run and for its final progress
+    try:
+        spec = JobSpec.model_validate_json(job.spec)
+        info = _execute(rt, job, spec, paths, node, gpus, holder, stop, mirrored)
+    except LeaseTaken as exc:
+        now = time.time()
+        info = ExitInfo("lost", now, now, error=str(exc))
+    except Exception as exc:  # the worker must survive whatever one job does
+        log.exception("job %s failed in ugro itself", job.id)
+        now = time.time()
+        info = ExitInfo("error", now, now, error=f"ugro error: {exc}")
+    outcome = f"{info.reason} ({info.error or 'exit 0'})"
+    mine = LocalSlot(node, gpus[0])
+    # The end's Redis writes (the lease let go, the status) go with the dispatch
+    # pass's first round trip: the freed GPU is the pass's before anyone else sees it.
+    writes = rt.live.redis.pipeline(transaction=True)
+    try:
+        _finish(rt, job, spec, paths, node, info, (node, gpus, holder), writes)
+        if stop.is_set():  # a worker on its way out hands out no more work
+            writes.execute()
+            return outcome, None
+        dispatch_pending(rt, mine, writes)
+    except BaseException:
+        rt.live.leases.release(node, gpus, holder)  # no leaked lease, whatever failed
+        raise
+    return outcome, mine.taken
+
+
+def newest_checkpoint(checkpoints: Path) -> Path | None:
+    """The most recently written file under ``checkpoints/``, if any."""
+    newest: tuple[float, Path] | None = None
+    for path in checkpoints.rglob("*"):
+        try:
+            if path.is_file() and not path.name.startswith("."):
+                stamp = path.stat().st_mtime
+                if newest is None or stamp > newest[0]:
+                    newest = (stamp, path)
+        except OSError:
+            continue
+    return newest[1] if newest else None
+
+
+def job_environment(
+    job: JobRow,
+    spec: JobSpec,
+    secrets: dict[str, str],
+    paths: JobPaths,
+    node: str,
+    gpus: list[int],
+) -> dict[str, str]:
+    env = dict(os.environ)
+    if _VENV_BIN is not None:
+        path = env.get("PATH", os.defpath)
+        if not path.startswith(_VENV_BIN + os.pathsep):
+            env["PATH"] = _VENV_BIN + os.pathsep + path
+    env.update(spec.env)
+    env.update(secrets)
+    env.update(
+        {
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # indices as nvidia-smi shows them
+            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus),
+            "UGRO_JOB_ID": job.id,  # also the tag that finds every process of the job
+            "UGRO_JOB_NAME": job.name,
+            "UGRO_JOB_DIR": str(paths.root),
+            "UGRO_CHECKPOINT_DIR": str(paths.checkpoints),
+            "UGRO_TENSORBOARD_DIR": str(paths.tensorboard),
+            "UGRO_ATTEMPT": str(job.attempt),
+            "UGRO_NODE": node,
+            "PYTHONUNBUFFERED": "1",  # a Python job's prints reach the log as they happen
+        }
+    )
+    env.pop("UGRO_RESUME_FROM", None)
+    if job.attempt > 1 and (resume := newest_checkpoint(paths.checkpoints)) is not None:
+        env["UGRO_RESUME_FROM"] = str(resume)
+    return env
+
+
+class LeaseTaken(Exception):
+    """A claimed job's GPU lease is another's: the job must not run there."""
+
+
+def _execute(
+    rt: Runtime,
+    job: JobRow,
+    spec: JobSpec,
+    paths: JobPaths,
+    node: str,
+    gpus: list[int],
+    holder: str,
+    stop: threading.Event,
+    mirrored: bool,
+) -> ExitInfo:
+    # The registry keeps a secret's name, redacted; its value is in Redis only.
+    secrets = rt.live.secrets(job.id) if any(map(is_secret_name, spec.env)) else {}
+    argv = spec.argv()
+    cwd = Path(spec.working_dir) if spec.working_dir else paths.root
+    rank_log = paths.start_attempt_logs(job.attempt, rt.spare_attempt_logs)
+    host = socket.gethostname()
+    started = datetime.now(UTC)
+    env = job_environment(job, spec, secrets, paths, node, gpus)
+    resume = f", resuming from {env['UGRO_RESUME_FROM']}" if "UGRO_RESUME_FROM" in env else ""
+
+    def on_start(pid: int) -> None:
+        # The bookkeeping of the start follows the start, off the job's critical
+        # path; should any of it fail, the runner stops the job.
+        if not mirrored and not rt.started(job, (node, gpus, holder)):
+            raise LeaseTaken(f"GPUs {gpus} of {node} were leased to another job")
+        paths.name_attempt_logs(job.attempt)
+        rt.registry.start_attempt(
+            job_id=job.id,
+            number=job.attempt,
+            node=node,
+            host=host,
+            gpu_indices=gpu_json(gpus),
+            pid=pid,
+            started_at=started,
+        )
+        _write_metadata(paths, job, node, gpus, host, argv, started=started, pid=pid)
+        paths.append_console(
+            f"attempt {job.attempt} started on {node} GPUs {gpus}{resume}: {argv} (pid {pid})"
+        )
+
+    def heartbeat() -> bool:
+        try:
+            held = rt.live.leases.renew(
+                node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt
+            )
+            if held:
+                rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, attempt=job.attempt)
+            return held
+        except redis.RedisError as exc:
+            # Redis away: nobody can declare the job lost either; keep running and
+            # take the lease again when it is back.
+            log.warning("heartbeat of %s failed: %s", job.id, exc)
+            return True
+
+    last_look = [0.0]
+
+    def cancelled() -> tuple[float, str] | None:
+        now = time.monotonic()
+        if now - last_look[0] < _CANCEL_POLL:
+            return None
+        last_look[0] = now
+        try:
+            return rt.live.cancel_requested(job.id)
+        except redis.RedisError:
+            return None
+
+    control = RunControl(
+        heartbeat=heartbeat,
+        interval=rt.settings.heartbeat_interval,
+        stop=stop,
+        timeout=spec.timeout,
+        grace=rt.settings.stop_grace,
+        cancelled=cancelled,
+        on_start=on_start,
+    )
+    info = run_command(argv, env, cwd, rank_log, control)
+    if info.pid is None:  # never started: its log, which says why, gets its names here
+        paths.name_attempt_logs(job.attempt)
+    _write_metadata(paths, job, node, gpus, host, argv, started=started, info=info)
+    return info
+
+
+def _write_metadata(
+    paths: JobPaths,
+    job: JobRow,
+    node: str,
+    gpus: list[int],
+    host: str,
+    argv: list[str],
+    started: datetime,
+    info: ExitInfo | None = None,
+    pid: int | None = None,
+) -> None:
+    data: dict[str, Any] = {
+        "job_id": job.id,
+        "name": job.name,
+        "host": host,
+        "node": node,
+        "nodes": [node],
+        "gpus": gpus,
+        "cuda_visible_devices": ",".join(str(i) for i in gpus),
+        "command": argv,
+        "attempt": job.attempt,
+        "distributed": False,
+        "start": started.isoformat(),
+        "end": None,
+        "duration_s": None,
+        "exit_code": None,
+        "exit_signal": None,
+        "exit_reason": None,
+        "pid": pid,
+    }
+    if info is not None:
+        data.update(
+            end=datetime.fromtimestamp(info.ended, UTC).isoformat(),
+            duration_s=round(info.duration, 3),
+            exit_code=info.code,
+            exit_signal=info.signal,
+            exit_reason=info.reason,
+            error=info.error,
+            pid=info.pid,
+        )
+        paths.write_metadata(data)
+    else:
+        paths.write_start_metadata(job.attempt, data)
+
+
+def _finish(
+    rt: Runtime,
+    job: JobRow,
+    spec: JobSpec | None,
+    paths: JobPaths,
+    node: str,
+    info: ExitInfo,
+    leases: tuple[str, list[int], str],
+    writes: Any,
+) -> None:
+    """Record the attempt's end and the job's next status; release its leases (the
+    job's processes are gone by now). Those Redis writes of an attempt that ended
+    well or was cancelled are left in ``writes`` for the caller to execute."""
+    ended = datetime.fromtimestamp(info.ended, UTC)
+    attempt: dict[str, Any] = {
+        "ended_at": ended,
+        "exit_code": info.code,
+        "exit_signal": info.signal,
+        "exit_reason": info.reason,
+    }
+    line = f"attempt {job.attempt} ended: {info.reason}"
+    if info.error:
+        line += f" - {info.error}"
+    paths.append_console(line)
+    running = [JobStatus.RUNNING]
+    outcome: dict[str, Any] = {
+        "exit_code": info.code,
+        "exit_signal": info.signal,
+        "exit_reason": info.reason,
+        "error": info.error,
+        "progress": final_progress(rt, job, ok=info.reason == "ok", spec=spec),
+    }
+    ending = {"ok": JobStatus.FINISHED, "cancelled": JobStatus.CANCELLED}.get(info.reason)
+    if ending is not None:
+        # The attempt's end and the job's status in one commit. "stuck" is
+        # retried below; "cancelled" is by a person.
+        rt.end_attempt(
+            job.id,
+            job.attempt,
+            attempt,
+            ending,
+            expect=running,
+            release=leases,
+            writes=writes,
+            finished_at=ended,
+            **outcome,
+        )
+        if ending is JobStatus.CANCELLED:
+            rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
+        return
+    # The GPUs are free before the job is queued again, and the retry policy
+    # counts the attempts that ended: record this one first.
+    rt.live.leases.release(*leases)
+    rt.registry.end_attempt(job, **attempt)
+    if info.reason == "interrupted":
+        # The worker is shutting down: the job goes back to the queue, not lost.
+        requeue(rt, job, running, "its worker shut down", **outcome)
+    else:
+        settle_failure(
+            rt,
+            job,
+            running,
+            info.reason,
+            info.error,
+            ended,
+            info.code,
+            info.signal,
+            info.deterministic,
+            outcome["progress"],
+        )

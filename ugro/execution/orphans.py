@@ -1,0 +1,69 @@
+"""Orphan scan: kill job processes on this node that no running attempt owns.
+
+A job's processes carry its tag (``UGRO_JOB_ID``, ``UGRO_ATTEMPT``, ``UGRO_NODE``
+and ``UGRO_JOB_DIR`` in their environment). The node agent scans for them every
+``orphan_scan_interval``: a process whose job is not running on this node as that
+attempt (its worker died and the job was declared lost, or it outlived its job)
+is stopped like a job: SIGTERM, the grace period, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+import psutil
+
+from ugro.execution.processes import send, tagged_jobs
+from ugro.jobs.lifecycle import JobStatus
+from ugro.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def _tag(proc: psutil.Process, name: str) -> str | None:
+    try:
+        return (proc.info.get("environ") or proc.environ()).get(name)
+    except psutil.Error:
+        return None
+
+
+def kill_orphans(rt: Runtime, node: str, grace: float | None = None) -> int:
+    """Stop every orphaned job process of this installation on this node."""
+    jobs_dir = str(rt.settings.jobs_dir) + "/"
+    mine = {}
+    for job_id, procs in tagged_jobs().items():
+        ours = [
+            p
+            for p in procs
+            if _tag(p, "UGRO_NODE") == node and (_tag(p, "UGRO_JOB_DIR") or "").startswith(jobs_dir)
+        ]
+        if ours:
+            mine[job_id] = ours
+    if not mine:
+        return 0
+    rows = {row.id: row for row in rt.registry.list_jobs(ids=list(mine))}
+    orphans: list[psutil.Process] = []
+    for job_id, procs in mine.items():
+        row = rows.get(job_id)
+        for proc in procs:
+            owned = (
+                row is not None
+                and row.status == JobStatus.RUNNING.value
+                and row.node == node
+                and _tag(proc, "UGRO_ATTEMPT") == str(row.attempt)
+            )
+            if not owned:
+                orphans.append(proc)
+                log.warning("killing orphan pid %s of job %s", proc.pid, job_id)
+        if not all(p in orphans for p in procs) or row is None:
+            continue
+        rt.paths(job_id).append_console(f"killed {len(procs)} orphaned process(es) on {node}")
+        rt.registry.add_event("orphans_killed", f"{job_id}: {len(procs)} on {node}", job_id, node)
+    send(orphans, signal.SIGTERM)
+    _, left = psutil.wait_procs(orphans, timeout=rt.settings.stop_grace if grace is None else grace)
+    send(left, signal.SIGKILL)
+    # Orphans are the children of the supervisor or a GPU worker (subreapers),
+    # which reap them; the agent only waits for them to end.
+    psutil.wait_procs(left, timeout=5)
+    return len(orphans)

@@ -1,0 +1,88 @@
+"""What happens to a job after an attempt: finished, retried, requeued, failed.
+
+Shared by the worker (an attempt ended) and the reconciler (an attempt was lost).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import datetime
+
+from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.retry import backoff, should_retry
+from ugro.jobs.spec import JobSpec
+from ugro.registry.models import JobRow, utcnow
+from ugro.runtime import Runtime
+from ugro.transport.queues import control_queue
+
+
+def requeue(
+    rt: Runtime,
+    job: JobRow,
+    expect: Iterable[JobStatus],
+    why: str,
+    delay: float = 0.0,
+    **values: object,
+) -> bool:
+    """Put a job back in the queue (after ``delay`` seconds); False if its status
+    changed under us."""
+    spec = JobSpec.model_validate_json(job.spec)
+    moved = rt.transition(
+        job.id, JobStatus.QUEUED, expect=expect, node=None, gpu_indices=None, **values
+    )
+    if not moved:
+        return False
+    ready_at = time.time() + delay if delay > 0 else None
+    rt.live.enqueue(job.id, job.priority, job.gpus, spec.node, spec.timeout, ready_at)
+    if delay > 0:
+        # Wake dispatch when the backoff is over (beat's tick is the safety net).
+        rt.app.send_task("ugro.dispatch", countdown=delay, queue=control_queue(rt.settings))
+    when = f" in {delay:.0f} s" if delay > 0 else ""
+    rt.paths(job.id).append_console(f"requeued{when}: {why}")
+    rt.registry.add_event("requeued", f"{job.id} requeued{when}: {why}", job.id, job.node)
+    return True
+
+
+def failed_attempts(rt: Runtime, job_id: str) -> int:
+    """Attempts that count against ``max_retries`` (an interrupted one does not)."""
+    return sum(
+        1 for a in rt.registry.attempts(job_id) if a.exit_reason not in (None, "interrupted")
+    )
+
+
+def settle_failure(
+    rt: Runtime,
+    job: JobRow,
+    expect: Iterable[JobStatus],
+    reason: str,
+    error: str | None,
+    ended: datetime | None = None,
+    code: int | None = None,
+    sig: int | None = None,
+    deterministic: bool = False,
+    progress: str | None = None,
+) -> JobStatus:
+    """A failed attempt: queue the job again under its retry policy, or fail it.
+
+    Returns the job's new status.
+    """
+    spec = JobSpec.model_validate_json(job.spec)
+    failures = failed_attempts(rt, job.id)
+    fields: dict[str, object] = {
+        "exit_code": code,
+        "exit_signal": sig,
+        "exit_reason": reason,
+        "error": error,
+        "progress": progress,
+    }
+    if should_retry(reason, failures, spec.max_retries, spec.retry_on, deterministic):
+        delay = backoff(failures, rt.settings.retry_backoff, rt.settings.retry_backoff_max)
+        why = f"attempt {job.attempt} ended: {reason}; retry {failures} of {spec.max_retries}"
+        if requeue(rt, job, expect, why, delay, **fields):
+            return JobStatus.QUEUED
+    rt.transition(job.id, JobStatus.FAILED, expect=expect, finished_at=ended or utcnow(), **fields)
+    rt.registry.add_event(
+        "job_failed", f"{job.id} failed: {reason} {error or ''}".strip(), job.id, job.node
+    )
+    return JobStatus.FAILED

@@ -1,0 +1,114 @@
+"""Reconcile: make live state agree with the registry, the source of truth.
+
+Runs at worker and beat start, on beat's tick and on demand (`ugro reconcile`):
+
+- a queued job missing from Redis (after a wipe) is queued again;
+- a placed or running job whose lease is gone, and still gone ``lease_ttl`` later
+  (its worker had that long to take it again), is declared lost: fenced (its
+  worker may not come back to it), and requeued or failed by its retry policy. A
+  placed job that was never claimed just goes back to the queue.
+
+So a dead worker's job is lost at most lease_ttl (the lease runs out) + lease_ttl
+(the suspect window) + reconcile_interval after its last heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from ugro.execution.outcome import requeue, settle_failure
+from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.spec import JobSpec
+from ugro.registry.models import JobRow, gpu_list
+from ugro.runtime import Runtime
+from ugro.scheduling.dispatch import dispatch_pending
+from ugro.transport.queues import node_queue
+
+log = logging.getLogger(__name__)
+
+
+def reconcile(rt: Runtime) -> dict[str, int]:
+    """One reconcile pass (skipped when another runs); returns what it changed."""
+    lock = rt.live.redis.lock(rt.keys.reconcile_lock, timeout=60, blocking=False)
+    if not lock.acquire():
+        return {}
+    try:
+        report = _reconcile(rt)
+    finally:
+        lock.release()
+    if report:
+        log.info("reconcile: %s", dict(report))
+        dispatch_pending(rt)
+    return dict(report)
+
+
+def _reconcile(rt: Runtime) -> Counter[str]:
+    report: Counter[str] = Counter()
+    now = time.time()
+    in_queue = rt.live.queued_ids()
+    active = [JobStatus.QUEUED, JobStatus.PLACED, JobStatus.RUNNING, JobStatus.LOST]
+    rows = sorted(rt.registry.list_jobs(statuses=active), key=lambda r: r.created_at)
+    for row in rows:
+        status = JobStatus(row.status)
+        if status is JobStatus.QUEUED:
+            if row.id not in in_queue:
+                spec = JobSpec.model_validate_json(row.spec)
+                rt.live.enqueue(row.id, row.priority, row.gpus, spec.node, spec.timeout)
+                report["queued again"] += 1
+        elif status is JobStatus.LOST:
+            # Declared lost by a pass that stopped before settling it.
+            settle_failure(rt, row, [JobStatus.LOST], "lost", row.error)
+            report["lost"] += 1
+        elif row.node and rt.live.leases.holds_lease(row.id, row.node, gpu_list(row)):
+            rt.live.leases.clear_suspect(row.id)
+        elif now - rt.live.leases.suspect_since(row.id, now) >= rt.settings.lease_ttl:
+            rt.live.leases.clear_suspect(row.id)
+            if status is JobStatus.PLACED:
+                if requeue(rt, row, [JobStatus.PLACED], "its placement was never claimed"):
+                    report["placement expired"] += 1
+            elif declare_lost(rt, row):
+                report["lost"] += 1
+    return report
+
+
+def declare_lost(rt: Runtime, row: JobRow) -> bool:
+    """A running job whose worker stopped renewing its lease: fence the attempt,
+    record it lost, then retry or fail it."""
+    rt.live.leases.fence(row.id, row.attempt)
+    error = f"no heartbeat from node {row.node} for more than {rt.settings.lease_ttl:g} s"
+    if not rt.transition(
+        row.id, JobStatus.LOST, expect=[JobStatus.RUNNING], exit_reason="lost", error=error
+    ):
+        return False
+    ended = datetime.now(UTC)
+    rt.registry.end_attempt(row, ended_at=ended, exit_reason="lost")
+    paths = rt.paths(row.id)
+    lost: dict[str, object] = {"end": ended.isoformat(), "exit_reason": "lost", "error": error}
+    if paths.read_metadata().get("attempt") != row.attempt:
+        # Its worker died before writing the attempt's start: the file still speaks
+        # of the attempt before, so it gets what the job's row knows of this one.
+        gpus = gpu_list(row)
+        lost |= {
+            "attempt": row.attempt,
+            "node": row.node,
+            "nodes": [row.node],
+            "gpus": gpus,
+            "cuda_visible_devices": ",".join(map(str, gpus)),
+            "start": row.started_at.isoformat() if row.started_at else None,
+            "pid": None,
+            "duration_s": None,
+            "exit_code": None,
+            "exit_signal": None,
+        }
+    paths.update_metadata(**lost)
+    paths.append_console(f"attempt {row.attempt} lost: {error}")
+    rt.registry.add_event("job_lost", f"{row.id} lost: {error}", row.id, row.node)
+    if row.node:
+        # Its processes may still run there: the node's agent stops them now rather
+        # than at its next scan.
+        rt.app.send_task("ugro.kill_orphans", queue=node_queue(rt.settings, row.node))
+    settle_failure(rt, rt.registry.get_job(row.id), [JobStatus.LOST], "lost", error)
+    return True

@@ -1,0 +1,238 @@
+"""JobPaths: the one owner of every file name in a job's directory.
+
+Nothing else in ugro joins paths inside ``jobs/<id>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ugro.jobs.spares import SparePool
+from ugro.jobs.spec import check_job_id
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` so that a reader sees the old file or the new, never half; readable
+    by the lab as the rest of the tree is, whatever the umask.
+
+    The temporary name is this process's and thread's own: no other writer uses it
+    while this one lives, so one left there is a dead writer's, replaced. (A random
+    name from ``mkstemp`` costs more than the write itself, three times per job.)"""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o644)
+    try:
+        try:
+            os.fchmod(fd, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``write_bytes_atomic`` of ``data`` as indented JSON."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _link_over(target: Path, name: Path) -> None:
+    """Make ``name`` a hard link to ``target``, replacing what was there atomically."""
+    try:
+        os.link(target, name)  # the usual case: nothing there yet
+        return
+    except FileExistsError:
+        pass
+    if os.path.samefile(target, name):
+        return
+    tmp = name.with_name(f".{name.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.link(target, tmp)
+    os.replace(tmp, name)
+
+
+def build_tree(where: Path, config: bytes = b"") -> None:
+    """The tree of one job at ``where`` (which must not exist), with ``config`` as its
+    config.json. Not atomic by itself: build under a hidden name, then rename."""
+    os.mkdir(where)
+    for sub in ("logs", "checkpoints", "tensorboard"):
+        os.mkdir(where / sub)
+    for name in ("metrics.jsonl", "console.log"):
+        _touch(where / name)
+    with open(where / "config.json", "xb") as handle:
+        handle.write(config)
+    where.chmod(0o755)  # whatever the umask: readers on other accounts see results
+
+
+def build_attempt_logs(where: Path) -> None:
+    """An attempt's log folder at ``where``: the folder and its empty rank 0 log."""
+    os.mkdir(where)
+    _touch(where / "rank_0.log")
+
+
+def _touch(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """The layout of ``<data_dir>/jobs/<job_id>/``."""
+
+    jobs_dir: Path
+    job_id: str
+
+    def __post_init__(self) -> None:
+        check_job_id(self.job_id)
+
+    # (the paths a job's life asks for most, joined once: pathlib's joins are a
+    # fair share of a short job's bookkeeping)
+    @cached_property
+    def root(self) -> Path:
+        return self.jobs_dir / self.job_id
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "metadata.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.json"
+
+    @property
+    def console(self) -> Path:
+        return self.root / "console.log"
+
+    @cached_property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def training_log(self) -> Path:
+        return self.logs / "training.log"
+
+    def rank_log(self, rank: int) -> Path:
+        return self.logs / f"rank_{rank}.log"
+
+    def attempt_logs(self, attempt: int) -> Path:
+        return self.logs / f"attempt_{attempt}"
+
+    def _attempt_rank_log(self, attempt: int) -> Path:
+        return self.attempt_logs(attempt) / "rank_0.log"
+
+    def start_attempt_logs(self, attempt: int, spares: SparePool | None = None) -> Path:
+        """Make ``logs/attempt_<n>/rank_0.log`` (a spare folder from ``spares`` when
+        there is one), the file the attempt's output goes to, and return it;
+        ``name_attempt_logs`` gives it its other names."""
+        rank_log = self._attempt_rank_log(attempt)
+        folder = rank_log.parent
+        if not folder.exists() and not (spares is not None and spares.take(folder)):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(rank_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
+        return rank_log
+
+    def attempt_start(self, attempt: int) -> Path:
+        """``logs/attempt_<n>/start.json``: the attempt's metadata as it started."""
+        return self.attempt_logs(attempt) / "start.json"
+
+    def write_start_metadata(self, attempt: int, data: dict[str, Any]) -> None:
+        """The metadata of an attempt that just started: its ``start.json``, which is
+        also ``metadata.json`` until the attempt ends (``write_metadata``).
+
+        The end's metadata.json then takes the name from a file that keeps another,
+        instead of freeing it: each attempt keeps where and how it started, and a
+        short job frees no inode. On an ext4 without a journal, every inode freed
+        makes each one created in the next minute cost more (its allocator passes
+        over them one by one), and a job's tree and its attempt create a dozen."""
+        start = self.attempt_start(attempt)
+        write_json_atomic(start, data)
+        _link_over(start, self.metadata)
+
+    def write_metadata(self, data: dict[str, Any]) -> None:
+        """``metadata.json``, written whole (an attempt's end, a lost attempt's)."""
+        write_json_atomic(self.metadata, data)
+
+    def name_attempt_logs(self, attempt: int) -> None:
+        """Point ``training.log`` and ``rank_0.log``, in the attempt's folder and at
+        the top of ``logs/``, at the attempt's rank 0 log: hard links, one file under
+        several names, no copying. The top-level names always show the newest
+        attempt; each attempt's own folder keeps its output apart."""
+        rank_log = self._attempt_rank_log(attempt)
+        for name in (rank_log.with_name("training.log"), self.training_log, self.rank_log(0)):
+            _link_over(rank_log, name)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def create(self, config: dict[str, Any], spares: SparePool | None = None) -> None:
+        """Create the whole tree with its config, all or nothing.
+
+        The tree is built (or taken from ``spares``, made ahead of time) under a
+        hidden temporary name and renamed into place, so a reader never sees a
+        half-made job directory and a failure leaves none.
+        """
+        text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.jobs_dir / f".new-{self.job_id}"
+        try:
+            if spares is not None and spares.take(staging):
+                # No temporary file for the config: the whole tree appears at once.
+                (staging / "config.json").write_text(text, encoding="utf-8")
+            else:
+                build_tree(staging, text.encode())
+            os.rename(staging, self.root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def read_metadata(self) -> dict[str, Any]:
+        """``metadata.json`` as the worker last wrote it (just the job's id if none)."""
+        try:
+            data = json.loads(self.metadata.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"job_id": self.job_id}
+        return data if isinstance(data, dict) else {"job_id": self.job_id}
+
+    def update_metadata(self, **values: Any) -> None:
+        """Change some fields of ``metadata.json`` (written by the worker) in place."""
+        self.write_metadata(self.read_metadata() | values)
+
+    def remove(self) -> None:
+        """Remove the job's tree (used when a submission is rolled back)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def append_console(self, line: str) -> None:
+        """Append one of the orchestrator's own lines to ``console.log``."""
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # One write(2) on an O_APPEND descriptor: lines of concurrent writers (the
+        # submitter, the worker) never interleave, and no text layer is built.
+        fd = os.open(self.console, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{stamp} {line.rstrip()}\n".encode())
+        finally:
+            os.close(fd)

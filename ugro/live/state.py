@@ -1,0 +1,416 @@
+"""Live state in Redis: the pending queue, job hashes, workers, heartbeats; the
+GPU leases are ``ugro.live.leases`` (``LiveState.leases``), and the dispatch lock and
+snapshots ``ugro.live.dispatch_state`` (``LiveState.dispatch``).
+
+Every key comes from ``ugro.live.keys``; every multi-key change that must be atomic is a
+Lua script in ``ugro/live/lua/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, cast
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ugro.errors import NotRunningError
+from ugro.live.command_list import CommandList
+from ugro.live.dispatch_state import DispatchState, PendingEntry
+from ugro.live.job_message import JobMessage
+from ugro.live.keys import Keys
+from ugro.live.leases import Leases
+from ugro.live.scripts import lua_source
+from ugro.live.worker_info import WorkerInfo, node_block
+from ugro.settings import Settings
+
+# Pending score: higher priority first, then submission order. |priority| <= 1000
+# and the sequence stays below 1e10, so the score stays exact in a double.
+_PRIORITY_WEIGHT = 10_000_000_000
+# The live hash of a finished job is kept this long for `ugro wait` and the like.
+_ENDED_JOB_TTL = 86_400
+
+
+def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) -> redis.Redis:
+    """A client for the configured Redis; NotRunningError when it does not answer.
+
+    With ``ride_out`` (workers and agents, mid-job), a command that finds Redis
+    gone retries with backoff for about a minute, so a Redis restart does not fail
+    the job a worker runs. A person's command fails fast instead.
+    """
+    client = redis.Redis.from_url(
+        settings.effective_redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+    try:
+        client.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        where = "the embedded Redis" if settings.embedded_redis else settings.effective_redis_url
+        hint = "start it with `ugro up`" if settings.embedded_redis else "check UGRO_REDIS_URL"
+        raise NotRunningError(f"cannot reach {where} ({exc}): {hint}") from None
+    if ride_out:
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=40)
+        client.connection_pool.connection_kwargs.update(
+            retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError, OSError]
+        )
+        client.connection_pool.reset()
+        client.set_retry(retry)
+    return client
+
+
+#: A job to queue: (job_id, priority, gpus, node, timeout, ready_at).
+QueuedEntry = tuple[str, int, int, str | None, float | None, float | None]
+
+
+class LiveState:
+    """Typed access to ugro's keys in one Redis server."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self.leases = Leases(client, keys)
+        self._enqueue = client.register_script(lua_source("enqueue.lua"))
+        self._run_commands = client.register_script(lua_source("run_commands.lua"))
+        self.dispatch = DispatchState(self)
+
+    @classmethod
+    def open(cls, settings: Settings, ride_out: bool = False) -> LiveState:
+        return cls(connect(settings, ride_out=ride_out), Keys(settings.redis_prefix))
+
+    # Pending queue ---------------------------------------------------------------
+
+    def enqueue(
+        self,
+        job_id: str,
+        priority: int,
+        gpus: int,
+        node: str | None,
+        timeout: float | None = None,
+        ready_at: float | None = None,
+    ) -> None:
+        """Put a job in the pending queue with what placement needs to know, or, with
+        ``ready_at``, among the delayed jobs until then (a retry backoff)."""
+        self.enqueue_many([(job_id, priority, gpus, node, timeout, ready_at)])
+
+    def enqueue_many(self, jobs: list[QueuedEntry], watch: bool = False) -> bool:
+        """``enqueue`` for several jobs, in order, in one round trip.
+
+        With ``watch``, also says whether a dispatch pass could place one of them now.
+        No (False) only when, at the very moment they were queued, every GPU that a
+        dispatch snapshot saw within the last second was leased and no worker had
+        come or gone since: then whoever frees a GPU runs the next pass and finds
+        them. Yes (True) in every other case, and without ``watch``.
+        """
+        if not jobs:
+            return False
+        keys = [self.keys.sequence, self.keys.pending, self.keys.delayed]
+        args: list[Any] = [_PRIORITY_WEIGHT]
+        for job_id, priority, gpus, node, timeout, ready_at in jobs:
+            keys.append(self.keys.job(job_id))
+            args += [job_id, priority, gpus, node or "", timeout or "", ready_at or ""]
+        seen = self.dispatch.fresh_places() if watch else None
+        if seen is None:
+            self._enqueue(keys=keys, args=args)
+            return True
+        places, workers_seen = seen
+        # One transaction: the leases are read at the instant the jobs are queued.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.evalsha(self._enqueue.sha, len(keys), *keys, *args)
+        pipe.mget([self.keys.lease(n, i) for n, i in places])
+        pipe.hlen(self.keys.workers)
+        queued, leases, count = pipe.execute(raise_on_error=False)
+        if isinstance(queued, redis.exceptions.NoScriptError):  # a restarted Redis
+            self._enqueue(keys=keys, args=args)
+            return True
+        for result in (queued, leases, count):
+            if isinstance(result, Exception):
+                raise result
+        return count != workers_seen or any(lease is None for lease in leases)
+
+    def promote_due(self) -> int:
+        """Move delayed jobs whose backoff is over into the pending queue."""
+        due = cast(list[str], self.redis.zrangebyscore(self.keys.delayed, "-inf", time.time()))
+        for job_id in due:
+            fields = cast(
+                list[str | None],
+                self.redis.hmget(self.keys.job(job_id), ["priority", "gpus", "node", "timeout"]),
+            )
+            priority, gpus, node, timeout = fields
+            self.enqueue(
+                job_id,
+                int(priority or 0),
+                int(gpus or 1),
+                node or None,
+                float(timeout) if timeout else None,
+            )
+            self.redis.zrem(self.keys.delayed, job_id)
+        return len(due)
+
+    def queue_position(self, job_id: str) -> tuple[int | None, float | None]:
+        """(jobs ahead of it in the pending queue, seconds of backoff left)."""
+        rank = self.redis.zrank(self.keys.pending, job_id)
+        ready_at = self.redis.zscore(self.keys.delayed, job_id)
+        left = None if ready_at is None else float(ready_at) - time.time()
+        return (None if rank is None else int(cast(int, rank))), left
+
+    def queued_ids(self) -> set[str]:
+        """Every job id in the pending queue or waiting out a backoff."""
+        pending = cast(list[str], self.redis.zrange(self.keys.pending, 0, -1))
+        delayed = cast(list[str], self.redis.zrange(self.keys.delayed, 0, -1))
+        return set(pending) | set(delayed)
+
+    def pending(self, limit: int = 500) -> list[PendingEntry]:
+        """The first ``limit`` pending jobs in order: (job_id, gpus, node, timeout)."""
+        ids = cast(list[str], self.redis.zrange(self.keys.pending, 0, limit - 1))
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.keys.job(job_id), ["gpus", "node", "timeout"])
+        found = []
+        for job_id, (gpus, node, timeout) in zip(ids, pipe.execute(), strict=True):
+            found.append(
+                (job_id, int(gpus or 1), node or None, float(timeout) if timeout else None)
+            )
+        return found
+
+    def time_left(self, job_ids: list[str], now: float) -> dict[str, float | None]:
+        """Seconds until each job's timeout stops it at the latest (None: no timeout)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), ["timeout", "started"])
+        left: dict[str, float | None] = {}
+        for job_id, (timeout, started) in zip(job_ids, pipe.execute(), strict=True):
+            begun = float(started) if started else now
+            left[job_id] = float(timeout) - (now - begun) if timeout else None
+        return left
+
+    def dequeue(self, job_id: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.pending, job_id)
+        pipe.zrem(self.keys.delayed, job_id)
+        pipe.execute()
+
+    # Job hashes and events ---------------------------------------------------------
+
+    def set_job(self, job_id: str, **fields: Any) -> None:
+        """Update the live hash of a job and announce its status on the channel.
+
+        A job whose status is no longer ``queued`` leaves the queues in the same step.
+        """
+        pipe = self.redis.pipeline(transaction=True)
+        self.queue_set_job(pipe, job_id, fields)
+        pipe.execute()
+
+    def running(
+        self,
+        job_id: str,
+        ttl: float,
+        beat: dict[str, Any],
+        lease: tuple[str, list[int], str, int],
+        **fields: Any,
+    ) -> bool:
+        """For a job its worker just started, in one round trip: its leases (``lease``:
+        node, GPUs, holder, attempt) renewed into the running window (one that ran
+        out is taken back, as a heartbeat does), ``set_job`` and its first heartbeat
+        (``beat``, ``ttl``). Returns whether the leases are the job's."""
+        node, gpus, holder, attempt = lease
+        pipe = self.redis.pipeline(transaction=True)
+        self.leases.queue_renew(pipe, node, gpus, holder, ttl, attempt)
+        self.queue_set_job(pipe, job_id, fields)
+        self.queue_heartbeat(pipe, job_id, ttl, beat)
+        renewed, *rest = pipe.execute(raise_on_error=False)
+        for result in rest:
+            if isinstance(result, Exception):
+                raise result
+        if isinstance(renewed, redis.exceptions.NoScriptError):  # a restarted Redis
+            return self.leases.renew(node, gpus, holder, ttl, attempt=attempt)
+        if isinstance(renewed, Exception):
+            raise renewed
+        return int(renewed) == len(gpus)
+
+    def released(
+        self,
+        node: str,
+        gpus: list[int],
+        holder: str,
+        job_id: str,
+        writes: Any = None,
+        **fields: Any,
+    ) -> None:
+        """``leases.release`` and then ``set_job``, in one round trip (an attempt's
+        end); with ``writes``, a pipeline, as its commands, for the caller to run."""
+        if writes is not None:
+            self.leases.queue_release(writes, node, gpus, holder, by_source=True)
+            self.queue_set_job(writes, job_id, fields)
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        self.leases.queue_release(pipe, node, gpus, holder)
+        self.queue_set_job(pipe, job_id, fields)
+        first, *rest = pipe.execute(raise_on_error=False)
+        for error in rest:
+            if isinstance(error, Exception):
+                raise error
+        if isinstance(first, redis.exceptions.NoScriptError):
+            self.leases.release(node, gpus, holder)
+        elif isinstance(first, Exception):
+            raise first
+
+    def queue_set_job(self, pipe: Any, job_id: str, fields: dict[str, Any]) -> None:
+        """``set_job`` as commands of ``pipe``, for the caller to execute."""
+        mapping: dict[Any, Any] = {
+            k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v)
+            for k, v in fields.items()
+        }
+        pipe.hset(self.keys.job(job_id), mapping=mapping)
+        status = fields.get("status")
+        if status in ("finished", "failed", "cancelled"):
+            pipe.expire(self.keys.job(job_id), _ENDED_JOB_TTL)
+            pipe.delete(self.keys.job_secrets(job_id), self.keys.heartbeat(job_id))
+        if status in ("queued", "lost", "finished", "failed", "cancelled"):
+            # A stop request was for the attempt that just ended, not the next one.
+            pipe.delete(self.keys.cancel(job_id))
+        if "status" in fields:
+            if fields["status"] != "queued":
+                pipe.zrem(self.keys.pending, job_id)
+                pipe.zrem(self.keys.delayed, job_id)
+            pipe.publish(self.keys.events_channel, f"{job_id} {fields['status']}")
+
+    def job(self, job_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self.redis.hgetall(self.keys.job(job_id)))
+
+    def forget_job(self, job_id: str) -> None:
+        """Remove every key of a job (a rolled-back submission)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(self.keys.pending, job_id)
+        pipe.zrem(self.keys.delayed, job_id)
+        pipe.delete(self.keys.job(job_id), self.keys.job_secrets(job_id))
+        pipe.execute()
+
+    def store_secrets(self, job_id: str, secrets: dict[str, str]) -> None:
+        if secrets:
+            self.redis.set(self.keys.job_secrets(job_id), json.dumps(secrets))
+
+    def secrets(self, job_id: str) -> dict[str, str]:
+        raw = self.redis.get(self.keys.job_secrets(job_id))
+        return dict(json.loads(cast(str, raw))) if raw else {}
+
+    def heartbeat(self, job_id: str, ttl: float, **info: Any) -> None:
+        self.queue_heartbeat(self.redis, job_id, ttl, info)
+
+    def queue_heartbeat(self, pipe: Any, job_id: str, ttl: float, info: dict[str, Any]) -> None:
+        value = json.dumps({"ts": time.time(), **info})
+        pipe.set(self.keys.heartbeat(job_id), value, px=int(ttl * 1000))
+
+    def subscribe(self) -> Any:
+        """A pub/sub connection listening to the status events channel."""
+        # Untyped before redis 8.2 and typed from it: the ignore holds on both.
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
+        pubsub.subscribe(self.keys.events_channel)
+        return pubsub
+
+    # Cancel requests -------------------------------------------------------------
+
+    def request_cancel(self, job_id: str, grace: float, reason: str = "cancelled") -> None:
+        """Ask the job's worker to stop it: ``cancelled`` by a person, or ``stuck``."""
+        value = json.dumps({"grace": grace, "reason": reason})
+        self.redis.set(self.keys.cancel(job_id), value, ex=86400)
+
+    def cancel_requested(self, job_id: str) -> tuple[float, str] | None:
+        """(grace, reason) when someone asked to stop the job."""
+        value = self.redis.get(self.keys.cancel(job_id))
+        if value is None:
+            return None
+        asked = json.loads(cast(str, value))
+        return float(asked["grace"]), str(asked["reason"])
+
+    # Workers -----------------------------------------------------------------------
+
+    def register_worker(
+        self,
+        node: str,
+        index: int,
+        pid: int,
+        host: str,
+        blocked: str | None = None,
+        gpu: dict[str, Any] | None = None,
+    ) -> None:
+        info = {"pid": pid, "host": host, "seen": time.time(), "blocked": blocked, "gpu": gpu}
+        self.redis.hset(self.keys.workers, f"{node}:{index}", json.dumps(info))
+
+    def unregister_worker(self, node: str, index: int) -> None:
+        self.redis.hdel(self.keys.workers, f"{node}:{index}")
+
+    def workers(self, max_age: float) -> list[WorkerInfo]:
+        """Live GPU workers; fields older than ``max_age`` are dropped as dead."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.workers)
+        pipe.hgetall(self.keys.unhealthy_nodes)
+        raw, unhealthy = pipe.execute()
+        return self.workers_from(raw, max_age, unhealthy)
+
+    def workers_from(
+        self, raw: dict[str, str], max_age: float, unhealthy: dict[str, str]
+    ) -> list[WorkerInfo]:
+        """The workers of the ``workers`` hash (``raw``) seen within ``max_age``. A
+        GPU of a node the health sweep marked unhealthy is blocked with the node's
+        reason, so dispatch skips it."""
+        now = time.time()
+        found, dead = [], []
+        for field, value in raw.items():
+            node, _, index = field.rpartition(":")
+            info = json.loads(value)
+            if now - float(info["seen"]) > max_age:
+                dead.append(field)
+                continue
+            found.append(
+                WorkerInfo(
+                    node,
+                    int(index),
+                    int(info["pid"]),
+                    info["host"],
+                    info["seen"],
+                    info.get("blocked") or node_block(unhealthy.get(node)),
+                    info.get("gpu"),
+                )
+            )
+        if dead:
+            self.redis.hdel(self.keys.workers, *dead)
+        return sorted(found, key=lambda w: (w.node, w.index))
+
+    def placed_new(
+        self, job_id: str, secrets: dict[str, str], message: JobMessage, **fields: Any
+    ) -> None:
+        """A job placed the moment it was accepted, in one step: its secrets, its
+        live hash (what a queued one's holds, and its placement), its status
+        announced and, last, its message to its worker (``ugro.live.job_message``). A
+        script, not a MULTI: should a write fail, the message is not sent."""
+        commands = self.placed_new_commands(job_id, secrets, message, **fields)
+        self._run_commands(keys=[], args=[json.dumps(commands)])
+
+    def placed_new_commands(
+        self, job_id: str, secrets: dict[str, str], message: JobMessage, **fields: Any
+    ) -> list[list[str]]:
+        """``placed_new``'s commands, for the script that leases the job's GPUs to
+        run once it has them (``Leases.acquire_first``)."""
+        commands = CommandList()
+        self._queue_placed_new(commands, job_id, secrets, message, fields)
+        return commands.commands
+
+    def _queue_placed_new(
+        self,
+        pipe: Any,
+        job_id: str,
+        secrets: dict[str, str],
+        message: JobMessage,
+        fields: dict[str, Any],
+    ) -> None:
+        if secrets:
+            pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
+        self.queue_set_job(pipe, job_id, fields)
+        pipe.lpush(message.key, message.payload)

@@ -1,0 +1,153 @@
+"""The registry's tables, as SQLAlchemy models: jobs, attempts, events, health
+samples and daily summaries; and how a job row is read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every datetime ugro stores is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    __tablename__ = "ugro_jobs"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    gpus: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gpu_indices: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    spec: Mapped[str] = mapped_column(Text)  # JSON, secrets redacted
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    placed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The progress scan's last finding: ProgressInfo fields and "status" (JSON).
+    progress: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The lease token of the job's current placement: a worker's claim names it, so
+    # a message of an earlier placement claims nothing.
+    placement_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class AttemptRow(Base):
+    __tablename__ = "ugro_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("ugro_jobs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    gpu_indices: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class EventRow(Base):
+    __tablename__ = "ugro_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class NodeSampleRow(Base):
+    """One health sweep's finding for one node (kept, bounded, for the daily
+    summary and `ugro nodes --history`; see ``ugro.health.samples``)."""
+
+    __tablename__ = "ugro_node_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    score: Mapped[int] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(16))  # INFO | WARNING | CRITICAL
+    breaker: Mapped[str] = mapped_column(String(16))  # closed | open | half_open
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    disk_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Jobs waiting in the queue (cluster-wide) when the sample was taken.
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    # JSON list, one object per GPU: index, utilization, memory_used_mb,
+    # memory_total_mb, temperature_c, power_w, busy (leased by a job), error.
+    gpus: Mapped[str] = mapped_column(Text, default="[]")
+    reasons: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of strings
+
+
+class SummaryRow(Base):
+    """One day's daily summary: the row is the claim that makes it written once
+    (``date`` is unique), whoever else runs the daily task at the same moment; see
+    ``ugro.summary.daily``."""
+
+    __tablename__ = "ugro_summaries"
+
+    date: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, local
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str] = mapped_column(String(255))
+    written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Delivery to the notification URLs: claimed like the writing, so that two
+    # tasks never both send it; cleared again when sending failed.
+    delivery_claimed_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+def job_from(mapping: Any) -> JobRow:
+    """A job row as read: a plain instance of the mapped class, filled in directly.
+    (The declarative constructor fires an attribute event per column, a tenth of a
+    millisecond per row; a row read is never flushed back, so none is needed.)"""
+    job = _new_job_row()
+    values = job.__dict__
+    values.update(mapping)
+    for key in ("created_at", "placed_at", "started_at", "finished_at"):
+        values[key] = as_utc(values[key])
+    return job
+
+
+# Instances made this way skip the constructor, which is what configures the
+# mappers on first use: configured here instead.
+configure_mappers()
+_new_job_row: Callable[[], JobRow] = JobRow.__mapper__.class_manager.new_instance
+
+
+def gpu_list(row: JobRow) -> list[int]:
+    """The GPU indices a job holds or held."""
+    return list(json.loads(row.gpu_indices)) if row.gpu_indices else []

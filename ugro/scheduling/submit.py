@@ -1,0 +1,284 @@
+"""Submitting: each spec checked against the live nodes, then the jobs' trees, their
+registry rows and their place in the live queue, all or nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from secrets import token_hex
+from typing import Any
+
+import redis
+
+from ugro.errors import SpecError
+from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.paths import JobPaths
+from ugro.jobs.redact import redact_env, split_secrets
+from ugro.jobs.spares import SparePool
+from ugro.jobs.spec import JobSpec, new_job_id
+from ugro.registry.models import JobRow, utcnow
+from ugro.runtime import Runtime, gpu_json
+from ugro.scheduling.dispatch import dispatch_pending
+from ugro.scheduling.placement import PendingJob, Placement
+from ugro.scheduling.submit_lease import SubmitLease
+
+# How long submit trusts what it read of the live nodes, in seconds. A job that
+# fits is accepted on that; one that does not is checked again before refusing.
+_NODES_FRESH = 1.0
+
+
+class LiveNodes:
+    """The live nodes, as far as submit needs them: how many GPU workers each has up."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        # (when, live GPU workers per node): what submit checks a spec against.
+        self._seen: tuple[float, dict[str, int]] | None = None
+
+    def check_fits(self, spec: JobSpec) -> None:
+        per_node = self._gpus_per_node(fresh=False)
+        fits = _fit_error(spec, per_node) is None
+        if not fits:  # look again before refusing: a node may have come up since
+            per_node = self._gpus_per_node(fresh=True)
+        if (error := _fit_error(spec, per_node)) is not None:
+            raise SpecError(error)
+
+    def _gpus_per_node(self, fresh: bool) -> dict[str, int]:
+        """Live GPU workers per node, read at most once a second (``fresh``: now)."""
+        now = time.monotonic()
+        if fresh or self._seen is None or now - self._seen[0] > _NODES_FRESH:
+            per_node: dict[str, int] = {}
+            for worker in self.rt.live.workers(max_age=self.rt.settings.worker_ttl):
+                per_node[worker.node] = per_node.get(worker.node, 0) + 1
+            self._seen = (now, per_node)
+        return self._seen[1]
+
+
+def _fit_error(spec: JobSpec, per_node: dict[str, int]) -> str | None:
+    if not per_node:
+        return None  # nothing is up yet: the job waits for workers
+    if spec.node is not None and spec.node not in per_node:
+        up = ", ".join(sorted(per_node))
+        return f"node: no node named {spec.node!r} is up (nodes: {up})"
+    most = per_node[spec.node] if spec.node else max(per_node.values())
+    if spec.gpus > most:
+        where = f"node {spec.node!r}" if spec.node else "the largest node"
+        return f"gpus: {spec.gpus} GPUs asked, {where} has {most}"
+    return None
+
+
+def accept(
+    rt: Runtime,
+    specs: Sequence[JobSpec],
+    nodes: LiveNodes,
+    submitted_by: str,
+    submitted_from: str,
+    spares: SparePool | None = None,
+    leaser: SubmitLease | None = None,
+) -> list[JobRow]:
+    """Accept several jobs at once, in order: their trees (from ``spares`` when it
+    has some), their registry rows in one commit, one round trip to queue them all
+    and, when a GPU may be free, one dispatch pass. All or nothing: when any step
+    fails, none is accepted. Returns the new jobs' rows as written, in order.
+
+    Raises:
+        SpecError: when no live node could ever run one of the jobs.
+    """
+    if not specs:
+        return []
+    specs = [
+        spec.model_copy(update={"working_dir": os.getcwd()}) if spec.working_dir is None else spec
+        for spec in specs
+    ]
+    for spec in specs:
+        nodes.check_fits(spec)
+    now = utcnow()
+    accepted: list[tuple[JobSpec, JobPaths, dict[str, str]]] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        for spec in specs:
+            job_id = new_job_id(spec.name)
+            _, secrets = split_secrets(spec.env)
+            stored = spec.model_copy(update={"env": redact_env(spec.env)})
+            paths = rt.paths(job_id)
+            paths.create(
+                {
+                    "job_id": job_id,
+                    "spec": stored.model_dump(mode="json"),
+                    "submitted_at": now.isoformat(),
+                    "submitted_by": submitted_by,
+                    "submitted_from": submitted_from,
+                },
+                spares,
+            )
+            accepted.append((spec, paths, secrets))
+            rows.append(queued_row(job_id, stored, now))
+        # (before a job can start: its worker's lines come after this one)
+        for spec, paths, _ in accepted:
+            paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
+        # One job that fits now, with nothing waiting before it, is placed as it is
+        # accepted: one row written once, no trip through the queue, its message
+        # sent with its live record.
+        placed = False
+        if len(accepted) == 1:
+            placed = _place_at_once(rt, leaser or SubmitLease(rt), *accepted[0], rows[0])
+        may_place = not placed and _queue(rt, accepted, rows)
+    except BaseException:
+        for _, paths, _ in accepted:
+            paths.remove()
+        raise
+    if may_place:
+        # Placing here, when a GPU is free, saves the jobs a hop through beat.
+        dispatch_pending(rt)
+    return [JobRow(**row) for row in rows]
+
+
+def queued_row(job_id: str, stored: JobSpec, now: datetime) -> dict[str, Any]:
+    """A job's registry row as it is accepted: queued (``stored``: its spec with the
+    secrets' values redacted)."""
+    return {
+        "id": job_id,
+        "name": stored.name,
+        "kind": stored.kind,
+        "status": JobStatus.QUEUED.value,
+        "priority": stored.priority,
+        "gpus": stored.gpus,
+        "node": None,
+        "attempt": 0,
+        "max_retries": stored.max_retries,
+        "spec": stored.model_dump_json(),
+        "created_at": now,
+    }
+
+
+def _place_at_once(
+    rt: Runtime,
+    leaser: SubmitLease,
+    spec: JobSpec,
+    paths: JobPaths,
+    secrets: dict[str, str],
+    row: dict[str, Any],
+) -> bool:
+    """Lease GPUs for a job being accepted, write it down placed, registry row first,
+    and send it to its worker, when it fits now and no job waits; False when it must
+    be queued. All or nothing: a failure leaves no lease, no row, no live state and
+    no message behind.
+
+    Planned on what its client saw a moment ago, the job goes in one round trip:
+    after its row, one script takes the lease and, with it, writes the live record
+    and pushes the message (its worker finds the row). Should the lease have been
+    taken meanwhile, the row goes again and ``SubmitLease.lease`` decides: lease,
+    then the live record with the message."""
+    job = PendingJob(paths.job_id, spec.gpus, spec.node, spec.timeout)
+    planned = leaser.planned(job)
+    if planned is not None and _in_one_trip(rt, leaser, job, planned, spec, secrets, row):
+        return True
+    leased = leaser.lease(job)
+    if leased is None:
+        return False
+    placement, token = leased
+
+    def send() -> bool:
+        message = rt.job_message(job.job_id, token, placement.node, list(placement.gpus))
+        rt.live.placed_new(job.job_id, secrets, message, **_placed_fields(spec, placement))
+        return True
+
+    return _written_placed(rt, row, placement, token, send)
+
+
+def _in_one_trip(
+    rt: Runtime,
+    leaser: SubmitLease,
+    job: PendingJob,
+    placement: Placement,
+    spec: JobSpec,
+    secrets: dict[str, str],
+    row: dict[str, Any],
+) -> bool:
+    """The row, then the one script that leases, writes the live record and sends."""
+    token = token_hex(8)
+
+    def lease_and_send() -> bool:
+        message = rt.job_message(job.job_id, token, placement.node, list(placement.gpus))
+        fields = _placed_fields(spec, placement)
+        then = rt.live.placed_new_commands(job.job_id, secrets, message, **fields)
+        return leaser.take(job, placement, token, then) == "leased"
+
+    return _written_placed(rt, row, placement, token, lease_and_send)
+
+
+def _written_placed(
+    rt: Runtime, row: dict[str, Any], placement: Placement, token: str, send: Callable[[], bool]
+) -> bool:
+    """The job's row written placed, then ``send`` (its live record and message;
+    True when it sent them). When it did not, or anything failed, nothing is left:
+    no row, no live state, no lease of ``token``."""
+    job_id, gpus = row["id"], list(placement.gpus)
+    placed = {
+        **row,
+        "status": JobStatus.PLACED.value,
+        "node": placement.node,
+        "gpu_indices": gpu_json(gpus),
+        "placed_at": utcnow(),
+        "placement_token": token,
+    }
+    try:
+        rt.registry.create_jobs([placed])
+        sent = send()
+    except BaseException:
+        # A script stops at its first failure, but what it wrote before stays.
+        with contextlib.suppress(redis.RedisError):
+            rt.live.forget_job(job_id)
+        with contextlib.suppress(redis.RedisError):
+            rt.live.leases.release(placement.node, gpus, f"{job_id}|{token}")
+        rt.registry.delete_jobs([job_id])
+        raise
+    if not sent:
+        rt.registry.delete_jobs([job_id])
+        return False
+    row.update(placed)  # (the row as the caller hands it back)
+    return True
+
+
+def _placed_fields(spec: JobSpec, placement: Placement) -> dict[str, Any]:
+    """Its live record: what a queued one's holds (for placement's backfill), and
+    its placement."""
+    return {
+        "status": JobStatus.PLACED.value,
+        "node": placement.node,
+        "gpus_held": gpu_json(placement.gpus),
+        "priority": spec.priority,
+        "gpus": spec.gpus,
+        "timeout": spec.timeout,
+    }
+
+
+def _queue(
+    rt: Runtime,
+    accepted: list[tuple[JobSpec, JobPaths, dict[str, str]]],
+    rows: list[dict[str, Any]],
+) -> bool:
+    """The registry rows, then the live queue; the rows go again if queueing fails.
+    Returns whether a dispatch pass could place one of the jobs now (no when every
+    GPU was leased as they were queued: the next GPU freed comes with a pass)."""
+    ids = [row["id"] for row in rows]
+    rt.registry.create_jobs(rows)
+    try:
+        for _, paths, secrets in accepted:
+            rt.live.store_secrets(paths.job_id, secrets)
+        return rt.live.enqueue_many(
+            [
+                (paths.job_id, spec.priority, spec.gpus, spec.node, spec.timeout, None)
+                for spec, paths, _ in accepted
+            ],
+            watch=True,
+        )
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            for job_id in ids:
+                rt.live.forget_job(job_id)
+        rt.registry.delete_jobs(ids)
+        raise
