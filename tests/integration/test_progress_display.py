@@ -14,8 +14,6 @@ import pytest
 
 from tests.conftest import ROOT, ugro
 from ugro import Client, JobSpec
-from ugro.cli.progress import progress_cells
-from ugro.progress.base import ProgressInfo
 from ugro.progress.scan import Scanner
 from ugro.progress.trainer import DEFAULT_FILES
 from ugro.settings import Settings
@@ -133,21 +131,3 @@ def test_a_run_with_no_measurable_pace_has_no_eta(tmp_path: Path, settings: Sett
             os.utime(run / f"epoch_{epoch}" / name, (stamp, stamp))
     info = Scanner(3600, 86400).progress(run, None, 10)
     assert info.eta_seconds == pytest.approx(7 * 60)
-
-
-@pytest.mark.parametrize(
-    ("info", "cells"),
-    [
-        (ProgressInfo(runner_type="evaluator"), ("..........   0%", "-")),
-        (ProgressInfo(runner_type="evaluator", complete=True, percent=100.0), ("done", "-")),
-        (ProgressInfo(runner_type="trainer", completed_epochs=8), ("-", "8")),
-        (ProgressInfo(runner_type="trainer"), ("-", "-")),
-        (ProgressInfo(runner_type="trainer", complete=True, percent=100.0), ("done", "-")),
-        (
-            ProgressInfo(runner_type="trainer", completed_epochs=2, total_epochs=4, percent=50.0),
-            ("#####.....  50%", "2/4"),
-        ),
-    ],
-)
-def test_progress_cells(info: ProgressInfo, cells: tuple[str, str]) -> None:
-    assert progress_cells(info)[:2] == cells

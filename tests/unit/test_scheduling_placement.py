@@ -42,3 +42,23 @@ def test_a_pinned_job_goes_only_to_its_node() -> None:
 
 def test_nothing_free_places_nothing() -> None:
     assert plan_placements([PendingJob("a", 1)], {"n1": []}, {"n1": 2}) == []
+
+
+def test_placement_backfills_only_what_cannot_delay_the_reserved_job() -> None:
+    from ugro.scheduling.placement import PendingJob, Placement, plan_placements
+
+    # 4 GPUs: 2 free, 2 busy for at most 100 s more; a 4-GPU job waits for them.
+    free, capacity, ends = {"n": [0, 1]}, {"n": 4}, {"n": [100.0, 100.0]}
+    pending = [
+        PendingJob("big", 4),
+        PendingJob("short", 1, timeout=50.0),  # ends before the big job can start
+        PendingJob("long", 1, timeout=500.0),  # would delay it
+        PendingJob("untimed", 1),  # might run forever
+    ]
+    assert plan_placements(pending, free, capacity, ends) == [Placement("short", "n", (0,))]
+    # the big job waits for the later of the two: a short job still fits before it
+    assert plan_placements(pending, free, capacity, {"n": [None, 100.0]}) == [
+        Placement("short", "n", (0,))
+    ]
+    # running jobs without a timeout may end any moment: nothing is backfilled
+    assert plan_placements(pending, free, capacity, {"n": [None, None]}) == []

@@ -36,7 +36,7 @@ from ugro.health.samples import GpuSample, NodeSample, add_sample, samples
 from ugro.registry.models import EventRow, SummaryRow
 from ugro.registry.store import Registry
 from ugro.settings import Settings
-from ugro.summary.daily import SummaryFiles, due_days, run_daily, summary_rows
+from ugro.summary.daily import SummaryFiles, run_daily, summary_rows
 from ugro.summary.day import Day
 from ugro.summary.gather import build_summary
 from ugro.summary.model import metrics_schema
@@ -502,20 +502,6 @@ def test_missed_days_are_caught_up_and_old_ones_pruned(settings: Settings) -> No
     assert run_daily(registry, settings, evening.astimezone(UTC)).written == ["2026-06-15"]
     assert SummaryFiles.of(settings, date(2026, 6, 15)).metrics.exists()
     registry.close()
-
-
-def test_due_days() -> None:
-    utc = ZoneInfo("UTC")
-    noon = datetime(2026, 6, 15, 12, tzinfo=utc)
-    late = datetime(2026, 6, 15, 23, 59, tzinfo=utc)
-    assert due_days(None, noon, 30) == []
-    assert due_days(None, late, 30) == [date(2026, 6, 15)]
-    assert due_days(date(2026, 6, 14), noon, 30) == []
-    assert due_days(date(2026, 6, 14), late, 30) == [date(2026, 6, 15)]
-    assert due_days(date(2026, 6, 15), late, 30) == []
-    # Beat down for 40 days: only the retention window is written.
-    caught = due_days(date(2026, 5, 1), noon, 30)
-    assert caught[0] == date(2026, 5, 16) and caught[-1] == date(2026, 6, 14)
 
 
 @pytest.mark.timeout(30)

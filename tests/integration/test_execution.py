@@ -138,26 +138,6 @@ def test_a_big_job_is_not_starved_by_a_stream_of_small_ones(client: Client, tmp_
     assert all(span(runs[j.id])[0] >= big_end for j in later)
 
 
-def test_placement_backfills_only_what_cannot_delay_the_reserved_job() -> None:
-    from ugro.scheduling.placement import PendingJob, Placement, plan_placements
-
-    # 4 GPUs: 2 free, 2 busy for at most 100 s more; a 4-GPU job waits for them.
-    free, capacity, ends = {"n": [0, 1]}, {"n": 4}, {"n": [100.0, 100.0]}
-    pending = [
-        PendingJob("big", 4),
-        PendingJob("short", 1, timeout=50.0),  # ends before the big job can start
-        PendingJob("long", 1, timeout=500.0),  # would delay it
-        PendingJob("untimed", 1),  # might run forever
-    ]
-    assert plan_placements(pending, free, capacity, ends) == [Placement("short", "n", (0,))]
-    # the big job waits for the later of the two: a short job still fits before it
-    assert plan_placements(pending, free, capacity, {"n": [None, 100.0]}) == [
-        Placement("short", "n", (0,))
-    ]
-    # running jobs without a timeout may end any moment: nothing is backfilled
-    assert plan_placements(pending, free, capacity, {"n": [None, None]}) == []
-
-
 def test_jobs_that_can_never_fit_are_refused_at_submit(lab: Settings) -> None:
     too_big = ugro(lab, "submit", "--name", "huge", "--gpus", "5", "--", "true")
     assert too_big.returncode == 2 and "gpus: 5 GPUs asked" in too_big.stderr
