@@ -9,9 +9,10 @@ message (found only when its lease runs out). Here Celery builds the task messag
 it in its own MULTI, as kombu's transport would: the envelope below is kombu's
 Redis message (``Channel.prepare_message`` and ``basic_publish`` on the default
 exchange, which routes to the queue of the same name), LPUSHed onto the queue's
-list under Celery's key prefix (``Keys.celery``). ``tests/integration/test_live_job_message.py`` holds it to what
-``send_task`` itself puts in Redis, field by field, so a kombu that changes its
-envelope fails there.
+list under Celery's key prefix (``Keys.celery``).
+``tests/integration/test_live_job_message.py`` holds it to what ``send_task``
+itself puts in Redis, field by field, so a kombu that changes its envelope fails
+there.
 """
 
 from __future__ import annotations
