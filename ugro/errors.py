@@ -8,7 +8,7 @@
     ├── StateError           the job's status does not allow that (CLI exit 2)
     ├── NotRunningError      the stack (Redis, workers) is not up (CLI exit 3)
     ├── InventoryError       the GPU backend could not be read (CLI exit 3)
-    ├── TransitionError      a status change the lifecycle does not allow
+    ├── TransitionError      a status write the lifecycle table does not allow
     └── StackError           starting or stopping processes failed (CLI exit 3)
 
 The library raises these and never prints; the CLI maps them to exit codes.
@@ -54,7 +54,9 @@ class InventoryError(UgroError):
 
 
 class TransitionError(UgroError):
-    """A status change that the lifecycle table does not allow."""
+    """A status write that the lifecycle table does not allow (``ugro.jobs.lifecycle``):
+    raised before anything is written. The code asked for a move it must not make;
+    a move that lost a race to another writer is no error (the write returns False)."""
 
 
 class StackError(UgroError):

@@ -1,7 +1,9 @@
 """Runtime: the settings, the registry and the live state of one process, together.
 
-Every status change goes through ``Runtime.transition``, which checks it against
-the lifecycle table in the registry (compare-and-set) and then mirrors it in Redis.
+A job's status changes here (``transition``, ``claim``, ``place_and_claim``,
+``end_attempt``): first in the registry, whose every status write checks the move
+against the lifecycle table (``ugro.jobs.lifecycle.transition_sources``) before
+its compare-and-set, then, once it took, mirrored in Redis.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ugro.jobs.spares import SparePool
 from ugro.live.job_message import JobMessage, job_message
 from ugro.live.keys import Keys
 from ugro.live.state import LiveState
+from ugro.live.writes import Writes
 from ugro.registry.models import JobRow, utcnow
 from ugro.registry.store import Registry
 from ugro.settings import Settings
@@ -99,10 +102,10 @@ class Runtime:
         return job_message(self.app, self.keys, queue, job_id, token, node, gpus)
 
     def send_job(
-        self, job_id: str, token: str, node: str, gpus: list[int], writes: Any = None
+        self, job_id: str, token: str, node: str, gpus: list[int], writes: Writes | None = None
     ) -> None:
-        """Send a placed job to the queue of its first GPU's worker (with ``writes``,
-        a pipeline: as one of its commands)."""
+        """Send a placed job to the queue of its first GPU's worker (with ``writes``:
+        as one of its commands)."""
         message = self.job_message(job_id, token, node, gpus)
         (self.live.redis if writes is None else writes).lpush(message.key, message.payload)
 
@@ -111,11 +114,16 @@ class Runtime:
         job_id: str,
         new: JobStatus,
         expect: Iterable[JobStatus] | None = None,
-        writes: Any = None,
+        writes: Writes | None = None,
         **values: Any,
     ) -> bool:
-        """Change a job's status in the registry (compare-and-set), then in Redis
-        (with ``writes``, a pipeline: in it, for the caller to execute)."""
+        """Change a job's status in the registry (compare-and-set from ``expect``),
+        then in Redis (with ``writes``: in it, for the caller to execute); False
+        when the job was in another status by then.
+
+        Raises:
+            TransitionError: the lifecycle table does not allow the move.
+        """
         if not self.registry.transition(job_id, new, expect=expect, **values):
             return False
         if writes is None:
@@ -134,13 +142,15 @@ class Runtime:
         alone is what keeps the attempt from running twice."""
         return self.registry.claim(job_id, expect, token=token, **values)
 
-    def place_and_claim(self, job_id: str, token: str, writes: Any, **placed: Any) -> JobRow | None:
+    def place_and_claim(
+        self, job_id: str, token: str, writes: Writes, **placed: Any
+    ) -> JobRow | None:
         """For a job that the worker of its GPU takes at once (``dispatch.LocalSlot``),
         whose leases start in the running window: its placement (``placed``: node,
         GPU indices, time) under lease ``token`` and the worker's claim in one
         commit, then in Redis the job running, with its first heartbeat, as commands
-        of ``writes`` (a pipeline, for the caller to execute). None when it was not
-        queued any more."""
+        of ``writes`` (for the caller to execute). None when it was not queued any
+        more."""
         claim = claim_values()
         row = self.registry.place_and_claim(job_id, token, placed, claim)
         if row is None:
@@ -175,14 +185,19 @@ class Runtime:
         new: JobStatus,
         expect: Iterable[JobStatus],
         release: tuple[str, list[int], str] | None = None,
-        writes: Any = None,
+        writes: Writes | None = None,
         **values: Any,
     ) -> bool:
         """Record an attempt's end and the job's new status together (one commit),
         then mirror the status in Redis, releasing the ``release`` leases (node,
-        GPUs, holder) in the same round trip (with ``writes``, a pipeline: in it, for
-        the caller to execute); False when the status had changed (the leases are
-        released all the same, at once)."""
+        GPUs, holder) in the same round trip (with ``writes``: in it, for the caller
+        to execute); False when the status had changed (the leases are released all
+        the same, at once).
+
+        Raises:
+            TransitionError: the lifecycle table does not allow the move (nothing is
+                written, the attempt's end neither).
+        """
         changed = self.registry.end_attempt_with_status(
             job_id, number, attempt, new, expect, **values
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from ugro.errors import TransitionError
 from ugro.jobs.lifecycle import JobStatus
 from ugro.registry.models import utcnow
 from ugro.registry.store import Registry
@@ -131,6 +133,48 @@ def test_a_queued_job_placed_and_claimed_at_once_is_running_its_first_attempt(
     assert registry.place_and_claim("pc2", "tok3", placed, claim) is None
     assert registry.get_job("pc2").status == JobStatus.CANCELLED.value
     registry.close()
+
+
+def test_a_forbidden_move_raises_transition_error_and_writes_nothing(database_url: str) -> None:
+    # Given a job that finished and one that is queued
+    registry = Registry(database_url)
+    registry.create_jobs([_job("done"), _job("waits")])
+    placed = {"node": "n", "gpu_indices": "[0]", "placed_at": utcnow()}
+    assert registry.place_and_claim("done", "tok", placed, claim_values()) is not None
+    registry.start_attempt(
+        job_id="done", number=1, node="n", host="h", gpu_indices="[0]", pid=7, started_at=utcnow()
+    )
+    ended = {"ended_at": utcnow(), "exit_code": 0, "exit_signal": None, "exit_reason": "ok"}
+    assert registry.end_attempt_with_status(
+        "done", 1, ended, JobStatus.FINISHED, [JobStatus.RUNNING], finished_at=utcnow()
+    )
+    before = _everything(registry)
+    # When each of the registry's status writes is asked for a move the table forbids
+    attempt_again = {**ended, "exit_reason": "error"}
+    forbidden: list[Callable[[], object]] = [
+        lambda: registry.transition("done", JobStatus.QUEUED, expect=[JobStatus.FINISHED]),
+        lambda: registry.claim("done", [JobStatus.FINISHED], "tok", **claim_values()),
+        lambda: registry.transition("waits", JobStatus.FAILED, expect=[JobStatus.QUEUED]),
+        lambda: registry.end_attempt_with_status(
+            "done", 1, attempt_again, JobStatus.LOST, [JobStatus.FINISHED, JobStatus.RUNNING]
+        ),
+    ]
+    for write in forbidden:
+        with pytest.raises(TransitionError, match="does not allow"):
+            write()
+    # Then nothing changed: not the jobs, not the attempt's end
+    assert _everything(registry) == before
+    assert registry.get_job("done").status == JobStatus.FINISHED.value
+    # while an allowed move of the same job goes through as ever
+    assert registry.transition("waits", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
+    registry.close()
+
+
+def _everything(registry: Registry) -> list[Any]:
+    """Every job's row and attempts' rows, as read back."""
+    rows = registry.list_jobs()
+    attempts = [[_vars_of(a) for a in registry.attempts(row.id)] for row in rows]
+    return [[_vars_of(row) for row in rows], attempts]
 
 
 def _job_life(registry: Registry, started: datetime, ended: datetime) -> list[Any]:

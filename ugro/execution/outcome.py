@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.retry import backoff, should_retry
 from ugro.jobs.spec import JobSpec
 from ugro.registry.models import JobRow, utcnow
@@ -23,10 +24,15 @@ def requeue(
     expect: Iterable[JobStatus],
     why: str,
     delay: float = 0.0,
-    **values: object,
+    **values: Any,
 ) -> bool:
     """Put a job back in the queue (after ``delay`` seconds); False if its status
-    changed under us."""
+    changed under us.
+
+    Raises:
+        TransitionError: the lifecycle table does not let ``expect`` go back to
+            ``queued``.
+    """
     spec = JobSpec.model_validate_json(job.spec)
     moved = rt.transition(
         job.id, JobStatus.QUEUED, expect=expect, node=None, gpu_indices=None, **values
@@ -47,7 +53,9 @@ def requeue(
 def failed_attempts(rt: Runtime, job_id: str) -> int:
     """Attempts that count against ``max_retries`` (an interrupted one does not)."""
     return sum(
-        1 for a in rt.registry.attempts(job_id) if a.exit_reason not in (None, "interrupted")
+        1
+        for a in rt.registry.attempts(job_id)
+        if a.exit_reason is not None and a.exit_reason != ExitReason.INTERRUPTED
     )
 
 
@@ -55,7 +63,7 @@ def settle_failure(
     rt: Runtime,
     job: JobRow,
     expect: Iterable[JobStatus],
-    reason: str,
+    reason: ExitReason,
     error: str | None,
     ended: datetime | None = None,
     code: int | None = None,
@@ -69,7 +77,7 @@ def settle_failure(
     """
     spec = JobSpec.model_validate_json(job.spec)
     failures = failed_attempts(rt, job.id)
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "exit_code": code,
         "exit_signal": sig,
         "exit_reason": reason,

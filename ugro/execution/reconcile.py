@@ -20,7 +20,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from ugro.execution.outcome import requeue, settle_failure
-from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.spec import JobSpec
 from ugro.registry.models import JobRow, gpu_list
 from ugro.runtime import Runtime
@@ -60,7 +60,7 @@ def _reconcile(rt: Runtime) -> Counter[str]:
                 report["queued again"] += 1
         elif status is JobStatus.LOST:
             # Declared lost by a pass that stopped before settling it.
-            settle_failure(rt, row, [JobStatus.LOST], "lost", row.error)
+            settle_failure(rt, row, [JobStatus.LOST], ExitReason.LOST, row.error)
             report["lost"] += 1
         elif row.node and rt.live.leases.holds_lease(row.id, row.node, gpu_list(row)):
             rt.live.leases.clear_suspect(row.id)
@@ -79,14 +79,15 @@ def declare_lost(rt: Runtime, row: JobRow) -> bool:
     record it lost, then retry or fail it."""
     rt.live.leases.fence(row.id, row.attempt)
     error = f"no heartbeat from node {row.node} for more than {rt.settings.lease_ttl:g} s"
+    reason = ExitReason.LOST
     if not rt.transition(
-        row.id, JobStatus.LOST, expect=[JobStatus.RUNNING], exit_reason="lost", error=error
+        row.id, JobStatus.LOST, expect=[JobStatus.RUNNING], exit_reason=reason, error=error
     ):
         return False
     ended = datetime.now(UTC)
-    rt.registry.end_attempt(row, ended_at=ended, exit_reason="lost")
+    rt.registry.end_attempt(row, ended_at=ended, exit_reason=reason)
     paths = rt.paths(row.id)
-    lost: dict[str, object] = {"end": ended.isoformat(), "exit_reason": "lost", "error": error}
+    lost: dict[str, object] = {"end": ended.isoformat(), "exit_reason": reason, "error": error}
     if paths.read_metadata().get("attempt") != row.attempt:
         # Its worker died before writing the attempt's start: the file still speaks
         # of the attempt before, so it gets what the job's row knows of this one.
@@ -110,5 +111,5 @@ def declare_lost(rt: Runtime, row: JobRow) -> bool:
         # Its processes may still run there: the node's agent stops them now rather
         # than at its next scan.
         rt.app.send_task("ugro.kill_orphans", queue=node_queue(rt.settings, row.node))
-    settle_failure(rt, rt.registry.get_job(row.id), [JobStatus.LOST], "lost", error)
+    settle_failure(rt, rt.registry.get_job(row.id), [JobStatus.LOST], reason, error)
     return True

@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from ugro.execution.processes import job_processes, oom_kill_count, outside_group, send, settle
+from ugro.jobs.lifecycle import ExitReason
 
 #: How the log tail shows a CUDA (or host) out-of-memory failure.
 _OOM_PATTERN = re.compile(
@@ -49,15 +50,12 @@ _POLL = 0.25
 class ExitInfo:
     """How a run ended.
 
-    ``reason``: ``ok``, ``error`` (non-zero exit, or could not start), ``killed``
-    (a signal ugro did not send), ``oom``, ``timeout``, ``cancelled``, ``stuck``
-    (stopped by the progress scan: no log or metric changed for too long), ``lost``
-    (its lease was lost and the worker fenced itself) or ``interrupted`` (the
-    worker shut down; the job goes back to the queue). ``deterministic`` marks a
-    failure that would repeat (the command could not start): never retried.
+    ``reason``: one of ``ExitReason`` (``ugro.jobs.lifecycle``, where each is
+    described). ``deterministic`` marks a failure that would repeat (the command
+    could not start): never retried.
     """
 
-    reason: str
+    reason: ExitReason
     started: float
     ended: float
     code: int | None = None
@@ -76,8 +74,9 @@ class RunControl:
     """What the runner checks while the job runs.
 
     ``heartbeat`` is called every ``interval`` seconds and returns False when the
-    job's leases were lost. ``cancelled`` returns the grace a cancel asked for, or
-    None. ``stop`` set means the worker is shutting down.
+    job's leases were lost. ``cancelled`` returns the grace and the reason
+    (``cancelled`` by a person, ``stuck`` by the progress scan) of a request to
+    stop the job, or None. ``stop`` set means the worker is shutting down.
     """
 
     heartbeat: Callable[[], bool]
@@ -91,7 +90,7 @@ class RunControl:
 
 @dataclass
 class _Stopping:
-    reason: str
+    reason: ExitReason
     kill_at: float
     procs: list[psutil.Process] = field(default_factory=list)
 
@@ -121,7 +120,9 @@ def run_command(
         except OSError as exc:
             error = start_failure(argv[0], cwd, exc)
             out.write(f"ugro: {error}\n".encode())  # the log says why it is empty
-            return ExitInfo("error", started, time.time(), 127, error=error, deterministic=True)
+            return ExitInfo(
+                ExitReason.ERROR, started, time.time(), 127, error=error, deterministic=True
+            )
     # Read once the job is on its way: a new process takes far longer than this to
     # allocate enough memory for the kernel to kill it.
     ooms_before = oom_kill_count()
@@ -211,21 +212,32 @@ def _watch_until_exit(
             if now >= stopping.kill_at:
                 _kill_all(proc.pid, job_id, stopping)
             continue
-        reason, grace = None, control.grace
+        reason: ExitReason | None = None
+        grace = control.grace
         if control.stop.is_set():
-            reason = "interrupted"
+            reason = ExitReason.INTERRUPTED
         elif (asked := control.cancelled()) is not None:
-            grace, reason = asked
+            grace, reason = asked[0], _stop_reason(asked[1])
         elif deadline is not None and now >= deadline:
-            reason = "timeout"
+            reason = ExitReason.TIMEOUT
         elif now >= next_beat:
             next_beat = now + control.interval
             if not control.heartbeat():
-                reason = "lost"
+                reason = ExitReason.LOST
         if reason is not None:
             stopping = _Stopping(reason, now + grace, job_processes(proc.pid, job_id))
             _signal_group(proc.pid, signal.SIGTERM)
             send(outside_group(stopping.procs, proc.pid), signal.SIGTERM)
+
+
+def _stop_reason(asked: str) -> ExitReason:
+    """The reason a request to stop the job names: ``cancelled`` (a person) or
+    ``stuck`` (the progress scan); anything else is taken for a person's cancel,
+    since the job stops either way."""
+    try:
+        return ExitReason(asked)
+    except ValueError:
+        return ExitReason.CANCELLED
 
 
 def _finish_off(pgid: int, job_id: str, stopping: _Stopping | None) -> None:
@@ -280,19 +292,22 @@ def _classify(
             error=f"stopped by ugro: {stopping.reason}",
         )
     if code == 0:
-        return ExitInfo("ok", started, ended, 0, None, proc.pid)
+        return ExitInfo(ExitReason.OK, started, ended, 0, None, proc.pid)
     ooms_after = oom_kill_count()
     kernel_oom = sig == signal.SIGKILL and (ooms_after or 0) > (ooms_before or 0)
     if kernel_oom or _log_shows_oom(log_path):
-        return ExitInfo("oom", started, ended, exit_code, sig, proc.pid, error="out of memory")
+        return ExitInfo(
+            ExitReason.OOM, started, ended, exit_code, sig, proc.pid, error="out of memory"
+        )
     if sig is not None:
         try:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        return ExitInfo("killed", started, ended, None, sig, proc.pid, error=f"killed by {name}")
+        error = f"killed by {name}"
+        return ExitInfo(ExitReason.KILLED, started, ended, None, sig, proc.pid, error=error)
     error = last_error_line(log_path) or f"exit code {code}"
-    return ExitInfo("error", started, ended, code, None, proc.pid, error=error)
+    return ExitInfo(ExitReason.ERROR, started, ended, code, None, proc.pid, error=error)
 
 
 def _tail(log_path: Path) -> bytes:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ugro.jobs.lifecycle import ExitReason
+
 #: Ways of ending that are retried when the job has retries left. An OOM is not:
 #: the same OOM again wastes GPU hours, so a job opts in with ``retry_on=["oom"]``.
-RETRIED_BY_DEFAULT = frozenset({"error", "killed", "timeout", "lost", "stuck"})
+RETRIED_BY_DEFAULT = frozenset(
+    {ExitReason.ERROR, ExitReason.KILLED, ExitReason.TIMEOUT, ExitReason.LOST, ExitReason.STUCK}
+)
 #: Every reason a job may list in ``retry_on``.
-RETRYABLE = RETRIED_BY_DEFAULT | {"oom"}
+RETRYABLE = RETRIED_BY_DEFAULT | {ExitReason.OOM}
 
 
 def should_retry(
-    reason: str, attempt: int, max_retries: int, retry_on: Iterable[str], deterministic: bool
+    reason: ExitReason, attempt: int, max_retries: int, retry_on: Iterable[str], deterministic: bool
 ) -> bool:
-    """Whether attempt ``attempt`` (1-based), which ended for ``reason``, is retried.
+    """Whether failed attempt ``attempt`` (1-based), which ended for ``reason``, is
+    retried.
 
     ``deterministic`` failures (the command could not even start) would fail the
     same way again, so they are never retried.

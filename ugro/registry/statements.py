@@ -53,7 +53,11 @@ def job_status(
     """UPDATE a job's status (and ``columns``) where it is in ``sources``; with
     ``claim``, also start its next attempt and return the row, only where its
     placement's lease token is ``w_token`` unless ``token`` is false (a placement
-    and its claim in one statement, the token among ``columns``)."""
+    and its claim in one statement, the token among ``columns``).
+
+    The one statement that writes the status column. ``sources -> new`` comes
+    checked against the lifecycle table by the registry's caller of this
+    (``ugro.jobs.lifecycle.transition_sources``)."""
     values: dict[str, Any] = {column: bindparam(f"v_{column}") for column in columns}
     values["status"] = new
     where = [jobs.c.id == bindparam("w_job"), _status_in(jobs, sources)]

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ugro.errors import JobNotFound
-from ugro.jobs.lifecycle import JobStatus, sources_of
+from ugro.jobs.lifecycle import JobStatus, transition_sources
 from ugro.registry import statements as sql
 from ugro.registry.columns import add_missing_columns
 from ugro.registry.connections import RegistryConnections
@@ -176,14 +176,17 @@ class Registry:
         expect: Iterable[JobStatus] | None = None,
         **values: Any,
     ) -> bool:
-        """Compare-and-set ``status`` to ``new`` from any status allowed to reach it.
+        """Compare-and-set ``status`` to ``new`` (and ``values``) from a status in
+        ``expect`` (None: any status allowed to reach ``new``).
 
-        Returns False (and changes nothing) when the job is in a status from which
-        the lifecycle table does not allow ``new`` (or not in ``expect``, when given):
-        someone else got there first.
+        Returns False (and changes nothing) when the job is in another status by
+        then: someone else got there first.
+
+        Raises:
+            TransitionError: ``expect`` names a status from which the lifecycle
+                table does not allow ``new`` (nothing is written).
         """
-        sources = tuple(s.value for s in (sources_of(new) if expect is None else expect))
-        [changed] = self.connections.write(_status_update(job_id, new, sources, values))
+        [changed] = self.connections.write(_status_update(job_id, new, expect, values))
         return bool(changed == 1)
 
     def claim(
@@ -192,7 +195,11 @@ class Registry:
         """``transition`` to running that starts the job's next attempt (attempt + 1)
         and hands back the row as it is now, or None when someone else got there
         first or the job's placement is no longer the one of lease ``token``: one
-        statement, ``UPDATE ... RETURNING``."""
+        statement, ``UPDATE ... RETURNING``.
+
+        Raises:
+            TransitionError: as ``transition`` does.
+        """
         row = self.connections.first(*_claim(job_id, expect, token, values))
         return None if row is None else job_from(row)
 
@@ -204,9 +211,10 @@ class Registry:
         one statement (``UPDATE ... RETURNING``), queued to running, as a placement
         then a claim in one transaction would leave it (no one could see it placed
         between the two). None when it was not queued."""
+        sources = _sources(JobStatus.RUNNING, [JobStatus.QUEUED])
         values = {**placed, "placement_token": token, **claim}
         stmt = sql.job_status(
-            _JOBS, JobStatus.RUNNING.value, ("queued",), tuple(values), claim=True, token=False
+            _JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True, token=False
         )
         row = self.connections.first(stmt, {"w_job": job_id, **sql.bound(values)})
         return None if row is None else job_from(row)
@@ -221,9 +229,13 @@ class Registry:
         **values: Any,
     ) -> bool:
         """``end_attempt`` and ``transition`` in one transaction (one commit). The
-        attempt's end is recorded either way; returns whether the status changed."""
-        sources = tuple(s.value for s in expect)
-        status = _status_update(job_id, new, sources, values)
+        attempt's end is recorded either way; returns whether the status changed.
+
+        Raises:
+            TransitionError: as ``transition`` does (nothing is written, the
+                attempt's end neither).
+        """
+        status = _status_update(job_id, new, expect, values)
         _, changed = self.connections.write(_attempt_update(job_id, number, attempt), status)
         return bool(changed == 1)
 
@@ -320,19 +332,25 @@ _JOBS = cast(Table, JobRow.__table__)
 _ATTEMPTS = cast(Table, AttemptRow.__table__)
 
 
+def _sources(new: JobStatus, expect: Iterable[JobStatus] | None) -> tuple[str, ...]:
+    """The statuses a write of ``new`` may move a job from, checked against the
+    lifecycle table (``transition_sources``): every status write passes here."""
+    return tuple(status.value for status in transition_sources(new, expect))
+
+
 def _status_update(
-    job_id: str, new: JobStatus, sources: tuple[str, ...], values: dict[str, Any]
+    job_id: str, new: JobStatus, expect: Iterable[JobStatus] | None, values: dict[str, Any]
 ) -> tuple[Executable, dict[str, Any]]:
     """A job's compare-and-set status change: the statement and its parameters
     (plain values: each is a parameter of a statement built once per shape)."""
-    stmt = sql.job_status(_JOBS, new.value, sources, tuple(values))
+    stmt = sql.job_status(_JOBS, new.value, _sources(new, expect), tuple(values))
     return stmt, {"w_job": job_id, **sql.bound(values)}
 
 
 def _claim(
     job_id: str, expect: Iterable[JobStatus], token: str, values: dict[str, Any]
 ) -> tuple[Executable, dict[str, Any]]:
-    sources = tuple(s.value for s in expect)
+    sources = _sources(JobStatus.RUNNING, expect)
     stmt = sql.job_status(_JOBS, JobStatus.RUNNING.value, sources, tuple(values), claim=True)
     return stmt, {"w_job": job_id, "w_token": token, **sql.bound(values)}
 
