@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.paths import JobPaths
 from ugro.progress.base import ProgressInfo
 from ugro.registry.models import JobRow, gpu_list
 
@@ -58,9 +59,14 @@ class Job(BaseModel):
             exit_signal=row.exit_signal,
             exit_reason=row.exit_reason,
             error=row.error,
-            job_dir=jobs_dir / row.id,
+            job_dir=JobPaths(jobs_dir, row.id).root,
             **_progress_fields(progress or row.progress),
         )
+
+    @property
+    def paths(self) -> JobPaths:
+        """The files of the job's folder (``job_dir``)."""
+        return JobPaths(self.job_dir.parent, self.id)
 
     @property
     def done(self) -> bool:

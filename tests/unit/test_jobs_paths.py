@@ -1,6 +1,6 @@
-"""The results tree: trees and attempt folders made ahead of time are the same as
-those made on the spot, no two takers get the same one, and what ugro writes into
-a tree the lab can read."""
+"""The results tree: a job's folder has the names of any run's folder, trees and
+attempt folders made ahead of time are the same as those made on the spot, no two
+takers get the same one, and what ugro writes into a tree the lab can read."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from ugro.jobs.paths import JobPaths, build_attempt_logs, build_tree, write_json_atomic
+from ugro.errors import SpecError
+from ugro.jobs.paths import (
+    RUN_FILES,
+    JobPaths,
+    RunPaths,
+    build_attempt_logs,
+    build_tree,
+    write_json_atomic,
+)
 from ugro.jobs.spares import SparePool
 
 pytestmark = pytest.mark.timeout(60)
@@ -25,6 +33,44 @@ def layout(root: Path) -> dict[str, tuple[bool, int, int]]:
         info = path.stat()
         found[str(path.relative_to(root))] = (path.is_dir(), info.st_mode & 0o777, info.st_size)
     return found
+
+
+def test_a_job_s_folder_has_the_names_of_any_run_s_folder(tmp_path: Path) -> None:
+    # Given a job's tree, made as a submit makes it
+    paths = JobPaths(tmp_path / "jobs", "job-a")
+    paths.create({"job_id": "job-a"})
+    # Then every entry at its top is one a scan knows a run's folder by
+    assert sorted(p.name for p in paths.root.iterdir()) == sorted(
+        {"config.json", "metrics.jsonl", "console.log", "logs", "checkpoints", "tensorboard"}
+    )
+    assert {p.name for p in paths.root.iterdir()} <= RUN_FILES
+    # and its files are those of any run's folder there, the trackers' view of it
+    run = RunPaths(paths.root)
+    for name in ("config", "metadata", "metrics", "progress", "console", "evaluation_scores"):
+        assert getattr(paths, name) == getattr(run, name), name
+    for name in ("logs", "training_log", "checkpoints", "tensorboard"):
+        assert getattr(paths, name) == getattr(run, name), name
+    assert paths.attempt_training_log(2) == run.logs / "attempt_2" / "training.log"
+    assert paths.checkpoint("epoch_3.npz") == run.checkpoints / "epoch_3.npz"
+    assert run.epoch(4).validation_scores == run.root / "epoch_4" / "validation_scores.json"
+
+
+def test_a_job_id_that_is_no_safe_folder_name_is_refused(tmp_path: Path) -> None:
+    for bad in ("../up", "a/b", "", ".hidden"):
+        with pytest.raises(SpecError, match="not a valid job id"):
+            JobPaths(tmp_path, bad)
+
+
+def test_epoch_folders_are_listed_by_epoch_whatever_their_padding(tmp_path: Path) -> None:
+    # Given epoch folders written in no order, one zero-padded, and look-alikes
+    for name in ("epoch_10", "epoch_2", "epoch_007", "epoch_x"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "epoch_3").write_text("a file, not an epoch's folder")
+    # Then the epochs are the folders named epoch_<n>, in order, by their own names
+    listed = [(epoch, folder.root.name) for epoch, folder in RunPaths(tmp_path).epochs()]
+    assert listed == [(2, "epoch_2"), (7, "epoch_007"), (10, "epoch_10")]
+    # and a run's folder that cannot be read has none
+    assert RunPaths(tmp_path / "gone").epochs() == []
 
 
 def test_a_job_tree_from_a_spare_is_the_tree_made_on_the_spot(tmp_path: Path) -> None:

@@ -1,22 +1,72 @@
-"""JobPaths: the one owner of every file name in a job's directory.
+"""The files of a run's folder, and of a job's: one owner for every name in them.
 
-Nothing else in ugro joins paths inside ``jobs/<id>/``.
+``RunPaths`` names what a run's folder holds, whoever made it: its metrics, its
+progress, its logs, its epoch folders and their files, its evaluation scores. The
+progress trackers and `ugro scan` read a run through it, ugro's jobs and folders
+ugro never launched alike. ``JobPaths`` is the folder ugro makes for a job,
+``<data_dir>/jobs/<job_id>/``: the same names, and what ugro writes there (the
+tree, its metadata, its console, its attempts' logs). Nothing else in ugro joins
+paths inside a run's folder.
+
+Cheap to import (no pydantic, no ugro module at import): a running job may name
+its files through it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ugro.jobs.spares import SparePool
-from ugro.jobs.spec import check_job_id
+if TYPE_CHECKING:
+    from ugro.jobs.spares import SparePool
+
+# The names in a run's folder (the README's "The results tree" draws the layout).
+CONFIG = "config.json"
+METADATA = "metadata.json"
+METRICS = "metrics.jsonl"
+PROGRESS = "progress.json"
+CONSOLE = "console.log"
+EVALUATION_SCORES = "evaluation_scores.json"
+LOGS = "logs"
+TRAINING_LOG = "training.log"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+#: ``epoch_<n>/``: a trainer's folder of one completed epoch.
+EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+#: An epoch folder's validation scores, which a trainer's progress reports.
+VALIDATION_SCORES = "validation_scores.json"
+#: The files a trainer's epoch folder holds when the epoch is complete, unless its
+#: spec names others (``epoch_files``).
+EPOCH_FILES = ("training_losses.pt", "optimizer_buffer.json", VALIDATION_SCORES)
+#: What a run's folder holds, whatever its runner type, besides ``epoch_<n>/``: the
+#: files the trackers read and those ugro writes beside them.
+RUN_FILES = frozenset(
+    {
+        METRICS,
+        EVALUATION_SCORES,
+        PROGRESS,
+        CONFIG,
+        METADATA,
+        CONSOLE,
+        LOGS,
+        CHECKPOINTS,
+        TENSORBOARD,
+    }
+)
+
+
+def epoch_of(name: str) -> int | None:
+    """The epoch of a folder named ``epoch_<n>``; None for any other name."""
+    match = EPOCH_DIR.match(name)
+    return int(match.group(1)) if match else None
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -67,12 +117,13 @@ def _link_over(target: Path, name: Path) -> None:
 def build_tree(where: Path, config: bytes = b"") -> None:
     """The tree of one job at ``where`` (which must not exist), with ``config`` as its
     config.json. Not atomic by itself: build under a hidden name, then rename."""
+    tree = RunPaths(where)
     os.mkdir(where)
-    for sub in ("logs", "checkpoints", "tensorboard"):
-        os.mkdir(where / sub)
-    for name in ("metrics.jsonl", "console.log"):
-        _touch(where / name)
-    with open(where / "config.json", "xb") as handle:
+    for folder in (tree.logs, tree.checkpoints, tree.tensorboard):
+        os.mkdir(folder)
+    for empty in (tree.metrics, tree.console):
+        _touch(empty)
+    with open(tree.config, "xb") as handle:
         handle.write(config)
     where.chmod(0o755)  # whatever the umask: readers on other accounts see results
 
@@ -80,21 +131,136 @@ def build_tree(where: Path, config: bytes = b"") -> None:
 def build_attempt_logs(where: Path) -> None:
     """An attempt's log folder at ``where``: the folder and its empty rank 0 log."""
     os.mkdir(where)
-    _touch(where / "rank_0.log")
+    _touch(where / _rank_log_name(0))
+
+
+def _rank_log_name(rank: int) -> str:
+    return f"rank_{rank}.log"
 
 
 def _touch(path: Path) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
+class RunPaths:
+    """The files of the run whose folder is ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.root!r})"
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / METADATA
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def progress(self) -> Path:
+        return self.root / PROGRESS
+
+    @property
+    def console(self) -> Path:
+        return self.root / CONSOLE
+
+    @property
+    def evaluation_scores(self) -> Path:
+        """An evaluator's scores: the file whose presence says it is done."""
+        return self.root / EVALUATION_SCORES
+
+    @cached_property
+    def logs(self) -> Path:
+        return self.root / LOGS
+
+    @property
+    def training_log(self) -> Path:
+        return self.logs / TRAINING_LOG
+
+    def rank_log(self, rank: int) -> Path:
+        return self.logs / _rank_log_name(rank)
+
+    def attempt_logs(self, attempt: int) -> Path:
+        return self.logs / f"attempt_{attempt}"
+
+    def attempt_training_log(self, attempt: int) -> Path:
+        """``logs/attempt_<n>/training.log``: what that attempt's job printed."""
+        return self.attempt_logs(attempt) / TRAINING_LOG
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    def checkpoint(self, name: str) -> Path:
+        """A checkpoint the job wrote under ``name`` (its own choice) in checkpoints/."""
+        return self.checkpoints / name
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
+
+    def epoch(self, epoch: int) -> EpochPaths:
+        """``epoch_<n>/``: a trainer's folder of epoch ``n``."""
+        return self.epoch_named(f"epoch_{epoch}")
+
+    def epoch_named(self, name: str) -> EpochPaths:
+        """The epoch folder of this name, as a listing of the run's folder found it
+        (``epoch_7``, or ``epoch_007``)."""
+        return EpochPaths(self.root / name)
+
+    def epochs(self) -> list[tuple[int, EpochPaths]]:
+        """The epoch folders there are, by epoch, in order; none when the run's
+        folder cannot be read."""
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return []
+        found = []
+        for entry in entries:
+            epoch = epoch_of(entry.name)
+            if epoch is not None and entry.is_dir():
+                found.append((epoch, self.epoch_named(entry.name)))
+        return sorted(found, key=lambda pair: pair[0])
+
+
+class EpochPaths:
+    """The files of one trainer epoch's folder, ``epoch_<n>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def file(self, name: str) -> Path:
+        """A file the epoch holds when complete (one of ``EPOCH_FILES``, or the spec's)."""
+        return self.root / name
+
+    @property
+    def validation_scores(self) -> Path:
+        return self.root / VALIDATION_SCORES
+
+
 @dataclass(frozen=True)
-class JobPaths:
-    """The layout of ``<data_dir>/jobs/<job_id>/``."""
+class JobPaths(RunPaths):
+    """The folder of one of ugro's jobs, ``<data_dir>/jobs/<job_id>/``, and what
+    ugro writes in it."""
 
     jobs_dir: Path
     job_id: str
 
     def __post_init__(self) -> None:
+        # (imported here: a running job names its files without loading pydantic)
+        from ugro.jobs.spec import check_job_id
+
         check_job_id(self.job_id)
 
     # (the paths a job's life asks for most, joined once: pathlib's joins are a
@@ -103,42 +269,8 @@ class JobPaths:
     def root(self) -> Path:
         return self.jobs_dir / self.job_id
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def metadata(self) -> Path:
-        return self.root / "metadata.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def progress(self) -> Path:
-        return self.root / "progress.json"
-
-    @property
-    def console(self) -> Path:
-        return self.root / "console.log"
-
-    @cached_property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def training_log(self) -> Path:
-        return self.logs / "training.log"
-
-    def rank_log(self, rank: int) -> Path:
-        return self.logs / f"rank_{rank}.log"
-
-    def attempt_logs(self, attempt: int) -> Path:
-        return self.logs / f"attempt_{attempt}"
-
     def _attempt_rank_log(self, attempt: int) -> Path:
-        return self.attempt_logs(attempt) / "rank_0.log"
+        return self.attempt_logs(attempt) / _rank_log_name(0)
 
     def start_attempt_logs(self, attempt: int, spares: SparePool | None = None) -> Path:
         """Make ``logs/attempt_<n>/rank_0.log`` (a spare folder from ``spares`` when
@@ -178,16 +310,9 @@ class JobPaths:
         several names, no copying. The top-level names always show the newest
         attempt; each attempt's own folder keeps its output apart."""
         rank_log = self._attempt_rank_log(attempt)
-        for name in (rank_log.with_name("training.log"), self.training_log, self.rank_log(0)):
+        names = (self.attempt_training_log(attempt), self.training_log, self.rank_log(0))
+        for name in names:
             _link_over(rank_log, name)
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
 
     def create(self, config: dict[str, Any], spares: SparePool | None = None) -> None:
         """Create the whole tree with its config, all or nothing.
@@ -202,7 +327,7 @@ class JobPaths:
         try:
             if spares is not None and spares.take(staging):
                 # No temporary file for the config: the whole tree appears at once.
-                (staging / "config.json").write_text(text, encoding="utf-8")
+                RunPaths(staging).config.write_text(text, encoding="utf-8")
             else:
                 build_tree(staging, text.encode())
             os.rename(staging, self.root)

@@ -6,10 +6,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ugro.jobs.paths import EVALUATION_SCORES, RunPaths
 from ugro.progress.base import ProgressInfo, Tracker
 from ugro.progress.trainer import first_score
-
-SCORES = "evaluation_scores.json"
 
 
 class EvaluatorTracker(Tracker):
@@ -17,14 +16,14 @@ class EvaluatorTracker(Tracker):
 
     @classmethod
     def recognises(cls, run_dir: Path) -> bool:
-        return (run_dir / SCORES).is_file()
+        return RunPaths(run_dir).evaluation_scores.is_file()
 
     @classmethod
     def expected(cls) -> str:
-        return SCORES
+        return EVALUATION_SCORES
 
     def read(self, run_dir: Path, total_epochs: int | None) -> ProgressInfo:
-        path = run_dir / SCORES
+        path = RunPaths(run_dir).evaluation_scores
         info = ProgressInfo(runner_type=self.runner_type, total_epochs=None)
         try:
             stat = path.stat()
@@ -36,7 +35,7 @@ class EvaluatorTracker(Tracker):
         try:
             name, score = first_score(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
-            info.warnings.append(f"{SCORES} is unreadable: {exc}")
+            info.warnings.append(f"{path.name} is unreadable: {exc}")
             return info
         info.complete, info.percent = True, 100.0
         info.score_name, info.best_score, info.latest_score = name, score, score

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ugro.jobs.paths import EVALUATION_SCORES, METRICS, RUN_FILES, RunPaths, epoch_of
 from ugro.progress.base import ProgressInfo, ScanError, Tracker
 from ugro.progress.trackers import detect
 
@@ -67,24 +68,20 @@ def _entries(directory: Path) -> list[tuple[str, int, int]]:
     return sorted(found)
 
 
-def _is_epoch(name: str) -> bool:
-    return name.startswith("epoch_") and name[6:].isdigit()
-
-
 def signature(run_dir: Path) -> tuple[Any, ...]:
     """What changes when any file a tracker reads changes."""
     entries = _entries(run_dir)
-    epochs = [(int(name[6:]), name) for name, _, _ in entries if _is_epoch(name)]
+    epochs = [(epoch, name) for name, _, _ in entries if (epoch := epoch_of(name)) is not None]
     inner: list[tuple[str, int, int]] = []
     if epochs:
         # The newest epoch gone mid-scan: the next scan sees the change.
         with contextlib.suppress(FileNotFoundError):
-            inner = _entries(run_dir / max(epochs)[1])
+            inner = _entries(RunPaths(run_dir).epoch_named(max(epochs)[1]).root)
     return (tuple(entries), tuple(inner))
 
 
 # Top-level files whose modification counts as a run's activity (besides epoch_*/).
-_ACTIVITY_FILES = frozenset({"metrics.jsonl", "evaluation_scores.json"})
+_ACTIVITY_FILES = frozenset({METRICS, EVALUATION_SCORES})
 Entries = Sequence[tuple[str, int, int]]
 
 
@@ -100,10 +97,10 @@ def last_change(run_dir: Path, entries: Entries | None = None) -> float | None:
     stamps = [
         mtime / 1e9
         for name, mtime, _ in entries
-        if name in _ACTIVITY_FILES or name.startswith("epoch_")
+        if name in _ACTIVITY_FILES or epoch_of(name) is not None
     ]
     with contextlib.suppress(OSError):
-        stamps.append((run_dir / "logs" / "training.log").stat().st_mtime)
+        stamps.append(RunPaths(run_dir).training_log.stat().st_mtime)
     return max(stamps) if stamps else None
 
 
@@ -111,7 +108,7 @@ def total_epochs_of(run_dir: Path, given: int | None) -> int | None:
     """Planned epochs: as given, else from a config.json beside the run."""
     if given is not None:
         return given
-    for config in (run_dir / "config.json", run_dir.parent / "config.json"):
+    for config in (RunPaths(run_dir).config, RunPaths(run_dir.parent).config):
         try:
             data = json.loads(config.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -180,25 +177,6 @@ class Scanner:
         return reports
 
 
-# What a run's directory holds, whatever its runner type: the files the trackers
-# read (epoch_<n>/ besides these) and those ugro writes beside them. A folder with
-# none of them is no run (notes, data, a README) and a scan of a tree skips it; one
-# with any of them that no tracker can classify is a run gone wrong, and fails.
-RUN_FILES = frozenset(
-    {
-        "metrics.jsonl",
-        "evaluation_scores.json",
-        "progress.json",
-        "config.json",
-        "metadata.json",
-        "console.log",
-        "logs",
-        "checkpoints",
-        "tensorboard",
-    }
-)
-
-
 def has_run_files(directory: Path) -> bool:
     """Whether the directory holds any file or folder a run writes (``RUN_FILES``,
     ``epoch_<n>/``); an unreadable one counts, so that its scan says why."""
@@ -206,7 +184,7 @@ def has_run_files(directory: Path) -> bool:
         names = [entry.name for entry in os.scandir(directory)]
     except OSError:
         return True
-    return any(name in RUN_FILES or _is_epoch(name) for name in names)
+    return any(name in RUN_FILES or epoch_of(name) is not None for name in names)
 
 
 @dataclass

@@ -5,15 +5,14 @@ read from the ``epoch`` field of ``metrics.jsonl`` instead."""
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ugro.jobs.paths import EPOCH_FILES, EpochPaths, RunPaths
 from ugro.progress.base import ProgressInfo, Tracker
 
-DEFAULT_FILES = ["training_losses.pt", "optimizer_buffer.json", "validation_scores.json"]
-_EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+DEFAULT_FILES = list(EPOCH_FILES)
 # Which score to report, in order of preference; else the first number found.
 _SCORE_KEYS = ("accuracy", "val_accuracy", "score", "f1", "auc")
 # Epochs whose pace predicts the ETA.
@@ -46,22 +45,23 @@ class TrainerTracker(Tracker):
 
     @classmethod
     def recognises(cls, run_dir: Path) -> bool:
-        return (run_dir / "epoch_0").is_dir() or _metrics_have_epochs(run_dir / "metrics.jsonl")
+        run = RunPaths(run_dir)
+        return run.epoch(0).root.is_dir() or _metrics_have_epochs(run.metrics)
 
     @classmethod
     def expected(cls) -> str:
         return "epoch_<n>/ with " + ", ".join(DEFAULT_FILES) + "; or metrics.jsonl with 'epoch'"
 
     def read(self, run_dir: Path, total_epochs: int | None) -> ProgressInfo:
+        run = RunPaths(run_dir)
         info = ProgressInfo(runner_type=self.runner_type, total_epochs=total_epochs)
         done: dict[int, float] = {}  # epoch -> when it was complete
         scores: list[tuple[int, str | None, float | None]] = []
-        for entry in _epoch_dirs(run_dir):
-            epoch, path = entry
+        for epoch, folder in run.epochs():
             stamps = []
             for name in self.files:
                 try:
-                    stat = (path / name).stat()
+                    stat = folder.file(name).stat()
                 except FileNotFoundError:
                     break
                 if stat.st_size == 0:
@@ -69,8 +69,8 @@ class TrainerTracker(Tracker):
                 stamps.append(stat.st_mtime)
             else:
                 done[epoch] = max(stamps)
-                scores.append((epoch, *self._scores(path, info)))
-        records = read_metrics(run_dir / "metrics.jsonl", info.warnings)
+                scores.append((epoch, *self._scores(folder, info)))
+        records = read_metrics(run.metrics, info.warnings)
         if not done:
             for record in records:
                 if isinstance(record.get("epoch"), int):
@@ -106,28 +106,15 @@ class TrainerTracker(Tracker):
             info.percent, info.eta_seconds = 100.0, 0.0
         return info
 
-    def _scores(self, epoch_dir: Path, info: ProgressInfo) -> tuple[str | None, float | None]:
-        path = epoch_dir / "validation_scores.json"
+    def _scores(self, folder: EpochPaths, info: ProgressInfo) -> tuple[str | None, float | None]:
+        path = folder.validation_scores
         try:
             return first_score(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             return None, None
         except (OSError, ValueError) as exc:
-            info.warnings.append(f"{epoch_dir.name}/validation_scores.json is unreadable: {exc}")
+            info.warnings.append(f"{folder.root.name}/{path.name} is unreadable: {exc}")
             return None, None
-
-
-def _epoch_dirs(run_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    try:
-        entries = list(run_dir.iterdir())
-    except OSError:
-        return []
-    for path in entries:
-        match = _EPOCH_DIR.match(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
 
 
 def _eta(done: dict[int, float], remaining: int) -> float | None:
