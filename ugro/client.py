@@ -1,4 +1,10 @@
-"""Client: the Python API, and the only API the CLI uses."""
+"""Client: the Python API, and the only API the CLI uses.
+
+What reads jobs (``get``, ``list``, ``logs``) needs the registry and the tree only,
+and the commands people type all day are those reads: so the modules that submit,
+dispatch, wait on events and control runs are imported by the methods that use
+them, and a client that only reads never loads them.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +18,19 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from ugro.errors import JobNotFound, SpecError, StateError
-from ugro.execution.outcome import requeue
-from ugro.health.samples import NodeSample, samples
 from ugro.job import Job
 from ugro.jobs.lifecycle import JobStatus
-from ugro.jobs.spec import JobSpec, check_job_id
-from ugro.live.events import await_end, next_event
 from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime
-from ugro.scheduling.dispatch import dispatch_pending, gpu_view
-from ugro.scheduling.explain import why_waiting
-from ugro.scheduling.submit import LiveNodes, accept
-from ugro.scheduling.submit_lease import SubmitLease
 from ugro.settings import Settings
 
 if TYPE_CHECKING:
+    from ugro.health.samples import NodeSample
     from ugro.health.sweep import SweepReport
+    from ugro.jobs.spec import JobSpec
+    from ugro.scheduling.submit import LiveNodes
+    from ugro.scheduling.submit_lease import SubmitLease
 
 # How long (s) a wait reads on after a job ended while others still run, so that
 # one registry read covers a batch of a sweep's ends (``events.await_end``).
@@ -58,8 +58,9 @@ class Client:
         self.rt = Runtime.open(self.settings, connect=connect)
         self._user = getpass.getuser()
         self._host = socket.gethostname()
-        self._nodes = LiveNodes(self.rt)
-        self._leaser = SubmitLease(self.rt)
+        # What submit keeps between calls (the live nodes it read, its leaser), made
+        # by the first submit.
+        self._submitting: tuple[LiveNodes, SubmitLease] | None = None
         self._events: Any = None  # the status events subscription, kept between waits
 
     def close(self) -> None:
@@ -91,9 +92,15 @@ class Client:
         Raises:
             SpecError: when no live node could ever run one of the jobs.
         """
+        from ugro.scheduling.submit import LiveNodes, accept
+        from ugro.scheduling.submit_lease import SubmitLease
+
+        if self._submitting is None:
+            self._submitting = (LiveNodes(self.rt), SubmitLease(self.rt))
+        nodes, leaser = self._submitting
         spares = self.rt.spare_trees
         try:
-            rows = accept(self.rt, specs, self._nodes, self._user, self._host, spares, self._leaser)
+            rows = accept(self.rt, specs, nodes, self._user, self._host, spares, leaser)
         finally:
             spares.replenish()  # after the jobs are on their way, not beside them
         # As accepted (queued or placed): no second read of what was just written.
@@ -110,6 +117,8 @@ class Client:
         Raises:
             StateError: the job has already finished or failed.
         """
+        from ugro.scheduling.dispatch import dispatch_pending
+
         grace = self.settings.stop_grace if grace is None else grace
         for _ in range(10):  # the status may change under us; try again when it does
             job = self.get(job_id)
@@ -121,7 +130,7 @@ class Client:
                 self.rt.live.request_cancel(job.id, grace)
                 self.rt.paths(job.id).append_console(f"cancel requested (grace {grace:g} s)")
                 return self.get(job.id)
-            ended = {"finished_at": utcnow(), "exit_reason": "cancelled"}
+            ended: dict[str, Any] = {"finished_at": utcnow(), "exit_reason": "cancelled"}
             if self.rt.transition(job.id, JobStatus.CANCELLED, expect=[job.status], **ended):
                 self.rt.live.dequeue(job.id)
                 if job.node:
@@ -138,6 +147,9 @@ class Client:
         Raises:
             StateError: the job is not failed, cancelled or lost.
         """
+        from ugro.execution.outcome import requeue
+        from ugro.scheduling.dispatch import dispatch_pending
+
         job = self.get(job_id)
         ended = [JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST]
         if job.status not in ended:
@@ -159,6 +171,8 @@ class Client:
         Raises:
             JobNotFound: no job has that id.
         """
+        from ugro.jobs.spec import check_job_id
+
         check_job_id(job_id)
         return self._job(self.rt.registry.find_job(job_id))
 
@@ -171,12 +185,11 @@ class Client:
     def _job(self, row: JobRow) -> Job:
         """The job of a row; a running job the progress scan (once a minute) has not
         reached yet gets its progress read from its directory now."""
-        from ugro.progress.jobs import progress_now
+        if row.status == JobStatus.RUNNING.value and not row.progress:
+            from ugro.progress.jobs import progress_now
 
-        unscanned = row.status == JobStatus.RUNNING.value and not row.progress
-        return Job.from_row(
-            row, self.settings.jobs_dir, progress_now(self.rt, row) if unscanned else None
-        )
+            return Job.from_row(row, self.settings.jobs_dir, progress_now(self.rt, row))
+        return Job.from_row(row, self.settings.jobs_dir)
 
     def wait(
         self,
@@ -196,6 +209,8 @@ class Client:
         Raises:
             TimeoutError: when ``timeout`` seconds pass first.
         """
+        from ugro.live.events import await_end
+
         given = [job_ids] if isinstance(job_ids, str) else builtins.list(job_ids)
         events = self._subscription()  # before the first read: no event is missed
         latest = self._by_full_id(given)
@@ -245,6 +260,8 @@ class Client:
     def _subscription(self) -> Any:
         """The status events subscription, made once and kept between waits; events
         that arrived since the last wait are dropped (the registry is read anew)."""
+        from ugro.live.events import next_event
+
         if self._events is None:
             self._events = self.rt.live.subscribe()
         while next_event(self._events, 0) is not None:
@@ -253,6 +270,8 @@ class Client:
 
     def _close_events(self) -> None:
         if self._events is not None:
+            import redis
+
             with contextlib.suppress(redis.RedisError, OSError):
                 self._events.close()
             self._events = None
@@ -262,6 +281,10 @@ class Client:
         job = self.get(job_id)
         if job.status is not JobStatus.QUEUED:
             return None
+        from ugro.jobs.spec import JobSpec
+        from ugro.scheduling.dispatch import gpu_view
+        from ugro.scheduling.explain import why_waiting
+
         spec = JobSpec.model_validate_json(self.rt.registry.get_job(job.id).spec)
         ahead, ready_in = self.rt.live.queue_position(job.id)
         return why_waiting(job.gpus, spec.node, gpu_view(self.rt), ahead or 0, ready_in)
@@ -272,6 +295,7 @@ class Client:
         breaker's window ends, else None) and its GPUs (worker up, free, held by a
         job, or blocked, with readings)."""
         from ugro.health.sweep import breaker_for, latest_health
+        from ugro.scheduling.dispatch import gpu_view
 
         view = gpu_view(self.rt)
         workers = self.rt.live.workers(max_age=self.settings.worker_ttl)
@@ -316,6 +340,7 @@ class Client:
         """A health sweep now, whatever its interval, then a dispatch pass when a
         node came back (jobs may have waited for exactly that node)."""
         from ugro.health.sweep import health_sweep
+        from ugro.scheduling.dispatch import dispatch_pending
 
         report = health_sweep(self.rt, force=True)
         if report is None:  # only an unforced sweep is ever turned away
@@ -326,6 +351,8 @@ class Client:
 
     def node_history(self, since: datetime, node: str | None = None) -> builtins.list[NodeSample]:
         """The health sweep's samples since ``since``, oldest first."""
+        from ugro.health.samples import samples
+
         return samples(self.rt.registry, since, node=node)
 
     def get_many(self, ids: builtins.list[str]) -> builtins.list[Job]:
@@ -345,9 +372,7 @@ class Client:
         paths = self.rt.paths(job.id)
         if attempt is not None and not 1 <= attempt <= max(job.attempt, 1):
             raise SpecError(f"attempt: job {job.id} has attempts 1 to {job.attempt}")
-        path = (
-            paths.training_log if attempt is None else paths.attempt_logs(attempt) / "training.log"
-        )
+        path = paths.training_log if attempt is None else paths.attempt_training_log(attempt)
         offset, inode = 0, None
         while True:
             if path.exists():

@@ -2,6 +2,12 @@
 
 Settings are a plain object passed to what needs them, never a global; the CLI and
 ``Client()`` build one from the environment, tests build their own.
+
+The environment is read here, as pydantic-settings would read it for these fields
+(plain values, names in any case, what is given to the constructor first), rather
+than by pydantic-settings itself: every `ugro` command builds a Settings, and that
+package's import (its sources for dotenv files, secrets, cloud vaults and command
+lines, and asyncio) costs a short command more than all the rest of its settings.
 """
 
 from __future__ import annotations
@@ -10,18 +16,24 @@ import hashlib
 import os
 import socket
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
-import platformdirs
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # A unix socket path must fit sockaddr_un.sun_path (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100
 
 
+#: The prefix of every setting's environment variable.
+ENV_PREFIX = "UGRO_"
+
+
 def _default_data_dir() -> Path:
+    import platformdirs  # only when UGRO_DATA_DIR is not set
+
     return Path(platformdirs.user_data_dir("ugro", appauthor=False))
 
 
@@ -29,10 +41,26 @@ def _default_node_name() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
 
-class Settings(BaseSettings):
-    """ugro's configuration; each field is ``UGRO_<FIELD>`` in the environment."""
+def from_environment(fields: Iterable[str]) -> dict[str, str]:
+    """The values of ``UGRO_<FIELD>`` variables set for these fields, by field name;
+    a variable's name is matched in any case."""
+    wanted = {f"{ENV_PREFIX}{name}".upper(): name for name in fields}
+    return {
+        wanted[key.upper()]: value for key, value in os.environ.items() if key.upper() in wanted
+    }
 
-    model_config = SettingsConfigDict(env_prefix="UGRO_", extra="ignore")
+
+class Settings(BaseModel):
+    """ugro's configuration; each field is ``UGRO_<FIELD>`` in the environment.
+
+    ``Settings(**values)`` takes ``values`` first, then the environment, then the
+    defaults; a value of the wrong type raises pydantic's ValidationError, which
+    names the field.
+    """
+
+    # Unknown names are ignored, and defaults are checked like the rest (a default
+    # data dir is made absolute like a given one).
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     # None means: start and use the embedded Redis under the data dir.
@@ -143,6 +171,9 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**(from_environment(type(self).model_fields) | values))
 
     # Derived locations -----------------------------------------------------------
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ugro
+from tests.conftest import env_for, ugro
 from ugro.registry.store import Registry
 from ugro.settings import Settings
 
@@ -75,3 +75,17 @@ def test_a_mistyped_option_is_refused_not_made_part_of_the_command(
     assert result.returncode == 2 and str(missing) in result.stderr
     assert not settings.jobs_dir.exists() or list(settings.jobs_dir.iterdir()) == []
     assert live_redis.keys(f"{settings.redis_prefix}:*") == []
+
+
+def test_a_bad_setting_in_the_environment_is_refused_naming_its_variable(
+    settings: Settings,
+) -> None:
+    # Given a shell whose settings hold a value of the wrong type (the variable's
+    # name in lower case, as the environment may spell it)
+    env = env_for(settings)
+    env["ugro_lease_ttl"] = "half a minute"
+    # When any command reads them, it says which variable is wrong, and nothing else
+    result = ugro(settings, "list", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: invalid setting: UGRO_LEASE_TTL: ")
+    assert result.stdout == ""

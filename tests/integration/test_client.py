@@ -371,3 +371,28 @@ def test_after_down_jobs_are_still_read_and_a_bare_python_is_ugro_s(
     # and what needs the live state says how to start it
     nodes = ugro(settings, "nodes")
     assert nodes.returncode == 3 and "ugro up" in nodes.stderr
+
+
+def test_settings_are_what_is_given_then_the_environment_then_the_defaults(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a shell with settings for ugro, one spelled in lower case
+    for name, value in env_for(settings).items():
+        if name.startswith("UGRO_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ugro_node_name", "fromshell")
+    monkeypatch.setenv("UGRO_STUCK_AFTER", "90")
+    monkeypatch.delenv("UGRO_OUTDATED_AFTER", raising=False)
+    # When a client is made without settings, it reads them from the environment
+    with Client(connect=False) as client:
+        read = client.settings
+        assert client.list() == []  # the registry of those settings: no job yet
+    assert (read.data_dir, read.node_name, read.stuck_after) == (
+        settings.data_dir,
+        "fromshell",
+        90.0,
+    )
+    assert read.outdated_after == 30 * 86400.0  # the default
+    # and what is given takes the place of what the environment says
+    given = Settings(node_name="given", stuck_after=5)
+    assert (given.node_name, given.stuck_after, given.data_dir) == ("given", 5.0, settings.data_dir)

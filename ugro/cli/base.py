@@ -2,32 +2,69 @@
 
 Errors print one line naming what was wrong; exit 2 for bad input, 3 when the
 stack is not running, 1 for anything else.
+
+A command people type all day must answer at once, and most of a short command's
+time is imports: so at import this module and the command modules load click and
+nothing else. Rich, the settings and the client load when a command uses them,
+and ``ugro --help`` loads none of them.
+
+The rest of such a command's time is Python's cyclic garbage collector passing
+over the objects those imports made (SQLAlchemy's, pydantic's), again and again
+while they load and once more at exit, when none of them is garbage. So a command
+hands the collector nothing of what it loaded when it ends (``gc.freeze``), and a
+command that reads, prints and ends (``short_lived``) runs without it.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from functools import cache
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
 from ugro.errors import UgroError
-from ugro.settings import Settings
 
-# Piped to another program, a table keeps its natural width: nothing is cut.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-# Piped or logged, a message stays on one line, so a command it suggests (`chmod 600
-# <path>`) can be copied whole; on a terminal it wraps between words.
-err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from ugro.client import Client
+    from ugro.settings import Settings
+
+
+@cache
+def out() -> Console:
+    """The console of what a command prints for people on stdout."""
+    from rich.console import Console
+
+    # Piped to another program, a table keeps its natural width: nothing is cut.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
+
+
+@cache
+def err() -> Console:
+    """The console of errors, warnings and progress, on stderr."""
+    from rich.console import Console
+
+    # Piped or logged, a message stays on one line, so a command it suggests (`chmod
+    # 600 <path>`) can be copied whole; on a terminal it wraps between words.
+    return Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+    err().print(f"[bold red]error:[/] {message}", markup=True)
     sys.exit(code)
+
+
+def _is_validation_error(exc: Exception) -> bool:
+    """Whether ``exc`` is pydantic's ValidationError, without importing pydantic: a
+    process that has not imported it cannot have raised one."""
+    core = sys.modules.get("pydantic_core")
+    return core is not None and isinstance(exc, core.ValidationError)
 
 
 class UgroGroup(click.Group):
@@ -38,13 +75,31 @@ class UgroGroup(click.Group):
             return super().invoke(ctx)
         except UgroError as exc:
             fail(str(exc), exc.exit_code)
-        except ValidationError as exc:
-            fail(str(exc), 2)
         except TimeoutError as exc:
             fail(str(exc), 124)
+        except Exception as exc:
+            if _is_validation_error(exc):
+                fail(str(exc), 2)
+            raise
+        finally:
+            # The process ends now: the collections at exit need not look at what the
+            # command loaded. (Cycles left unreachable then go with the process,
+            # unfinalized: the commands close what they open.)
+            gc.freeze()
+
+
+def short_lived() -> None:
+    """Run the rest of this command without the cyclic garbage collector: for one
+    that reads, prints and ends (`ugro list`, `ugro status`), whose few cycles are
+    freed with the process. Never for a command that follows, waits or serves."""
+    gc.disable()
 
 
 def settings_from_env() -> Settings:
+    from pydantic import ValidationError
+
+    from ugro.settings import Settings
+
     try:
         return Settings()
     except ValidationError as exc:
@@ -54,7 +109,7 @@ def settings_from_env() -> Settings:
         fail(f"invalid setting: {bad}", 2)
 
 
-def client_from_env(connect: bool = True) -> Any:
+def client_from_env(connect: bool = True) -> Client:
     """The client of the environment's settings; without ``connect``, Redis is
     reached only when a call needs it (read-only commands work while it is down)."""
     from ugro.client import Client
@@ -95,12 +150,24 @@ def main() -> None:
     """ugro: run GPU jobs for a machine-learning lab."""
 
 
+def new_table(*columns: str) -> Table:
+    """A table for people, with these column headings and no box."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
 def progress_bar() -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        console=err,
+        console=err(),
         transient=True,
     )

@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.table import Table
 
 from ugro.cli.base import (
     client_from_env,
     err,
     fail,
     main,
+    new_table,
     out,
     progress_bar,
     settings_from_env,
     span,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @main.command()
@@ -49,13 +52,13 @@ def nodes(as_json: bool, per_gpu: bool, history: str | None, node: str | None) -
         click.echo(json.dumps(found, indent=2))
         return
     if not found:
-        err.print("no node reports yet: start the workers with `ugro up` or `ugro worker`")
+        err().print("no node reports yet: start the workers with `ugro up` or `ugro worker`")
         return
-    out.print(_gpu_table(found) if per_gpu else _node_table(found))
+    out().print(_gpu_table(found) if per_gpu else _node_table(found))
     for entry in found:
         health = entry["health"] or {}
         if health.get("reasons"):
-            out.print(f"{entry['node']}: " + "; ".join(health["reasons"]))
+            out().print(f"{entry['node']}: " + "; ".join(health["reasons"]))
 
 
 def _row_gpus(entry: dict[str, Any]) -> list[tuple[bool, dict[str, Any]]]:
@@ -79,10 +82,19 @@ def _percent(value: float | None) -> str:
 
 
 def _node_table(found: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold")
-    columns = ("NODE", "BREAKER", "SCORE", "GPUS", "UTIL", "GPU MEM", "TEMP", "CPU", "MEM", "DISK")
-    for column in (*columns, "CHECKED"):
-        table.add_column(column)
+    table = new_table(
+        "NODE",
+        "BREAKER",
+        "SCORE",
+        "GPUS",
+        "UTIL",
+        "GPU MEM",
+        "TEMP",
+        "CPU",
+        "MEM",
+        "DISK",
+        "CHECKED",
+    )
     now = datetime.now(UTC)
     for entry in found:
         health = entry["health"] or {}
@@ -127,9 +139,7 @@ def _breaker_cell(entry: dict[str, Any], now: datetime) -> str:
 
 
 def _gpu_table(found: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("NODE", "GPU", "STATE", "JOB / WHY", "UTIL", "MEMORY", "TEMP"):
-        table.add_column(column)
+    table = new_table("NODE", "GPU", "STATE", "JOB / WHY", "UTIL", "MEMORY", "TEMP")
     for node in found:
         for gpu in node["gpus"]:
             reading = gpu["reading"] or {}
@@ -162,11 +172,9 @@ def _history(duration: str, node: str | None, as_json: bool) -> None:
         click.echo(json.dumps([sample.to_dict() for sample in found], indent=2))
         return
     if not found:
-        err.print(f"no health samples in the last {duration}")
+        err().print(f"no health samples in the last {duration}")
         return
-    table = Table(box=None, header_style="bold")
-    for column in ("TIME", "NODE", "BREAKER", "SCORE", "GPU UTIL", "BUSY", "CPU", "WHY"):
-        table.add_column(column)
+    table = new_table("TIME", "NODE", "BREAKER", "SCORE", "GPU UTIL", "BUSY", "CPU", "WHY")
     for sample in found:
         utils = [g.utilization for g in sample.gpus if g.utilization is not None]
         table.add_row(
@@ -179,7 +187,7 @@ def _history(duration: str, node: str | None, as_json: bool) -> None:
             _percent(sample.cpu_percent),
             "; ".join(sample.reasons) or "-",
         )
-    out.print(table)
+    out().print(table)
 
 
 @main.command(name="health")
@@ -194,7 +202,7 @@ def health_command(as_json: bool) -> None:
     for name, sample in report.nodes.items():
         why = "; ".join(sample.reasons) or "all checks pass"
         style = _LEVEL_STYLE[sample.level]
-        out.print(
+        out().print(
             f"{name}: [{style}]{sample.score} {sample.level}[/], breaker {sample.breaker}: {why}"
         )
 
@@ -206,7 +214,7 @@ def reconcile_command() -> None:
 
     with client_from_env() as client:
         report = reconcile(client.rt)
-    err.print(", ".join(f"{what}: {n}" for what, n in report.items()) or "nothing to do")
+    err().print(", ".join(f"{what}: {n}" for what, n in report.items()) or "nothing to do")
 
 
 def _parse_gpus(value: str | None) -> list[int] | None:
@@ -234,8 +242,8 @@ def up(gpus: str | None, no_beat: bool) -> None:
             progress.update(task, description=what, completed=done, total=total)
 
         found = stack.up(_parse_gpus(gpus), with_beat=not no_beat, on_progress=show)
-    err.print(f"ugro is up on node {settings.node_name}: {found}")
-    err.print(f"data: {settings.data_dir}   logs: {settings.run_dir}/*.log")
+    err().print(f"ugro is up on node {settings.node_name}: {found}")
+    err().print(f"data: {settings.data_dir}   logs: {settings.run_dir}/*.log")
 
 
 @main.command()
@@ -244,7 +252,7 @@ def down() -> None:
     from ugro.ops.stack import Stack
 
     stopped = Stack(settings_from_env()).down()
-    err.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    err().print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @main.command()
@@ -255,7 +263,7 @@ def worker(gpus: str | None) -> None:
 
     settings = settings_from_env()
     indices, found = select_gpus(settings, _parse_gpus(gpus))
-    err.print(f"node {settings.node_name}: {found}; serving GPUs {indices}")
+    err().print(f"node {settings.node_name}: {found}; serving GPUs {indices}")
     sys.exit(run_foreground(settings, node_services(indices)))
 
 

@@ -74,7 +74,8 @@ def evaluators(python: str, best: list[Job]) -> list[JobSpec]:
 
 
 def _last_checkpoint(job: Job) -> Path:
-    return job.job_dir / "checkpoints" / f"epoch_{EPOCHS - 1}.npz"
+    # (the name examples/train.py gives its checkpoints)
+    return job.paths.checkpoint(f"epoch_{EPOCHS - 1}.npz")
 
 
 def read_progress(job: Job) -> tuple[int | None, float | None]:
@@ -129,8 +130,8 @@ def _watch(client: Client, shown: list[Job], awaited: list[Job]) -> list[Job]:
     ids = list(dict.fromkeys(job.id for job in shown + awaited))
     waiting = {job.id for job in awaited}
     jobs: list[Job] = []
-    if err.is_terminal and not err.is_dumb_terminal:
-        with Live(console=err, refresh_per_second=4) as live:
+    if err().is_terminal and not err().is_dumb_terminal:
+        with Live(console=err(), refresh_per_second=4) as live:
             for jobs in _poll(client, ids, waiting):
                 live.update(_table(jobs, False))
         return jobs
@@ -141,7 +142,7 @@ def _watch(client: Client, shown: list[Job], awaited: list[Job]) -> list[Job]:
         for job in jobs:
             if job.id in waiting and job.done and job.id not in reported:
                 reported.add(job.id)
-                err.print(_ended(job))
+                err().print(_ended(job))
     return jobs
 
 
@@ -161,7 +162,7 @@ def run_demo(data_dir: str | None, gpus: int, keep: bool = False) -> int:
     os.environ["UGRO_DATA_DIR"] = str(root.absolute())
     os.environ["UGRO_GPU_BACKEND"] = f"fake:{gpus}"
     settings = Settings()
-    err.print(f"data dir: {settings.data_dir}")
+    err().print(f"data dir: {settings.data_dir}")
     failed: list[Job] | None = None  # None: the demo stopped before its end
     try:
         failed = _sweep(settings)
@@ -175,19 +176,19 @@ def _tidy_up(settings: Settings, named: bool, remove: bool) -> None:
     remove it: a demo must not leave megabytes in /tmp unsaid."""
     root = settings.data_dir
     if named:
-        err.print(f"results tree: {settings.jobs_dir}")
+        err().print(f"results tree: {settings.jobs_dir}")
         return
     if remove:
         try:
             shutil.rmtree(root)
         except OSError as exc:
-            err.print(f"[yellow]warning:[/] could not remove {root}: {exc}")
+            err().print(f"[yellow]warning:[/] could not remove {root}: {exc}")
         else:
-            err.print(f"removed {root}; `ugro demo --keep` keeps its results tree")
+            err().print(f"removed {root}; `ugro demo --keep` keeps its results tree")
             return
     # The command on a line of its own: a terminal's wrap does not split it.
-    err.print(f"kept the results tree: {settings.jobs_dir}")
-    err.print(f"remove it with: rm -rf {shlex.quote(str(root))}")
+    err().print(f"kept the results tree: {settings.jobs_dir}")
+    err().print(f"remove it with: rm -rf {shlex.quote(str(root))}")
 
 
 def _sweep(settings: Settings) -> list[Job]:
@@ -195,23 +196,23 @@ def _sweep(settings: Settings) -> list[Job]:
     that did not finish."""
     stack = Stack(settings)
     try:
-        with err.status("starting the embedded Redis, GPU workers and beat..."):
+        with err().status("starting the embedded Redis, GPU workers and beat..."):
             found = stack.up()
-        err.print(f"up: {found}")
+        err().print(f"up: {found}")
         with Client(settings) as client:
             jobs = [client.submit(spec) for spec in trainers(sys.executable)]
-            err.print(f"submitted a sweep of {len(jobs)} trainers")
+            err().print(f"submitted a sweep of {len(jobs)} trainers")
             jobs = _watch(client, jobs, jobs)
             finished = [job for job in jobs if job.succeeded]
             best = sorted(finished, key=lambda job: -(read_progress(job)[1] or 0.0))[:2]
             evals = [client.submit(spec) for spec in evaluators(sys.executable, best)]
-            err.print(f"submitted {len(evals)} evaluators of the best checkpoints")
+            err().print(f"submitted {len(evals)} evaluators of the best checkpoints")
             jobs = _watch(client, jobs, evals)
-            out.print(_table(jobs, True), soft_wrap=False)  # a centred title
+            out().print(_table(jobs, True), soft_wrap=False)  # a centred title
     finally:
-        with err.status("stopping the stack..."):
+        with err().status("stopping the stack..."):
             stack.down()
     failed = [job for job in jobs if not job.succeeded]
     for job in failed:
-        err.print(f"[red]{job.name} {job.status.value}: {job.error}[/]")
+        err().print(f"[red]{job.name} {job.status.value}: {job.error}[/]")
     return failed

@@ -7,9 +7,18 @@ import sys
 from typing import Any
 
 import click
-from rich.table import Table
 
-from ugro.cli.base import STATUS_STYLE, age, client_from_env, err, fail, main, out, progress_bar
+from ugro.cli.base import (
+    STATUS_STYLE,
+    age,
+    client_from_env,
+    err,
+    fail,
+    main,
+    progress_bar,
+    short_lived,
+)
+from ugro.cli.plain import Cell, TextTable, shows_style, styled
 from ugro.cli.progress import progress_cells
 
 
@@ -85,6 +94,7 @@ def submit(
 @click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
 def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
     """List jobs, newest first (works while the stack is down)."""
+    short_lived()
     from ugro.jobs.lifecycle import JobStatus
     from ugro.progress.scan import OUTDATED, STUCK
 
@@ -102,25 +112,22 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
     if as_json:
         click.echo(json.dumps([job.to_json() for job in jobs], indent=2))
         return
-    table = Table(box=None, header_style="bold")
-    # Ids are copied into other commands: never cut or wrapped, whatever the width.
-    table.add_column("ID", no_wrap=True, min_width=max((len(j.id) for j in jobs), default=2))
-    for column in ("NAME", "STATUS", "NODE", "GPUS", "PROGRESS", "EPOCHS", "BEST", "ETA", "AGE"):
-        table.add_column(column)
+    # Ids are copied into other commands: never cut; a narrow terminal cuts names.
+    columns = ("ID", "NAME", "STATUS", "NODE", "GPUS", "PROGRESS", "EPOCHS", "BEST", "ETA", "AGE")
+    table = TextTable(*columns, fit="NAME")
     for job in jobs:
         gpus = ",".join(map(str, job.gpu_indices)) or f"({job.gpus})"
         shown = job.run_status if job.run_status in (STUCK, OUTDATED) else job.status.value
-        style = STATUS_STYLE.get(shown, "")
         table.add_row(
             job.id,
             job.name,
-            f"[{style}]{shown}[/]",
+            (shown, STATUS_STYLE.get(shown, "")),
             job.node or "-",
             gpus,
             *progress_cells(job.progress),
             age(job.created_at),
         )
-    out.print(table)
+    table.print()
 
 
 @main.command()
@@ -128,6 +135,7 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def status(job_id: str, as_json: bool) -> None:
     """Show one job: status, progress, why it waits, its paths."""
+    short_lived()
     from ugro.errors import NotRunningError
 
     with client_from_env(connect=False) as client:
@@ -152,21 +160,22 @@ def status(job_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    for key, value in _status_lines(job, waiting):
-        if value not in (None, ""):
-            out.print(f"[bold]{key:<12}[/] {value}")
-    for key, value in data["paths"].items():
-        out.print(f"[bold]{key:<12}[/] {value}")
+    color = shows_style(sys.stdout)
+    lines = [*_status_lines(job, waiting), *data["paths"].items()]
+    for key, value in lines:
+        if value is None or value == "":
+            continue
+        text, style = value if isinstance(value, tuple) else (value, "")
+        click.echo(f"{styled(f'{key:<12}', 'bold', color)} {styled(text, style, color)}")
 
 
 #: What a live field says while Redis cannot be reached (the stack is down).
 LIVE_UNAVAILABLE = "unavailable: the stack is not running (`ugro up`)"
 
 
-def _status_lines(job: Any, waiting: str | None) -> list[tuple[str, str | None]]:
+def _status_lines(job: Any, waiting: str | None) -> list[tuple[str, Cell | None]]:
     """The human view of one job, a (label, value) pair a line."""
     shown = job.run_status if job.run_status in ("stuck", "outdated") else job.status.value
-    style = STATUS_STYLE.get(shown, "")
     info = job.progress
     progress, epochs, best, eta = progress_cells(info)
     if info is not None and info.score_name and info.best_score is not None:
@@ -186,7 +195,7 @@ def _status_lines(job: Any, waiting: str | None) -> list[tuple[str, str | None]]
         ("id", job.id),
         ("name", job.name),
         ("kind", job.kind),
-        ("status", f"[{style}]{shown}[/]"),
+        ("status", (shown, STATUS_STYLE.get(shown, ""))),
         ("waiting", waiting),
         ("node", job.node),
         ("gpus", gpus),
@@ -217,6 +226,8 @@ def _when(at: Any) -> str | None:
 @click.option("--attempt", type=int, default=None, help="That attempt's log (default: newest).")
 def logs(job_id: str, follow: bool, attempt: int | None) -> None:
     """Print a job's training log (works while the stack is down)."""
+    if not follow:
+        short_lived()
     with client_from_env(connect=False) as client:
         for chunk in client.logs(job_id, follow=follow, attempt=attempt):
             sys.stdout.write(chunk)
@@ -251,7 +262,9 @@ def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
         jobs = client.wait(list(job_ids), timeout=limit, on_change=show)
     for job in jobs:
         if not job.succeeded:
-            err.print(f"{job.id}: {job.status.value} ({job.exit_reason or '-'}: {job.error or ''})")
+            err().print(
+                f"{job.id}: {job.status.value} ({job.exit_reason or '-'}: {job.error or ''})"
+            )
             sys.exit(job.failure_code)
 
 
@@ -274,7 +287,7 @@ def cancel(job_ids: tuple[str, ...], grace: str | None, no_wait: bool) -> None:
                 progress.add_task("stopping", total=None)
                 jobs = client.wait([job.id for job in jobs])
     for job in jobs:
-        err.print(f"{job.id}: {job.status.value}")
+        err().print(f"{job.id}: {job.status.value}")
 
 
 @main.command()
@@ -284,4 +297,4 @@ def retry(job_ids: tuple[str, ...]) -> None:
     with client_from_env() as client:
         for job_id in job_ids:
             job = client.retry(job_id)
-            err.print(f"{job.id}: {job.status.value}")
+            err().print(f"{job.id}: {job.status.value}")

@@ -25,9 +25,9 @@ def metrics(address: str | None, port: int | None) -> None:
         try:
             server = serve_metrics(client.rt, host, where)
         except OSError as exc:
-            err.print(f"[bold red]error:[/] cannot listen on {host}:{where}: {exc.strerror}")
+            err().print(f"[bold red]error:[/] cannot listen on {host}:{where}: {exc.strerror}")
             raise SystemExit(3) from None
-        err.print(f"metrics on http://{host}:{where}/metrics (Ctrl-C stops)")
+        err().print(f"metrics on http://{host}:{where}/metrics (Ctrl-C stops)")
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         with contextlib.suppress(KeyboardInterrupt):

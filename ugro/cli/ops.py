@@ -28,12 +28,12 @@ def flower(address: str | None, port: int | None, allow_control: bool) -> None:
     settings = settings.model_copy(update={k: v for k, v in changes.items() if v is not None})
     login = flower_login(settings)
     if login.generated:
-        err.print(
+        err().print(
             f"Flower login (shown this once): user [bold]{login.user}[/] password"
             f" [bold]{login.password}[/]  (kept in {login.source}, mode 0600)"
         )
     if not is_loopback(settings.flower_address):
-        err.print(
+        err().print(
             f"[yellow]warning:[/] Flower listens on {settings.flower_address}: the login"
             " crosses the network in clear unless a TLS proxy stands in front"
         )
@@ -44,13 +44,11 @@ def flower(address: str | None, port: int | None, allow_control: bool) -> None:
     def ready(url: str) -> None:
         where = "UGRO_FLOWER_BASIC_AUTH" if login.source.startswith("UGRO_") else login.source
         mode = "read-write" if allow_control else "read-only"
-        err.print(f"Flower ({mode}) at {url}  log in as {login.user} (password: {where})")
+        err().print(f"Flower ({mode}) at {url}  log in as {login.user} (password: {where})")
 
     run_flower(settings, login, allow_control=allow_control, on_ready=ready)
 
 
-# This definition replaces the older one in ugro/cli/cluster.py, which has no --keep:
-# ugro.cli imports ops after cluster, and a group keeps the last command of a name.
 @main.command()
 @click.option("--data-dir", default=None, help="Where to keep the demo's results.")
 @click.option("--gpus", default=4, show_default=True, help="Simulated GPUs.")

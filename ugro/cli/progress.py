@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
 
-from ugro.cli.base import main, out, settings_from_env
-from ugro.progress.base import ProgressInfo
+from ugro.cli.base import main, new_table, out, settings_from_env
+
+if TYPE_CHECKING:
+    from ugro.progress.base import ProgressInfo
 
 
 def progress_cells(info: ProgressInfo | None) -> tuple[str, str, str, str]:
@@ -78,18 +80,16 @@ def scan(path: Path, epochs: int | None, as_json: bool, verbose: bool) -> None:
     if as_json:
         click.echo(json.dumps([report.to_json() for report in reports], indent=2))
     else:
-        table = Table(box=None, header_style="bold")
-        for column in ("RUN", "TYPE", "STATUS", "PROGRESS", "EPOCHS", "BEST", "ETA"):
-            table.add_column(column)
+        table = new_table("RUN", "TYPE", "STATUS", "PROGRESS", "EPOCHS", "BEST", "ETA")
         for report in reports:
             info = report.progress
             table.add_row(
                 report.path.name, info.runner_type or "?", report.status, *progress_cells(info)
             )
-        out.print(table)
+        out().print(table)
         for report in reports:
             for warning in report.progress.warnings:
-                out.print(f"[yellow]warning:[/] {report.path.name}: {warning}")
+                out().print(f"[yellow]warning:[/] {report.path.name}: {warning}")
     if verbose:
         # On stderr, like the errors: stdout stays the table, or JSON for scripts.
         for skipped in found.skipped:

@@ -34,4 +34,4 @@ def summary(day: str | None, as_json: bool) -> None:
         registry.close()
     click.echo(json.dumps(figures.to_json(), indent=2) if as_json else markdown)
     written = ", ".join(str(path) for path in files.existing())
-    err.print(f"written: {written}")
+    err().print(f"written: {written}")
