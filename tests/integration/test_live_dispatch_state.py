@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from tests.conftest import wait_until
-from ugro.live.dispatch_state import HereAsk, Snapshot, TakenHere
+from ugro.live.dispatch_state import FreedGpu, Snapshot, TakenForGpu
 from ugro.live.scripts import lua_source
-from ugro.live.state import LiveState
+from ugro.live.state import LiveState, QueuedEntry
 from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 
@@ -22,9 +22,9 @@ def _two_gpus_and_three_jobs(live: LiveState) -> None:
         live.register_worker("n", index, pid=1, host="h")
     live.enqueue_many(
         [
-            ("job-a", 0, 1, None, None, None),
-            ("job-b", 5, 2, "n", 30.0, None),
-            ("job-c", 0, 1, None, None, None),
+            QueuedEntry("job-a", 0, 1),
+            QueuedEntry("job-b", 5, 2, "n", 30.0),
+            QueuedEntry("job-c", 0, 1),
         ]
     )
 
@@ -83,7 +83,7 @@ def test_a_pass_works_on_a_redis_that_lost_its_scripts(
     assert live.leases.acquire("n", [0], "done|1", ttl=10)
     live.redis.script_flush()
     writes = live.redis.pipeline(transaction=True)
-    live.released("n", [0], "done|1", "done", writes=writes, status="finished")
+    live.release_and_set_job("n", [0], "done|1", "done", writes=writes, status="finished")
     assert live.dispatch.begin("second", max_age=60, limit=8, writes=writes) is not None
     assert live.leases.lease_holders("n", [0]) == {0: None}
     assert live.job("done")["status"] == "finished"
@@ -98,7 +98,7 @@ def test_the_writes_sent_ahead_of_a_pass_land_first_and_a_failed_one_lets_the_lo
     # A finished job's release goes ahead: the pass sees its GPU free
     assert live.leases.acquire("n", [0], "done|1", ttl=10)
     writes = live.redis.pipeline(transaction=True)
-    live.released("n", [0], "done|1", "done", writes=writes, status="finished")
+    live.release_and_set_job("n", [0], "done|1", "done", writes=writes, status="finished")
     snapshot = live.dispatch.begin("first", max_age=60, limit=8, writes=writes)
     assert snapshot is not None and snapshot[1][("n", 0)] is None
     assert live.job("done")["status"] == "finished"
@@ -178,7 +178,7 @@ def _one_job_for_gpu_0(live: LiveState, gpus: int = 1, node: str | None = None) 
     for index in (0, 1):
         live.register_worker("n", index, pid=1, host="h")
     assert live.leases.acquire("n", [1], "busy|1", ttl=10)
-    live.enqueue_many([("job-a", 0, gpus, node, None, None)])
+    live.enqueue_many([QueuedEntry("job-a", 0, gpus, node)])
 
 
 def test_a_gpu_worker_whose_job_ended_takes_the_head_of_the_queue_for_its_gpu(
@@ -186,13 +186,16 @@ def test_a_gpu_worker_whose_job_ended_takes_the_head_of_the_queue_for_its_gpu(
 ) -> None:
     live = LiveState.open(settings)
     _one_job_for_gpu_0(live)
+    # and node "a" with two GPUs free: a looser fit, where a pass would not place it
+    for index in (0, 1):
+        live.register_worker("a", index, pid=1, host="h")
     # When GPU 0's worker asks, its last job's writes going first
     writes = live.redis.pipeline(transaction=True)
     live.queue_set_job(writes, "done-1", {"status": "finished"})
-    here = HereAsk("n", 0, "tok", ttl=30)
-    taken = live.dispatch.take_here("w", max_age=60, limit=8, here=here, writes=writes)
+    freed = FreedGpu("n", 0, "tok", lease_ttl=30)
+    taken = live.dispatch.take_for_gpu("w", max_age=60, limit=8, gpu=freed, writes=writes)
     # Then the head is its, with the lease in the running window; no pass was run
-    assert taken == TakenHere("job-a")
+    assert taken == TakenForGpu("job-a")
     assert live.job("done-1")["status"] == "finished"
     assert live.leases.lease_holders("n", [0]) == {0: "job-a|tok"}
     assert 0 < live_redis.pttl(live.keys.lease("n", 0)) <= 30_000
@@ -200,20 +203,41 @@ def test_a_gpu_worker_whose_job_ended_takes_the_head_of_the_queue_for_its_gpu(
     assert live_redis.get(live.keys.dispatch_lock) is None
     # With nothing left to take, it is told so, and takes no lock either
     live.leases.release("n", [0], "job-a|tok")
-    assert live.dispatch.take_here("w2", max_age=60, limit=8, here=here) is None
+    assert live.dispatch.take_for_gpu("w2", max_age=60, limit=8, gpu=freed) is None
     assert live_redis.get(live.keys.dispatch_lock) is None
 
 
 @pytest.mark.parametrize(
-    "why", ["two GPUs", "another node", "unhealthy", "blocked", "silent", "leased", "delayed"]
+    "why",
+    [
+        "two GPUs",
+        "another node",
+        "unhealthy",
+        "blocked",
+        "silent",
+        "leased",
+        "delayed",
+        "as tight a node first in order",
+        "a tighter node",
+        "a lower index free",
+    ],
 )
 def test_a_gpu_worker_takes_nothing_where_a_pass_could_decide_otherwise(
     settings: Settings, live_redis: redis.Redis, why: str
 ) -> None:
     live = LiveState.open(settings)
     _one_job_for_gpu_0(live, gpus=2 if why == "two GPUs" else 1)
-    if why == "another node":
-        live.enqueue_many([("job-a", 0, 1, "m", None, None)])
+    asking = 0
+    if why == "as tight a node first in order":  # one GPU free there too
+        live.register_worker("m", 0, pid=1, host="h")
+    elif why == "a tighter node":  # one GPU free there, two on "n"
+        live.leases.release("n", [1], "busy|1")
+        live.register_worker("o", 0, pid=1, host="h")
+    elif why == "a lower index free":
+        live.leases.release("n", [1], "busy|1")
+        asking = 1
+    elif why == "another node":
+        live.enqueue_many([QueuedEntry("job-a", 0, 1, "m")])
     elif why == "unhealthy":
         live_redis.hset(live.keys.unhealthy_nodes, "n", "breaker open")
     elif why == "blocked":
@@ -224,16 +248,16 @@ def test_a_gpu_worker_takes_nothing_where_a_pass_could_decide_otherwise(
     elif why == "leased":
         assert live.leases.acquire("n", [0], "other|2", ttl=10)
     elif why == "delayed":  # due now: it may go before the head
-        live.enqueue_many([("job-r", 9, 1, None, None, time.time() - 1)])
-    here = HereAsk("n", 0, "tok", ttl=30)
+        live.enqueue_many([QueuedEntry("job-r", 9, 1, ready_at=time.time() - 1)])
+    freed = FreedGpu("n", asking, "tok", lease_ttl=30)
     # The caller gets the lock and a snapshot to run the pass on, as begin's would
-    snapshot = live.dispatch.take_here("w", max_age=60, limit=8, here=here)
-    assert snapshot is not None and not isinstance(snapshot, TakenHere)
+    snapshot = live.dispatch.take_for_gpu("w", max_age=60, limit=8, gpu=freed)
+    assert snapshot is not None and not isinstance(snapshot, TakenForGpu)
     assert live_redis.get(live.keys.dispatch_lock) == "w"
     # (whose head is empty where no GPU is left free: a silent worker's is no GPU)
     expected = {"leased": [], "silent": [], "delayed": ["job-r", "job-a"]}.get(why, ["job-a"])
-    assert [entry[0] for entry in snapshot[2]] == expected
-    assert live.leases.lease_holders("n", [0])[0] != "job-a|tok"
+    assert [entry.job_id for entry in snapshot.pending] == expected
+    assert live.leases.lease_holders("n", [asking])[asking] != "job-a|tok"
     assert not live.dispatch.end("w")
 
 
@@ -247,10 +271,10 @@ def test_a_gpu_worker_whose_last_writes_fail_keeps_no_lease_of_the_job_it_took(
     live_redis.set(live.keys.job("broken"), "not a hash")
     writes = live.redis.pipeline(transaction=True)
     live.queue_set_job(writes, "broken", {"status": "finished"})
-    here = HereAsk("n", 0, "tok", ttl=30)
+    freed = FreedGpu("n", 0, "tok", lease_ttl=30)
     # When the worker asks, the failure is raised
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
-        live.dispatch.take_here("w", max_age=60, limit=8, here=here, writes=writes)
+        live.dispatch.take_for_gpu("w", max_age=60, limit=8, gpu=freed, writes=writes)
     # and the job the script took holds no lease: its GPU is free, and the job,
     # still queued in the registry, is the reconciler's to queue again
     assert live.queued_ids() == set()
@@ -264,9 +288,9 @@ def test_a_gpu_worker_takes_nothing_while_a_pass_runs_and_waits_for_the_lock(
     live = LiveState.open(settings)
     _one_job_for_gpu_0(live)
     assert live.dispatch.begin("holder", max_age=60, limit=8) is not None
-    here = HereAsk("n", 0, "tok", ttl=30)
+    freed = FreedGpu("n", 0, "tok", lease_ttl=30)
     # Not handed the lock in its wait: it leaves the request, and took nothing
-    assert live.dispatch.take_here("w", max_age=60, limit=8, here=here, wait=0.05) is None
+    assert live.dispatch.take_for_gpu("w", max_age=60, limit=8, gpu=freed, wait=0.05) is None
     assert live_redis.get(live.keys.dispatch_dirty) == "1"
     assert live.queued_ids() == {"job-a"}
     assert live.leases.lease_holders("n", [0]) == {0: None}

@@ -104,9 +104,10 @@ def test_a_pass_that_gives_gpus_back_asks_for_another(
     rt = Runtime.open(settings)
     try:
         rt.registry.create_job(
-            id="gone-1", name="gone", kind="command", status="cancelled", priority=0, gpus=1,
+            id="gone-1", name="gone", kind="command", status="queued", priority=0, gpus=1,
             node=None, attempt=0, max_retries=0, spec="{}", created_at=utcnow(),
         )  # fmt: skip
+        assert rt.registry.transition("gone-1", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
         rt.live.register_worker("n", 0, pid=1, host="h")
         assert not place(rt, Placement("gone-1", "n", (0,)))  # cancelled meanwhile
         assert rt.live.leases.lease_holders("n", [0]) == {0: None}
@@ -170,12 +171,37 @@ def test_a_submit_plans_on_what_it_saw_and_the_lease_checks_what_the_plan_relied
         assert leaser.lease(PendingJob("f-2", 1, None, None)) is None
         assert rt.live.leases.lease_holders("n", [0, 1]) == {0: None, 1: None}
         leaser._queue_until -= 2
-        # Redis wiped (a new epoch) while a job runs on GPU 0: the registry is read
+        # Redis wiped (a new epoch) while a job holds GPU 0: the registry is read
         # again before the plan, and GPU 0 is not handed out twice
-        rt.registry.create_jobs([_job_row("g-1", "running", "n", "[0]")])
+        rt.registry.create_jobs([_job_row("g-1", "placed", "n", "[0]")])
         rt.live.redis.delete(rt.keys.epoch)
         leased = leaser.lease(PendingJob("h-1", 1, None, None))
         assert leased is not None and leased[0].gpus == (1,) and len(snapshots) == 3
+    finally:
+        rt.close()
+
+
+def test_a_submit_planned_on_what_it_saw_goes_where_a_pass_would_after_a_gpu_was_freed(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    rt = Runtime.open(settings)
+    try:
+        # Given three free GPUs on node "a", and node "b"'s one GPU leased
+        for index in (0, 1, 2):
+            rt.live.register_worker("a", index, pid=1, host="h")
+        rt.live.register_worker("b", 0, pid=1, host="h")
+        assert rt.live.leases.acquire("b", [0], "other|1", ttl=10)
+        leaser = SubmitLease(rt)
+        # and a client that saw them so as it placed a job, which has ended since
+        leased = leaser.lease(PendingJob("x-1", 1))
+        assert leased is not None and leased[0] == Placement("x-1", "a", (0,))
+        rt.live.leases.release("a", [0], f"x-1|{leased[1]}")
+        # When "b"'s GPU is let go too, and the client submits again within the second
+        rt.live.leases.release("b", [0], "other|1")
+        leased = leaser.lease(PendingJob("y-1", 1))
+        # Then the job goes where a pass would place it: "b", the tightest fit, not
+        # the GPU of "a" the client's view still showed as the tightest free one
+        assert leased is not None and leased[0] == Placement("y-1", "b", (0,))
     finally:
         rt.close()
 

@@ -20,7 +20,7 @@ from ugro.jobs.spec import new_job_id
 from ugro.registry.models import utcnow
 from ugro.registry.store import Registry
 from ugro.runtime import Runtime, claim_values
-from ugro.scheduling.dispatch import LocalSlot, dispatch_pending
+from ugro.scheduling.dispatch import WorkerGpu, dispatch_pending
 from ugro.settings import Settings
 from ugro.transport.queues import queue_for_gpu
 
@@ -229,11 +229,11 @@ def test_a_job_placed_on_the_gpu_of_the_worker_asking_is_claimed_for_it_in_the_s
     try:
         _queued_with_gpu_0_free(rt, "next-1")
         # When GPU 0's worker asks for a pass
-        mine = LocalSlot("n", 0)
+        mine = WorkerGpu("n", 0)
         assert dispatch_pending(rt, mine) == 1
         # Then the job is handed to it claimed: attempt 1, running under the pass's lease
-        assert mine.taken is not None
-        row, token, gpus = mine.taken
+        assert mine.claimed is not None
+        row, token, gpus = mine.claimed
         assert (row.id, row.status, row.attempt, gpus) == ("next-1", "running", 1, [0])
         stored = rt.registry.get_job("next-1")
         assert (stored.status, stored.attempt, stored.placement_token) == ("running", 1, token)
@@ -264,20 +264,20 @@ def test_a_job_cancelled_as_its_gpus_worker_takes_it_is_passed_over_for_the_next
         assert rt.registry.transition("next-3", JobStatus.QUEUED, expect=[JobStatus.PLACED])
         rt.live.enqueue("next-3", 0, 1, None)
         # When GPU 0's worker takes the first, the claim finds it cancelled
-        mine = LocalSlot("n", 0)
+        mine = WorkerGpu("n", 0)
         assert dispatch_pending(rt, mine) == 1
         # Then the cancelled job is out of the queue, still cancelled, and the worker
         # is handed the next one, under a lease of its own
         assert live_redis.zscore(rt.keys.pending, "gone-1") is None
         assert rt.registry.get_job("gone-1").status == JobStatus.CANCELLED.value
-        assert mine.taken is not None and mine.taken[0].id == "next-3"
-        assert rt.live.leases.lease_holders("n", [0]) == {0: f"next-3|{mine.taken[1]}"}
+        assert mine.claimed is not None and mine.claimed.row.id == "next-3"
+        assert rt.live.leases.lease_holders("n", [0]) == {0: f"next-3|{mine.claimed.token}"}
         assert live_redis.get(rt.keys.dispatch_lock) is None
         # and with nothing left to take, it takes nothing and leaves its GPU free
-        rt.live.leases.release("n", [0], f"next-3|{mine.taken[1]}")
+        rt.live.leases.release("n", [0], f"next-3|{mine.claimed.token}")
         assert rt.registry.transition("next-3", JobStatus.CANCELLED, [JobStatus.RUNNING])
-        again = LocalSlot("n", 0)
-        assert dispatch_pending(rt, again) == 0 and again.taken is None
+        again = WorkerGpu("n", 0)
+        assert dispatch_pending(rt, again) == 0 and again.claimed is None
         assert rt.live.leases.lease_holders("n", [0]) == {0: None}
     finally:
         rt.close()
@@ -292,7 +292,7 @@ def test_a_worker_that_finds_another_pass_running_waits_for_the_lock_and_places_
         # Given another caller's pass under way
         assert rt.live.dispatch.begin("other", max_age=60, limit=8) is not None
         # When GPU 0's worker, its job ended, asks for a pass (on a runtime of its own)
-        mine = LocalSlot("n", 0)
+        mine = WorkerGpu("n", 0)
         placed: list[int] = []
         asking = threading.Thread(target=lambda: placed.append(dispatch_pending(worker, mine)))
         asking.start()
@@ -303,7 +303,7 @@ def test_a_worker_that_finds_another_pass_running_waits_for_the_lock_and_places_
         # the job claimed for it, no message sent
         assert not rt.live.dispatch.end("other")
         asking.join(timeout=10)
-        assert placed == [1] and mine.taken is not None and mine.taken[0].id == "next-2"
+        assert placed == [1] and mine.claimed is not None and mine.claimed.row.id == "next-2"
         assert rt.registry.get_job("next-2").status == JobStatus.RUNNING.value
         assert live_redis.llen(queue_for_gpu(settings, "n", 0)) == 0
         assert live_redis.get(rt.keys.dispatch_lock) is None
@@ -317,7 +317,7 @@ def test_a_registry_made_before_a_column_was_added_gains_it_empty(database_url: 
     registry.create_jobs(
         [
             {
-                "id": "old-1", "name": "old", "kind": "command", "status": "finished",
+                "id": "old-1", "name": "old", "kind": "command", "status": "queued",
                 "priority": 0, "gpus": 1, "node": None, "attempt": 1, "max_retries": 0,
                 "spec": "{}", "created_at": utcnow(),
             }

@@ -44,9 +44,15 @@ def test_nothing_free_places_nothing() -> None:
     assert plan_placements([PendingJob("a", 1)], {"n1": []}, {"n1": 2}) == []
 
 
-def test_placement_backfills_only_what_cannot_delay_the_reserved_job() -> None:
-    from ugro.scheduling.placement import PendingJob, Placement, plan_placements
+def test_a_tie_between_nodes_goes_to_the_name_first_in_str_order_then_the_lowest_index() -> None:
+    # (the order of Python's str, code point by code point: "B" before "a")
+    free = {"a": [3, 1], "B": [2, 0], "c": [0]}
+    capacity = {"a": 4, "B": 4, "c": 4}
+    plans = plan_placements([PendingJob("j", 1), PendingJob("k", 1)], free, capacity)
+    assert plans == [Placement("j", "c", (0,)), Placement("k", "B", (0,))]
 
+
+def test_placement_backfills_only_what_cannot_delay_the_reserved_job() -> None:
     # 4 GPUs: 2 free, 2 busy for at most 100 s more; a 4-GPU job waits for them.
     free, capacity, ends = {"n": [0, 1]}, {"n": 4}, {"n": [100.0, 100.0]}
     pending = [

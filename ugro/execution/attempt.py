@@ -20,14 +20,15 @@ import redis
 
 from ugro.execution.outcome import requeue, settle_failure
 from ugro.execution.runner import ExitInfo, RunControl, run_command
-from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.jobs.redact import is_secret_name
 from ugro.jobs.spec import JobSpec
+from ugro.live.writes import Writes
 from ugro.progress.jobs import final_progress
 from ugro.registry.models import JobRow
 from ugro.runtime import Runtime, claim_values, gpu_json
-from ugro.scheduling.dispatch import LocalSlot, dispatch_pending
+from ugro.scheduling.dispatch import ClaimedJob, WorkerGpu, dispatch_pending
 
 log = logging.getLogger(__name__)
 # A cancel request is looked for at most this often (one GET per running job).
@@ -41,9 +42,9 @@ _VENV_BIN = str(Path(sys.executable).parent) if sys.prefix != sys.base_prefix el
 def run_attempt(
     rt: Runtime, job_id: str, token: str, node: str, gpus: list[int], stop: threading.Event
 ) -> str:
-    """Run a placed job to its end on this worker, then each job that the dispatch
-    pass at its end placed on this worker's GPU (see ``LocalSlot``); returns what
-    happened, for logs."""
+    """Run a placed job to its end on this worker, then each job that dispatch, as
+    it ended, placed on this worker's GPU and claimed for it (see ``WorkerGpu``);
+    returns what happened, for logs."""
     outcomes: list[str] = []
     # The claim names the placement's lease token: a message of an earlier placement
     # of the job, or a second delivery of this one, claims nothing.
@@ -51,7 +52,7 @@ def run_attempt(
     if job is None:
         why = "claimed already (a duplicate delivery), placed again since, or gone"
         return f"skipped: {why}"
-    following: tuple[JobRow, str, list[int]] | None = (job, token, gpus)
+    following: ClaimedJob | None = ClaimedJob(job, token, gpus)
     while following is not None:
         job, token, gpus = following
         outcome, following = _run_one(rt, job, token, node, gpus, stop, mirrored=bool(outcomes))
@@ -69,7 +70,7 @@ def _run_one(
     gpus: list[int],
     stop: threading.Event,
     mirrored: bool,
-) -> tuple[str, tuple[JobRow, str, list[int]] | None]:
+) -> tuple[str, ClaimedJob | None]:
     """One attempt of a claimed job (``mirrored``: Redis shows it running already);
     returns what happened and the job claimed here next, if any."""
     holder = f"{job.id}|{token}"
@@ -80,13 +81,13 @@ def _run_one(
         info = _execute(rt, job, spec, paths, node, gpus, holder, stop, mirrored)
     except LeaseTaken as exc:
         now = time.time()
-        info = ExitInfo("lost", now, now, error=str(exc))
+        info = ExitInfo(ExitReason.LOST, now, now, error=str(exc))
     except Exception as exc:  # the worker must survive whatever one job does
         log.exception("job %s failed in ugro itself", job.id)
         now = time.time()
-        info = ExitInfo("error", now, now, error=f"ugro error: {exc}")
+        info = ExitInfo(ExitReason.ERROR, now, now, error=f"ugro error: {exc}")
     outcome = f"{info.reason} ({info.error or 'exit 0'})"
-    mine = LocalSlot(node, gpus[0])
+    own_gpu = WorkerGpu(node, gpus[0])
     # The end's Redis writes (the lease let go, the status) go with the dispatch
     # pass's first round trip: the freed GPU is the pass's before anyone else sees it.
     writes = rt.live.redis.pipeline(transaction=True)
@@ -95,11 +96,11 @@ def _run_one(
         if stop.is_set():  # a worker on its way out hands out no more work
             writes.execute()
             return outcome, None
-        dispatch_pending(rt, mine, writes)
+        dispatch_pending(rt, own_gpu, writes)
     except BaseException:
         rt.live.leases.release(node, gpus, holder)  # no leaked lease, whatever failed
         raise
-    return outcome, mine.taken
+    return outcome, own_gpu.claimed
 
 
 def newest_checkpoint(checkpoints: Path) -> Path | None:
@@ -290,12 +291,13 @@ def _finish(
     paths: JobPaths,
     node: str,
     info: ExitInfo,
-    leases: tuple[str, list[int], str],
-    writes: Any,
+    lease: tuple[str, list[int], str],
+    writes: Writes,
 ) -> None:
-    """Record the attempt's end and the job's next status; release its leases (the
-    job's processes are gone by now). Those Redis writes of an attempt that ended
-    well or was cancelled are left in ``writes`` for the caller to execute."""
+    """Record the attempt's end and the job's next status; release its leases
+    (``lease``: node, GPUs, holder; the job's processes are gone by now). Those
+    Redis writes of an attempt that ended well or was cancelled are left in
+    ``writes`` for the caller to execute."""
     ended = datetime.fromtimestamp(info.ended, UTC)
     attempt: dict[str, Any] = {
         "ended_at": ended,
@@ -325,7 +327,7 @@ def _finish(
             attempt,
             ending,
             expect=running,
-            release=leases,
+            release=lease,
             writes=writes,
             finished_at=ended,
             **outcome,
@@ -335,7 +337,7 @@ def _finish(
         return
     # The GPUs are free before the job is queued again, and the retry policy
     # counts the attempts that ended: record this one first.
-    rt.live.leases.release(*leases)
+    rt.live.leases.release(*lease)
     rt.registry.end_attempt(job, **attempt)
     if info.reason == "interrupted":
         # The worker is shutting down: the job goes back to the queue, not lost.

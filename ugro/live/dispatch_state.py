@@ -5,8 +5,9 @@ holds each one's lease and the head of the pending queue.
 Besides its placements, a pass costs two round trips: the lock is taken together
 with the snapshot's reads (``begin``), and let go together with the writes of the
 pass's last placement (``end``), or handed to a caller that waits for it. A GPU
-worker whose job ended often needs no pass at all: the same script takes the head
-of the queue for its GPU (``take_here``).
+worker whose job ended often needs no pass at all: when its GPU is exactly where a
+pass would place the head of the queue, the same script takes that job for it
+(``take_for_gpu``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from secrets import token_hex
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import redis
 
@@ -22,6 +23,7 @@ from ugro.live.keys import Keys
 from ugro.live.leases import Leases
 from ugro.live.scripts import lua_source
 from ugro.live.worker_info import WorkerInfo
+from ugro.live.writes import Writes
 
 
 class LiveAccess(Protocol):
@@ -39,11 +41,23 @@ class LiveAccess(Protocol):
     ) -> list[WorkerInfo]: ...
 
 
-#: A pending job as dispatch sees it: (job_id, gpus, node, timeout).
-PendingEntry = tuple[str, int, str | None, float | None]
-#: The live workers, the holder of each one's GPU lease (None: free), and the head
-#: of the pending queue (empty when every GPU is leased).
-Snapshot = tuple[list[WorkerInfo], dict[tuple[str, int], str | None], list[PendingEntry]]
+class PendingEntry(NamedTuple):
+    """A pending job as dispatch reads it from its live hash."""
+
+    job_id: str
+    gpus: int
+    node: str | None  # the node it must run on, if any
+    timeout: float | None  # seconds, when it has one
+
+
+class Snapshot(NamedTuple):
+    """What a dispatch pass plans on, read in one round trip."""
+
+    workers: list[WorkerInfo]  # the live GPU workers
+    holders: dict[tuple[str, int], str | None]  # (node, index) -> its lease's holder, None: free
+    pending: list[PendingEntry]  # the head of the queue; empty when every GPU is leased
+
+
 # How long (s) what a snapshot saw of the workers is trusted by enqueue_many.
 _SNAPSHOT_FRESH = 1.0
 # How long (ms) a lock handed to a waiting caller lasts until it takes it up: one
@@ -52,20 +66,21 @@ _HANDED_TTL = 2000
 
 
 @dataclass(frozen=True)
-class HereAsk:
-    """A GPU worker's own GPU, as it asks for a pass (``DispatchState.take_here``),
-    and the lease a job taken for it gets: ``"<job id>|<token>"`` for ``ttl`` s."""
+class FreedGpu:
+    """The GPU of a worker whose job just ended, as the worker asks for a pass
+    (``DispatchState.take_for_gpu``), and the lease a job taken for it gets:
+    ``"<job id>|<lease_token>"`` for ``lease_ttl`` s."""
 
     node: str
     index: int
-    token: str
-    ttl: float
+    lease_token: str
+    lease_ttl: float
 
 
 @dataclass(frozen=True)
-class TakenHere:
+class TakenForGpu:
     """The head of the queue, taken out of it for the asking worker's GPU, whose
-    lease it holds (``DispatchState.take_here``)."""
+    lease it holds (``DispatchState.take_for_gpu``)."""
 
     job_id: str
 
@@ -79,7 +94,8 @@ class SeenGpus:
     workers: list[WorkerInfo]
     # (node, index) -> the holder of its lease, None when free; in workers' order
     holders: dict[tuple[str, int], str | None]
-    in_hash: int = 0  # entries of the workers hash, the stale ones included
+    # fields of the workers hash, as the snapshot left it (the stale ones dropped)
+    in_hash: int = 0
 
 
 class DispatchState:
@@ -111,7 +127,7 @@ class DispatchState:
         token: str,
         max_age: float,
         limit: int,
-        writes: Any = None,
+        writes: Writes | None = None,
         ttl: float = 30.0,
         wait: float = 0.0,
     ) -> Snapshot | None:
@@ -120,71 +136,78 @@ class DispatchState:
         or when no job waits. One round trip: the reads are sent behind the lock's
         script, and are dropped when the lock was not had.
 
-        ``writes``, a transaction pipeline, holds the caller's writes that go first
-        (a finished job's release, whose freed GPU is then no one's to see before
-        the lock is taken); an error among them is raised, with the lock let go.
+        ``writes`` holds the caller's writes that go first (a finished job's
+        release, whose freed GPU is then no one's to see before the lock is taken);
+        an error among them is raised, with the lock let go.
 
         With ``wait`` (seconds), a caller that finds the lock taken waits up to that
         long for the holder to hand it over as it lets go (``end``), instead of
         leaving the request: a GPU worker whose job just ended then places its own
         GPU in its own pass, and runs what it places there without a message
-        (``dispatch.LocalSlot``). One more round trip: the wait, and the reads
-        behind it. Not handed the lock in time, it leaves the request after all.
-        (The wait blocks a connection: it must be shorter than the socket timeout.)
+        (``ugro.scheduling.dispatch.WorkerGpu``). One more round trip: the wait, and
+        the reads behind it. Not handed the lock in time, it leaves the request
+        after all. (The wait blocks a connection: it must be shorter than the
+        socket timeout.)
         """
-        # (only a GPU worker's ask takes a job: ``take_here``)
-        return cast(Snapshot | None, self._enter_or_take(token, max_age, limit, writes, ttl, wait))
+        entered = self._enter_or_take(token, max_age, limit, writes, ttl, wait)
+        if isinstance(entered, TakenForGpu):  # only an ask with a GPU takes a job
+            raise AssertionError("the dispatch script took a job for no GPU")
+        return entered
 
-    def take_here(
+    def take_for_gpu(
         self,
         token: str,
         max_age: float,
         limit: int,
-        here: HereAsk,
-        writes: Any = None,
+        gpu: FreedGpu,
+        writes: Writes | None = None,
         ttl: float = 30.0,
         wait: float = 0.0,
-    ) -> TakenHere | Snapshot | None:
-        """``begin`` for a GPU worker whose job just ended (``here``: its GPU): the
-        same script first takes the head of the queue for that GPU when a pass would
-        place it there (``dispatch_enter.lua`` says when), with its lease, and
-        hands it back; no lock, no snapshot, no plan. Otherwise as ``begin``, with
-        the snapshot's reads in a round trip of their own when the lock is had: the
-        head is seldom anything but a one-GPU job, and they would be sent for
-        nothing."""
-        return self._enter_or_take(token, max_age, limit, writes, ttl, wait, here)
+    ) -> TakenForGpu | Snapshot | None:
+        """``begin`` for a GPU worker whose job just ended (``gpu``: its GPU): the
+        same script first takes the head of the queue for that GPU, with its lease,
+        when that GPU is exactly where a pass would place the head
+        (``dispatch_enter.lua`` says when; ``tests/integration/
+        test_scheduling_equivalence.py`` holds it to ``plan_placements``), and hands
+        it back; no lock, no snapshot, no plan. Otherwise as ``begin``, with the
+        snapshot's reads in a round trip of their own when the lock is had: the
+        take is the common case, and they would be sent for nothing."""
+        return self._enter_or_take(token, max_age, limit, writes, ttl, wait, gpu)
 
     def _enter_or_take(
         self,
         token: str,
         max_age: float,
         limit: int,
-        writes: Any,
+        writes: Writes | None,
         ttl: float,
         wait: float,
-        here: HereAsk | None = None,
-    ) -> TakenHere | Snapshot | None:
+        gpu: FreedGpu | None = None,
+    ) -> TakenForGpu | Snapshot | None:
         keys = self._enter_keys()
         args: list[str | float] = [token, int(ttl * 1000), time.time(), int(wait * 1000), ""]
-        if here is not None:
-            keys += [self.keys.lease(here.node, here.index), self.keys.workers]
-            keys.append(self.keys.unhealthy_nodes)
-            args += [here.node, f"{here.node}:{here.index}", here.token]
-            args += [int(here.ttl * 1000), self.keys.job(""), max_age]
+        if gpu is not None:
+            field = f"{gpu.node}:{gpu.index}"
+            lease = self.keys.lease(gpu.node, gpu.index)
+            keys += [lease, self.keys.workers, self.keys.unhealthy_nodes]
+            args += [gpu.node, field, gpu.lease_token, int(gpu.lease_ttl * 1000)]
+            # (a GPU's lease key is this prefix and its field in the workers hash)
+            args += [self.keys.job(""), max_age, lease.removesuffix(field)]
         pipe = self.redis.pipeline(transaction=False) if writes is None else writes
         first = len(pipe)
         pipe.evalsha(self._enter.sha, len(keys), *keys, *args)
-        guessed = self._queue_reads(pipe, limit) if here is None else []
+        guessed = self._queue_reads(pipe, limit) if gpu is None else []
         done = pipe.execute(raise_on_error=False)
         failed = [result for result in done[:first] if isinstance(result, Exception)]
         entered, *results = done[first:]
         if failed:
             if entered == 1:
                 self.end(token)
-            elif isinstance(entered, list) and here is not None:
+            elif isinstance(entered, list) and gpu is not None:
                 # The job taken goes back to the queue at the reconciler's next tick
                 # (queued in the registry, out of the live queue); its GPU is free now.
-                self.live.leases.release(here.node, [here.index], f"{entered[0]}|{here.token}")
+                holder = f"{entered[0]}|{gpu.lease_token}"
+                self.live.leases.release(gpu.node, [gpu.index], holder)
             raise failed[0]
         if isinstance(entered, redis.exceptions.NoScriptError):  # a restarted Redis
             entered = self._enter(keys=keys, args=args)
@@ -192,7 +215,7 @@ class DispatchState:
         elif isinstance(entered, Exception):
             raise entered
         if isinstance(entered, list):
-            return TakenHere(str(entered[0]))
+            return TakenForGpu(str(entered[0]))
         if isinstance(entered, str):  # waiting to be handed the lock
             return self._handed(token, entered, wait, ttl, max_age, limit)
         if not entered:
@@ -241,11 +264,11 @@ class DispatchState:
         """Ask whoever holds the lock for one more pass."""
         self.redis.set(self.keys.dispatch_dirty, 1)
 
-    def end(self, token: str, writes: Any = None, ttl: float = 30.0) -> bool:
+    def end(self, token: str, writes: Writes | None = None, ttl: float = 30.0) -> bool:
         """After a pass: True when another is asked for (the lock is kept), else the
         lock is let go, or handed to the first caller waiting for it (``begin``'s
-        ``wait``). ``writes``, a transaction pipeline, carries the pass's last
-        writes: they go in the same round trip, before the lock."""
+        ``wait``). ``writes`` carries the pass's last writes: they go in the same
+        round trip, before the lock."""
         keys = [self.keys.dispatch_dirty, self.keys.dispatch_lock, self.keys.dispatch_waiting]
         args: list[str | int] = [token, int(ttl * 1000), self.keys.dispatch_wake(""), _HANDED_TTL]
         if writes is None or not len(writes):
@@ -273,7 +296,7 @@ class DispatchState:
         guessed = self._queue_reads(pipe, limit)
         return self._snapshot_from(pipe.execute(raise_on_error=False), guessed, max_age, limit)
 
-    def _queue_reads(self, pipe: Any, limit: int) -> list[tuple[str, int]]:
+    def _queue_reads(self, pipe: Writes, limit: int) -> list[tuple[str, int]]:
         pipe.hgetall(self.keys.workers)
         pipe.evalsha(self._head.sha, 1, self.keys.pending, limit, self.keys.job(""))
         pipe.zcount(self.keys.delayed, "-inf", time.time())
@@ -305,16 +328,18 @@ class DispatchState:
         places = [(w.node, w.index) for w in workers]
         if not workers:
             self.last_seen = None
-            return [], {}, []
+            return Snapshot([], {}, [])
         if places != guessed:
             leased = [self.redis.mget([self.keys.lease(n, i) for n, i in places])]
         leases = cast(list[str | None], leased[0])
         holders = dict(zip(places, leases, strict=True))
-        self.last_seen = SeenGpus(seen_at, epoch, workers, holders, len(raw_workers))
+        self.last_seen = SeenGpus(seen_at, epoch, workers, holders, len(workers))
         if all(holder is not None for holder in leases):
-            return workers, holders, []
-        pending: list[PendingEntry] = [
-            (str(job_id), int(gpus or 1), node or None, float(timeout) if timeout else None)
+            return Snapshot(workers, holders, [])
+        pending = [
+            PendingEntry(
+                str(job_id), int(gpus or 1), node or None, float(timeout) if timeout else None
+            )
             for job_id, gpus, node, timeout in zip(*[iter(head)] * 4, strict=True)
         ]
-        return workers, holders, pending
+        return Snapshot(workers, holders, pending)

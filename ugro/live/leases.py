@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal, cast
+from dataclasses import dataclass
+from typing import Literal, cast
 
 import redis
 
 from ugro.live.keys import Keys
 from ugro.live.scripts import lua_source
+from ugro.live.writes import Writes
 
 #: What ``Leases.acquire_first`` found.
 FirstOutcome = Literal["leased", "taken", "waiting", "stale"]
 _FIRST_OUTCOMES: dict[int, FirstOutcome] = {1: "leased", -1: "waiting", -2: "stale"}
+
+
+@dataclass(frozen=True)
+class PlannedOn:
+    """What a lease at submit was planned on (``Leases.acquire_first``)."""
+
+    epoch: str  # the live state's id (ugro.live.keys: epoch)
+    workers: int  # fields of the workers hash
+    holders: dict[tuple[str, int], str | None]  # each GPU seen -> its lease's holder
 
 
 class Leases:
@@ -31,7 +42,9 @@ class Leases:
         self._acquire = client.register_script(lua_source("lease_acquire.lua"))
         self._at_submit = client.register_script(lua_source("lease_at_submit.lua"))
         self._renew = client.register_script(lua_source("lease_renew.lua"))
-        self._release = client.register_script(lua_source("lease_release.lua"))
+        # (its source too: a pipeline whose results go unread sends it by source)
+        self._release_source = lua_source("lease_release.lua")
+        self._release = client.register_script(self._release_source)
         self._release_job = client.register_script(lua_source("lease_release_job.lua"))
 
     def _lease_keys(self, node: str, gpus: list[int]) -> list[str]:
@@ -48,19 +61,21 @@ class Leases:
         gpus: list[int],
         holder: str,
         ttl: float,
-        epoch: str,
-        seen: list[tuple[str, int]],
+        planned_on: PlannedOn,
         then: list[list[str]] | None = None,
     ) -> tuple[FirstOutcome, dict[tuple[str, int], str | None] | None]:
         """``acquire`` for a job that goes before no other: only while no job waits
-        in the queue (nor a delayed one is due) and the live state's epoch is still
-        ``epoch``. Returns "leased"; "taken", with who holds each GPU of ``seen``
-        now; "waiting" (a job waits); or "stale" (the epoch differs). ``then``:
-        commands run with the leases taken, in the same script."""
-        keys = [self.keys.epoch, self.keys.pending, self.keys.delayed]
+        in the queue (nor a delayed one is due) and the live GPUs are as
+        ``planned_on`` saw them. Returns "leased"; "taken", with who holds each GPU
+        seen now, when one was taken or freed since; "waiting" (a job waits); or
+        "stale" (the live state or its workers changed). ``then``: commands run
+        with the leases taken, in the same script."""
+        seen = list(planned_on.holders)
+        keys = [self.keys.epoch, self.keys.pending, self.keys.delayed, self.keys.workers]
         keys += self._lease_keys(node, gpus) + [self.keys.lease(n, i) for n, i in seen]
-        args: list[str | int | float] = [holder, int(ttl * 1000), time.time(), epoch, len(gpus)]
-        args.append(json.dumps(then) if then else "")
+        leased = "".join("0" if h is None else "1" for h in planned_on.holders.values())
+        args: list[str | int | float] = [holder, int(ttl * 1000), time.time(), planned_on.epoch]
+        args += [len(gpus), json.dumps(then) if then else "", planned_on.workers, leased]
         outcome, *holders = self._at_submit(keys=keys, args=args)
         if int(outcome) == 0:
             return "taken", dict(zip(seen, holders, strict=True))
@@ -81,7 +96,7 @@ class Leases:
         return [*self._lease_keys(node, gpus), self.keys.fence(holder.partition("|")[0])]
 
     def queue_renew(
-        self, pipe: Any, node: str, gpus: list[int], holder: str, ttl: float, attempt: int = 0
+        self, pipe: Writes, node: str, gpus: list[int], holder: str, ttl: float, attempt: int = 0
     ) -> None:
         """``renew`` as one command of ``pipe``; its result is how many leases are
         held, or NoScriptError (see ``queue_release``)."""
@@ -92,7 +107,7 @@ class Leases:
         return int(self._release(keys=self._lease_keys(node, gpus), args=[holder]))
 
     def queue_release(
-        self, pipe: Any, node: str, gpus: list[int], holder: str, by_source: bool = False
+        self, pipe: Writes, node: str, gpus: list[int], holder: str, by_source: bool = False
     ) -> None:
         """``release`` as one command of ``pipe``. Its result is NoScriptError when
         Redis lost the script (a restart): then call ``release``, which loads it.
@@ -100,7 +115,7 @@ class Leases:
         for a pipeline whose caller does not look at each result."""
         keys = self._lease_keys(node, gpus)
         if by_source:
-            pipe.eval(self._release.script, len(keys), *keys, holder)
+            pipe.eval(self._release_source, len(keys), *keys, holder)
             return
         # A script in a pipeline by its digest: redis-py would ask whether it is
         # loaded first, a round trip of its own. Were it not (a restarted Redis),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -24,6 +24,7 @@ from ugro.live.keys import Keys
 from ugro.live.leases import Leases
 from ugro.live.scripts import lua_source
 from ugro.live.worker_info import WorkerInfo, node_block
+from ugro.live.writes import Writes
 from ugro.settings import Settings
 
 # Pending score: higher priority first, then submission order. |priority| <= 1000
@@ -63,8 +64,15 @@ def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) ->
     return client
 
 
-#: A job to queue: (job_id, priority, gpus, node, timeout, ready_at).
-QueuedEntry = tuple[str, int, int, str | None, float | None, float | None]
+class QueuedEntry(NamedTuple):
+    """A job to queue, with what placement needs to know of it."""
+
+    job_id: str
+    priority: int
+    gpus: int
+    node: str | None = None  # the node it must run on, if any
+    timeout: float | None = None  # seconds, when it has one
+    ready_at: float | None = None  # unix time its retry backoff ends; None: now
 
 
 class LiveState:
@@ -95,7 +103,7 @@ class LiveState:
     ) -> None:
         """Put a job in the pending queue with what placement needs to know, or, with
         ``ready_at``, among the delayed jobs until then (a retry backoff)."""
-        self.enqueue_many([(job_id, priority, gpus, node, timeout, ready_at)])
+        self.enqueue_many([QueuedEntry(job_id, priority, gpus, node, timeout, ready_at)])
 
     def enqueue_many(self, jobs: list[QueuedEntry], watch: bool = False) -> bool:
         """``enqueue`` for several jobs, in order, in one round trip.
@@ -172,12 +180,10 @@ class LiveState:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(self.keys.job(job_id), ["gpus", "node", "timeout"])
-        found = []
-        for job_id, (gpus, node, timeout) in zip(ids, pipe.execute(), strict=True):
-            found.append(
-                (job_id, int(gpus or 1), node or None, float(timeout) if timeout else None)
-            )
-        return found
+        return [
+            PendingEntry(job_id, int(gpus or 1), node or None, float(timeout) if timeout else None)
+            for job_id, (gpus, node, timeout) in zip(ids, pipe.execute(), strict=True)
+        ]
 
     def time_left(self, job_ids: list[str], now: float) -> dict[str, float | None]:
         """Seconds until each job's timeout stops it at the latest (None: no timeout)."""
@@ -207,7 +213,7 @@ class LiveState:
         self.queue_set_job(pipe, job_id, fields)
         pipe.execute()
 
-    def running(
+    def mark_running(
         self,
         job_id: str,
         ttl: float,
@@ -234,17 +240,17 @@ class LiveState:
             raise renewed
         return int(renewed) == len(gpus)
 
-    def released(
+    def release_and_set_job(
         self,
         node: str,
         gpus: list[int],
         holder: str,
         job_id: str,
-        writes: Any = None,
+        writes: Writes | None = None,
         **fields: Any,
     ) -> None:
         """``leases.release`` and then ``set_job``, in one round trip (an attempt's
-        end); with ``writes``, a pipeline, as its commands, for the caller to run."""
+        end); with ``writes``, as its commands, for the caller to run."""
         if writes is not None:
             self.leases.queue_release(writes, node, gpus, holder, by_source=True)
             self.queue_set_job(writes, job_id, fields)
@@ -261,7 +267,13 @@ class LiveState:
         elif isinstance(first, Exception):
             raise first
 
-    def queue_set_job(self, pipe: Any, job_id: str, fields: dict[str, Any]) -> None:
+    # The old names, which ugro/runtime.py calls until it calls the new ones.
+    running = mark_running
+    released = release_and_set_job
+
+    def queue_set_job(
+        self, pipe: Writes | CommandList, job_id: str, fields: dict[str, Any]
+    ) -> None:
         """``set_job`` as commands of ``pipe``, for the caller to execute."""
         mapping: dict[Any, Any] = {
             k: ("" if v is None else json.dumps(v) if isinstance(v, list) else v)
@@ -303,7 +315,9 @@ class LiveState:
     def heartbeat(self, job_id: str, ttl: float, **info: Any) -> None:
         self.queue_heartbeat(self.redis, job_id, ttl, info)
 
-    def queue_heartbeat(self, pipe: Any, job_id: str, ttl: float, info: dict[str, Any]) -> None:
+    def queue_heartbeat(
+        self, pipe: Writes | redis.Redis, job_id: str, ttl: float, info: dict[str, Any]
+    ) -> None:
         value = json.dumps({"ts": time.time(), **info})
         pipe.set(self.keys.heartbeat(job_id), value, px=int(ttl * 1000))
 
@@ -404,7 +418,7 @@ class LiveState:
 
     def _queue_placed_new(
         self,
-        pipe: Any,
+        pipe: CommandList,
         job_id: str,
         secrets: dict[str, str],
         message: JobMessage,

@@ -2,12 +2,16 @@
 
 Single-flight: one pass runs at a time across the cluster (a Redis lock). A caller
 that finds the lock taken leaves a request flag instead, and the holder runs one
-more pass before it lets go, so no request is lost between the two. A GPU worker
-whose job just ended first takes the head of the queue for its own GPU when that
-is where a pass would place it (a one-GPU job, nothing before it, no pass under
-way: ``DispatchState.take_here``), in the round trip that lets its last job go;
-otherwise it waits a moment to be handed the lock, so that its own pass places its
-GPU (see ``LocalSlot``); not handed it in time, it leaves the flag.
+more pass before it lets go, so no request is lost between the two. What a pass
+places is ``plan_placements``' decision on what it read (``plan_on``).
+
+A GPU worker whose job just ended asks with its GPU (``WorkerGpu``). When its GPU
+is exactly where a pass would place the head of the queue, the script that would
+take the lock takes that job for it instead, in the round trip that lets its last
+job go (``DispatchState.take_for_gpu``): a special case of the pass, held to
+``plan_placements`` by ``tests/integration/test_scheduling_equivalence.py``.
+Otherwise it waits a moment to be handed the lock, so that its own pass places its
+GPU; not handed it in time, it leaves the flag.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 from ugro.jobs.lifecycle import JobStatus
-from ugro.live.dispatch_state import HereAsk, Snapshot, TakenHere
+from ugro.live.dispatch_state import FreedGpu, PendingEntry, Snapshot, TakenForGpu
 from ugro.live.worker_info import WorkerInfo
+from ugro.live.writes import Writes
 from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime, gpu_json
 from ugro.scheduling.placement import PendingJob, Placement, plan_placements
@@ -35,46 +41,61 @@ _WINDOW = 64
 _HANDOVER_WAIT = 0.25
 
 
+class ClaimedJob(NamedTuple):
+    """A job placed on a worker's own GPU and claimed for it: its worker runs it
+    next, without a message."""
+
+    row: JobRow  # as claimed: running, its attempt counted
+    token: str  # its lease token
+    gpus: list[int]
+
+
 @dataclass
-class LocalSlot:
-    """A GPU worker's own GPU, offered to dispatch as it asks for a pass: a job placed
-    with that GPU first is handed back in ``taken``, claimed, instead of sent through
-    Celery, and the worker runs it next. The lease and the claim are those of a sent
-    job; the transport hop is saved, and so are a commit and a round trip: the
-    placement and the claim are one commit, and Redis hears of the job running in
-    the pass's last round trip. When the head of the queue is a one-GPU job that may
-    run here, no pass runs at all: the script that would take the lock takes the job
-    and its lease instead (``DispatchState.take_here``), then the claim, then one round
-    trip for Redis to hear of it running. Should the worker die before the job's
-    process starts, no heartbeat renews its lease, and the reconciler declares the
-    attempt lost (its retry policy decides what follows), as for a worker that dies
-    while its job runs: the window is the pass's last round trip longer than a sent
-    job's, whose claim too comes before its process starts. Should it die between
-    the take and the claim, the job is still queued in the registry: the reconciler
+class WorkerGpu:
+    """The GPU of a worker whose job just ended, offered to dispatch as the worker
+    asks for a pass: a job placed with that GPU first is handed back in
+    ``claimed`` instead of sent through Celery, and the worker runs it next.
+
+    The lease and the claim are those of a sent job; the transport hop is saved,
+    and so are a commit and a round trip: the placement and the claim are one
+    commit, and Redis hears of the job running in the pass's last round trip. When
+    that GPU is where a pass would place the head of the queue, no pass runs at
+    all: the script that would take the lock takes the job and its lease instead
+    (``DispatchState.take_for_gpu``), then the claim, then one round trip for Redis
+    to hear of it running. Should the worker die before the job's process starts,
+    no heartbeat renews its lease, and the reconciler declares the attempt lost
+    (its retry policy decides what follows), as for a worker that dies while its
+    job runs: the window is the pass's last round trip longer than a sent job's,
+    whose claim too comes before its process starts. Should it die between the
+    take and the claim, the job is still queued in the registry: the reconciler
     queues it again, and its lease lapses.
     """
 
     node: str
     index: int
-    # (the claimed row, token, gpus) of the job placed here
-    taken: tuple[JobRow, str, list[int]] | None = None
+    claimed: ClaimedJob | None = None
 
 
-def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = None) -> int:
+def dispatch_pending(
+    rt: Runtime, worker_gpu: WorkerGpu | None = None, writes: Writes | None = None
+) -> int:
     """Place every pending job that fits now; returns how many were placed.
-    ``writes``, a transaction pipeline, holds the caller's writes to send first
-    (see ``DispatchState.begin``)."""
+    ``writes`` holds the caller's writes to send first (see ``DispatchState.begin``)."""
     token = secrets.token_hex(8)
     dispatch, max_age = rt.live.dispatch, rt.settings.worker_ttl
-    if local is None:
+    if worker_gpu is None:
         snapshot = dispatch.begin(token, max_age, _HEAD, writes)
     else:
         while True:
-            here = HereAsk(local.node, local.index, secrets.token_hex(8), rt.settings.lease_ttl)
-            entered = dispatch.take_here(token, max_age, _HEAD, here, writes, wait=_HANDOVER_WAIT)
-            if not isinstance(entered, TakenHere):
+            freed = FreedGpu(
+                worker_gpu.node, worker_gpu.index, secrets.token_hex(8), rt.settings.lease_ttl
+            )
+            entered = dispatch.take_for_gpu(
+                token, max_age, _HEAD, freed, writes, wait=_HANDOVER_WAIT
+            )
+            if not isinstance(entered, TakenForGpu):
                 break
-            if _claim_here(rt, local, entered.job_id, here.token):
+            if _claim_for_worker(rt, worker_gpu, entered.job_id, freed.lease_token):
                 return 1
             writes = None  # (sent with the first ask)
         snapshot = entered
@@ -85,33 +106,35 @@ def dispatch_pending(rt: Runtime, local: LocalSlot | None = None, writes: Any = 
         # The pass's last placement is written with the lock's release.
         writes = rt.live.redis.pipeline(transaction=True)
         try:
-            placed += _dispatch_pass(rt, local, snapshot, writes)
+            placed += _dispatch_pass(rt, worker_gpu, snapshot, writes)
         except Exception:
-            rt.live.dispatch.end(token, writes)
+            dispatch.end(token, writes)
             raise
-        if not rt.live.dispatch.end(token, writes):
+        if not dispatch.end(token, writes):
             return placed
         snapshot = None
 
 
-def _claim_here(rt: Runtime, local: LocalSlot, job_id: str, token: str) -> bool:
-    """Claim a job that ``DispatchState.take_here`` took for ``local``'s GPU, as a
+def _claim_for_worker(rt: Runtime, worker_gpu: WorkerGpu, job_id: str, token: str) -> bool:
+    """Claim a job that ``DispatchState.take_for_gpu`` took for ``worker_gpu``, as a
     pass's placement there would (``place``); when it is no longer queued in the
     registry (cancelled as it was taken), give the GPU back and return False."""
-    gpus = [local.index]
-    where = {"node": local.node, "gpu_indices": gpu_json(gpus), "placed_at": utcnow()}
+    gpus = [worker_gpu.index]
+    holder = f"{job_id}|{token}"
+    leases = rt.live.leases
+    where = {"node": worker_gpu.node, "gpu_indices": gpu_json(gpus), "placed_at": utcnow()}
     writes = rt.live.redis.pipeline(transaction=True)
     try:
         claimed = rt.place_and_claim(job_id, token, writes, **where)
     except BaseException:
-        rt.live.leases.release(local.node, gpus, f"{job_id}|{token}")
+        leases.release(worker_gpu.node, gpus, holder)
         raise
     if claimed is None:
-        rt.live.leases.release(local.node, gpus, f"{job_id}|{token}")
+        leases.release(worker_gpu.node, gpus, holder)
         return False
     writes.execute()
-    local.taken = (claimed, token, gpus)
-    log.debug("took %s for %s GPU %s", job_id, local.node, local.index)
+    worker_gpu.claimed = ClaimedJob(claimed, token, gpus)
+    log.debug("took %s for %s GPU %s", job_id, worker_gpu.node, worker_gpu.index)
     return True
 
 
@@ -161,15 +184,32 @@ def view_of(
     return view
 
 
-def _busy_ends(rt: Runtime, view: GpuView) -> dict[str, list[float | None]]:
-    """For each node, how long each held GPU's job may still run (None: unknown)."""
-    jobs = sorted({job for held in view.held.values() for job in held.values()})
-    left = rt.live.time_left(jobs, time.time()) if jobs else {}
-    return {node: [left.get(job) for job in held.values()] for node, held in view.held.items()}
+def plan_on(
+    view: GpuView,
+    pending: Sequence[PendingEntry],
+    time_left: Callable[[list[str]], dict[str, float | None]],
+) -> list[Placement]:
+    """What a pass places: ``plan_placements`` on the free GPUs of ``view`` for the
+    ``pending`` jobs, in queue order. ``time_left`` says how long each of some
+    jobs may still run (seconds, None: unknown); it is asked only when a job must
+    wait for GPUs (a reservation's backfill needs it)."""
+    if not pending or not any(view.free.values()):
+        return []
+    jobs = [PendingJob(e.job_id, e.gpus, e.node, e.timeout) for e in pending]
+    most_free = max(len(free) for free in view.free.values())
+    ends = None
+    if any(job.gpus > most_free for job in jobs):
+        held = sorted({job for by_index in view.held.values() for job in by_index.values()})
+        left = time_left(held) if held else {}
+        ends = {
+            node: [left.get(job) for job in by_index.values()]
+            for node, by_index in view.held.items()
+        }
+    return plan_placements(jobs, view.free, view.capacity, ends)
 
 
 def _dispatch_pass(
-    rt: Runtime, local: LocalSlot | None, snapshot: Snapshot | None, writes: Any
+    rt: Runtime, worker_gpu: WorkerGpu | None, snapshot: Snapshot | None, writes: Writes
 ) -> int:
     """One pass, from ``snapshot`` of the head of the queue when the caller has it;
     the last placement's Redis writes are left in ``writes``."""
@@ -179,54 +219,50 @@ def _dispatch_pass(
     for limit in (_HEAD, _WINDOW):
         if snapshot is None or limit != _HEAD:
             snapshot = rt.live.dispatch.snapshot(rt.settings.worker_ttl, limit)
-        workers, holders, entries = snapshot
-        if not entries:
+        if not snapshot.pending:
             return 0  # nothing waits, or every GPU is leased: no need to ask the registry
-        view = view_of(workers, holders, rt.registry.held_gpus())
-        if not any(view.free.values()):
-            return 0
-        pending = [PendingJob(*fields) for fields in entries]
-        most_free = max(len(free) for free in view.free.values())
-        # Backfill estimates cost a read per running job: only when a job must wait.
-        ends = _busy_ends(rt, view) if any(job.gpus > most_free for job in pending) else None
-        plans = plan_placements(pending, view.free, view.capacity, ends)
+        view = view_of(snapshot.workers, snapshot.holders, rt.registry.held_gpus())
+        plans = plan_on(view, snapshot.pending, lambda jobs: rt.live.time_left(jobs, time.time()))
         left_free = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
-        if limit == _HEAD and len(entries) == limit and left_free > 0:
+        if limit == _HEAD and len(snapshot.pending) == limit and left_free > 0:
             continue
         last = len(plans) - 1
         return sum(
-            place(rt, placement, local, writes if i == last else None)
+            place(rt, placement, worker_gpu, writes if i == last else None)
             for i, placement in enumerate(plans)
         )
     return 0
 
 
 def place(
-    rt: Runtime, placement: Placement, local: LocalSlot | None = None, writes: Any = None
+    rt: Runtime,
+    placement: Placement,
+    worker_gpu: WorkerGpu | None = None,
+    writes: Writes | None = None,
 ) -> bool:
     """Lease the placement's GPUs, mark the job placed and send it to its worker, or,
-    on ``local``'s GPU, claim it for that worker. With ``writes`` (a transaction
-    pipeline), the Redis side of it (status, message) is left there for the caller
-    to execute."""
+    on ``worker_gpu``, claim it for that worker. With ``writes``, the Redis side of
+    it (status, message) is left there for the caller to execute."""
     gpus = list(placement.gpus)
     token = secrets.token_hex(8)
     holder = f"{placement.job_id}|{token}"
-    here = (
-        local is not None
-        and local.taken is None
-        and (local.node, local.index) == (placement.node, gpus[0])
+    leases = rt.live.leases
+    for_worker = (
+        worker_gpu is not None
+        and worker_gpu.claimed is None
+        and (worker_gpu.node, worker_gpu.index) == (placement.node, gpus[0])
     )
     # A job its worker takes at once is claimed within moments: its leases start in
     # the running window, which the heartbeat renews.
-    ttl = rt.settings.lease_ttl if here else rt.settings.placement_ttl
-    if not rt.live.leases.acquire(placement.node, gpus, holder, ttl):
+    ttl = rt.settings.lease_ttl if for_worker else rt.settings.placement_ttl
+    if not leases.acquire(placement.node, gpus, holder, ttl):
         # A GPU was taken since we looked (by a job placed as it was submitted):
         # another pass, on what is free now.
         rt.live.dispatch.ask()
         return False
     where = {"node": placement.node, "gpu_indices": gpu_json(gpus), "placed_at": utcnow()}
     claimed: JobRow | None = None
-    if here:
+    if for_worker:
         pipe = writes if writes is not None else rt.live.redis.pipeline(transaction=True)
         claimed = rt.place_and_claim(placement.job_id, token, pipe, **where)
         if claimed is not None and writes is None:
@@ -245,12 +281,12 @@ def place(
     if not placed:
         # Cancelled or already placed while it sat in the queue: give the GPUs back,
         # and look again, for a job queued while they looked taken.
-        rt.live.leases.release(placement.node, gpus, holder)
+        leases.release(placement.node, gpus, holder)
         rt.live.dequeue(placement.job_id)
         rt.live.dispatch.ask()
         return False
-    if claimed is not None and local is not None:
-        local.taken = (claimed, token, gpus)  # its worker runs it next
+    if claimed is not None and worker_gpu is not None:
+        worker_gpu.claimed = ClaimedJob(claimed, token, gpus)  # its worker runs it next
     else:
         # (placed: out of the queue)
         rt.send_job(placement.job_id, token, placement.node, gpus, writes=writes)

@@ -1,8 +1,11 @@
 """Placement: which pending jobs go to which free GPUs now. Pure: data in, data out.
 
 Jobs are taken in queue order (priority, then submission). A job goes to the node
-where it fits most tightly (fewest free GPUs that still hold it), on that node's
-lowest free indices, so large holes stay open for large jobs.
+where it fits most tightly (fewest free GPUs that still hold it; at a tie, the node
+whose name sorts first), on that node's lowest free indices, so large holes stay
+open for large jobs. (A GPU worker whose job ended takes the head of the queue
+without a pass exactly where this rule puts it, ``ugro/live/lua/dispatch_enter.lua``;
+``tests/integration/test_scheduling_equivalence.py`` holds the two together.)
 
 A job that fits nowhere yet reserves the node where it can start soonest (EASY
 backfill): a later, smaller job may still use that node's free GPUs only when it

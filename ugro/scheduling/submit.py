@@ -19,6 +19,7 @@ from ugro.jobs.paths import JobPaths
 from ugro.jobs.redact import redact_env, split_secrets
 from ugro.jobs.spares import SparePool
 from ugro.jobs.spec import JobSpec, new_job_id
+from ugro.live.state import QueuedEntry
 from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime, gpu_json
 from ugro.scheduling.dispatch import dispatch_pending
@@ -169,12 +170,12 @@ def _place_at_once(
 
     Planned on what its client saw a moment ago, the job goes in one round trip:
     after its row, one script takes the lease and, with it, writes the live record
-    and pushes the message (its worker finds the row). Should the lease have been
-    taken meanwhile, the row goes again and ``SubmitLease.lease`` decides: lease,
-    then the live record with the message."""
+    and pushes the message (its worker finds the row). Should the GPUs have changed
+    meanwhile, the row goes again and ``SubmitLease.lease`` decides: lease, then
+    the live record with the message."""
     job = PendingJob(paths.job_id, spec.gpus, spec.node, spec.timeout)
     planned = leaser.planned(job)
-    if planned is not None and _in_one_trip(rt, leaser, job, planned, spec, secrets, row):
+    if planned is not None and _place_as_planned(rt, leaser, job, planned, spec, secrets, row):
         return True
     leased = leaser.lease(job)
     if leased is None:
@@ -189,7 +190,7 @@ def _place_at_once(
     return _written_placed(rt, row, placement, token, send)
 
 
-def _in_one_trip(
+def _place_as_planned(
     rt: Runtime,
     leaser: SubmitLease,
     job: PendingJob,
@@ -198,7 +199,9 @@ def _in_one_trip(
     secrets: dict[str, str],
     row: dict[str, Any],
 ) -> bool:
-    """The row, then the one script that leases, writes the live record and sends."""
+    """``placement`` (``SubmitLease.planned``): the row, then the one script that
+    leases, writes the live record and sends; False, leaving nothing, when the
+    GPUs are not as planned on any more."""
     token = token_hex(8)
 
     def lease_and_send() -> bool:
@@ -271,7 +274,7 @@ def _queue(
             rt.live.store_secrets(paths.job_id, secrets)
         return rt.live.enqueue_many(
             [
-                (paths.job_id, spec.priority, spec.gpus, spec.node, spec.timeout, None)
+                QueuedEntry(paths.job_id, spec.priority, spec.gpus, spec.node, spec.timeout)
                 for spec, paths, _ in accepted
             ],
             watch=True,

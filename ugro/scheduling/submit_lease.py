@@ -2,15 +2,19 @@
 moment ago.
 
 A job that fits now, with nothing waiting before it, is placed as it is accepted
-(``ugro.scheduling.submit``). Reading the live GPUs and the registry's held GPUs afresh for
-each submit costs a round trip to Redis and a query. A client here plans on what
-it read within the last second, and takes the lease with one script that checks,
-at that instant, what the plan relied on:
+(``ugro.scheduling.submit``), where a pass would place it were it queued: the plan
+is ``plan_on``, the pass's own, with the job alone in the queue. Reading the live
+GPUs and the registry's held GPUs afresh for each submit costs a round trip to
+Redis and a query. A client here plans on what it read within the last second,
+and takes the lease with one script that checks, at that instant, what the plan
+relied on:
 
-- no job waits in the queue, nor a delayed one is due: queue order holds;
+- no job waits in the queue, nor a delayed one is due: queue order holds, and the
+  job alone is the queue a pass would see;
 - the live state is the one planned on (its epoch): after Redis was wiped, the
-  registry's held GPUs are read again;
-- the GPUs are free.
+  registry's held GPUs are read again; and the workers hash has as many fields;
+- every GPU seen is leased or free as it was seen: none taken since from under
+  the plan, and none freed since that a pass would have chosen instead.
 
 The registry's held GPUs matter only where Redis shows a GPU free, and a second-old
 reading of them is as good as a fresh one there: a job placed since has its lease
@@ -29,12 +33,12 @@ import time
 from dataclasses import dataclass
 from secrets import token_hex
 
-from ugro.live.dispatch_state import SeenGpus
-from ugro.live.leases import FirstOutcome
+from ugro.live.dispatch_state import PendingEntry, SeenGpus
+from ugro.live.leases import FirstOutcome, PlannedOn
 from ugro.live.worker_info import WorkerInfo
 from ugro.runtime import Runtime
-from ugro.scheduling.dispatch import view_of
-from ugro.scheduling.placement import PendingJob, Placement, plan_placements
+from ugro.scheduling.dispatch import plan_on, view_of
+from ugro.scheduling.placement import PendingJob, Placement
 
 # How long (s) a client plans on what it read of the GPUs and the registry.
 _FRESH = 1.0
@@ -93,8 +97,7 @@ class SubmitLease:
             list(placement.gpus),
             f"{job.job_id}|{token}",
             self.rt.settings.placement_ttl,
-            seen.epoch,
-            list(seen.holders),
+            PlannedOn(seen.epoch, seen.in_hash, dict(seen.holders)),
             then,
         )
         if outcome == "waiting":
@@ -103,6 +106,8 @@ class SubmitLease:
             self._held = None  # read afresh next time
         elif outcome == "taken" and holders is not None:
             seen.holders = holders  # what the next plan, and the next submit, start from
+        # (a lease taken is not written into what was seen: the job it is for often
+        # ends before the next submit, which then finds the GPUs as they were seen)
         return outcome
 
     def lease(self, job: PendingJob) -> tuple[Placement, str] | None:
@@ -114,7 +119,8 @@ class SubmitLease:
         if view is None:
             return self._lease_afresh(job)
         seen, in_registry = view
-        # Twice at most: on what was seen, then on what the script found taken.
+        # Twice at most: on what was seen, then on what the script found (a GPU
+        # taken or freed since).
         for _ in range(2):
             placement = _plan(job, seen.workers, seen.holders, in_registry or {})
             if placement is None:
@@ -148,11 +154,8 @@ class SubmitLease:
         if placement is None:
             return None
         token = token_hex(8)
-        holder = f"{job.job_id}|{token}"
-        if not rt.live.leases.acquire(
-            placement.node, list(placement.gpus), holder, rt.settings.placement_ttl
-        ):
-            return None  # taken meanwhile: the queue it is
+        if self.take(job, placement, token) != "leased":
+            return None  # changed since it was read: the queue it is
         return placement, token
 
 
@@ -162,6 +165,10 @@ def _plan(
     holders: dict[tuple[str, int], str | None],
     in_registry: dict[str, dict[int, str]],
 ) -> Placement | None:
+    """Where a pass would place ``job`` were it queued: it is alone in the queue
+    (the lease is taken only while no job waits). Alone, a job that must wait for
+    GPUs places nothing whatever the running jobs' ends: none are read."""
     view = view_of(workers, holders, in_registry)
-    plans = plan_placements([job], view.free, view.capacity)
+    entry = PendingEntry(job.job_id, job.gpus, job.node, job.timeout)
+    plans = plan_on(view, [entry], lambda jobs: {})
     return plans[0] if plans else None

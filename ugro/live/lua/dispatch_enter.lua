@@ -1,7 +1,8 @@
 -- Ask for a dispatch pass and try to become the one who runs it; or, after a wait
 -- to be handed the lock (ARGV[5]), find out whether it was. A GPU worker whose job
--- just ended (ARGV[6] set) first tries to take the head of the queue for its own
--- GPU, which is where a pass would place it (see ugro.dispatch.LocalSlot).
+-- just ended (ARGV[6] set) first takes the head of the queue for its own GPU when
+-- that GPU is exactly where a pass would place it (see head_for_gpu below, and
+-- ugro.scheduling.dispatch.WorkerGpu).
 -- KEYS[1]  ugro:dispatch:dirty    the request flag
 -- KEYS[2]  ugro:dispatch:lock     held by the caller that runs passes
 -- KEYS[3]  ugro:pending           the pending queue
@@ -10,6 +11,8 @@
 -- KEYS[6]  ugro:lease:<node>:<index>  the asking worker's GPU
 -- KEYS[7]  ugro:workers           the live GPU workers
 -- KEYS[8]  ugro:health:unhealthy  nodes dispatch must not use
+-- Also read, by names built from ARGV: each candidate GPU's lease
+-- (ARGV[12] .. its field in KEYS[7]) and the head's live hash (ARGV[10] .. id).
 -- ARGV[1]  the caller's token
 -- ARGV[2]  the lock's time to live, milliseconds (a crashed holder blocks no longer)
 -- ARGV[3]  now, unix seconds (a delayed job due by then counts as pending)
@@ -18,18 +21,102 @@
 -- ARGV[5]  after such a wait, woken or not: the caller's entry in the waiting list
 --          ("" otherwise)
 -- ARGV[6]  the asking worker's node (absent: the caller is no GPU worker, and
---          KEYS[6..8] and ARGV[7..11] are absent too)
+--          KEYS[6..8] and ARGV[7..12] are absent too)
 -- ARGV[7]  its GPU's field in the workers hash ("<node>:<index>")
 -- ARGV[8]  the lease token a job taken for that GPU gets
 -- ARGV[9]  that lease's time to live, milliseconds
 -- ARGV[10] the prefix of a job's live hash (ugro:job:)
 -- ARGV[11] how long (s) a worker's entry stays live without being refreshed
+-- ARGV[12] the prefix of a GPU's lease key (ugro:lease:)
 -- Returns {job id} when the head of the queue was taken for the asking worker's
 -- GPU (out of the queue, its lease "<job id>|<ARGV[8]>"); 1 when the caller holds
 -- the lock now and must run the pass; its entry in the waiting list when it is to
 -- wait for the holder to hand the lock over (dispatch_exit.lua, then this script
 -- again with the entry); 0 when another holder will see the request flag and run
 -- it, or when no job waits at all (whoever queues one next asks for its own pass).
+
+-- Whether a sorts before b as Python sorts str, byte by byte (Lua's own comparison
+-- of strings follows the server's locale).
+local function sorts_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+
+-- Whether a pass sees free the GPU of a workers-hash field and its entry: its
+-- lease free, its worker seen within ARGV[11] s and not blocked (its node's health
+-- is the caller's to check).
+local function seen_free(field, entry)
+  if redis.call('EXISTS', ARGV[12] .. field) == 1 then
+    return false
+  end
+  local info = cjson.decode(entry)
+  local blocked = info['blocked']
+  return (blocked == nil or blocked == cjson.null or blocked == '')
+    and tonumber(ARGV[3]) - tonumber(info['seen']) <= tonumber(ARGV[11])
+end
+
+-- The head of the queue when a pass would place it on the asking worker's GPU as
+-- its first placement, else nil. A pass (ugro.scheduling.placement.plan_placements)
+-- puts a job that fits on the node with the fewest free GPUs that hold it (at a
+-- tie, the node whose name sorts first), on that node's lowest free indices. So
+-- the head goes here when it wants one GPU, may run on this node, and, among the
+-- GPUs a pass sees free (on healthy nodes it may run on), this node has the fewest
+-- (none ties with it that sorts first) and this GPU the lowest index of its node.
+-- Only while no pass runs (it plans on its own snapshot); the caller checks that
+-- no delayed job is due (one might go first). Anything else is left to a pass:
+-- tests/integration/test_scheduling_equivalence.py holds this to plan_placements.
+local function head_for_gpu()
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    return nil
+  end
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if not head then
+    return nil
+  end
+  local job = redis.call('HMGET', ARGV[10] .. head, 'gpus', 'node')
+  local gpus, wanted = job[1] or '', job[2] or ''
+  if (gpus ~= '' and gpus ~= '1') or (wanted ~= '' and wanted ~= ARGV[6]) then
+    return nil
+  end
+  local own_index = tonumber(string.match(ARGV[7], ':(%d+)$'))
+  local free, healthy, own_free = {}, {}, false
+  local entries = redis.call('HGETALL', KEYS[7])
+  for i = 1, #entries, 2 do
+    local field = entries[i]
+    local node, index = string.match(field, '^(.*):(%d+)$')
+    if node and (wanted == '' or node == wanted) then
+      if healthy[node] == nil then
+        healthy[node] = redis.call('HEXISTS', KEYS[8], node) == 0
+      end
+      if healthy[node] and seen_free(field, entries[i + 1]) then
+        free[node] = (free[node] or 0) + 1
+        if node == ARGV[6] then
+          index = tonumber(index)
+          if index < own_index then
+            return nil
+          end
+          own_free = own_free or index == own_index
+        end
+      end
+    end
+  end
+  if not own_free then
+    return nil
+  end
+  local count = free[ARGV[6]]
+  for node, n in pairs(free) do
+    if n < count or (n == count and node ~= ARGV[6] and sorts_before(node, ARGV[6])) then
+      return nil
+    end
+  end
+  return head
+end
+
 if ARGV[5] ~= '' and redis.call('LREM', KEYS[5], 1, ARGV[5]) == 0
     and redis.call('GET', KEYS[2]) == ARGV[1] then
   -- Handed over (its entry was taken off the list): the lock is the caller's, for
@@ -41,28 +128,12 @@ local due = redis.call('ZCOUNT', KEYS[4], '-inf', ARGV[3])
 if redis.call('ZCARD', KEYS[3]) == 0 and due == 0 then
   return 0
 end
--- The head of the queue for the asking worker's GPU, when a pass would put it
--- there: no pass runs (it plans on its own snapshot), no delayed job is due
--- (it may go first), the head wants one GPU and no other node, this GPU is free,
--- live and not blocked, and its node is healthy. A free GPU is the tightest fit a
--- one-GPU job can have, so a pass would place the head on it; it would place it
--- on another free GPU only at a tie, and then it costs nothing to have it here.
-if ARGV[6] and ARGV[5] == '' and due == 0 and redis.call('EXISTS', KEYS[2]) == 0 then
-  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
-  local job = redis.call('HMGET', ARGV[10] .. head, 'gpus', 'node')
-  local gpus, node = job[1] or '', job[2] or ''
-  if (gpus == '' or gpus == '1') and (node == '' or node == ARGV[6])
-      and redis.call('EXISTS', KEYS[6]) == 0
-      and redis.call('HEXISTS', KEYS[8], ARGV[6]) == 0 then
-    local entry = redis.call('HGET', KEYS[7], ARGV[7])
-    local info = entry and cjson.decode(entry)
-    local blocked = info and info['blocked']
-    if info and (blocked == nil or blocked == cjson.null or blocked == '')
-        and tonumber(ARGV[3]) - tonumber(info['seen']) <= tonumber(ARGV[11]) then
-      redis.call('ZREM', KEYS[3], head)
-      redis.call('SET', KEYS[6], head .. '|' .. ARGV[8], 'PX', ARGV[9])
-      return {head}
-    end
+if ARGV[6] and ARGV[5] == '' and due == 0 then
+  local head = head_for_gpu()
+  if head then
+    redis.call('ZREM', KEYS[3], head)
+    redis.call('SET', KEYS[6], head .. '|' .. ARGV[8], 'PX', ARGV[9])
+    return {head}
   end
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then

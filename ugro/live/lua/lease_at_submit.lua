@@ -1,10 +1,15 @@
 -- Take the GPU leases of a job being submitted, when nothing waits before it and
--- the live state is the one the caller planned on; all of them or none.
+-- the live GPUs are as the caller planned on them; all of them or none. The plan
+-- is what a pass would choose (ugro.scheduling.submit_lease): the same live state
+-- (epoch), the same workers (as many fields in the workers hash) and every GPU
+-- the caller saw leased or free as it saw it, so that none freed since would have
+-- been the tighter fit.
 -- KEYS[1]       ugro:epoch                  the live state's id
 -- KEYS[2]       ugro:pending                the pending queue
 -- KEYS[3]       ugro:delayed                jobs waiting out a retry backoff
--- KEYS[4..3+n]  ugro:lease:<node>:<index>   the GPUs of the placement
--- KEYS[4+n..]   ugro:lease:<node>:<index>   every GPU the caller saw
+-- KEYS[4]       ugro:workers                the live GPU workers
+-- KEYS[5..4+n]  ugro:lease:<node>:<index>   the GPUs of the placement
+-- KEYS[5+n..]   ugro:lease:<node>:<index>   every GPU the caller saw
 -- ARGV[1]       "<job_id>|<token>"          the holder
 -- ARGV[2]       time to live, milliseconds
 -- ARGV[3]       now, unix seconds (a delayed job due by then waits too)
@@ -12,25 +17,35 @@
 -- ARGV[5]       n, the number of GPUs of the placement
 -- ARGV[6]       commands to run once the leases are taken, a JSON list of lists of
 --               strings ("" none): the placed job's live record and its message
+-- ARGV[7]       the number of fields of the workers hash the caller saw
+-- ARGV[8]       for each GPU the caller saw, in order, "1" when it saw it leased,
+--               "0" when free
 -- Returns {1} when the leases are now held; {0, holder of each GPU seen (nil:
--- free)} when one was taken; {-1} when a job waits; {-2} when the epoch differs.
-if redis.call('GET', KEYS[1]) ~= ARGV[4] then
+-- free)} when a GPU seen is not as seen (a GPU of the placement taken, or any
+-- other taken or freed); {-1} when a job waits; {-2} when the epoch or the
+-- workers differ.
+if redis.call('GET', KEYS[1]) ~= ARGV[4] or redis.call('HLEN', KEYS[4]) ~= tonumber(ARGV[7]) then
   return {-2}
 end
 if redis.call('ZCARD', KEYS[2]) > 0 or redis.call('ZCOUNT', KEYS[3], '-inf', ARGV[3]) > 0 then
   return {-1}
 end
 local n = tonumber(ARGV[5])
-for i = 4, 3 + n do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    local seen = {0}
-    for j = 4 + n, #KEYS do
-      seen[#seen + 1] = redis.call('GET', KEYS[j])
-    end
-    return seen
-  end
+local same = true
+for i = 5, 4 + n do
+  same = same and redis.call('EXISTS', KEYS[i]) == 0
 end
-for i = 4, 3 + n do
+local holders = {0}
+for j = 5 + n, #KEYS do
+  local holder = redis.call('GET', KEYS[j])
+  holders[#holders + 1] = holder
+  local seen_leased = string.sub(ARGV[8], j - 4 - n, j - 4 - n) == '1'
+  same = same and (holder ~= false) == seen_leased
+end
+if not same then
+  return holders
+end
+for i = 5, 4 + n do
   redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
 end
 if ARGV[6] ~= '' then
