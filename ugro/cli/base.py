@@ -71,6 +71,7 @@ class UgroGroup(click.Group):
     """Maps ugro's errors to one line on stderr and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        collecting = gc.isenabled()
         try:
             return super().invoke(ctx)
         except UgroError as exc:
@@ -84,8 +85,11 @@ class UgroGroup(click.Group):
         finally:
             # The process ends now: the collections at exit need not look at what the
             # command loaded. (Cycles left unreachable then go with the process,
-            # unfinalized: the commands close what they open.)
+            # unfinalized: the commands close what they open.) A caller that runs
+            # the command in its own process gets its collector back as it was.
             gc.freeze()
+            if collecting:
+                gc.enable()
 
 
 def short_lived() -> None:
