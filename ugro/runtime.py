@@ -13,19 +13,22 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.paths import JobPaths, build_attempt_logs, build_tree
 from ugro.jobs.spares import SparePool
-from ugro.live.job_message import JobMessage, job_message
 from ugro.live.keys import Keys
-from ugro.live.state import LiveState
-from ugro.live.writes import Writes
 from ugro.registry.models import JobRow, utcnow
 from ugro.registry.store import Registry
 from ugro.settings import Settings
 from ugro.transport.queues import queue_for_gpu
+
+if TYPE_CHECKING:
+    # Loaded when used: a command that reads the registry only needs no Redis client.
+    from ugro.live.job_message import JobMessage
+    from ugro.live.state import LiveState
+    from ugro.live.writes import Writes
 
 
 @dataclass
@@ -33,13 +36,15 @@ class Runtime:
     settings: Settings
     registry: Registry
     _live: LiveState | None = field(default=None, repr=False)
-    _ride_out: bool = field(default=False, repr=False)
+    _wait_out_restarts: bool = field(default=False, repr=False)
     _app: Any = field(default=None, repr=False)
     _spares: dict[str, SparePool] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings, ride_out: bool = False, connect: bool = True) -> Runtime:
-        """With ``ride_out`` (worker processes), Redis commands wait out a restart.
+    def open(
+        cls, settings: Settings, wait_out_restarts: bool = False, connect: bool = True
+    ) -> Runtime:
+        """With ``wait_out_restarts`` (worker processes), Redis commands wait out a restart.
         Without ``connect``, Redis is reached at the first use of ``live``: what
         reads only the registry and the tree works while Redis is down.
 
@@ -47,8 +52,12 @@ class Runtime:
             NotRunningError: with ``connect``, when Redis does not answer.
         """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        live = LiveState.open(settings, ride_out=ride_out) if connect else None
-        return cls(settings, Registry(settings.effective_database_url), live, ride_out)
+        live = None
+        if connect:
+            from ugro.live.state import LiveState
+
+            live = LiveState.open(settings, wait_out_restarts=wait_out_restarts)
+        return cls(settings, Registry(settings.effective_database_url), live, wait_out_restarts)
 
     @property
     def live(self) -> LiveState:
@@ -58,7 +67,9 @@ class Runtime:
             NotRunningError: when Redis does not answer.
         """
         if self._live is None:
-            self._live = LiveState.open(self.settings, ride_out=self._ride_out)
+            from ugro.live.state import LiveState
+
+            self._live = LiveState.open(self.settings, wait_out_restarts=self._wait_out_restarts)
         return self._live
 
     @property
@@ -99,6 +110,8 @@ class Runtime:
         """A placed job's message to its first GPU's worker, for the caller to push in
         its own transaction (``ugro.live.job_message``)."""
         queue = queue_for_gpu(self.settings, node, gpus[0])
+        from ugro.live.job_message import job_message
+
         return job_message(self.app, self.keys, queue, job_id, token, node, gpus)
 
     def send_job(
@@ -145,7 +158,7 @@ class Runtime:
     def place_and_claim(
         self, job_id: str, token: str, writes: Writes, **placed: Any
     ) -> JobRow | None:
-        """For a job that the worker of its GPU takes at once (``dispatch.LocalSlot``),
+        """For a job that the worker of its GPU takes at once (``dispatch.WorkerGpu``),
         whose leases start in the running window: its placement (``placed``: node,
         GPU indices, time) under lease ``token`` and the worker's claim in one
         commit, then in Redis the job running, with its first heartbeat, as commands
@@ -161,14 +174,14 @@ class Runtime:
         self.live.queue_heartbeat(writes, job_id, self.settings.lease_ttl, beat)
         return row
 
-    def started(self, row: JobRow, lease: tuple[str, list[int], str]) -> bool:
+    def mark_running(self, row: JobRow, lease: tuple[str, list[int], str]) -> bool:
         """Mirror a claimed job's start in Redis, with its first heartbeat, and move
         its placement's leases (node, GPUs, holder) into the running window; False
         when another holds one of them."""
         live = _live_fields(JobStatus.RUNNING, claim_values())
         beat = {"node": row.node, "attempt": row.attempt}
         # started: for placement's backfill estimates
-        return self.live.running(
+        return self.live.mark_running(
             row.id,
             self.settings.lease_ttl,
             beat,
@@ -202,7 +215,9 @@ class Runtime:
             job_id, number, attempt, new, expect, **values
         )
         if changed and release is not None:
-            self.live.released(*release, job_id, writes=writes, **_live_fields(new, values))
+            self.live.release_and_set_job(
+                *release, job_id, writes=writes, **_live_fields(new, values)
+            )
         elif changed:
             self.live.set_job(job_id, **_live_fields(new, values))
         elif release is not None:

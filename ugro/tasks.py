@@ -30,7 +30,7 @@ def runtime() -> Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = Runtime.open(current_app.ugro_settings, ride_out=True)
+            _runtime = Runtime.open(current_app.ugro_settings, wait_out_restarts=True)
             _runtime._app = current_app
         return _runtime
 

@@ -36,5 +36,7 @@ def log_metrics(step: int, **values: Any) -> None:
     record = {"step": step, "time": time.time(), **values}
     line = json.dumps(record, default=float) + "\n"
     # One write of a whole line in append mode: concurrent writers do not interleave.
-    with (Path(job_dir) / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+    from ugro.jobs.paths import RunPaths  # on first use: `import ugro` stays cheap
+
+    with RunPaths(Path(job_dir)).metrics.open("a", encoding="utf-8") as handle:
         handle.write(line)

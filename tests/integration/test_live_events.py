@@ -20,9 +20,9 @@ _CHANNEL = "ugro:events"
 
 
 @contextlib.contextmanager
-def _subscribed(settings: Settings, ride_out: bool = False) -> Iterator[tuple[Any, Any]]:
+def _subscribed(settings: Settings, wait_out_restarts: bool = False) -> Iterator[tuple[Any, Any]]:
     """A client and its subscription to the events channel, closed at the end."""
-    client = connect(settings, ride_out=ride_out)
+    client = connect(settings, wait_out_restarts=wait_out_restarts)
     pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
     pubsub.subscribe(_CHANNEL)
     try:
@@ -59,7 +59,7 @@ def test_a_poll_that_finds_redis_restarted_subscribes_again_where_it_may_retry(
 ) -> None:
     # A client that rides out a restart (as workers' do) reconnects through the
     # poll as get_message alone did; a person's command fails fast, as before.
-    with _subscribed(embedded_settings, ride_out=True) as (client, pubsub):
+    with _subscribed(embedded_settings, wait_out_restarts=True) as (client, pubsub):
         redis_server.stop()
         redis_server.start()
         # Polls until one is subscribed again and hears what is published after it.

@@ -180,7 +180,7 @@ def _execute(
     def on_start(pid: int) -> None:
         # The bookkeeping of the start follows the start, off the job's critical
         # path; should any of it fail, the runner stops the job.
-        if not mirrored and not rt.started(job, (node, gpus, holder)):
+        if not mirrored and not rt.mark_running(job, (node, gpus, holder)):
             raise LeaseTaken(f"GPUs {gpus} of {node} were leased to another job")
         paths.name_attempt_logs(job.attempt)
         rt.registry.start_attempt(

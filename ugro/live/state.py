@@ -34,10 +34,12 @@ _PRIORITY_WEIGHT = 10_000_000_000
 _ENDED_JOB_TTL = 86_400
 
 
-def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) -> redis.Redis:
+def connect(
+    settings: Settings, timeout: float = 5.0, wait_out_restarts: bool = False
+) -> redis.Redis:
     """A client for the configured Redis; NotRunningError when it does not answer.
 
-    With ``ride_out`` (workers and agents, mid-job), a command that finds Redis
+    With ``wait_out_restarts`` (workers and agents, mid-job), a command that finds Redis
     gone retries with backoff for about a minute, so a Redis restart does not fail
     the job a worker runs. A person's command fails fast instead.
     """
@@ -54,7 +56,7 @@ def connect(settings: Settings, timeout: float = 5.0, ride_out: bool = False) ->
         where = "the embedded Redis" if settings.embedded_redis else settings.effective_redis_url
         hint = "start it with `ugro up`" if settings.embedded_redis else "check UGRO_REDIS_URL"
         raise NotRunningError(f"cannot reach {where} ({exc}): {hint}") from None
-    if ride_out:
+    if wait_out_restarts:
         retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=40)
         client.connection_pool.connection_kwargs.update(
             retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError, OSError]
@@ -87,8 +89,10 @@ class LiveState:
         self.dispatch = DispatchState(self)
 
     @classmethod
-    def open(cls, settings: Settings, ride_out: bool = False) -> LiveState:
-        return cls(connect(settings, ride_out=ride_out), Keys(settings.redis_prefix))
+    def open(cls, settings: Settings, wait_out_restarts: bool = False) -> LiveState:
+        return cls(
+            connect(settings, wait_out_restarts=wait_out_restarts), Keys(settings.redis_prefix)
+        )
 
     # Pending queue ---------------------------------------------------------------
 
@@ -266,10 +270,6 @@ class LiveState:
             self.leases.release(node, gpus, holder)
         elif isinstance(first, Exception):
             raise first
-
-    # The old names, which ugro/runtime.py calls until it calls the new ones.
-    running = mark_running
-    released = release_and_set_job
 
     def queue_set_job(
         self, pipe: Writes | CommandList, job_id: str, fields: dict[str, Any]
