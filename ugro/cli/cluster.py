@@ -150,7 +150,8 @@ def _gpu_table(found: list[dict[str, Any]]) -> Table:
                 node["node"],
                 str(gpu["index"]),
                 f"[{style}]{gpu['state']}[/]",
-                gpu["job"] or gpu["blocked"] or "-",
+                # A blocked GPU says why: that is what a user must act on.
+                (gpu["blocked"] if gpu["state"] == "blocked" else gpu["job"]) or "-",
                 f"{reading.get('utilization', 0):.0f}%" if reading else "-",
                 f"{memory:.0f}/{total:.0f} MiB" if memory is not None and total else "-",
                 f"{reading['temperature_c']:.0f} C" if reading.get("temperature_c") else "-",
