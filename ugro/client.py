@@ -98,11 +98,7 @@ class Client:
         if self._submitting is None:
             self._submitting = (LiveNodes(self.rt), SubmitLease(self.rt))
         nodes, leaser = self._submitting
-        spares = self.rt.spare_trees
-        try:
-            rows = accept(self.rt, specs, nodes, self._user, self._host, spares, leaser)
-        finally:
-            spares.replenish()  # after the jobs are on their way, not beside them
+        rows = accept(self.rt, specs, nodes, self._user, self._host, leaser)
         # As accepted (queued or placed): no second read of what was just written.
         return [Job.from_row(row, self.settings.jobs_dir) for row in rows]
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ugro.jobs.lifecycle import JobStatus
-from ugro.jobs.paths import JobPaths, build_attempt_logs, build_tree
-from ugro.jobs.spares import SparePool
+from ugro.jobs.paths import JobPaths
 from ugro.live.keys import Keys
 from ugro.registry.models import JobRow, utcnow
 from ugro.registry.store import Registry
@@ -38,7 +36,6 @@ class Runtime:
     _live: LiveState | None = field(default=None, repr=False)
     _wait_out_restarts: bool = field(default=False, repr=False)
     _app: Any = field(default=None, repr=False)
-    _spares: dict[str, SparePool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(
@@ -87,24 +84,6 @@ class Runtime:
 
     def paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.settings.jobs_dir, job_id)
-
-    @property
-    def spare_trees(self) -> SparePool:
-        """Job trees made ahead of time, for the submissions of this process."""
-        return self._spare("trees", build_tree, keep=32)
-
-    @property
-    def spare_attempt_logs(self) -> SparePool:
-        """Attempt log folders made ahead of time, for this worker's job starts;
-        refilled by the worker when it goes idle (``SparePool.replenish``)."""
-        return self._spare("attempts", build_attempt_logs, keep=4, background=False)
-
-    def _spare(
-        self, kind: str, build: Callable[[Path], None], keep: int, background: bool = True
-    ) -> SparePool:
-        if kind not in self._spares:
-            self._spares[kind] = SparePool(self.settings.jobs_dir, kind, build, keep, background)
-        return self._spares[kind]
 
     def job_message(self, job_id: str, token: str, node: str, gpus: list[int]) -> JobMessage:
         """A placed job's message to its first GPU's worker, for the caller to push in
@@ -225,8 +204,6 @@ class Runtime:
         return changed
 
     def close(self) -> None:
-        for pool in self._spares.values():
-            pool.close()
         self.registry.close()
         if self._live is not None:
             self._live.redis.close()

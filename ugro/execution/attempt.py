@@ -57,8 +57,6 @@ def run_attempt(
         job, token, gpus = following
         outcome, following = _run_one(rt, job, token, node, gpus, stop, mirrored=bool(outcomes))
         outcomes.append(outcome if not outcomes else f"then {job.id}: {outcome}")
-    # Idle now: make the next jobs' log folders, off any job's start.
-    rt.spare_attempt_logs.replenish()
     return "; ".join(outcomes)
 
 
@@ -171,7 +169,7 @@ def _execute(
     secrets = rt.live.secrets(job.id) if any(map(is_secret_name, spec.env)) else {}
     argv = spec.argv()
     cwd = Path(spec.working_dir) if spec.working_dir else paths.root
-    rank_log = paths.start_attempt_logs(job.attempt, rt.spare_attempt_logs)
+    rank_log = paths.start_attempt_logs(job.attempt)
     host = socket.gethostname()
     started = datetime.now(UTC)
     env = job_environment(job, spec, secrets, paths, node, gpus)
@@ -279,9 +277,7 @@ def _write_metadata(
             error=info.error,
             pid=info.pid,
         )
-        paths.write_metadata(data)
-    else:
-        paths.write_start_metadata(job.attempt, data)
+    paths.write_metadata(data)
 
 
 def _finish(

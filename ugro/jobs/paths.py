@@ -23,10 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ugro.jobs.spares import SparePool
+from typing import Any
 
 # The names in a run's folder (the README's "The results tree" draws the layout).
 CONFIG = "config.json"
@@ -126,12 +123,6 @@ def build_tree(where: Path, config: bytes = b"") -> None:
     with open(tree.config, "xb") as handle:
         handle.write(config)
     where.chmod(0o755)  # whatever the umask: readers on other accounts see results
-
-
-def build_attempt_logs(where: Path) -> None:
-    """An attempt's log folder at ``where``: the folder and its empty rank 0 log."""
-    os.mkdir(where)
-    _touch(where / _rank_log_name(0))
 
 
 def _rank_log_name(rank: int) -> str:
@@ -272,36 +263,17 @@ class JobPaths(RunPaths):
     def _attempt_rank_log(self, attempt: int) -> Path:
         return self.attempt_logs(attempt) / _rank_log_name(0)
 
-    def start_attempt_logs(self, attempt: int, spares: SparePool | None = None) -> Path:
-        """Make ``logs/attempt_<n>/rank_0.log`` (a spare folder from ``spares`` when
-        there is one), the file the attempt's output goes to, and return it;
-        ``name_attempt_logs`` gives it its other names."""
+    def start_attempt_logs(self, attempt: int) -> Path:
+        """Make ``logs/attempt_<n>/rank_0.log``, the file the attempt's output goes
+        to, and return it; ``name_attempt_logs`` gives it its other names."""
         rank_log = self._attempt_rank_log(attempt)
-        folder = rank_log.parent
-        if not folder.exists() and not (spares is not None and spares.take(folder)):
-            folder.mkdir(parents=True, exist_ok=True)
+        rank_log.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(rank_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
         return rank_log
 
-    def attempt_start(self, attempt: int) -> Path:
-        """``logs/attempt_<n>/start.json``: the attempt's metadata as it started."""
-        return self.attempt_logs(attempt) / "start.json"
-
-    def write_start_metadata(self, attempt: int, data: dict[str, Any]) -> None:
-        """The metadata of an attempt that just started: its ``start.json``, which is
-        also ``metadata.json`` until the attempt ends (``write_metadata``).
-
-        The end's metadata.json then takes the name from a file that keeps another,
-        instead of freeing it: each attempt keeps where and how it started, and a
-        short job frees no inode. On an ext4 without a journal, every inode freed
-        makes each one created in the next minute cost more (its allocator passes
-        over them one by one), and a job's tree and its attempt create a dozen."""
-        start = self.attempt_start(attempt)
-        write_json_atomic(start, data)
-        _link_over(start, self.metadata)
-
     def write_metadata(self, data: dict[str, Any]) -> None:
-        """``metadata.json``, written whole (an attempt's end, a lost attempt's)."""
+        """``metadata.json``, written whole (an attempt's start, its end, a lost
+        attempt's): a reader sees the old file or the new one."""
         write_json_atomic(self.metadata, data)
 
     def name_attempt_logs(self, attempt: int) -> None:
@@ -314,22 +286,17 @@ class JobPaths(RunPaths):
         for name in names:
             _link_over(rank_log, name)
 
-    def create(self, config: dict[str, Any], spares: SparePool | None = None) -> None:
+    def create(self, config: dict[str, Any]) -> None:
         """Create the whole tree with its config, all or nothing.
 
-        The tree is built (or taken from ``spares``, made ahead of time) under a
-        hidden temporary name and renamed into place, so a reader never sees a
-        half-made job directory and a failure leaves none.
+        The tree is built under a hidden temporary name and renamed into place, so
+        a reader never sees a half-made job directory and a failure leaves none.
         """
         text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         staging = self.jobs_dir / f".new-{self.job_id}"
         try:
-            if spares is not None and spares.take(staging):
-                # No temporary file for the config: the whole tree appears at once.
-                RunPaths(staging).config.write_text(text, encoding="utf-8")
-            else:
-                build_tree(staging, text.encode())
+            build_tree(staging, text.encode())
             os.rename(staging, self.root)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

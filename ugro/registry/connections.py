@@ -1,11 +1,11 @@
 """The registry's connections, kept from one of its calls to the next on SQLite.
 
 ``engine.begin()`` makes a Connection, checks a DBAPI connection out of the pool
-and, at the end, checks it back in with a rollback: about 60 µs of CPU, a third
-of what a status change costs on SQLite, and a job's start and end make five of
-them. A SQLite file has no server that restarts and no network to drop a
-connection, so its connections are kept between calls, each in a transaction
-only while a call runs (no reader holds an old snapshot between calls). A server
+and, at the end, checks it back in with a rollback: on SQLite that costs a large
+share of a status change, and a job's start and end make several. A SQLite file
+has no server that restarts and no network to drop a connection, so its
+connections are kept between calls, each in a transaction only while a call runs
+(no reader holds an old snapshot between calls). A server
 database (PostgreSQL) goes through the pool each time: its pre-ping replaces a
 connection the server dropped, and there a round trip costs more than this.
 

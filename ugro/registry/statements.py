@@ -1,9 +1,9 @@
 """Prebuilt SQL statements of a job's hot path: submit, place, claim, start, end.
 
-Building an SQLAlchemy statement (and its cache key) costs about 0.2 ms, four
-times what SQLite takes to run it. Each statement here is built once per shape
-(its table, the columns it sets, the statuses it starts from) and bound with
-parameters on every call: the same SQL for a quarter of the cost. Parameters of
+Building an SQLAlchemy statement (and its cache key) costs more than SQLite takes
+to run it. Each statement here is built once per shape (its table, the columns it
+sets, the statuses it starts from) and bound with parameters on every call: the
+same SQL, built once. Parameters of
 set columns are named ``v_<column>``, and the job a statement is about ``w_job``
 (and its attempt ``w_number``): a name of a column cannot be a parameter's.
 """

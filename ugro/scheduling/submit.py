@@ -17,7 +17,6 @@ from ugro.errors import SpecError
 from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.jobs.redact import redact_env, split_secrets
-from ugro.jobs.spares import SparePool
 from ugro.jobs.spec import JobSpec, new_job_id
 from ugro.live.state import QueuedEntry
 from ugro.registry.models import JobRow, utcnow
@@ -77,12 +76,11 @@ def accept(
     nodes: LiveNodes,
     submitted_by: str,
     submitted_from: str,
-    spares: SparePool | None = None,
     leaser: SubmitLease | None = None,
 ) -> list[JobRow]:
-    """Accept several jobs at once, in order: their trees (from ``spares`` when it
-    has some), their registry rows in one commit, one round trip to queue them all
-    and, when a GPU may be free, one dispatch pass. All or nothing: when any step
+    """Accept several jobs at once, in order: their trees, their registry rows in
+    one commit, one round trip to queue them all and, when a GPU may be free, one
+    dispatch pass. All or nothing: when any step
     fails, none is accepted. Returns the new jobs' rows as written, in order.
 
     Raises:
@@ -112,8 +110,7 @@ def accept(
                     "submitted_at": now.isoformat(),
                     "submitted_by": submitted_by,
                     "submitted_from": submitted_from,
-                },
-                spares,
+                }
             )
             accepted.append((spec, paths, secrets))
             rows.append(queued_row(job_id, stored, now))

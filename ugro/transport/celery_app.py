@@ -49,8 +49,6 @@ def make_app(settings: Settings) -> Any:
         # Events let Flower show workers and tasks; they carry no job environment.
         # No "task-sent" event: it would double the messages of every submission.
         worker_send_task_events=True,
-        # ... published in batches, off the instant a job starts (celery_consumer.py).
-        worker_consumer="ugro.transport.celery_consumer:Consumer",
         worker_hijack_root_logger=False,
         enable_utc=True,
         timezone=settings.timezone,
