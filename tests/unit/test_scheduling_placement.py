@@ -68,3 +68,31 @@ def test_placement_backfills_only_what_cannot_delay_the_reserved_job() -> None:
     ]
     # running jobs without a timeout may end any moment: nothing is backfilled
     assert plan_placements(pending, free, capacity, {"n": [None, None]}) == []
+
+
+def test_a_gang_takes_the_tightest_nodes_one_member_a_node_all_at_once() -> None:
+    free = {"a": [0, 1, 2, 3], "b": [0, 1], "c": [1, 2, 3]}
+    capacity = {"a": 4, "b": 2, "c": 4}
+    plans = plan_placements([PendingJob("gang", 2, nodes=2)], free, capacity)
+    assert plans == [
+        Placement("gang", "b", (0, 1), rank=0),
+        Placement("gang", "c", (1, 2), rank=1),
+    ]
+    # a gang wider than the nodes that hold it places no member at all
+    assert plan_placements([PendingJob("wide", 2, nodes=4)], free, capacity) == []
+
+
+def test_a_waiting_gang_holds_its_nodes_against_what_would_delay_it() -> None:
+    # Given a 2 x 4 gang: b is free, a has 2 GPUs busy for at most 100 s more
+    free = {"a": [0, 1], "b": [0, 1, 2, 3]}
+    capacity, ends = {"a": 4, "b": 4}, {"a": [100.0, 100.0], "b": []}
+    pending = [
+        PendingJob("gang", 4, nodes=2),
+        PendingJob("short", 1, timeout=50.0),  # ends before the gang can start
+        PendingJob("long", 1, timeout=500.0),  # would delay it on either node
+        PendingJob("untimed", 1),
+    ]
+    # Then only what ends before its start runs meanwhile, on the tighter node
+    assert plan_placements(pending, free, capacity, ends) == [Placement("short", "a", (0,))]
+    # and without the gang ahead of them, all three run
+    assert len(plan_placements(pending[1:], free, capacity, ends)) == 3

@@ -7,6 +7,11 @@ open for large jobs. (A GPU worker whose job ended takes the head of the queue
 without a pass exactly where this rule puts it, ``ugro/live/lua/dispatch_enter.lua``;
 ``tests/integration/test_scheduling_equivalence.py`` holds the two together.)
 
+A gang job (``nodes`` > 1) needs ``gpus`` GPUs on each of ``nodes`` distinct
+nodes, all at once or not at all: it takes the tightest fitting nodes, one member
+a node (``Placement.rank`` 0 on the first), and when it cannot start it reserves
+the nodes where it can start soonest, as a one-node job reserves one.
+
 A job that fits nowhere yet reserves the node where it can start soonest (EASY
 backfill): a later, smaller job may still use that node's free GPUs only when it
 cannot delay the reserved job, that is when its own timeout ends before the
@@ -24,16 +29,21 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class PendingJob:
     job_id: str
-    gpus: int
+    gpus: int  # on each of its nodes
     node: str | None = None
     timeout: float | None = None  # seconds, when the job has one
+    nodes: int = 1  # distinct nodes a gang job spans
 
 
 @dataclass(frozen=True)
 class Placement:
+    """One member of a job's placement: ``gpus`` of ``node``; a gang job has one a
+    node, ranked in the order its nodes were chosen."""
+
     job_id: str
     node: str
     gpus: tuple[int, ...]
+    rank: int = 0
 
 
 @dataclass
@@ -76,24 +86,45 @@ def plan_placements(
         fits = [n for n in candidates if len(available[n]) >= job.gpus]
         open_fits = [n for n in fits if n not in reserved]
         backfill = [n for n in fits if n in reserved and _can_backfill(job, reserved[n])]
-        choice = open_fits or backfill
-        if choice:
-            node = min(choice, key=lambda n: (len(available[n]), n))
-            taken = available[node][: job.gpus]
-            available[node] = available[node][job.gpus :]
-            ends[node] += [job.timeout] * job.gpus
-            if node in reserved and not _fits_before(job, reserved[node]):
-                reserved[node].spare -= job.gpus
-            plans.append(Placement(job.job_id, node, tuple(taken)))
+        # A one-node job may take a reserved node it cannot delay; a gang, the
+        # open nodes first, then such reserved ones.
+        choice = sorted(open_fits, key=lambda n: (len(available[n]), n))
+        choice += sorted(backfill, key=lambda n: (len(available[n]), n))
+        if job.nodes == 1 and open_fits:
+            choice = choice[: len(open_fits)]
+        if len(choice) >= job.nodes:
+            for rank, node in enumerate(choice[: job.nodes]):
+                taken = available[node][: job.gpus]
+                available[node] = available[node][job.gpus :]
+                ends[node] += [job.timeout] * job.gpus
+                if node in reserved and not _fits_before(job, reserved[node]):
+                    reserved[node].spare -= job.gpus
+                plans.append(Placement(job.job_id, node, tuple(taken), rank))
             continue
         possible = [n for n in candidates if n not in reserved and capacity.get(n, 0) >= job.gpus]
-        if possible:
-            node = min(
+        if len(possible) >= job.nodes:
+            soonest = sorted(
                 possible,
                 key=lambda n: (_reserve(job.gpus, len(available[n]), ends[n]).shadow, n),
-            )
-            reserved[node] = _reserve(job.gpus, len(available[node]), ends[node])
+            )[: job.nodes]
+            # A gang starts when its last node can: each of its nodes is held till then.
+            shadow = max(_reserve(job.gpus, len(available[n]), ends[n]).shadow for n in soonest)
+            for node in soonest:
+                reserved[node] = _reserve_until(job.gpus, len(available[node]), ends[node], shadow)
     return plans
+
+
+def _reserve_until(
+    need: int, free_now: int, busy_ends: Sequence[float | None], shadow: float
+) -> _Reservation:
+    """``_reserve``, held until ``shadow`` (a gang's start, which may be later than
+    this node's own): the GPUs freed by then count as spare."""
+    own = _reserve(need, free_now, busy_ends)
+    if shadow <= own.shadow:
+        return own
+    ends = [0.0 if end is None else max(0.0, end) for end in busy_ends]
+    free_then = free_now + sum(1 for end in ends if end <= shadow)
+    return _Reservation(shadow, free_then - need)
 
 
 def _fits_before(job: PendingJob, reservation: _Reservation) -> bool:
