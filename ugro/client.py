@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ugro.errors import JobNotFound, SpecError, StateError
 from ugro.job import Job
-from ugro.jobs.lifecycle import JobStatus
+from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime
 from ugro.settings import Settings
@@ -126,7 +126,7 @@ class Client:
                 self.rt.live.request_cancel(job.id, grace)
                 self.rt.paths(job.id).append_console(f"cancel requested (grace {grace:g} s)")
                 return self.get(job.id)
-            ended: dict[str, Any] = {"finished_at": utcnow(), "exit_reason": "cancelled"}
+            ended: dict[str, Any] = {"finished_at": utcnow(), "exit_reason": ExitReason.CANCELLED}
             if self.rt.transition(job.id, JobStatus.CANCELLED, expect=[job.status], **ended):
                 self.rt.live.dequeue(job.id)
                 if job.node:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import insert
 
+from tests.integration.test_summary import registry_of
 from ugro.health.samples import GpuSample, NodeSample, add_samples
 from ugro.registry.models import EventRow
 from ugro.registry.store import Registry
@@ -28,11 +29,6 @@ DAY = Day(date(2026, 3, 10), ZoneInfo("UTC"))
 def at(hours: float, days: int = 0) -> datetime:
     """A moment of DAY (``days`` before or after it)."""
     return DAY.since + timedelta(days=days, hours=hours)
-
-
-def registry_of(settings: Settings) -> Registry:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Registry(settings.effective_database_url)
 
 
 def add_job(
