@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.conftest import ROOT, make_settings, running_stack, ugro, wait_for_job, wait_until
 from ugro import Client, JobSpec, JobStatus
+from ugro.settings import Settings
 
 PY = sys.executable
 
@@ -112,3 +115,33 @@ def test_a_running_job_shows_its_progress_before_the_first_scan_reaches_it(
         assert listed["progress"]["total_epochs"] == 40
         assert "%" in ugro(settings, "list").stdout
         client.cancel(job.id)
+
+
+def test_a_scan_that_read_a_job_running_does_not_overwrite_its_final_progress(
+    settings: Settings, live_redis: redis.Redis
+) -> None:
+    # Given a running job, read by a progress scan before its worker ended it
+    from ugro.progress.jobs import _refresh
+    from ugro.progress.scan import Scanner
+    from ugro.registry.models import utcnow
+    from ugro.runtime import Runtime
+    from ugro.scheduling.submit import queued_row
+
+    rt = Runtime.open(settings)
+    try:
+        spec = JobSpec(name="raced", command=["true"])
+        row = {**queued_row("raced-1", spec, utcnow()), "status": "running", "attempt": 1}
+        rt.registry.create_jobs([row])
+        rt.paths("raced-1").create({"job_id": "raced-1"})
+        seen_running = rt.registry.get_job("raced-1")
+        # When the worker records the end with its final progress first
+        final = json.dumps({"status": "finished", "complete": True})
+        ended = rt.registry.transition(
+            "raced-1", JobStatus.FINISHED, expect=[JobStatus.RUNNING], progress=final
+        )
+        assert ended
+        _refresh(rt, Scanner(3600, 86400), seen_running, time.time())
+        # Then the scan's finding of a running job is dropped: the end's stands
+        assert rt.registry.get_job("raced-1").progress == final
+    finally:
+        rt.close()

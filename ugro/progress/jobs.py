@@ -129,9 +129,10 @@ def _refresh(rt: Runtime, scanner: Scanner, row: JobRow, now: float) -> str:
     ended = row.finished_at.timestamp() if row.finished_at else None
     ok = row.status == JobStatus.FINISHED.value
     status, encoded = progress_record(rt, row, scanner, alive, ok, ended, now)
-    if encoded != row.progress:
+    # Recorded only while the job is as it was read: a worker that ended it since
+    # recorded its final progress, and a finding of it running would overwrite that.
+    if encoded != row.progress and rt.registry.set_progress(row.id, encoded, row.status):
         write_json_atomic(rt.paths(row.id).progress, json.loads(encoded))
-        rt.registry.set_progress(row.id, encoded)
         rt.live.set_job(row.id, progress=encoded)
     return status
 

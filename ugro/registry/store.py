@@ -259,10 +259,17 @@ class Registry:
         with self.connections.begin() as conn:
             return [job_from(row._mapping) for row in conn.execute(query)]
 
-    def set_progress(self, job_id: str, progress: str) -> None:
-        """Record the progress scan's finding (it does not change the status)."""
+    def set_progress(self, job_id: str, progress: str, status: str) -> bool:
+        """Record the progress scan's finding of a job it read in ``status`` (it does
+        not change the status); False, recording nothing, when the status changed
+        since: the job's end recorded its final progress, which must stand."""
+        query = (
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.status == status)
+            .values(progress=progress)
+        )
         with self.connections.begin() as conn:
-            conn.execute(update(JobRow).where(JobRow.id == job_id).values(progress=progress))
+            return bool(conn.execute(query).rowcount == 1)
 
     # Attempts and events ---------------------------------------------------------
 
