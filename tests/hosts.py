@@ -103,7 +103,9 @@ class TestBed:
 
     __test__ = False  # not a test class, whatever its name
 
-    def __init__(self, settings: Settings, hosts: int = 2, gpus: int = 2) -> None:
+    def __init__(
+        self, settings: Settings, hosts: int = 2, gpus: int = 2, beat: bool = False
+    ) -> None:
         self.tag = secrets.token_hex(2)
         self.bridge = f"ub{self.tag}"
         self.password = secrets.token_hex(12)
@@ -122,6 +124,9 @@ class TestBed:
         self.redis_port = 0
         self.forwarder: _Forwarder | None = None
         self.settings = settings
+        # Beat on the services host (the reconciler's ticks, the safety-net dispatch)
+        self.with_beat = beat
+        self.beat: subprocess.Popen[bytes] | None = None
 
     # The network ------------------------------------------------------------------
 
@@ -194,6 +199,16 @@ class TestBed:
 
     def _workers_up(self) -> None:
         logs = self.base.data_dir / "bed"
+        if self.with_beat:
+            env = env_for(self.settings.model_copy(update={"node_name": "services"}))
+            with (logs / "beat.log").open("ab") as log:
+                self.beat = subprocess.Popen(
+                    [str(BIN / "ugro"), "beat"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         for host in self.hosts:
             env = env_for(self.settings_of(host))
             with (logs / f"{host.node}.log").open("ab") as log:
@@ -206,19 +221,19 @@ class TestBed:
                 )
 
     def _workers_down(self) -> None:
-        for host in self.hosts:
-            if host.worker is not None and host.worker.poll() is None:
+        running = [host.worker for host in self.hosts] + [self.beat]
+        processes = [p for p in running if p is not None]
+        for process in processes:
+            if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(host.worker.pid, signal.SIGTERM)
-        for host in self.hosts:
-            if host.worker is None:
-                continue
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
             try:
-                host.worker.wait(timeout=20)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(host.worker.pid, signal.SIGKILL)
-                host.worker.wait(timeout=5)
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
 
     def log(self, host: Host) -> str:
         path = self.base.data_dir / "bed" / f"{host.node}.log"
@@ -266,9 +281,11 @@ def _wait_for_port(address: str, port: int, server: subprocess.Popen[bytes]) -> 
 
 
 @contextlib.contextmanager
-def multi_host_bed(settings: Settings, hosts: int = 2, gpus: int = 2) -> Iterator[TestBed]:
+def multi_host_bed(
+    settings: Settings, hosts: int = 2, gpus: int = 2, beat: bool = False
+) -> Iterator[TestBed]:
     """``TestBed`` as a context manager: the hosts, up, and torn down after."""
-    with TestBed(settings, hosts, gpus) as bed:
+    with TestBed(settings, hosts, gpus, beat) as bed:
         yield bed
 
 

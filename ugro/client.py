@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ugro.errors import JobNotFound, SpecError, StateError
 from ugro.job import Job
 from ugro.jobs.lifecycle import ExitReason, JobStatus
-from ugro.registry.models import JobRow, utcnow
+from ugro.registry.models import JobRow, placement_of, utcnow
 from ugro.runtime import Runtime
 from ugro.settings import Settings
 
@@ -130,7 +130,8 @@ class Client:
             if self.rt.transition(job.id, JobStatus.CANCELLED, expect=[job.status], **ended):
                 self.rt.live.dequeue(job.id)
                 if job.node:
-                    self.rt.live.leases.release_job(job.id, job.node, job.gpu_indices)
+                    for node, gpus in placement_of(self.rt.registry.get_job(job.id)):
+                        self.rt.live.leases.release_job(job.id, node, gpus)
                     dispatch_pending(self.rt)
                 self.rt.paths(job.id).append_console(f"cancelled while {job.status.value}")
                 self.rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id)

@@ -85,20 +85,29 @@ class Runtime:
     def paths(self, job_id: str) -> JobPaths:
         return JobPaths(self.settings.jobs_dir, job_id)
 
-    def job_message(self, job_id: str, token: str, node: str, gpus: list[int]) -> JobMessage:
-        """A placed job's message to its first GPU's worker, for the caller to push in
-        its own transaction (``ugro.live.job_message``)."""
+    def job_message(
+        self, job_id: str, token: str, node: str, gpus: list[int], rank: int | None = None
+    ) -> JobMessage:
+        """A placed job's message (a gang job's member's, with ``rank``) to its first
+        GPU's worker, for the caller to push in its own transaction
+        (``ugro.live.job_message``)."""
         queue = queue_for_gpu(self.settings, node, gpus[0])
         from ugro.live.job_message import job_message
 
-        return job_message(self.app, self.keys, queue, job_id, token, node, gpus)
+        return job_message(self.app, self.keys, queue, job_id, token, node, gpus, rank)
 
     def send_job(
-        self, job_id: str, token: str, node: str, gpus: list[int], writes: Writes | None = None
+        self,
+        job_id: str,
+        token: str,
+        node: str,
+        gpus: list[int],
+        writes: Writes | None = None,
+        rank: int | None = None,
     ) -> None:
-        """Send a placed job to the queue of its first GPU's worker (with ``writes``:
-        as one of its commands)."""
-        message = self.job_message(job_id, token, node, gpus)
+        """Send a placed job (a gang job's member, with ``rank``) to the queue of its
+        first GPU's worker (with ``writes``: as one of its commands)."""
+        message = self.job_message(job_id, token, node, gpus, rank)
         (self.live.redis if writes is None else writes).lpush(message.key, message.payload)
 
     def transition(

@@ -96,6 +96,14 @@ class Settings(BaseModel):
     reconcile_interval: float = 15.0
     # How often a node agent looks for job processes that no running attempt owns.
     orphan_scan_interval: float = 10.0
+    # Jobs across nodes. This node's address as the other nodes reach it: a gang's
+    # rank 0 address is its MASTER_ADDR (default: the address of the interface
+    # that reaches Redis). MASTER_PORT is taken from master_ports ("low-high") by
+    # the job's id and attempt. A member that has not started gang_start_timeout
+    # seconds after the first did fails the attempt.
+    node_address: str | None = None
+    master_ports: str = "29500-29999"
+    gang_start_timeout: float = Field(default=120.0, gt=0)
     # Retry backoff: base * 2^(attempt-1) seconds, at most retry_backoff_max.
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0
@@ -166,6 +174,21 @@ class Settings(BaseModel):
         if not value or not all(c.isalnum() or c in "-_." for c in value):
             raise ValueError("redis_prefix must be letters, digits, '-', '_' or '.'")
         return value
+
+    @field_validator("master_ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        low, _, high = value.partition("-")
+        if not (low.strip().isdigit() and high.strip().isdigit()):
+            raise ValueError(f"{value!r} is not a port range: use low-high, e.g. 29500-29999")
+        if not 1024 <= int(low) <= int(high) <= 65535:
+            raise ValueError(f"{value!r}: the ports must be 1024-65535, low before high")
+        return value
+
+    @property
+    def master_port_range(self) -> tuple[int, int]:
+        low, _, high = self.master_ports.partition("-")
+        return int(low), int(high)
 
     @field_validator("data_dir")
     @classmethod

@@ -10,6 +10,7 @@ from celery import current_app, shared_task
 from celery.signals import worker_shutting_down
 
 from ugro.execution.attempt import run_attempt
+from ugro.execution.gang import run_member
 from ugro.execution.orphans import kill_orphans
 from ugro.execution.reconcile import reconcile
 from ugro.live.job_message import RUN_JOB
@@ -41,9 +42,13 @@ def _on_shutdown(**_: Any) -> None:
 
 
 @shared_task(name=RUN_JOB, ignore_result=True, Request="ugro.transport.receipt_ack:ReceivedJob")
-def run_job(job_id: str, token: str, node: str, gpus: list[int]) -> str:
-    """Run one placed job on this GPU worker."""
-    outcome = run_attempt(runtime(), job_id, token, node, [int(g) for g in gpus], SHUTTING_DOWN)
+def run_job(job_id: str, token: str, node: str, gpus: list[int], rank: int | None = None) -> str:
+    """Run one placed job on this GPU worker (with ``rank``: that member of a gang job)."""
+    gpus = [int(g) for g in gpus]
+    if rank is not None:
+        outcome = run_member(runtime(), job_id, token, node, gpus, int(rank), SHUTTING_DOWN)
+    else:
+        outcome = run_attempt(runtime(), job_id, token, node, gpus, SHUTTING_DOWN)
     log.info("job %s: %s", job_id, outcome)
     return outcome
 

@@ -21,7 +21,7 @@ from ugro.jobs.lifecycle import (
     transition_sources,
 )
 from ugro.jobs.spec import JobSpec
-from ugro.registry.models import AttemptRow, JobRow
+from ugro.registry.models import AttemptRow, JobRow, MemberRow
 
 Q, P, R = JobStatus.QUEUED, JobStatus.PLACED, JobStatus.RUNNING
 F, X, C, L = JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.LOST
@@ -135,9 +135,14 @@ def test_exit_reasons_are_the_values_stored_and_documented() -> None:
         "stuck",
         "lost",
         "interrupted",
+        "stopped",
     ]
     # Stored as their value, in the registry's columns, JSON and text alike
-    for column in (JobRow.__table__.c.exit_reason, AttemptRow.__table__.c.exit_reason):
+    for column in (
+        JobRow.__table__.c.exit_reason,
+        AttemptRow.__table__.c.exit_reason,
+        MemberRow.__table__.c.exit_reason,
+    ):
         length = typing.cast(String, column.type).length
         assert length is not None and all(len(reason) <= length for reason in ExitReason)
     assert json.dumps({"exit_reason": ExitReason.OOM}) == '{"exit_reason": "oom"}'

@@ -28,7 +28,16 @@ from ugro.cli.progress import progress_cells
 @main.command(context_settings={"allow_interspersed_args": False})
 @click.option("--name", required=True, help="A short name: letters, digits, '.', '_', '-'.")
 @click.option("--kind", default="train", show_default=True, help="train or eval.")
-@click.option("--gpus", default="1", show_default=True, help="GPUs on one node.")
+@click.option("--gpus", default="1", show_default=True, help="GPUs on each node.")
+@click.option(
+    "--nodes", default="1", show_default=True, help="Distinct nodes, all at once (a gang job)."
+)
+@click.option(
+    "--launch",
+    default="node",
+    show_default=True,
+    help="node: one process a node (torchrun); gpu: one a GPU, with RANK set.",
+)
 @click.option("--node", default=None, help="Run only on this node.")
 @click.option("--priority", default="0", show_default=True, help="Higher starts first.")
 @click.option("--max-retries", default="0", show_default=True, help="Retries after a failure.")

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from ugro.execution.outcome import requeue, settle_failure
+from ugro.execution.rendezvous import gang_environment, master_port, node_address
 from ugro.execution.runner import ExitInfo, RunControl, run_command
 from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.paths import JobPaths
@@ -29,6 +30,7 @@ from ugro.progress.jobs import final_progress
 from ugro.registry.models import JobRow
 from ugro.runtime import Runtime, claim_values, gpu_json
 from ugro.scheduling.dispatch import ClaimedJob, WorkerGpu, dispatch_pending
+from ugro.settings import Settings
 
 log = logging.getLogger(__name__)
 # A cancel request is looked for at most this often (one GET per running job).
@@ -90,7 +92,7 @@ def _run_one(
     # pass's first round trip: the freed GPU is the pass's before anyone else sees it.
     writes = rt.live.redis.pipeline(transaction=True)
     try:
-        _finish(rt, job, spec, paths, node, info, (node, gpus, holder), writes)
+        record_end(rt, job, spec, paths, node, info, (node, gpus, holder), writes)
         if stop.is_set():  # a worker on its way out hands out no more work
             writes.execute()
             return outcome, None
@@ -167,12 +169,22 @@ def _execute(
 ) -> ExitInfo:
     # The registry keeps a secret's name, redacted; its value is in Redis only.
     secrets = rt.live.secrets(job.id) if any(map(is_secret_name, spec.env)) else {}
-    argv = spec.argv()
+    argv = command = spec.argv()
     cwd = Path(spec.working_dir) if spec.working_dir else paths.root
     rank_log = paths.start_attempt_logs(job.attempt)
     host = socket.gethostname()
     started = datetime.now(UTC)
     env = job_environment(job, spec, secrets, paths, node, gpus)
+    ranks = [0]
+    if spec.launch == "gpu":
+        # One process a GPU, through the launcher, whose own lines go to the console.
+        address = node_address(rt.settings)
+        port = master_port(job.id, job.attempt, rt.settings.master_port_range)
+        env |= gang_environment(1, 0, len(gpus), [address], port, spec.launch)
+        ranks = list(range(len(gpus)))
+        paths.start_rank_logs(job.attempt, ranks)
+        argv = per_gpu(env, paths.rank_log_template(job.attempt), command, rt.settings)
+        rank_log = paths.console
     resume = f", resuming from {env['UGRO_RESUME_FROM']}" if "UGRO_RESUME_FROM" in env else ""
 
     def on_start(pid: int) -> None:
@@ -180,7 +192,7 @@ def _execute(
         # path; should any of it fail, the runner stops the job.
         if not mirrored and not rt.mark_running(job, (node, gpus, holder)):
             raise LeaseTaken(f"GPUs {gpus} of {node} were leased to another job")
-        paths.name_attempt_logs(job.attempt)
+        paths.name_rank_logs(job.attempt, ranks)
         rt.registry.start_attempt(
             job_id=job.id,
             number=job.attempt,
@@ -190,9 +202,9 @@ def _execute(
             pid=pid,
             started_at=started,
         )
-        _write_metadata(paths, job, node, gpus, host, argv, started=started, pid=pid)
+        _write_metadata(paths, job, node, gpus, host, command, started=started, pid=pid)
         paths.append_console(
-            f"attempt {job.attempt} started on {node} GPUs {gpus}{resume}: {argv} (pid {pid})"
+            f"attempt {job.attempt} started on {node} GPUs {gpus}{resume}: {command} (pid {pid})"
         )
 
     def heartbeat() -> bool:
@@ -232,9 +244,18 @@ def _execute(
     )
     info = run_command(argv, env, cwd, rank_log, control)
     if info.pid is None:  # never started: its log, which says why, gets its names here
-        paths.name_attempt_logs(job.attempt)
-    _write_metadata(paths, job, node, gpus, host, argv, started=started, info=info)
+        paths.name_rank_logs(job.attempt, ranks)
+    _write_metadata(paths, job, node, gpus, host, command, started=started, info=info)
     return info
+
+
+def per_gpu(
+    env: dict[str, str], template: Path, command: list[str], settings: Settings
+) -> list[str]:
+    """The launcher's argv that runs ``command`` once a GPU (``ugro.execution.per_gpu``),
+    each rank's output in ``template`` with its rank; ``env`` gets its grace."""
+    env["UGRO_STOP_GRACE"] = str(settings.stop_grace)
+    return [sys.executable, "-m", "ugro.execution.per_gpu", "--logs", str(template), "--", *command]
 
 
 def _write_metadata(
@@ -280,20 +301,21 @@ def _write_metadata(
     paths.write_metadata(data)
 
 
-def _finish(
+def record_end(
     rt: Runtime,
     job: JobRow,
     spec: JobSpec | None,
     paths: JobPaths,
     node: str,
     info: ExitInfo,
-    lease: tuple[str, list[int], str],
-    writes: Writes,
+    lease: tuple[str, list[int], str] | None,
+    writes: Writes | None,
 ) -> None:
     """Record the attempt's end and the job's next status; release its leases
-    (``lease``: node, GPUs, holder; the job's processes are gone by now). Those
-    Redis writes of an attempt that ended well or was cancelled are left in
-    ``writes`` for the caller to execute."""
+    (``lease``: node, GPUs, holder; the job's processes are gone by now; None: a
+    gang job's, each member let its own go). Those Redis writes of an attempt
+    that ended well or was cancelled are left in ``writes`` for the caller to
+    execute."""
     ended = datetime.fromtimestamp(info.ended, UTC)
     attempt: dict[str, Any] = {
         "ended_at": ended,
@@ -333,7 +355,8 @@ def _finish(
         return
     # The GPUs are free before the job is queued again, and the retry policy
     # counts the attempts that ended: record this one first.
-    rt.live.leases.release(*lease)
+    if lease is not None:
+        rt.live.leases.release(*lease)
     rt.registry.end_attempt(job, **attempt)
     if info.reason == "interrupted":
         # The worker is shutting down: the job goes back to the queue, not lost.

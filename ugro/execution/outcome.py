@@ -35,12 +35,12 @@ def requeue(
     """
     spec = JobSpec.model_validate_json(job.spec)
     moved = rt.transition(
-        job.id, JobStatus.QUEUED, expect=expect, node=None, gpu_indices=None, **values
+        job.id, JobStatus.QUEUED, expect=expect, node=None, gpu_indices=None, members=None, **values
     )
     if not moved:
         return False
     ready_at = time.time() + delay if delay > 0 else None
-    rt.live.enqueue(job.id, job.priority, job.gpus, spec.node, spec.timeout, ready_at)
+    rt.live.enqueue(job.id, job.priority, job.gpus, spec.node, spec.timeout, ready_at, spec.nodes)
     if delay > 0:
         # Wake dispatch when the backoff is over (beat's tick is the safety net).
         rt.app.send_task("ugro.dispatch", countdown=delay, queue=control_queue(rt.settings))

@@ -14,14 +14,17 @@ So a dead worker's job is lost at most lease_ttl (the lease runs out) + lease_tt
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
 from datetime import UTC, datetime
 
+from ugro.execution.gang_end import declare_member_lost
 from ugro.execution.outcome import requeue, settle_failure
 from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.spec import JobSpec
+from ugro.registry.members import members_of
 from ugro.registry.models import JobRow, gpu_list
 from ugro.runtime import Runtime
 from ugro.scheduling.dispatch import dispatch_pending
@@ -56,12 +59,16 @@ def _reconcile(rt: Runtime) -> Counter[str]:
         if status is JobStatus.QUEUED:
             if row.id not in in_queue:
                 spec = JobSpec.model_validate_json(row.spec)
-                rt.live.enqueue(row.id, row.priority, row.gpus, spec.node, spec.timeout)
+                rt.live.enqueue(
+                    row.id, row.priority, row.gpus, spec.node, spec.timeout, nodes=spec.nodes
+                )
                 report["queued again"] += 1
         elif status is JobStatus.LOST:
             # Declared lost by a pass that stopped before settling it.
             settle_failure(rt, row, [JobStatus.LOST], ExitReason.LOST, row.error)
             report["lost"] += 1
+        elif status is JobStatus.RUNNING and row.members:
+            report["lost"] += _reconcile_gang(rt, row, now)
         elif row.node and rt.live.leases.holds_lease(row.id, row.node, gpu_list(row)):
             rt.live.leases.clear_suspect(row.id)
         elif now - rt.live.leases.suspect_since(row.id, now) >= rt.settings.lease_ttl:
@@ -72,6 +79,25 @@ def _reconcile(rt: Runtime) -> Counter[str]:
             elif declare_lost(rt, row):
                 report["lost"] += 1
     return report
+
+
+def _reconcile_gang(rt: Runtime, row: JobRow, now: float) -> int:
+    """A running gang job: each member whose lease is gone, and still gone
+    ``lease_ttl`` later, is declared lost, which stops the others; returns how many
+    were."""
+    spec = JobSpec.model_validate_json(row.spec)
+    lost = 0
+    for member in members_of(rt.registry, row.id, row.attempt):
+        if member.ended_at is not None:
+            continue
+        suspect = f"{row.id}.{member.rank}"
+        if rt.live.leases.holds_lease(row.id, member.node, json.loads(member.gpu_indices)):
+            rt.live.leases.clear_suspect(suspect)
+        elif now - rt.live.leases.suspect_since(suspect, now) >= rt.settings.lease_ttl:
+            rt.live.leases.clear_suspect(suspect)
+            declare_member_lost(rt, row, spec, member)
+            lost += 1
+    return lost
 
 
 def declare_lost(rt: Runtime, row: JobRow) -> bool:

@@ -39,7 +39,9 @@ _ERROR_LINE = re.compile(
     r"^(\w+\.)*\w*(Error|Exception|Interrupt)\b"
     r"|\b(ERROR|Error|FATAL|Fatal|Exception|Killed|Segmentation fault|Aborted|"
     r"[Oo]ut of memory|OOM)\b"
-    r"|\b[Ee]rror:",
+    r"|\b[Ee]rror:"
+    # the per-GPU launcher's line on the rank that failed first
+    r"|^rank \d+ \(GPU \d+\) exited with code",
 )
 _TAIL_BYTES = 64 * 1024
 # How often the runner looks at its job: a cancel or a shutdown is noticed this fast.
@@ -217,7 +219,7 @@ def _watch_until_exit(
         if control.stop.is_set():
             reason = ExitReason.INTERRUPTED
         elif (asked := control.cancelled()) is not None:
-            grace, reason = asked[0], _stop_reason(asked[1])
+            grace, reason = asked[0], stop_reason(asked[1])
         elif deadline is not None and now >= deadline:
             reason = ExitReason.TIMEOUT
         elif now >= next_beat:
@@ -230,7 +232,7 @@ def _watch_until_exit(
             send(outside_group(stopping.procs, proc.pid), signal.SIGTERM)
 
 
-def _stop_reason(asked: str) -> ExitReason:
+def stop_reason(asked: str) -> ExitReason:
     """The reason a request to stop the job names: ``cancelled`` (a person) or
     ``stuck`` (the progress scan); anything else is taken for a person's cancel,
     since the job stops either way."""

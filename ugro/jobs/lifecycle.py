@@ -53,6 +53,9 @@ class ExitReason(StrEnum):
     LOST = "lost"
     #: its worker shut down; the job goes back to the queue
     INTERRUPTED = "interrupted"
+    #: a gang member stopped because another member ended first (a member's
+    #: reason only: the attempt ends with that first member's)
+    STOPPED = "stopped"
 
 
 #: Statuses a job has when no retry or person moves it again. ``lost`` is not one:

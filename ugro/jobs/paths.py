@@ -36,6 +36,10 @@ LOGS = "logs"
 TRAINING_LOG = "training.log"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+#: ``nodes/<node>/``: a gang job's member on that node: its metadata, console, logs.
+NODES = "nodes"
+#: The name in a rank log template that the per-GPU launcher fills in.
+RANK_FIELD = "{rank}"
 #: ``epoch_<n>/``: a trainer's folder of one completed epoch.
 EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 #: An epoch folder's validation scores, which a trainer's progress reports.
@@ -56,6 +60,7 @@ RUN_FILES = frozenset(
         LOGS,
         CHECKPOINTS,
         TENSORBOARD,
+        NODES,
     }
 )
 
@@ -125,7 +130,7 @@ def build_tree(where: Path, config: bytes = b"") -> None:
     where.chmod(0o755)  # whatever the umask: readers on other accounts see results
 
 
-def _rank_log_name(rank: int) -> str:
+def _rank_log_name(rank: int | str) -> str:
     return f"rank_{rank}.log"
 
 
@@ -320,11 +325,79 @@ class JobPaths(RunPaths):
 
     def append_console(self, line: str) -> None:
         """Append one of the orchestrator's own lines to ``console.log``."""
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        # One write(2) on an O_APPEND descriptor: lines of concurrent writers (the
-        # submitter, the worker) never interleave, and no text layer is built.
-        fd = os.open(self.console, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        _append_line(self.console, line)
+
+    # The runs of several processes: ranks, and a gang job's members ---------------
+
+    def rank_log_template(self, attempt: int) -> Path:
+        """Where the per-GPU launcher writes each rank's output in an attempt:
+        ``logs/attempt_<n>/rank_{rank}.log``."""
+        return self.attempt_logs(attempt) / _rank_log_name(RANK_FIELD)
+
+    def start_rank_logs(self, attempt: int, ranks: list[int]) -> list[Path]:
+        """Make ``logs/attempt_<n>/rank_<r>.log`` for each rank and return them:
+        the files those ranks' output goes to (``name_rank_logs`` names them)."""
+        folder = self.attempt_logs(attempt)
+        folder.mkdir(parents=True, exist_ok=True)
+        made = []
+        for rank in ranks:
+            path = folder / _rank_log_name(rank)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666))
+            made.append(path)
+        return made
+
+    def name_rank_logs(self, attempt: int, ranks: list[int], node: str | None = None) -> None:
+        """Give each rank's log of an attempt its other names: ``logs/rank_<r>.log``,
+        and ``nodes/<node>/logs/rank_<r>.log`` for a gang job's member; rank 0's is
+        also ``training.log``. Hard links, as ``name_attempt_logs``'."""
+        for rank in ranks:
+            if rank == 0:
+                self.name_attempt_logs(attempt)
+            else:
+                _link_over(self.attempt_logs(attempt) / _rank_log_name(rank), self.rank_log(rank))
+            if node is not None:
+                where = self.node_logs(node)
+                where.mkdir(parents=True, exist_ok=True)
+                _link_over(self.rank_log(rank), where / _rank_log_name(rank))
+
+    def node_dir(self, node: str) -> Path:
+        """``nodes/<node>/``: what a gang job's member on ``node`` leaves."""
+        from ugro.jobs.spec import check_node_name
+
+        return self.root / NODES / check_node_name(node)
+
+    def node_metadata(self, node: str) -> Path:
+        return self.node_dir(node) / METADATA
+
+    def node_console(self, node: str) -> Path:
+        return self.node_dir(node) / CONSOLE
+
+    def node_logs(self, node: str) -> Path:
+        return self.node_dir(node) / LOGS
+
+    def nodes(self) -> list[str]:
+        """The nodes with a folder under ``nodes/`` (a gang job's members, every attempt)."""
         try:
-            os.write(fd, f"{stamp} {line.rstrip()}\n".encode())
-        finally:
-            os.close(fd)
+            return sorted(entry.name for entry in os.scandir(self.root / NODES) if entry.is_dir())
+        except OSError:
+            return []
+
+    def write_node_metadata(self, node: str, data: dict[str, Any]) -> None:
+        self.node_dir(node).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.node_metadata(node), data)
+
+    def append_node_console(self, node: str, line: str) -> None:
+        """Append one of ugro's lines about the member on ``node`` to its console.log."""
+        self.node_dir(node).mkdir(parents=True, exist_ok=True)
+        _append_line(self.node_console(node), line)
+
+
+def _append_line(path: Path, line: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # One write(2) on an O_APPEND descriptor: lines of concurrent writers (the
+    # submitter, the worker) never interleave, and no text layer is built.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{stamp} {line.rstrip()}\n".encode())
+    finally:
+        os.close(fd)

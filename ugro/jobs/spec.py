@@ -6,7 +6,14 @@ import re
 import secrets
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ugro.errors import SpecError
 
@@ -16,8 +23,10 @@ JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-#: The most GPUs one job may ask for: more than any single server holds.
+#: The most GPUs one job may ask for on one node: more than any single server holds.
 MAX_GPUS = 64
+#: The most nodes one job may span.
+MAX_NODES = 64
 
 SafeName = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -57,7 +66,12 @@ class JobSpec(BaseModel):
     name: str
     command: list[str] = Field(min_length=1)
     kind: Literal["train", "eval"] = "train"
-    gpus: int = Field(default=1, ge=1, le=MAX_GPUS)
+    gpus: int = Field(default=1, ge=1, le=MAX_GPUS)  # on each of its nodes
+    # A gang job: ``gpus`` on each of ``nodes`` distinct nodes, all at once or not at all.
+    nodes: int = Field(default=1, ge=1, le=MAX_NODES)
+    # "node": one process a node (torchrun's launch); "gpu": one a GPU, each with
+    # its RANK, LOCAL_RANK and one GPU (``ugro.execution.per_gpu``).
+    launch: Literal["node", "gpu"] = "node"
     node: str | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
     max_retries: int = Field(default=0, ge=0, le=100)
@@ -129,6 +143,19 @@ class JobSpec(BaseModel):
     def _tags(cls, value: list[str]) -> list[str]:
         return [_check_safe(tag, "tag") for tag in value]
 
+    @model_validator(mode="after")
+    def _gang_not_pinned(self) -> JobSpec:
+        if self.nodes > 1 and self.node is not None:
+            raise ValueError(
+                f"node: a job across {self.nodes} nodes cannot be pinned to node {self.node!r}"
+            )
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the job spans nodes (a gang job)."""
+        return self.nodes > 1
+
     def argv(self) -> list[str]:
         """The argv to execute."""
         if self.shell:
@@ -159,6 +186,13 @@ def spec_error(exc: ValidationError) -> SpecError:
 def new_job_id(name: str) -> str:
     """A fresh job id: the name and a random suffix, a safe path component."""
     return f"{name}-{secrets.token_hex(4)}"
+
+
+def check_node_name(node: str) -> str:
+    """Refuse a node name that is not a safe path component."""
+    if not SAFE_NAME.match(node):
+        raise SpecError(f"{node[:100]!r} is not a valid node name")
+    return node
 
 
 def check_job_id(job_id: str) -> str:

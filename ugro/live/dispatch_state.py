@@ -45,9 +45,23 @@ class PendingEntry(NamedTuple):
     """A pending job as dispatch reads it from its live hash."""
 
     job_id: str
-    gpus: int
+    gpus: int  # on each of its nodes
     node: str | None  # the node it must run on, if any
     timeout: float | None  # seconds, when it has one
+    nodes: int = 1  # a gang job's nodes
+
+    @classmethod
+    def read(
+        cls, job_id: str, gpus: str | None, node: str | None, timeout: str | None, nodes: str | None
+    ) -> PendingEntry:
+        """An entry from its live hash's fields, as Redis hands them back."""
+        return cls(
+            job_id,
+            int(gpus or 1),
+            node or None,
+            float(timeout) if timeout else None,
+            int(nodes or 1),
+        )
 
 
 class Snapshot(NamedTuple):
@@ -337,9 +351,7 @@ class DispatchState:
         if all(holder is not None for holder in leases):
             return Snapshot(workers, holders, [])
         pending = [
-            PendingEntry(
-                str(job_id), int(gpus or 1), node or None, float(timeout) if timeout else None
-            )
-            for job_id, gpus, node, timeout in zip(*[iter(head)] * 4, strict=True)
+            PendingEntry.read(str(job_id), *fields)
+            for job_id, *fields in zip(*[iter(head)] * 5, strict=True)
         ]
         return Snapshot(workers, holders, pending)

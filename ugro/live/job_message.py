@@ -42,17 +42,29 @@ class JobMessage:
 
 
 def job_message(
-    app: Any, keys: Keys, queue: str, job_id: str, token: str, node: str, gpus: list[int]
+    app: Any,
+    keys: Keys,
+    queue: str,
+    job_id: str,
+    token: str,
+    node: str,
+    gpus: list[int],
+    rank: int | None = None,
 ) -> JobMessage:
-    """The message on ``queue`` that runs ``job_id`` on ``gpus`` of ``node``."""
+    """The message on ``queue`` that runs ``job_id`` on ``gpus`` of ``node`` (with
+    ``rank``: that member of a gang job)."""
     task_id = str(uuid.uuid4())
+    kwargs: dict[str, Any] = {"job_id": job_id, "token": token, "node": node, "gpus": gpus}
     # What Flower and the logs show: the lease token stays out of sight.
-    shown = repr({"job_id": job_id, "node": node, "gpus": gpus})
+    seen: dict[str, Any] = {"job_id": job_id, "node": node, "gpus": gpus}
+    if rank is not None:
+        kwargs["rank"] = seen["rank"] = rank
+    shown = repr(seen)
     headers, properties, body, _ = app.amqp.as_task_v2(
         task_id,
         RUN_JOB,
         args=(),
-        kwargs={"job_id": job_id, "token": token, "node": node, "gpus": gpus},
+        kwargs=kwargs,
         kwargsrepr=shown,
         reply_to=app.thread_oid,
         ignore_result=None,  # as send_task leaves it: the task's own setting holds

@@ -55,6 +55,11 @@ class Keys:
     def cancel(self, job_id: str) -> str:
         return f"{self.prefix}:cancel:{job_id}"
 
+    # A gang job's attempt being stopped: JSON {rank, node, reason, error} of the
+    # member whose end stops the others (the first to set it). TTL 1 day.
+    def gang_stop(self, job_id: str, attempt: int) -> str:
+        return f"{self.prefix}:gangstop:{job_id}:{attempt}"
+
     # The highest attempt of a job declared lost: a worker of that attempt that
     # comes back must not re-take its lease (it fences itself). TTL 7 days.
     def fence(self, job_id: str) -> str:

@@ -75,6 +75,7 @@ class QueuedEntry(NamedTuple):
     node: str | None = None  # the node it must run on, if any
     timeout: float | None = None  # seconds, when it has one
     ready_at: float | None = None  # unix time its retry backoff ends; None: now
+    nodes: int = 1  # a gang job's nodes
 
 
 class LiveState:
@@ -104,10 +105,11 @@ class LiveState:
         node: str | None,
         timeout: float | None = None,
         ready_at: float | None = None,
+        nodes: int = 1,
     ) -> None:
         """Put a job in the pending queue with what placement needs to know, or, with
         ``ready_at``, among the delayed jobs until then (a retry backoff)."""
-        self.enqueue_many([QueuedEntry(job_id, priority, gpus, node, timeout, ready_at)])
+        self.enqueue_many([QueuedEntry(job_id, priority, gpus, node, timeout, ready_at, nodes)])
 
     def enqueue_many(self, jobs: list[QueuedEntry], watch: bool = False) -> bool:
         """``enqueue`` for several jobs, in order, in one round trip.
@@ -122,9 +124,9 @@ class LiveState:
             return False
         keys = [self.keys.sequence, self.keys.pending, self.keys.delayed]
         args: list[Any] = [_PRIORITY_WEIGHT]
-        for job_id, priority, gpus, node, timeout, ready_at in jobs:
+        for job_id, priority, gpus, node, timeout, ready_at, nodes in jobs:
             keys.append(self.keys.job(job_id))
-            args += [job_id, priority, gpus, node or "", timeout or "", ready_at or ""]
+            args += [job_id, priority, gpus, node or "", timeout or "", ready_at or "", nodes]
         seen = self.dispatch.fresh_places() if watch else None
         if seen is None:
             self._enqueue(keys=keys, args=args)
@@ -150,15 +152,14 @@ class LiveState:
         for job_id in due:
             fields = cast(
                 list[str | None],
-                self.redis.hmget(self.keys.job(job_id), ["priority", "gpus", "node", "timeout"]),
+                self.redis.hmget(
+                    self.keys.job(job_id), ["priority", "gpus", "node", "timeout", "nodes"]
+                ),
             )
-            priority, gpus, node, timeout = fields
+            priority, *placed = fields
+            entry = PendingEntry.read(job_id, *placed)
             self.enqueue(
-                job_id,
-                int(priority or 0),
-                int(gpus or 1),
-                node or None,
-                float(timeout) if timeout else None,
+                job_id, int(priority or 0), entry.gpus, entry.node, entry.timeout, None, entry.nodes
             )
             self.redis.zrem(self.keys.delayed, job_id)
         return len(due)
@@ -183,10 +184,10 @@ class LiveState:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(self.keys.job(job_id), ["gpus", "node", "timeout"])
+            pipe.hmget(self.keys.job(job_id), ["gpus", "node", "timeout", "nodes"])
         return [
-            PendingEntry(job_id, int(gpus or 1), node or None, float(timeout) if timeout else None)
-            for job_id, (gpus, node, timeout) in zip(ids, pipe.execute(), strict=True)
+            PendingEntry.read(job_id, *fields)
+            for job_id, fields in zip(ids, pipe.execute(), strict=True)
         ]
 
     def time_left(self, job_ids: list[str], now: float) -> dict[str, float | None]:
@@ -337,11 +338,32 @@ class LiveState:
 
     def cancel_requested(self, job_id: str) -> tuple[float, str] | None:
         """(grace, reason) when someone asked to stop the job."""
-        value = self.redis.get(self.keys.cancel(job_id))
-        if value is None:
-            return None
-        asked = json.loads(cast(str, value))
-        return float(asked["grace"]), str(asked["reason"])
+        return _stop_asked(self.redis.get(self.keys.cancel(job_id)))
+
+    def stop_gang(self, job_id: str, attempt: int, why: dict[str, Any]) -> bool:
+        """Ask every member of a gang job's attempt to stop, for ``why`` (the rank,
+        node, reason and error of the member whose end stops them); False when
+        another member asked first (its reason stands)."""
+        key = self.keys.gang_stop(job_id, attempt)
+        return bool(self.redis.set(key, json.dumps(why), nx=True, ex=86400))
+
+    def gang_stopped(self, job_id: str, attempt: int) -> dict[str, Any] | None:
+        """Why a gang job's attempt is being stopped, if it is."""
+        value = self.redis.get(self.keys.gang_stop(job_id, attempt))
+        return None if value is None else dict(json.loads(cast(str, value)))
+
+    def member_stop_requested(
+        self, job_id: str, attempt: int, grace: float
+    ) -> tuple[float, str] | None:
+        """``cancel_requested`` for a member of a gang job, which also stops (reason
+        ``stopped``, after ``grace``) when its attempt is being stopped: one round
+        trip."""
+        cancel, gang = self.redis.mget(
+            [self.keys.cancel(job_id), self.keys.gang_stop(job_id, attempt)]
+        )
+        if cancel is not None:
+            return _stop_asked(cancel)
+        return None if gang is None else (grace, "stopped")
 
     # Workers -----------------------------------------------------------------------
 
@@ -428,3 +450,10 @@ class LiveState:
             pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
         self.queue_set_job(pipe, job_id, fields)
         pipe.lpush(message.key, message.payload)
+
+
+def _stop_asked(value: Any) -> tuple[float, str] | None:
+    if value is None:
+        return None
+    asked = json.loads(cast(str, value))
+    return float(asked["grace"]), str(asked["reason"])

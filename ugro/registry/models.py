@@ -56,6 +56,9 @@ class JobRow(Base):
     # The lease token of the job's current placement: a worker's claim names it, so
     # a message of an earlier placement claims nothing.
     placement_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # A gang job's placement (JSON): [[node, [gpu indices]], ...] in rank order;
+    # ``node`` and ``gpu_indices`` above are its rank 0's.
+    members: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AttemptRow(Base):
@@ -73,6 +76,33 @@ class AttemptRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     exit_signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
     exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class MemberRow(Base):
+    """One member of a gang job's attempt: the part of it that runs on one node.
+
+    Its row is its claim: one insert per (job, attempt, rank), so a second delivery
+    of a member's message runs nothing."""
+
+    __tablename__ = "ugro_members"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("ugro_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    gpu_indices: Mapped[str] = mapped_column(Text)  # JSON list
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class EventRow(Base):
@@ -149,5 +179,13 @@ _new_job_row: Callable[[], JobRow] = JobRow.__mapper__.class_manager.new_instanc
 
 
 def gpu_list(row: JobRow) -> list[int]:
-    """The GPU indices a job holds or held."""
+    """The GPU indices a job holds or held (a gang job's: its rank 0's)."""
     return list(json.loads(row.gpu_indices)) if row.gpu_indices else []
+
+
+def placement_of(row: JobRow) -> list[tuple[str, list[int]]]:
+    """Every node a placed or running job holds GPUs of, with those GPUs, in rank
+    order: a gang job's members, a one-node job's one node."""
+    if row.members:
+        return [(str(node), [int(i) for i in gpus]) for node, gpus in json.loads(row.members)]
+    return [(row.node, gpu_list(row))] if row.node else []

@@ -103,7 +103,9 @@ def statuses_by_ids(jobs: Table) -> Select[Any]:
 
 @cache
 def held(jobs: Table, statuses: tuple[str, ...]) -> Select[Any]:
-    return select(jobs.c.id, jobs.c.node, jobs.c.gpu_indices).where(_status_in(jobs, statuses))
+    return select(jobs.c.id, jobs.c.node, jobs.c.gpu_indices, jobs.c.members).where(
+        _status_in(jobs, statuses)
+    )
 
 
 @cache

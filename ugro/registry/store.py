@@ -36,6 +36,7 @@ from ugro.registry.models import (
     Base,
     EventRow,
     JobRow,
+    MemberRow,
     as_utc,
     job_from,
     utcnow,
@@ -96,6 +97,7 @@ class Registry:
         """Remove jobs that were never accepted (a rolled-back submission)."""
         with self.connections.begin() as conn:
             conn.execute(delete(AttemptRow).where(AttemptRow.job_id.in_(list(job_ids))))
+            conn.execute(delete(MemberRow).where(MemberRow.job_id.in_(list(job_ids))))
             conn.execute(delete(JobRow).where(JobRow.id.in_(list(job_ids))))
 
     def get_job(self, job_id: str) -> JobRow:
@@ -164,9 +166,15 @@ class Registry:
         query = sql.held(_JOBS, (JobStatus.PLACED.value, JobStatus.RUNNING.value))
         held: dict[str, dict[int, str]] = {}
         for row in self.connections.rows(query, {}):
-            if row["node"] and row["gpu_indices"]:
-                for index in json.loads(row["gpu_indices"]):
-                    held.setdefault(row["node"], {})[int(index)] = row["id"]
+            if row["members"]:  # a gang job: every member's node
+                placement = json.loads(row["members"])
+            elif row["node"] and row["gpu_indices"]:
+                placement = [(row["node"], json.loads(row["gpu_indices"]))]
+            else:
+                continue
+            for node, indices in placement:
+                for index in indices:
+                    held.setdefault(node, {})[int(index)] = row["id"]
         return held
 
     def transition(

@@ -16,6 +16,7 @@ GPU; not handed it in time, it leaves the flag.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -195,7 +196,7 @@ def plan_on(
     wait for GPUs (a reservation's backfill needs it)."""
     if not pending or not any(view.free.values()):
         return []
-    jobs = [PendingJob(e.job_id, e.gpus, e.node, e.timeout) for e in pending]
+    jobs = [PendingJob(e.job_id, e.gpus, e.node, e.timeout, e.nodes) for e in pending]
     most_free = max(len(free) for free in view.free.values())
     ends = None
     if any(job.gpus > most_free for job in jobs):
@@ -226,12 +227,75 @@ def _dispatch_pass(
         left_free = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
         if limit == _HEAD and len(snapshot.pending) == limit and left_free > 0:
             continue
-        last = len(plans) - 1
+        jobs = _by_job(plans)
+        last = len(jobs) - 1
         return sum(
-            place(rt, placement, worker_gpu, writes if i == last else None)
-            for i, placement in enumerate(plans)
+            place(rt, members[0], worker_gpu, writes if i == last else None)
+            if len(members) == 1
+            else place_gang(rt, members, writes if i == last else None)
+            for i, members in enumerate(jobs)
         )
     return 0
+
+
+def _by_job(plans: list[Placement]) -> list[list[Placement]]:
+    """The placements of each job, in order: a gang job has one a member."""
+    jobs: dict[str, list[Placement]] = {}
+    for placement in plans:
+        jobs.setdefault(placement.job_id, []).append(placement)
+    return list(jobs.values())
+
+
+def place_gang(rt: Runtime, members: list[Placement], writes: Writes | None = None) -> bool:
+    """Lease every member's GPUs of a gang job, mark it placed and send each member
+    to its worker, all or nothing (with ``writes``: the Redis side of it is left
+    there for the caller to execute). Each member's worker claims its part under
+    the same lease token (``ugro.registry.members``)."""
+    job_id = members[0].job_id
+    token = secrets.token_hex(8)
+    holder = f"{job_id}|{token}"
+    leases = rt.live.leases
+    taken: list[Placement] = []
+
+    def give_back() -> None:
+        for member in taken:
+            leases.release(member.node, list(member.gpus), holder)
+
+    for member in members:
+        if not leases.acquire(member.node, list(member.gpus), holder, rt.settings.placement_ttl):
+            give_back()  # a GPU was taken since we looked: another pass
+            rt.live.dispatch.ask()
+            return False
+        taken.append(member)
+    first = members[0]
+    placement = [[m.node, list(m.gpus)] for m in members]
+    try:
+        placed = rt.transition(
+            job_id,
+            JobStatus.PLACED,
+            expect=[JobStatus.QUEUED],
+            writes=writes,
+            placement_token=token,
+            node=first.node,
+            gpu_indices=gpu_json(first.gpus),
+            members=json.dumps(placement),
+            placed_at=utcnow(),
+        )
+    except BaseException:
+        give_back()
+        raise
+    if not placed:
+        give_back()
+        rt.live.dequeue(job_id)
+        rt.live.dispatch.ask()
+        return False
+    pipe = writes if writes is not None else rt.live.redis.pipeline(transaction=True)
+    for member in members:
+        rt.send_job(job_id, token, member.node, list(member.gpus), writes=pipe, rank=member.rank)
+    if writes is None:
+        pipe.execute()
+    log.debug("placed %s on %s", job_id, placement)
+    return True
 
 
 def place(

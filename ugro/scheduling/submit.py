@@ -60,6 +60,15 @@ class LiveNodes:
 def _fit_error(spec: JobSpec, per_node: dict[str, int]) -> str | None:
     if not per_node:
         return None  # nothing is up yet: the job waits for workers
+    if spec.distributed:
+        fitting = sorted(node for node, gpus in per_node.items() if gpus >= spec.gpus)
+        if len(fitting) < spec.nodes:
+            have = ", ".join(f"{node} {gpus}" for node, gpus in sorted(per_node.items()))
+            return (
+                f"nodes: {spec.nodes} nodes of {spec.gpus} GPUs asked, {len(fitting)} up have"
+                f" that many (GPUs by node: {have})"
+            )
+        return None
     if spec.node is not None and spec.node not in per_node:
         up = ", ".join(sorted(per_node))
         return f"node: no node named {spec.node!r} is up (nodes: {up})"
@@ -116,12 +125,13 @@ def accept(
             rows.append(queued_row(job_id, stored, now))
         # (before a job can start: its worker's lines come after this one)
         for spec, paths, _ in accepted:
-            paths.append_console(f"accepted: {spec.gpus} GPU(s), priority {spec.priority}")
+            size = f"{spec.nodes} nodes x " if spec.distributed else ""
+            paths.append_console(f"accepted: {size}{spec.gpus} GPU(s), priority {spec.priority}")
         # One job that fits now, with nothing waiting before it, is placed as it is
         # accepted: one row written once, no trip through the queue, its message
         # sent with its live record.
         placed = False
-        if len(accepted) == 1:
+        if len(accepted) == 1 and not accepted[0][0].distributed:  # (a gang: by a pass)
             placed = _place_at_once(rt, leaser or SubmitLease(rt), *accepted[0], rows[0])
         may_place = not placed and _queue(rt, accepted, rows)
     except BaseException:
@@ -271,7 +281,14 @@ def _queue(
             rt.live.store_secrets(paths.job_id, secrets)
         return rt.live.enqueue_many(
             [
-                QueuedEntry(paths.job_id, spec.priority, spec.gpus, spec.node, spec.timeout)
+                QueuedEntry(
+                    paths.job_id,
+                    spec.priority,
+                    spec.gpus,
+                    spec.node,
+                    spec.timeout,
+                    nodes=spec.nodes,
+                )
                 for spec, paths, _ in accepted
             ],
             watch=True,

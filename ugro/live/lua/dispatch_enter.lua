@@ -78,9 +78,11 @@ local function head_for_gpu()
   if not head then
     return nil
   end
-  local job = redis.call('HMGET', ARGV[10] .. head, 'gpus', 'node')
-  local gpus, wanted = job[1] or '', job[2] or ''
-  if (gpus ~= '' and gpus ~= '1') or (wanted ~= '' and wanted ~= ARGV[6]) then
+  local job = redis.call('HMGET', ARGV[10] .. head, 'gpus', 'node', 'nodes')
+  local gpus, wanted, nodes = job[1] or '', job[2] or '', job[3] or ''
+  -- (a gang job, of several nodes, is placed by a pass)
+  if (gpus ~= '' and gpus ~= '1') or (wanted ~= '' and wanted ~= ARGV[6])
+      or (nodes ~= '' and nodes ~= '1') then
     return nil
   end
   local own_index = tonumber(string.match(ARGV[7], ':(%d+)$'))
