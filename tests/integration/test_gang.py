@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import make_settings, registry_database, wait_for_job, wait_until
+from tests.conftest import make_settings, registry_database, wait_until
 from tests.hosts import TestBed, multi_host_bed
 from ugro import Client, JobSpec
 from ugro.jobs.lifecycle import JobStatus
@@ -32,8 +32,9 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
             with Client(bed.settings) as client:
                 nodes = {host.node for host in bed.hosts}
                 wait_until(
-                    lambda: {w.node for w in client.rt.live.workers(bed.settings.worker_ttl)}
-                    == nodes,
+                    lambda: (
+                        {w.node for w in client.rt.live.workers(bed.settings.worker_ttl)} == nodes
+                    ),
                     90,
                     "every host's workers",
                     lambda: bed.log(bed.hosts[0]),
