@@ -11,12 +11,19 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import make_settings, registry_database, wait_until
+import ugro
+from tests.conftest import make_settings, registry_database, wait_for_job, wait_until
 from tests.hosts import TestBed, multi_host_bed
 from ugro import Client, JobSpec
+from ugro.job import Job
 from ugro.jobs.lifecycle import JobStatus
+from ugro.registry.members import members_of
+from ugro.registry.models import MemberRow
+from ugro.settings import Settings
 
-ALLREDUCE = str(Path(__file__).parents[1] / "jobs" / "allreduce.py")
+JOBS = Path(__file__).parents[1] / "jobs"
+ALLREDUCE = str(JOBS / "allreduce.py")
+RANK_ENV = str(JOBS / "rank_env.py")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +33,12 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
     where = tmp_path_factory.mktemp("gang")
     with registry_database(where) as database:
         settings = make_settings(
-            where / "data", database, gang_start_timeout=20.0, placement_ttl=30.0, worker_ttl=10.0
+            where / "data",
+            database,
+            gang_start_timeout=20.0,
+            placement_ttl=30.0,
+            worker_ttl=6.0,
+            breaker_open_seconds=3.0,
         )
         with multi_host_bed(settings, hosts=3, gpus=2, beat=True) as bed:
             with Client(bed.settings) as client:
@@ -84,4 +96,130 @@ def test_a_two_node_job_of_two_gpus_each_meets_across_hosts_and_all_reduces(
             assert r["hostname_address"] == addresses[r["UGRO_NODE"]]
             assert r["WORLD_SIZE"] == "4" and r["LOCAL_WORLD_SIZE"] == "2"
             assert r["LOCAL_RANK"] == str(r["rank"] % 2)
-        print(_logs(bed))
+
+
+def _validate(document: dict[str, object], schema: str) -> None:
+    import jsonschema
+
+    path = Path(ugro.__file__).parent / "schemas" / schema
+    validator = jsonschema.Draft202012Validator(json.loads(path.read_text()))
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+
+
+def test_the_distributed_tree_is_complete_and_its_metadata_valid(bed: TestBed) -> None:
+    with Client(bed.settings) as client:
+        [job] = [j for j in client.list() if j.name == "allreduce" and j.succeeded][:1]
+        paths = job.paths
+        top = json.loads(paths.metadata.read_text())
+        _validate(top, "metadata.schema.json")
+        assert top["distributed"] is True and top["launch"] == "gpu"
+        members = top["nodes"]
+        assert [m["rank"] for m in members] == [0, 1]
+        assert top["duration_s"] == max(m["duration_s"] for m in members)
+        for member in members:
+            node = member["node"]
+            mine = json.loads(paths.node_metadata(node).read_text())
+            _validate(mine, "node_metadata.schema.json")
+            assert mine["exit_reason"] == "ok" and mine["ranks"] == member["ranks"]
+            console = paths.node_console(node).read_text()
+            assert f"rank {member['rank']} on {node}" in console
+            for rank in member["ranks"]:
+                # one file under its names: the node's, the top's, the attempt's
+                under_node = paths.node_logs(node) / f"rank_{rank}.log"
+                assert under_node.samefile(paths.rank_log(rank))
+                assert under_node.samefile(paths.attempt_logs(1) / f"rank_{rank}.log")
+                assert f"rank {rank} of 4: sum 6" in under_node.read_text()
+        assert paths.training_log.samefile(paths.rank_log(0))
+        console = paths.console.read_text()
+        for member in members:
+            assert f"rank {member['rank']} on {member['node']}" in console
+        assert console.count(" started: ") == 2 and "attempt 1 ended: ok" in console
+
+
+@pytest.mark.timeout(120)
+def test_launch_per_gpu_sets_every_rank_variable_on_a_one_node_four_gpu_job(
+    stack: Settings, tmp_path: Path
+) -> None:
+    with Client(stack) as client:
+        out = tmp_path / "ranks"
+        job = client.submit(
+            JobSpec(
+                name="per-gpu",
+                gpus=4,
+                launch="gpu",
+                command=[sys.executable, RANK_ENV, str(out)],
+            )
+        )
+        [done] = client.wait([job.id], timeout=60)
+        assert done.succeeded, done.error
+        seen = [json.loads((out / f"rank_{r}.json").read_text()) for r in range(4)]
+        gpus = {r["CUDA_VISIBLE_DEVICES"] for r in seen}
+        assert gpus == {str(i) for i in done.gpu_indices}
+        for rank, env in enumerate(seen):
+            assert env["RANK"] == env["LOCAL_RANK"] == str(rank)
+            assert env["WORLD_SIZE"] == env["LOCAL_WORLD_SIZE"] == "4"
+            assert env["UGRO_NUM_NODES"] == "1" and env["UGRO_NODE_RANK"] == "0"
+            assert env["MASTER_ADDR"] == "127.0.0.1" or env["MASTER_ADDR"]
+            assert env["UGRO_JOB_ID"] == job.id
+            assert f"rank {rank} done" in done.paths.rank_log(rank).read_text()
+        metadata = json.loads(done.paths.metadata.read_text())
+        _validate(metadata, "metadata.schema.json")
+        assert metadata["distributed"] is False
+
+
+def _members(client: Client, job_id: str) -> list[MemberRow]:
+    """The members of the job's latest attempt."""
+    return members_of(client.rt.registry, job_id, client.get(job_id).attempt)
+
+
+def _starts(job: Job, rank: int) -> int:
+    """How many times the member of this rank started a process (its console lines)."""
+    lines = job.paths.console.read_text().splitlines()
+    return sum(1 for line in lines if f" rank {rank} on " in line and " started: " in line)
+
+
+# Attempt 1 holds its ranks until killed; attempt 2 meets and ends at once.
+HOLD_FIRST = (
+    'if [ "$UGRO_ATTEMPT" = 1 ]; then hold=120; else hold=0; fi; '
+    f"exec {sys.executable} {ALLREDUCE} --timeout 30 --hold $hold"
+)
+
+
+@pytest.mark.timeout(180)
+def test_a_killed_member_stops_the_others_and_the_gang_is_retried_whole(bed: TestBed) -> None:
+    with Client(bed.settings) as client:
+        job = client.submit(
+            JobSpec(name="killed", nodes=2, gpus=1, max_retries=1, shell=True, command=[HOLD_FIRST])
+        )
+        wait_until(
+            lambda: len(_member_processes(job.id)) >= 2, 60, "both members", lambda: _logs(bed)
+        )
+        wait_until(
+            lambda: (
+                all(m.started_at for m in client.members(job.id))
+                and len(client.members(job.id)) == 2
+            ),
+            30,
+            "both members started",
+        )
+        # When rank 1's process is killed from outside
+        [victim] = [
+            p
+            for p in _member_processes(job.id)
+            if p.environ().get("UGRO_NODE_RANK") == "1" and "allreduce" in " ".join(p.cmdline())
+        ]
+        victim.kill()
+        done = wait_for_job(client, job.id, lambda j: j.done, 90)
+        # Then the attempt ended killed, rank 0 was stopped within the grace, the
+        # gang ran again whole, and each member started once an attempt
+        assert done.status is JobStatus.FINISHED and done.attempt == 2, (done, _logs(bed))
+        first = members_of(client.rt.registry, job.id, 1)
+        assert [m.exit_reason for m in first] == ["stopped", "killed"]
+        assert first[0].ended_at is not None and first[1].ended_at is not None
+        stopped_after = (first[0].ended_at - first[1].ended_at).total_seconds()
+        assert 0 <= stopped_after <= bed.settings.stop_grace + 2
+        [attempt_1, _] = client.rt.registry.attempts(job.id)
+        assert attempt_1.exit_reason == "killed"
+        assert _starts(done, 0) == _starts(done, 1) == done.attempt
+        assert not _member_processes(job.id)
