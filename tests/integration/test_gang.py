@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,10 +43,11 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBed]:
         )
         with multi_host_bed(settings, hosts=3, gpus=2, beat=True) as bed:
             with Client(bed.settings) as client:
-                nodes = {host.node for host in bed.hosts}
+                every_gpu = {(host.node, i) for host in bed.hosts for i in range(2)}
                 wait_until(
                     lambda: (
-                        {w.node for w in client.rt.live.workers(bed.settings.worker_ttl)} == nodes
+                        {(w.node, w.index) for w in client.rt.live.workers(bed.settings.worker_ttl)}
+                        == every_gpu
                     ),
                     90,
                     "every host's workers",
@@ -223,3 +225,129 @@ def test_a_killed_member_stops_the_others_and_the_gang_is_retried_whole(bed: Tes
         assert attempt_1.exit_reason == "killed"
         assert _starts(done, 0) == _starts(done, 1) == done.attempt
         assert not _member_processes(job.id)
+
+
+def _sleeper(name: str, seconds: float, **spec: object) -> JobSpec:
+    return JobSpec(
+        name=name, command=[sys.executable, "-c", f"import time; time.sleep({seconds})"], **spec
+    )
+
+
+@pytest.mark.timeout(180)
+def test_a_waiting_gang_is_not_starved_by_a_stream_of_one_gpu_jobs(bed: TestBed) -> None:
+    with Client(bed.settings) as client:
+        # Given every GPU busy with jobs of unknown length
+        fillers = [client.submit(_sleeper(f"fill{i}", 3)) for i in range(6)]
+        wait_until(
+            lambda: all(
+                j.status is JobStatus.RUNNING for j in client.get_many([f.id for f in fillers])
+            ),
+            60,
+            "the fillers running",
+        )
+        # When a gang of two whole hosts is queued, then a stream of one-GPU jobs
+        gang = client.submit(
+            JobSpec(name="gang", nodes=2, gpus=2, command=[sys.executable, ALLREDUCE])
+        )
+        stream = [client.submit(_sleeper(f"stream{i}", 1.5)) for i in range(10)]
+        done = client.wait(
+            [gang.id, *[s.id for s in stream], *[f.id for f in fillers]], timeout=120
+        )
+        assert all(job.succeeded for job in done), [(j.name, j.status, j.error) for j in done]
+        gang_done = client.get(gang.id)
+        # Then the gang's hosts ran no job of the stream before it started: the stream
+        # ran on the third host meanwhile
+        assert gang_done.started_at is not None
+        gang_hosts = set(gang_done.nodes)
+        assert len(gang_hosts) == 2
+        before = [
+            s
+            for s in client.get_many([s.id for s in stream])
+            if s.started_at is not None and s.started_at < gang_done.started_at
+        ]
+        assert all(s.node not in gang_hosts for s in before), (
+            gang_hosts,
+            [(s.name, s.node, s.started_at) for s in before],
+            gang_done.started_at,
+        )
+
+
+@pytest.mark.timeout(180)
+def test_an_open_breaker_keeps_the_gang_off_its_node(bed: TestBed) -> None:
+    sick = bed.hosts[0].node
+    control = bed.settings.data_dir / "fake-gpus.json"
+    with Client(bed.settings) as client:
+        # Given host0's GPU failing until its breaker opens
+        control.write_text(json.dumps({f"{sick}:1": {"fail": "fell off the bus"}}))
+        try:
+            wait_until(
+                lambda: any(
+                    e.kind == "breaker_open" and e.node == sick for e in client.rt.registry.events()
+                ),
+                60,
+                f"{sick}'s breaker to open",
+            )
+            # When a gang of two nodes is submitted while it is open
+            job = client.submit(
+                JobSpec(name="breaker", nodes=2, gpus=1, command=[sys.executable, ALLREDUCE])
+            )
+            [done] = client.wait([job.id], timeout=60)
+        finally:
+            control.write_text("{}")
+        # Then it ran on the two other hosts
+        assert done.succeeded, done.error
+        assert sick not in done.nodes and len(set(done.nodes)) == 2
+        wait_until(
+            lambda: any(
+                e.kind == "breaker_closed" and e.node == sick for e in client.rt.registry.events()
+            ),
+            60,
+            f"{sick}'s breaker to close again",
+        )
+
+
+@pytest.mark.timeout(240)
+def test_a_pulled_cable_loses_the_gang_and_it_runs_again_on_the_hosts_still_up(
+    bed: TestBed,
+) -> None:
+    settings = bed.settings
+    with Client(settings) as client:
+        job = client.submit(
+            JobSpec(name="cable", nodes=2, gpus=2, max_retries=3, shell=True, command=[HOLD_FIRST])
+        )
+        wait_until(
+            lambda: [bool(m.started_at) for m in _members(client, job.id)] == [True, True],
+            60,
+            "both members started",
+            lambda: _logs(bed),
+        )
+        [_, far] = _members(client, job.id)
+        cut = next(host for host in bed.hosts if host.node == far.node)
+        # When the link of rank 1's host is pulled
+        bed.pull_cable(cut)
+        pulled = time.monotonic()
+        try:
+            wait_until(
+                lambda: client.get(job.id).attempt >= 2 or client.get(job.id).done,
+                60,
+                "the gang to be declared lost and placed again",
+                lambda: _logs(bed),
+            )
+            requeued_after = time.monotonic() - pulled
+            # Then it was lost within the bound: the lease runs out, then the suspect
+            # window, then a reconcile tick (plus a second of scheduling here)
+            bound = (
+                2 * settings.lease_ttl + settings.reconcile_interval + settings.heartbeat_interval
+            )
+            assert requeued_after <= bound + 3, requeued_after
+            done = wait_for_job(client, job.id, lambda j: j.done, 90)
+            assert done.succeeded, (done, _logs(bed))
+            assert cut.node not in done.nodes, done.nodes
+            first = members_of(client.rt.registry, job.id, 1)
+            assert first[1].exit_reason == "lost" and "no heartbeat" in (first[1].error or "")
+            assert first[0].exit_reason in ("stopped", "lost")  # fenced, or told to stop
+        finally:
+            bed.plug_cable(cut)
+        # The cut-off member stops itself once it hears it was fenced: nothing of it
+        # is left running
+        wait_until(lambda: not _member_processes(job.id), 90, "the cut-off member to stop")

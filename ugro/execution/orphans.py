@@ -16,6 +16,7 @@ import psutil
 
 from ugro.execution.processes import send, tagged_jobs
 from ugro.jobs.lifecycle import JobStatus
+from ugro.registry.models import placement_of
 from ugro.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,13 @@ def kill_orphans(rt: Runtime, node: str, grace: float | None = None) -> int:
     orphans: list[psutil.Process] = []
     for job_id, procs in mine.items():
         row = rows.get(job_id)
+        # (a gang job runs on each of its placement's nodes)
+        nodes = {n for n, _ in placement_of(row)} if row is not None else set()
         for proc in procs:
             owned = (
                 row is not None
                 and row.status == JobStatus.RUNNING.value
-                and row.node == node
+                and node in nodes
                 and _tag(proc, "UGRO_ATTEMPT") == str(row.attempt)
             )
             if not owned:

@@ -223,9 +223,10 @@ def latest_health(rt: Runtime) -> dict[str, dict[str, object]]:
 
 def _running_on(rt: Runtime, node: str) -> list[str]:
     from ugro.jobs.lifecycle import JobStatus
+    from ugro.registry.models import placement_of
 
     rows = rt.registry.list_jobs(statuses=[JobStatus.RUNNING, JobStatus.PLACED])
-    return [row.id for row in rows if row.node == node]
+    return [row.id for row in rows if any(n == node for n, _ in placement_of(row))]
 
 
 def _alert(
