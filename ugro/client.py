@@ -11,17 +11,20 @@ from __future__ import annotations
 import builtins
 import contextlib
 import getpass
+import json
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ugro.errors import JobNotFound, SpecError, StateError
 from ugro.job import Job
 from ugro.jobs.lifecycle import ExitReason, JobStatus
-from ugro.registry.models import JobRow, placement_of, utcnow
+from ugro.registry.members import members_of
+from ugro.registry.models import JobRow, MemberRow, placement_of, utcnow
 from ugro.runtime import Runtime
 from ugro.settings import Settings
 
@@ -360,16 +363,88 @@ class Client:
             raise JobNotFound(f"no job {missing[0]!r}")
         return [Job.from_row(rows[job_id], self.settings.jobs_dir) for job_id in ids]
 
+    def members(self, job_id: str) -> builtins.list[MemberRow]:
+        """The members of a gang job's latest attempt, in rank order: where each runs
+        and how far it got (none before the first claims, none for a one-node job)."""
+        row = self.rt.registry.find_job(job_id)
+        return members_of(self.rt.registry, row.id, row.attempt) if row.attempt else []
+
     def logs(
-        self, job_id: str, follow: bool = False, attempt: int | None = None, poll: float = 0.2
+        self,
+        job_id: str,
+        follow: bool = False,
+        attempt: int | None = None,
+        poll: float = 0.2,
+        rank: int | None = None,
+        node: str | None = None,
     ) -> Iterator[str]:
         """The job's training log (of ``attempt``, default the newest); with
-        ``follow``, until the job has ended, across its retries."""
+        ``follow``, until the job has ended, across its retries.
+
+        Args:
+            rank: read that rank's log instead (a gang job's, or a job's launched one
+                process a GPU).
+            node: read the log of the first rank the job's member on that node runs.
+
+        Raises:
+            SpecError: an attempt, rank or node the job does not have, or both a rank
+                and a node.
+        """
         job = self.get(job_id)
         paths = self.rt.paths(job.id)
         if attempt is not None and not 1 <= attempt <= max(job.attempt, 1):
             raise SpecError(f"attempt: job {job.id} has attempts 1 to {job.attempt}")
-        path = paths.training_log if attempt is None else paths.attempt_training_log(attempt)
+        if rank is not None and node is not None:
+            raise SpecError("rank, node: give one or the other, not both")
+        if node is not None:
+            rank = self._node_rank_on(job, node, attempt) * self._ranks_per_node(job)
+            if attempt is None and job.is_gang:
+                # The member's own name for its log: the node's, whichever rank it ran.
+                named = paths.node_logs(node) / paths.rank_log(rank).name
+                return self._follow(job, named, follow, poll)
+        elif rank is None:
+            path = paths.training_log if attempt is None else paths.attempt_training_log(attempt)
+            return self._follow(job, path, follow, poll)
+        else:
+            ranks = job.num_nodes * self._ranks_per_node(job)
+            if not 0 <= rank < ranks:
+                shown = "only rank 0" if ranks == 1 else f"ranks 0-{ranks - 1}"
+                raise SpecError(f"rank: job {job.id} has {shown}, not {rank}")
+        path = paths.rank_log(rank)
+        if attempt is not None:
+            path = paths.attempt_logs(attempt) / path.name
+        return self._follow(job, path, follow, poll)
+
+    def _ranks_per_node(self, job: Job) -> int:
+        """The ranks each of the job's nodes runs: one a GPU when it is launched one
+        process a GPU, else one."""
+        spec = json.loads(self.rt.registry.get_job(job.id).spec)
+        return job.gpus if spec.get("launch") == "gpu" else 1
+
+    def _node_rank_on(self, job: Job, node: str, attempt: int | None) -> int:
+        """The node rank of the job's member on ``node`` in ``attempt`` (default: the
+        newest); 0 for a one-node job that ran there.
+
+        Raises:
+            SpecError: the job never ran on that node, or not in that attempt.
+        """
+        ran_on = self.rt.paths(job.id).nodes() if job.is_gang else [n for n in [job.node] if n]
+        if node not in ran_on:
+            where = ", ".join(ran_on) if ran_on else "no node yet"
+            raise SpecError(f"node: job {job.id} ran on {where}, not {node!r}")
+        if not job.is_gang:
+            return 0
+        number = attempt or job.attempt
+        members = members_of(self.rt.registry, job.id, number)
+        member = next((m for m in members if m.node == node), None)
+        if member is None:
+            where = ", ".join(m.node for m in members) or "no node"
+            raise SpecError(f"node: attempt {number} of job {job.id} ran on {where}, not {node!r}")
+        return member.rank
+
+    def _follow(self, job: Job, path: Path, follow: bool, poll: float) -> Iterator[str]:
+        """What ``path`` holds; with ``follow``, what is added to it until the job has
+        ended, starting over when a new attempt replaces the file."""
         offset, inode = 0, None
         while True:
             if path.exists():

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.progress.base import ProgressInfo
-from ugro.registry.models import JobRow, gpu_list
+from ugro.registry.models import JobRow, gpu_list, placement_of
 
 
 class Job(BaseModel):
@@ -21,8 +21,14 @@ class Job(BaseModel):
     kind: str
     status: JobStatus
     priority: int
+    #: GPUs on each of its nodes.
     gpus: int
+    #: Nodes it runs on at once: more than one for a gang job.
+    num_nodes: int
+    #: The node of its rank 0 (a gang job's first member's).
     node: str | None
+    #: Every node of its placement, in rank order (none before it is placed).
+    nodes: list[str]
     gpu_indices: list[int]
     attempt: int
     created_at: datetime
@@ -49,7 +55,9 @@ class Job(BaseModel):
             status=JobStatus(row.status),
             priority=row.priority,
             gpus=row.gpus,
+            num_nodes=_num_nodes(row.spec),
             node=row.node,
+            nodes=[node for node, _ in placement_of(row)],
             gpu_indices=gpu_list(row),
             attempt=row.attempt,
             created_at=row.created_at,
@@ -67,6 +75,11 @@ class Job(BaseModel):
     def paths(self) -> JobPaths:
         """The files of the job's folder (``job_dir``)."""
         return JobPaths(self.job_dir.parent, self.id)
+
+    @property
+    def is_gang(self) -> bool:
+        """Whether the job spans nodes (a gang job)."""
+        return self.num_nodes > 1
 
     @property
     def done(self) -> bool:
@@ -96,6 +109,12 @@ class Job(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _num_nodes(spec: str) -> int:
+    """The nodes a stored spec asks for (a spec stored before gang jobs names none:
+    one)."""
+    return int(json.loads(spec).get("nodes", 1))
 
 
 def _progress_fields(encoded: str | None) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_a_pass_takes_the_lock_with_its_snapshot_and_lets_go_with_its_last_write
     workers, holders, head = live.dispatch.begin("first", max_age=60, limit=2) or ([], {}, [])
     assert [(w.node, w.index) for w in workers] == [("n", 0), ("n", 1)]
     assert holders == {("n", 0): None, ("n", 1): "x|1"}
-    assert head == [("job-b", 2, "n", 30.0), ("job-a", 1, None, None)]
+    assert head == [("job-b", 2, "n", 30.0, 1), ("job-a", 1, None, None, 1)]
     # Another caller gets no snapshot and leaves a request for the holder
     assert live.dispatch.begin("second", max_age=60, limit=8) is None
     assert live_redis.get(settings.redis_prefix + ":dispatch:dirty") == "1"
@@ -173,12 +173,14 @@ def test_a_waiter_not_handed_the_lock_in_time_leaves_its_request_and_is_passed_o
     assert not live.dispatch.end("fourth")
 
 
-def _one_job_for_gpu_0(live: LiveState, gpus: int = 1, node: str | None = None) -> None:
+def _one_job_for_gpu_0(
+    live: LiveState, gpus: int = 1, node: str | None = None, nodes: int = 1
+) -> None:
     """GPU 0 of node "n" free, GPU 1 leased, and one job queued."""
     for index in (0, 1):
         live.register_worker("n", index, pid=1, host="h")
     assert live.leases.acquire("n", [1], "busy|1", ttl=10)
-    live.enqueue_many([QueuedEntry("job-a", 0, gpus, node)])
+    live.enqueue_many([QueuedEntry("job-a", 0, gpus, node, nodes=nodes)])
 
 
 def test_a_gpu_worker_whose_job_ended_takes_the_head_of_the_queue_for_its_gpu(
@@ -211,6 +213,7 @@ def test_a_gpu_worker_whose_job_ended_takes_the_head_of_the_queue_for_its_gpu(
     "why",
     [
         "two GPUs",
+        "a gang of two nodes",
         "another node",
         "unhealthy",
         "blocked",
@@ -226,7 +229,9 @@ def test_a_gpu_worker_takes_nothing_where_a_pass_could_decide_otherwise(
     settings: Settings, live_redis: redis.Redis, why: str
 ) -> None:
     live = LiveState.open(settings)
-    _one_job_for_gpu_0(live, gpus=2 if why == "two GPUs" else 1)
+    _one_job_for_gpu_0(
+        live, gpus=2 if why == "two GPUs" else 1, nodes=2 if why == "a gang of two nodes" else 1
+    )
     asking = 0
     if why == "as tight a node first in order":  # one GPU free there too
         live.register_worker("m", 0, pid=1, host="h")

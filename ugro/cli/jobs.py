@@ -125,18 +125,26 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
     columns = ("ID", "NAME", "STATUS", "NODE", "GPUS", "PROGRESS", "EPOCHS", "BEST", "ETA", "AGE")
     table = TextTable(*columns, fit="NAME")
     for job in jobs:
-        gpus = ",".join(map(str, job.gpu_indices)) or f"({job.gpus})"
         shown = job.run_status if job.run_status in (STUCK, OUTDATED) else job.status.value
         table.add_row(
             job.id,
             job.name,
             (shown, STATUS_STYLE.get(shown, "")),
-            job.node or "-",
-            gpus,
+            "+".join(job.nodes) or job.node or "-",
+            _gpus_cell(job),
             *progress_cells(job.progress),
             age(job.created_at),
         )
     table.print()
+
+
+def _gpus_cell(job: Any) -> str:
+    """The GPUS cell of `ugro list`: a one-node job's GPU indices, a gang job's nodes
+    x GPUs on each (``2x2``); in brackets, what a job not placed yet wants."""
+    if job.is_gang:
+        shape = f"{job.num_nodes}x{job.gpus}"
+        return shape if job.nodes else f"({shape})"
+    return ",".join(map(str, job.gpu_indices)) or f"({job.gpus})"
 
 
 @main.command()
@@ -149,6 +157,7 @@ def status(job_id: str, as_json: bool) -> None:
 
     with client_from_env(connect=False) as client:
         job = client.get(job_id)
+        members = client.members(job.id) if job.is_gang else []
         paths = client.rt.paths(job.id)
         try:
             waiting = client.why_waiting(job.id)
@@ -156,6 +165,8 @@ def status(job_id: str, as_json: bool) -> None:
             waiting = LIVE_UNAVAILABLE
     data = job.to_json()
     data["waiting"] = waiting
+    if job.is_gang:
+        data["members"] = [_member_json(member) for member in members]
     data["paths"] = {
         "job_dir": str(paths.root),
         "config": str(paths.config),
@@ -170,7 +181,7 @@ def status(job_id: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     color = shows_style(sys.stdout)
-    lines = [*_status_lines(job, waiting), *data["paths"].items()]
+    lines = [*_status_lines(job, waiting, members), *data["paths"].items()]
     for key, value in lines:
         if value is None or value == "":
             continue
@@ -182,8 +193,11 @@ def status(job_id: str, as_json: bool) -> None:
 LIVE_UNAVAILABLE = "unavailable: the stack is not running (`ugro up`)"
 
 
-def _status_lines(job: Any, waiting: str | None) -> list[tuple[str, Cell | None]]:
-    """The human view of one job, a (label, value) pair a line."""
+def _status_lines(
+    job: Any, waiting: str | None, members: list[Any]
+) -> list[tuple[str, Cell | None]]:
+    """The human view of one job, a (label, value) pair a line (a value of several
+    lines: the label on its first, an empty one on the others)."""
     shown = job.run_status if job.run_status in ("stuck", "outdated") else job.status.value
     info = job.progress
     progress, epochs, best, eta = progress_cells(info)
@@ -193,6 +207,10 @@ def _status_lines(job: Any, waiting: str | None) -> list[tuple[str, Cell | None]
     if info is not None and info.latest_score is not None:
         latest = f"{info.latest_score:.4g}"
     gpus = ",".join(map(str, job.gpu_indices)) or f"({job.gpus} wanted)"
+    where: list[tuple[str, Cell | None]] = [("node", job.node)]
+    if job.is_gang:
+        gpus = f"{job.gpus} on each of {job.num_nodes} nodes"
+        where = _gang_lines(job, members)
     ended = None
     if job.finished_at is not None and job.status.value != "queued":
         ended = f"{job.exit_reason or '-'}"
@@ -206,7 +224,7 @@ def _status_lines(job: Any, waiting: str | None) -> list[tuple[str, Cell | None]
         ("kind", job.kind),
         ("status", (shown, STATUS_STYLE.get(shown, ""))),
         ("waiting", waiting),
-        ("node", job.node),
+        *where,
         ("gpus", gpus),
         ("attempt", str(job.attempt) if job.attempt else None),
         ("progress", progress if info is not None else None),
@@ -222,6 +240,56 @@ def _status_lines(job: Any, waiting: str | None) -> list[tuple[str, Cell | None]
     ]
 
 
+#: How each state of a gang job's member is shown (any other end: red).
+_MEMBER_STYLE = {"waiting": "yellow", "running": "cyan", "ok": "green", "stopped": "magenta"}
+
+
+def _gang_lines(job: Any, members: list[Any]) -> list[tuple[str, Cell | None]]:
+    """A gang job's ``nodes`` lines: each member of its latest attempt in rank order,
+    ``host1 rank 0 (198.18.0.11) GPUs 0,1 running``; before any member claimed its
+    part, the nodes it was placed on (or how many it wants)."""
+    if not members:
+        return [("nodes", ", ".join(job.nodes) or f"({job.num_nodes} wanted)")]
+    lines: list[tuple[str, Cell | None]] = []
+    for member in members:
+        state = _member_state(member)
+        gpus = ",".join(map(str, json.loads(member.gpu_indices)))
+        text = f"{member.node} rank {member.rank} ({member.address}) GPUs {gpus} {state}"
+        lines.append(("" if lines else "nodes", (text, _MEMBER_STYLE.get(state, "red"))))
+    return lines
+
+
+def _member_state(member: Any) -> str:
+    """waiting (claimed, its process not started), running, or how it ended."""
+    if member.ended_at is not None:
+        return str(member.exit_reason or "ended")
+    return "running" if member.started_at is not None else "waiting"
+
+
+def _member_json(member: Any) -> dict[str, Any]:
+    """One member of a gang job's latest attempt, for `ugro status --json`."""
+    return {
+        "rank": member.rank,
+        "node": member.node,
+        "address": member.address,
+        "host": member.host,
+        "gpu_indices": json.loads(member.gpu_indices),
+        "state": _member_state(member),
+        "pid": member.pid,
+        "claimed_at": _iso(member.claimed_at),
+        "started_at": _iso(member.started_at),
+        "ended_at": _iso(member.ended_at),
+        "exit_code": member.exit_code,
+        "exit_signal": member.exit_signal,
+        "exit_reason": member.exit_reason,
+        "error": member.error,
+    }
+
+
+def _iso(at: Any) -> str | None:
+    return None if at is None else at.isoformat()
+
+
 def _when(at: Any) -> str | None:
     """A time with how long ago it was: ``2026-12-05 18:40:02 UTC (3m ago)``."""
     if at is None:
@@ -233,12 +301,17 @@ def _when(at: Any) -> str | None:
 @click.argument("job_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.option("--attempt", type=int, default=None, help="That attempt's log (default: newest).")
-def logs(job_id: str, follow: bool, attempt: int | None) -> None:
-    """Print a job's training log (works while the stack is down)."""
+@click.option("--rank", type=int, default=None, help="That rank's log (gang or per-GPU jobs).")
+@click.option("--node", default=None, help="The log of the first rank run on that node.")
+def logs(
+    job_id: str, follow: bool, attempt: int | None, rank: int | None, node: str | None
+) -> None:
+    """Print a job's training log, or one rank's (works while the stack is down)."""
     if not follow:
         short_lived()
     with client_from_env(connect=False) as client:
-        for chunk in client.logs(job_id, follow=follow, attempt=attempt):
+        chunks = client.logs(job_id, follow=follow, attempt=attempt, rank=rank, node=node)
+        for chunk in chunks:
             sys.stdout.write(chunk)
             sys.stdout.flush()
 
