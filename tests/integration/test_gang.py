@@ -3,6 +3,7 @@ are apart, their rendezvous, their failures, their tree."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import time
@@ -81,7 +82,8 @@ def test_a_two_node_job_of_two_gpus_each_meets_across_hosts_and_all_reduces(
             nodes=2,
             gpus=2,
             launch="gpu",
-            command=[sys.executable, ALLREDUCE, "--timeout", "30"],
+            # (with torch installed, its gloo backend all-reduces too)
+            command=[sys.executable, ALLREDUCE, "--timeout", "30", "--torch"],
         )
         job = client.submit(spec)
         done = client.wait([job.id], timeout=120)[0]
@@ -90,6 +92,8 @@ def test_a_two_node_job_of_two_gpus_each_meets_across_hosts_and_all_reduces(
         results = [json.loads((out / f"rank_{r}.json").read_text()) for r in range(4)]
         # Then every rank met at rank 0's address and summed 0 + 1 + 2 + 3
         assert {r["sum"] for r in results} == {6}
+        torch = importlib.util.find_spec("torch") is not None
+        assert {r["torch_sum"] for r in results} == ({6} if torch else {None})
         addresses = {host.node: host.address for host in bed.hosts}
         node_of = {r["rank"]: r["UGRO_NODE"] for r in results}
         assert node_of[0] == node_of[1] != node_of[2] == node_of[3]

@@ -119,6 +119,10 @@ def declare_lost(rt: Runtime, row: JobRow) -> bool:
         # of the attempt before, so it gets what the job's row knows of this one.
         gpus = gpu_list(row)
         lost |= {
+            "name": row.name,
+            "host": "",  # (its start, which knew it, was never recorded)
+            "command": JobSpec.model_validate_json(row.spec).argv(),
+            "distributed": False,
             "attempt": row.attempt,
             "node": row.node,
             "nodes": [row.node],
