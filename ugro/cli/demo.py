@@ -1,10 +1,14 @@
-"""`ugro demo`: a private stack on simulated GPUs, a small sweep, a result table."""
+"""`ugro demo`: a private stack on simulated GPUs, a small sweep, a result table, and
+a job across two nodes with its results tree."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +30,12 @@ from ugro.settings import Settings
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LEARNING_RATES = ["0.01", "0.03", "0.1", "0.3", "1.0", "3.0"]
 EPOCHS = 8
+#: The job across nodes: two nodes of (at most) two GPUs each, one process a GPU.
+GANG_NODES = 2
+GANG_GPUS = 2
+#: Seconds for the second node's GPU workers to come up, and for the job to end.
+NODE_START_TIMEOUT = 60.0
+GANG_TIMEOUT = 60.0
 
 
 def trainers(python: str) -> list[JobSpec]:
@@ -71,6 +81,18 @@ def evaluators(python: str, best: list[Job]) -> list[JobSpec]:
         )
     )
     return specs
+
+
+def allreduce(python: str, gpus: int) -> JobSpec:
+    """A job across the demo's two nodes: ``gpus`` on each, its ranks summed."""
+    return JobSpec(
+        name=f"allreduce-{GANG_NODES}x{gpus}",
+        nodes=GANG_NODES,
+        gpus=gpus,
+        launch="gpu",
+        tags=["demo"],
+        command=[python, str(EXAMPLES / "allreduce.py")],
+    )
 
 
 def _last_checkpoint(job: Job) -> Path:
@@ -146,6 +168,105 @@ def _watch(client: Client, shown: list[Job], awaited: list[Job]) -> list[Job]:
     return jobs
 
 
+class SecondNode:
+    """A second node on this machine: `ugro worker` under another node name, with
+    simulated GPUs of its own. A job across nodes needs distinct nodes."""
+
+    def __init__(self, settings: Settings, gpus: int) -> None:
+        self.settings = settings
+        self.name = f"{settings.node_name}-b"
+        self.gpus = gpus
+        self.log = settings.run_dir / f"worker-{self.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start its GPU workers and node agent, their output in ``self.log``."""
+        ugro = Path(sys.executable).with_name("ugro")
+        if not ugro.exists():
+            raise StackError(f"the ugro command is missing beside {sys.executable}")
+        env = os.environ | {
+            "UGRO_NODE_NAME": self.name,
+            "UGRO_GPU_BACKEND": f"fake:{self.gpus}",
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(ugro), "worker"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, stopped whole
+                env=env,
+                cwd=self.settings.data_dir,
+            )
+
+    def await_workers(self, client: Client, timeout: float) -> None:
+        """Return once the client sees every GPU worker of this node live.
+
+        Raises:
+            StackError: when they exit or are not all live after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            workers = client.rt.live.workers(max_age=self.settings.worker_ttl)
+            live = len({w.index for w in workers if w.node == self.name})
+            if live >= self.gpus:
+                return
+            code = None if self.process is None else self.process.poll()
+            if code is not None:
+                raise StackError(f"node {self.name}'s workers exited ({code}); see {self.log}")
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"node {self.name}: {live} of {self.gpus} GPU workers live after"
+                    f" {timeout:.0f} s; see {self.log}"
+                )
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM its process group (a worker puts a running job back in the queue),
+        SIGKILL what is left after the stop grace."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=self.settings.stop_grace + 20.0)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5.0)
+
+
+def _await_gang(client: Client, job: Job) -> Job:
+    """The job across nodes once it has ended, or as it is after ``GANG_TIMEOUT``."""
+    with err().status(f"waiting for {job.name}..."):
+        try:
+            [job] = client.wait([job.id], timeout=GANG_TIMEOUT)
+        except TimeoutError:
+            return client.get(job.id)  # not ended: the demo fails
+    nodes = ", ".join(job.paths.nodes())
+    err().print(f"{job.name} {job.status.value}: on {nodes}, {job.duration or 0.0:.1f} s")
+    return job
+
+
+def _gang_report(job: Job, ranks: int) -> list[str]:
+    """The job's results tree, its files relative to its folder, and each rank's
+    last line of output."""
+    root = job.job_dir
+    found = [path.relative_to(root) for path in root.rglob("*") if path.is_file()]
+    files = [path.as_posix() for path in sorted(found, key=lambda path: path.parts)]
+    lines = [f"{job.name} {job.status.value}, its tree in jobs/{job.id}/:"]
+    lines += [f"  {name}" for name in files]
+    lines.append("its ranks' output (logs/rank_<r>.log):")
+    for rank in range(ranks):
+        try:
+            text = job.paths.rank_log(rank).read_text(errors="replace")
+        except OSError:
+            text = ""
+        output = [line for line in text.splitlines() if line.strip()]
+        lines.append(f"  {output[-1] if output else f'rank {rank}: no output'}")
+    return lines
+
+
 def run_demo(data_dir: str | None, gpus: int, keep: bool = False) -> int:
     """Run the demo end to end; the exit code is 0 when every job finished.
 
@@ -165,7 +286,7 @@ def run_demo(data_dir: str | None, gpus: int, keep: bool = False) -> int:
     err().print(f"data dir: {settings.data_dir}")
     failed: list[Job] | None = None  # None: the demo stopped before its end
     try:
-        failed = _sweep(settings)
+        failed = _sweep(settings, gpus)
     finally:
         _tidy_up(settings, named=data_dir is not None, remove=failed == [] and not keep)
     return 1 if failed else 0
@@ -191,28 +312,47 @@ def _tidy_up(settings: Settings, named: bool, remove: bool) -> None:
     err().print(f"remove it with: rm -rf {shlex.quote(str(root))}")
 
 
-def _sweep(settings: Settings) -> list[Job]:
-    """Start the stack, run the sweep and its evaluations, stop the stack; the jobs
-    that did not finish."""
+def _sweep(settings: Settings, gpus: int) -> list[Job]:
+    """Start the stack and a second node, run the sweep, its evaluations and a job
+    across the two nodes, stop them all; the jobs that did not finish."""
     stack = Stack(settings)
+    gang_gpus = min(gpus, GANG_GPUS)
+    second = SecondNode(settings, gang_gpus)
     try:
         with err().status("starting the embedded Redis, GPU workers and beat..."):
             found = stack.up()
         err().print(f"up: {found}")
+        # Its workers come up while the sweep runs: the job across nodes waits for them.
+        second.start()
+        err().print(f"starting node {second.name}: `ugro worker` on {gang_gpus} simulated GPUs")
         with Client(settings) as client:
             jobs = [client.submit(spec) for spec in trainers(sys.executable)]
             err().print(f"submitted a sweep of {len(jobs)} trainers")
             jobs = _watch(client, jobs, jobs)
+            with err().status(f"waiting for node {second.name}'s GPU workers..."):
+                second.await_workers(client, NODE_START_TIMEOUT)
+            gang = client.submit(allreduce(sys.executable, gang_gpus))
+            err().print(
+                f"submitted {gang.name}: {gang_gpus} GPUs on each of nodes {settings.node_name}"
+                f" and {second.name}, one process a GPU"
+            )
             finished = [job for job in jobs if job.succeeded]
             best = sorted(finished, key=lambda job: -(read_progress(job)[1] or 0.0))[:2]
             evals = [client.submit(spec) for spec in evaluators(sys.executable, best)]
             err().print(f"submitted {len(evals)} evaluators of the best checkpoints")
             jobs = _watch(client, jobs, evals)
+            gang = _await_gang(client, gang)
             out().print(_table(jobs, True), soft_wrap=False)  # a centred title
+            out().print("\n".join(_gang_report(gang, GANG_NODES * gang_gpus)), markup=False)
+            jobs.append(gang)
     finally:
         with err().status("stopping the stack..."):
-            stack.down()
+            try:
+                second.stop()
+            finally:
+                stack.down()
     failed = [job for job in jobs if not job.succeeded]
     for job in failed:
-        err().print(f"[red]{job.name} {job.status.value}: {job.error}[/]")
+        why = job.error if job.done else f"not ended after {GANG_TIMEOUT:.0f} s"
+        err().print(f"[red]{job.name} {job.status.value}: {why}[/]")
     return failed

@@ -54,7 +54,8 @@ def flower(address: str | None, port: int | None, allow_control: bool) -> None:
 @click.option("--gpus", default=4, show_default=True, help="Simulated GPUs.")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory and its results tree.")
 def demo(data_dir: str | None, gpus: int, keep: bool) -> None:
-    """Start a private stack on simulated GPUs, run a sweep, show the results.
+    """Start a private stack on simulated GPUs, run a sweep and a job across two
+    nodes, show the results.
 
     Without --data-dir it works in a temporary directory and removes it at the end
     unless --keep is given (or a job failed: its logs are then kept).
