@@ -287,7 +287,8 @@ class Client:
 
         spec = JobSpec.model_validate_json(self.rt.registry.get_job(job.id).spec)
         ahead, ready_in = self.rt.live.queue_position(job.id)
-        return why_waiting(job.gpus, spec.node, gpu_view(self.rt), ahead or 0, ready_in)
+        view = gpu_view(self.rt)
+        return why_waiting(job.gpus, spec.node, view, ahead or 0, ready_in, spec.nodes)
 
     def nodes(self) -> builtins.list[dict[str, Any]]:
         """Each node: its health (score, level, system readings, last check), its

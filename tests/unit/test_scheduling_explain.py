@@ -70,3 +70,15 @@ def test_gpus_another_program_keeps_busy_are_named_with_why() -> None:
         "waiting for 2 free GPU(s) on one node (free now: n1 1, n2 0)"
         "; GPU 1 on n1: 2 GB used by another program; GPU 0 on n2: node unhealthy (disk 99%)"
     )
+
+
+def test_a_gang_says_how_many_nodes_it_needs_and_how_many_are_ready() -> None:
+    workers = _workers("n1", 2) + _workers("n2", 2) + _workers("n3", 1)
+    view = _view(workers, {("n1", 0): "a|tok"})
+    assert why_waiting(2, None, view, 0, None, nodes_wanted=3) == (
+        "needs 2 GPUs on each of 3 nodes; 2 node(s) up have that many"
+    )
+    assert why_waiting(2, None, view, 1, None, nodes_wanted=2) == (
+        "waiting for 2 free GPU(s) on each of 2 nodes, all at once (1 ready; free now: n1 1,"
+        " n2 2); 1 job(s) ahead in the queue"
+    )

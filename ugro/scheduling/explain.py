@@ -6,9 +6,15 @@ from ugro.scheduling.dispatch import GpuView
 
 
 def why_waiting(
-    gpus: int, node: str | None, view: GpuView, ahead: int, ready_in: float | None
+    gpus: int,
+    node: str | None,
+    view: GpuView,
+    ahead: int,
+    ready_in: float | None,
+    nodes_wanted: int = 1,
 ) -> str:
-    """The reason a job asking ``gpus`` GPUs (on ``node``, if pinned) waits.
+    """The reason a job asking ``gpus`` GPUs (on ``node``, if pinned; on each of
+    ``nodes_wanted`` nodes, for a gang job) waits.
 
     Args:
         view: the GPUs as dispatch sees them now.
@@ -22,6 +28,8 @@ def why_waiting(
     nodes = [node] if node else sorted(view.capacity)
     if node and node not in view.capacity:
         return f"node {node!r} has no GPU worker up"
+    if nodes_wanted > 1:
+        return _why_gang_waits(gpus, nodes_wanted, view, ahead)
     largest = max(view.capacity[n] for n in nodes)
     if gpus > largest:
         return f"needs {gpus} GPUs on one node; the largest node up has {largest}"
@@ -36,4 +44,22 @@ def why_waiting(
         reason += f"; {ahead} job(s) ahead in the queue"
     if blocked:
         reason += "; " + "; ".join(blocked)
+    return reason
+
+
+def _why_gang_waits(gpus: int, nodes_wanted: int, view: GpuView, ahead: int) -> str:
+    big_enough = [n for n in sorted(view.capacity) if view.capacity[n] >= gpus]
+    if len(big_enough) < nodes_wanted:
+        return (
+            f"needs {gpus} GPUs on each of {nodes_wanted} nodes; {len(big_enough)} node(s)"
+            f" up have that many"
+        )
+    ready = [n for n in big_enough if len(view.free.get(n, [])) >= gpus]
+    free = ", ".join(f"{n} {len(view.free.get(n, []))}" for n in big_enough)
+    reason = (
+        f"waiting for {gpus} free GPU(s) on each of {nodes_wanted} nodes, all at once"
+        f" ({len(ready)} ready; free now: {free})"
+    )
+    if ahead:
+        reason += f"; {ahead} job(s) ahead in the queue"
     return reason
