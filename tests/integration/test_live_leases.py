@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from ugro import Client, JobSpec, JobStatus
-from ugro.live.state import LiveState
+from ugro.live.state import LiveState, QueuedEntry
 from ugro.registry.models import utcnow
 from ugro.runtime import Runtime
 from ugro.scheduling.dispatch import place
@@ -71,7 +71,7 @@ def test_queueing_says_a_pass_is_needed_unless_every_gpu_was_leased_as_it_queued
     live = LiveState.open(settings)
     for index in (0, 1):
         live.register_worker("n", index, pid=1, host="h")
-    entry = [("job-a", 0, 1, None, None, None)]
+    entry = [QueuedEntry("job-a", 0, 1)]
     # Given a snapshot that saw two GPUs, one of them free: a pass is needed
     assert live.leases.acquire("n", [0], "x|1", ttl=10)
     live.dispatch.snapshot(max_age=60)
@@ -162,7 +162,7 @@ def test_a_submit_plans_on_what_it_saw_and_the_lease_checks_what_the_plan_relied
         assert leased is not None and leased[0].gpus == (0,) and len(snapshots) == 2
         rt.live.leases.release("n", [0], f"e-1|{leased[1]}")
         # A job waiting in the queue goes first: the script leases nothing
-        rt.live.enqueue_many([("q-1", 0, 2, None, None, None)])
+        rt.live.enqueue_many([QueuedEntry("q-1", 0, 2)])
         assert leaser.lease(PendingJob("f-1", 1, None, None)) is None
         assert rt.live.leases.lease_holders("n", [0, 1]) == {0: None, 1: None}
         assert len(snapshots) == 2
