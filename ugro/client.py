@@ -11,7 +11,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import getpass
-import json
 import os
 import socket
 import time
@@ -20,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ugro.errors import JobNotFound, SpecError, StateError
+from ugro.errors import JobNotFound, StateError
 from ugro.job import Job
+from ugro.job_logs import log_file
 from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.registry.members import members_of
 from ugro.registry.models import JobRow, MemberRow, placement_of, utcnow
@@ -126,7 +126,7 @@ class Client:
             if job.status in (JobStatus.FINISHED, JobStatus.FAILED):
                 raise StateError(f"job {job.id} has already {job.status.value}")
             if job.status is JobStatus.RUNNING:
-                self.rt.live.request_cancel(job.id, grace)
+                self.rt.live.stops.request_cancel(job.id, grace)
                 self.rt.paths(job.id).append_console(f"cancel requested (grace {grace:g} s)")
                 return self.get(job.id)
             ended: dict[str, Any] = {"finished_at": utcnow(), "exit_reason": ExitReason.CANCELLED}
@@ -392,56 +392,8 @@ class Client:
                 and a node.
         """
         job = self.get(job_id)
-        paths = self.rt.paths(job.id)
-        if attempt is not None and not 1 <= attempt <= max(job.attempt, 1):
-            raise SpecError(f"attempt: job {job.id} has attempts 1 to {job.attempt}")
-        if rank is not None and node is not None:
-            raise SpecError("rank, node: give one or the other, not both")
-        if node is not None:
-            rank = self._node_rank_on(job, node, attempt) * self._ranks_per_node(job)
-            if attempt is None and job.is_gang:
-                # The member's own name for its log: the node's, whichever rank it ran.
-                named = paths.node_logs(node) / paths.rank_log(rank).name
-                return self._follow(job, named, follow, poll)
-        elif rank is None:
-            path = paths.training_log if attempt is None else paths.attempt_training_log(attempt)
-            return self._follow(job, path, follow, poll)
-        else:
-            ranks = job.num_nodes * self._ranks_per_node(job)
-            if not 0 <= rank < ranks:
-                shown = "only rank 0" if ranks == 1 else f"ranks 0-{ranks - 1}"
-                raise SpecError(f"rank: job {job.id} has {shown}, not {rank}")
-        path = paths.rank_log(rank)
-        if attempt is not None:
-            path = paths.attempt_logs(attempt) / path.name
+        path = log_file(self.rt, job, attempt, rank, node)
         return self._follow(job, path, follow, poll)
-
-    def _ranks_per_node(self, job: Job) -> int:
-        """The ranks each of the job's nodes runs: one a GPU when it is launched one
-        process a GPU, else one."""
-        spec = json.loads(self.rt.registry.get_job(job.id).spec)
-        return job.gpus if spec.get("launch") == "gpu" else 1
-
-    def _node_rank_on(self, job: Job, node: str, attempt: int | None) -> int:
-        """The node rank of the job's member on ``node`` in ``attempt`` (default: the
-        newest); 0 for a one-node job that ran there.
-
-        Raises:
-            SpecError: the job never ran on that node, or not in that attempt.
-        """
-        ran_on = self.rt.paths(job.id).nodes() if job.is_gang else [n for n in [job.node] if n]
-        if node not in ran_on:
-            where = ", ".join(ran_on) if ran_on else "no node yet"
-            raise SpecError(f"node: job {job.id} ran on {where}, not {node!r}")
-        if not job.is_gang:
-            return 0
-        number = attempt or job.attempt
-        members = members_of(self.rt.registry, job.id, number)
-        member = next((m for m in members if m.node == node), None)
-        if member is None:
-            where = ", ".join(m.node for m in members) or "no node"
-            raise SpecError(f"node: attempt {number} of job {job.id} ran on {where}, not {node!r}")
-        return member.rank
 
     def _follow(self, job: Job, path: Path, follow: bool, poll: float) -> Iterator[str]:
         """What ``path`` holds; with ``follow``, what is added to it until the job has

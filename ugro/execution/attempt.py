@@ -229,7 +229,7 @@ def _execute(
             return None
         last_look[0] = now
         try:
-            return rt.live.cancel_requested(job.id)
+            return rt.live.stops.cancel_requested(job.id)
         except redis.RedisError:
             return None
 

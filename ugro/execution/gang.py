@@ -149,7 +149,7 @@ def _run(rt: Runtime, member: GangMember, paths: JobPaths, stop: threading.Event
             return None
         last_look[0] = now
         try:
-            return rt.live.member_stop_requested(job.id, job.attempt, rt.settings.stop_grace)
+            return rt.live.stops.member_stop_requested(job.id, job.attempt, rt.settings.stop_grace)
         except redis.RedisError:
             return None
 
@@ -179,7 +179,7 @@ def _meet(rt: Runtime, member: GangMember, stop: threading.Event) -> list[Member
         members = members_of(rt.registry, job.id, job.attempt)
         if len(members) >= member.spec.nodes:
             return members
-        asked = rt.live.member_stop_requested(job.id, job.attempt, settings.stop_grace)
+        asked = rt.live.stops.member_stop_requested(job.id, job.attempt, settings.stop_grace)
         now = time.monotonic()
         reason: ExitReason | None = None
         error = None

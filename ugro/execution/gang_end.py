@@ -2,7 +2,7 @@
 attempt's end once the last member's is recorded.
 
 A member that ends badly (an error, a timeout, out of memory, cancelled, lost)
-asks the others to stop (``LiveState.stop_gang``): they end ``stopped``. The
+asks the others to stop (``StopRequests.stop_gang``): they end ``stopped``. The
 member whose end leaves none running finalises the attempt (the registry says
 which, ``ugro.registry.members.end_member``): the attempt ends with the first
 bad end's reason, its duration is the longest member's wall time, and the job
@@ -62,8 +62,8 @@ def end_member_run(rt: Runtime, member: GangMember, paths: JobPaths, info: ExitI
     failed = info.reason not in _NOT_A_CAUSE
     if failed:
         why = {"rank": member.rank, "node": member.node, "reason": info.reason, "error": info.error}
-        rt.live.stop_gang(job.id, job.attempt, why)
-    stopped = failed or rt.live.gang_stopped(job.id, job.attempt) is not None
+        rt.live.stops.stop_gang(job.id, job.attempt, why)
+    stopped = failed or rt.live.stops.gang_stopped(job.id, job.attempt) is not None
     line = f"attempt {job.attempt} rank {member.rank} on {member.node} ended: {info.reason}"
     if info.error:
         line += f" - {info.error}"
@@ -90,7 +90,7 @@ def declare_member_lost(rt: Runtime, job: JobRow, spec: JobSpec, member: MemberR
     error = f"no heartbeat from node {member.node} for more than {rt.settings.lease_ttl:g} s"
     rt.live.leases.fence(job.id, job.attempt)
     why = {"rank": member.rank, "node": member.node, "reason": ExitReason.LOST, "error": error}
-    rt.live.stop_gang(job.id, job.attempt, why)
+    rt.live.stops.stop_gang(job.id, job.attempt, why)
     values = {"ended_at": datetime.now(UTC), "exit_reason": ExitReason.LOST.value, "error": error}
     paths = rt.paths(job.id)
     line = f"attempt {job.attempt} rank {member.rank} on {member.node} lost: {error}"

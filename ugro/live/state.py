@@ -23,6 +23,7 @@ from ugro.live.job_message import JobMessage
 from ugro.live.keys import Keys
 from ugro.live.leases import Leases
 from ugro.live.scripts import lua_source
+from ugro.live.stops import StopRequests
 from ugro.live.worker_info import WorkerInfo, node_block
 from ugro.live.writes import Writes
 from ugro.settings import Settings
@@ -85,6 +86,7 @@ class LiveState:
         self.redis = client
         self.keys = keys
         self.leases = Leases(client, keys)
+        self.stops = StopRequests(client, keys)
         self._enqueue = client.register_script(lua_source("enqueue.lua"))
         self._run_commands = client.register_script(lua_source("run_commands.lua"))
         self.dispatch = DispatchState(self)
@@ -329,42 +331,6 @@ class LiveState:
         pubsub.subscribe(self.keys.events_channel)
         return pubsub
 
-    # Cancel requests -------------------------------------------------------------
-
-    def request_cancel(self, job_id: str, grace: float, reason: str = "cancelled") -> None:
-        """Ask the job's worker to stop it: ``cancelled`` by a person, or ``stuck``."""
-        value = json.dumps({"grace": grace, "reason": reason})
-        self.redis.set(self.keys.cancel(job_id), value, ex=86400)
-
-    def cancel_requested(self, job_id: str) -> tuple[float, str] | None:
-        """(grace, reason) when someone asked to stop the job."""
-        return _stop_asked(self.redis.get(self.keys.cancel(job_id)))
-
-    def stop_gang(self, job_id: str, attempt: int, why: dict[str, Any]) -> bool:
-        """Ask every member of a gang job's attempt to stop, for ``why`` (the rank,
-        node, reason and error of the member whose end stops them); False when
-        another member asked first (its reason stands)."""
-        key = self.keys.gang_stop(job_id, attempt)
-        return bool(self.redis.set(key, json.dumps(why), nx=True, ex=86400))
-
-    def gang_stopped(self, job_id: str, attempt: int) -> dict[str, Any] | None:
-        """Why a gang job's attempt is being stopped, if it is."""
-        value = self.redis.get(self.keys.gang_stop(job_id, attempt))
-        return None if value is None else dict(json.loads(cast(str, value)))
-
-    def member_stop_requested(
-        self, job_id: str, attempt: int, grace: float
-    ) -> tuple[float, str] | None:
-        """``cancel_requested`` for a member of a gang job, which also stops (reason
-        ``stopped``, after ``grace``) when its attempt is being stopped: one round
-        trip."""
-        cancel, gang = self.redis.mget(
-            [self.keys.cancel(job_id), self.keys.gang_stop(job_id, attempt)]
-        )
-        if cancel is not None:
-            return _stop_asked(cancel)
-        return None if gang is None else (grace, "stopped")
-
     # Workers -----------------------------------------------------------------------
 
     def register_worker(
@@ -450,10 +416,3 @@ class LiveState:
             pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
         self.queue_set_job(pipe, job_id, fields)
         pipe.lpush(message.key, message.payload)
-
-
-def _stop_asked(value: Any) -> tuple[float, str] | None:
-    if value is None:
-        return None
-    asked = json.loads(cast(str, value))
-    return float(asked["grace"]), str(asked["reason"])

@@ -140,7 +140,7 @@ def _refresh(rt: Runtime, scanner: Scanner, row: JobRow, now: float) -> str:
 def _stop_stuck(rt: Runtime, row: JobRow) -> int:
     quiet = rt.settings.stuck_after
     why = f"no log or metric changed for {quiet:g} s"
-    rt.live.request_cancel(row.id, rt.settings.stop_grace, reason="stuck")
+    rt.live.stops.request_cancel(row.id, rt.settings.stop_grace, reason="stuck")
     rt.paths(row.id).append_console(f"stuck: {why}; stopping it")
     rt.registry.add_event("stuck", f"{row.id} stuck: {why}", row.id, row.node)
     return 1
