@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -221,26 +222,8 @@ def _execute(
             log.warning("heartbeat of %s failed: %s", job.id, exc)
             return True
 
-    last_look = [0.0]
-
-    def cancelled() -> tuple[float, str] | None:
-        now = time.monotonic()
-        if now - last_look[0] < _CANCEL_POLL:
-            return None
-        last_look[0] = now
-        try:
-            return rt.live.stops.cancel_requested(job.id)
-        except redis.RedisError:
-            return None
-
-    control = RunControl(
-        heartbeat=heartbeat,
-        interval=rt.settings.heartbeat_interval,
-        stop=stop,
-        timeout=spec.timeout,
-        grace=rt.settings.stop_grace,
-        cancelled=cancelled,
-        on_start=on_start,
+    control = run_control(
+        rt, spec, stop, heartbeat, lambda: rt.live.stops.cancel_requested(job.id), on_start
     )
     info = run_command(argv, env, cwd, rank_log, control)
     if info.pid is None:  # never started: its log, which says why, gets its names here
@@ -289,16 +272,58 @@ def _write_metadata(
         "pid": pid,
     }
     if info is not None:
-        data.update(
-            end=datetime.fromtimestamp(info.ended, UTC).isoformat(),
-            duration_s=round(info.duration, 3),
-            exit_code=info.code,
-            exit_signal=info.signal,
-            exit_reason=info.reason,
-            error=info.error,
-            pid=info.pid,
-        )
+        data.update(ended_fields(info))
     paths.write_metadata(data)
+
+
+def ended_fields(info: ExitInfo) -> dict[str, Any]:
+    """What a run's metadata says of its end."""
+    return {
+        "end": datetime.fromtimestamp(info.ended, UTC).isoformat(),
+        "duration_s": round(info.duration, 3),
+        "exit_code": info.code,
+        "exit_signal": info.signal,
+        "exit_reason": info.reason.value,
+        "error": info.error,
+        "pid": info.pid,
+    }
+
+
+StopAsked = Callable[[], tuple[float, str] | None]
+
+
+def run_control(
+    rt: Runtime,
+    spec: JobSpec,
+    stop: threading.Event,
+    heartbeat: Callable[[], bool],
+    stop_asked: StopAsked,
+    on_start: Callable[[int], None],
+) -> RunControl:
+    """What the runner checks while a job runs, with the settings' timings: the
+    stop requests ``stop_asked`` reads are looked for at most every ``_CANCEL_POLL``
+    seconds, and while Redis is away there are none."""
+    last_look = [0.0]
+
+    def asked() -> tuple[float, str] | None:
+        now = time.monotonic()
+        if now - last_look[0] < _CANCEL_POLL:
+            return None
+        last_look[0] = now
+        try:
+            return stop_asked()
+        except redis.RedisError:
+            return None
+
+    return RunControl(
+        heartbeat=heartbeat,
+        interval=rt.settings.heartbeat_interval,
+        stop=stop,
+        timeout=spec.timeout,
+        grace=rt.settings.stop_grace,
+        cancelled=asked,
+        on_start=on_start,
+    )
 
 
 def record_end(

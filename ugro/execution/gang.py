@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from ugro.execution.attempt import LeaseTaken, job_environment, per_gpu
+from ugro.execution.attempt import LeaseTaken, job_environment, per_gpu, run_control
 from ugro.execution.gang_end import (
     GangMember,
     end_member_run,
@@ -31,7 +31,7 @@ from ugro.execution.gang_end import (
     process_ranks,
 )
 from ugro.execution.rendezvous import gang_environment, master_port, node_address
-from ugro.execution.runner import ExitInfo, RunControl, run_command, stop_reason
+from ugro.execution.runner import ExitInfo, run_command, stop_reason
 from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.jobs.redact import is_secret_name
@@ -44,8 +44,6 @@ from ugro.scheduling.dispatch import dispatch_pending
 log = logging.getLogger(__name__)
 # How often a member waiting for the others looks whether they came.
 _MEET_POLL = 0.1
-# How often a running member looks for a stop request (one MGET).
-_STOP_POLL = 0.5
 
 
 def run_member(
@@ -141,26 +139,13 @@ def _run(rt: Runtime, member: GangMember, paths: JobPaths, stop: threading.Event
             log.warning("heartbeat of %s rank %s failed: %s", job.id, member.rank, exc)
             return True
 
-    last_look = [0.0]
-
-    def stop_asked() -> tuple[float, str] | None:
-        now = time.monotonic()
-        if now - last_look[0] < _STOP_POLL:
-            return None
-        last_look[0] = now
-        try:
-            return rt.live.stops.member_stop_requested(job.id, job.attempt, rt.settings.stop_grace)
-        except redis.RedisError:
-            return None
-
-    control = RunControl(
-        heartbeat=heartbeat,
-        interval=rt.settings.heartbeat_interval,
-        stop=stop,
-        timeout=spec.timeout,
-        grace=rt.settings.stop_grace,
-        cancelled=stop_asked,
-        on_start=on_start,
+    control = run_control(
+        rt,
+        spec,
+        stop,
+        heartbeat,
+        lambda: rt.live.stops.member_stop_requested(job.id, job.attempt, rt.settings.stop_grace),
+        on_start,
     )
     info = run_command(argv, env, cwd, log_path, control)
     paths.write_node_metadata(node, node_metadata(member, command, started, info=info))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ugro.execution.attempt import record_end
+from ugro.execution.attempt import ended_fields, record_end
 from ugro.execution.runner import ExitInfo
 from ugro.jobs.lifecycle import ExitReason
 from ugro.jobs.paths import JobPaths
@@ -247,13 +247,5 @@ def node_metadata(
         "pid": pid,
     }
     if info is not None:
-        data.update(
-            end=datetime.fromtimestamp(info.ended, UTC).isoformat(),
-            duration_s=round(info.duration, 3),
-            exit_code=info.code,
-            exit_signal=info.signal,
-            exit_reason=info.reason.value,
-            error=info.error,
-            pid=info.pid,
-        )
+        data.update(ended_fields(info))
     return data
