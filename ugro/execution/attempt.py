@@ -264,20 +264,16 @@ def _write_metadata(
         "attempt": job.attempt,
         "distributed": False,
         "start": started.isoformat(),
-        "end": None,
-        "duration_s": None,
-        "exit_code": None,
-        "exit_signal": None,
-        "exit_reason": None,
-        "pid": pid,
+        **ended_fields(info, pid),
     }
-    if info is not None:
-        data.update(ended_fields(info))
     paths.write_metadata(data)
 
 
-def ended_fields(info: ExitInfo) -> dict[str, Any]:
-    """What a run's metadata says of its end."""
+def ended_fields(info: ExitInfo | None, pid: int | None = None) -> dict[str, Any]:
+    """What a run's metadata says of its end (``info``; None: it runs, as ``pid``)."""
+    if info is None:
+        none = ("end", "duration_s", "exit_code", "exit_signal", "exit_reason", "error")
+        return dict.fromkeys(none) | {"pid": pid}
     return {
         "end": datetime.fromtimestamp(info.ended, UTC).isoformat(),
         "duration_s": round(info.duration, 3),

@@ -238,14 +238,6 @@ def node_metadata(
         "ranks": member.ranks,
         "distributed": True,
         "start": started.isoformat(),
-        "end": None,
-        "duration_s": None,
-        "exit_code": None,
-        "exit_signal": None,
-        "exit_reason": None,
-        "error": None,
-        "pid": pid,
+        **ended_fields(info, pid),
     }
-    if info is not None:
-        data.update(ended_fields(info))
     return data
