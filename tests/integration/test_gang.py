@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -308,6 +310,65 @@ def test_an_open_breaker_keeps_the_gang_off_its_node(bed: TestBed) -> None:
             60,
             f"{sick}'s breaker to close again",
         )
+
+
+@pytest.mark.timeout(120)
+def test_cancel_and_timeout_stop_every_member(bed: TestBed) -> None:
+    hold = [sys.executable, ALLREDUCE, "--timeout", "30", "--hold", "120"]
+    with Client(bed.settings) as client:
+        cancelled = client.submit(JobSpec(name="cancel", nodes=2, gpus=1, command=hold))
+        timed = client.submit(JobSpec(name="timeout", nodes=2, gpus=1, timeout=4, command=hold))
+        wait_until(
+            lambda: [bool(m.started_at) for m in _members(client, cancelled.id)] == [True, True],
+            60,
+            "the cancelled gang's members started",
+        )
+        client.cancel(cancelled.id, grace=2)
+        done = {j.id: j for j in client.wait([cancelled.id, timed.id], timeout=60)}
+        assert done[cancelled.id].status is JobStatus.CANCELLED
+        assert {m.exit_reason for m in _members(client, cancelled.id)} == {"cancelled"}
+        assert done[timed.id].status is JobStatus.FAILED
+        assert done[timed.id].exit_reason == "timeout"
+        assert {m.exit_reason for m in _members(client, timed.id)} <= {"timeout", "stopped"}
+        assert not _member_processes(cancelled.id) and not _member_processes(timed.id)
+
+
+@pytest.mark.timeout(180)
+def test_a_member_that_never_starts_fails_the_attempt_and_the_retry_runs_elsewhere(
+    bed: TestBed,
+) -> None:
+    frozen = bed.hosts[0]
+    assert frozen.worker is not None
+    with Client(bed.settings) as client:
+        # Given host0's workers frozen while they still look alive
+        os.killpg(frozen.worker.pid, signal.SIGSTOP)
+        try:
+            job = client.submit(
+                JobSpec(
+                    name="frozen",
+                    nodes=2,
+                    gpus=2,
+                    max_retries=1,
+                    command=[sys.executable, ALLREDUCE],
+                )
+            )
+            # When the member placed on host0 never claims its part
+            done = wait_for_job(client, job.id, lambda j: j.done, 120)
+        finally:
+            os.killpg(frozen.worker.pid, signal.SIGCONT)
+        # Then the member that came waited the start timeout, the attempt was lost
+        # naming the missing rank, and the retry ran on the hosts that answer
+        assert done.succeeded, (done, _logs(bed))
+        assert frozen.node not in done.nodes
+        first = members_of(client.rt.registry, job.id, 1)
+        assert [m.rank for m in first] == [1] and first[0].exit_reason == "lost"
+        assert first[0].error == (
+            f"rank 0 did not start within {bed.settings.gang_start_timeout:g} s"
+        )
+        # and host0's worker, thawed, finds its stale message claimed by no one:
+        # it runs nothing
+        wait_until(lambda: "placed again since" in bed.log(frozen), 60, "the stale message's skip")
+        assert not (done.job_dir / "nodes" / frozen.node).exists()
 
 
 @pytest.mark.timeout(240)

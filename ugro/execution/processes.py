@@ -1,8 +1,8 @@
 """Process control: how ugro finds and stops a job's processes.
 
 A job's processes are its process group plus every process carrying its tag
-(``UGRO_JOB_ID`` in the environment), so a grandchild that double-forked and
-called ``setsid`` is still found.
+(``UGRO_JOB_ID`` and ``UGRO_NODE`` in the environment), so a grandchild that
+double-forked and called ``setsid`` is still found.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -39,16 +40,31 @@ def become_subreaper() -> bool:
         return False
 
 
-def job_processes(pgid: int | None, job_id: str) -> list[psutil.Process]:
-    """The live processes of a job: its group ``pgid`` and every process tagged
-    with its id."""
+class JobTag(NamedTuple):
+    """What a job's processes carry in their environment: its id (``UGRO_JOB_ID``)
+    and the node they run on (``UGRO_NODE``). A gang job's members share the id;
+    each stops only its own node's processes (however many nodes one kernel runs,
+    as a test bed's namespaces do)."""
+
+    job_id: str
+    node: str | None = None  # None: any node's
+
+
+def job_processes(pgid: int | None, tag: JobTag) -> list[psutil.Process]:
+    """The live processes of a job on one node: its group ``pgid`` and every
+    process carrying its ``tag``."""
+    job_id, node = tag
     found = []
     for proc in psutil.process_iter(["environ"]):
         try:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             in_group = pgid is not None and os.getpgid(proc.pid) == pgid
-            tagged = (proc.info["environ"] or {}).get("UGRO_JOB_ID") == job_id
+            environ = proc.info["environ"] or {}
+            tagged = environ.get("UGRO_JOB_ID") == job_id and node in (
+                None,
+                environ.get("UGRO_NODE"),
+            )
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
         if (in_group or tagged) and proc.pid != os.getpid():

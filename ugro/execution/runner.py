@@ -24,7 +24,14 @@ from pathlib import Path
 
 import psutil
 
-from ugro.execution.processes import job_processes, oom_kill_count, outside_group, send, settle
+from ugro.execution.processes import (
+    JobTag,
+    job_processes,
+    oom_kill_count,
+    outside_group,
+    send,
+    settle,
+)
 from ugro.jobs.lifecycle import ExitReason
 
 #: How the log tail shows a CUDA (or host) out-of-memory failure.
@@ -105,7 +112,7 @@ def run_command(
     control: RunControl,
 ) -> ExitInfo:
     """Run ``argv`` to its end with output appended to ``log_path``."""
-    job_id = env.get("UGRO_JOB_ID", "")
+    tag = JobTag(env.get("UGRO_JOB_ID", ""), env.get("UGRO_NODE"))
     started = time.time()
     with log_path.open("ab") as out:
         try:
@@ -134,10 +141,10 @@ def run_command(
         # The job's start could not be recorded: it must not run unrecorded.
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
-        _finish_off(proc.pid, job_id, None)
+        _finish_off(proc.pid, tag, None)
         raise
-    stopping = _watch(proc, job_id, control)
-    _finish_off(proc.pid, job_id, stopping)
+    stopping = _watch(proc, tag, control)
+    _finish_off(proc.pid, tag, stopping)
     return _classify(proc, started, stopping, log_path, ooms_before)
 
 
@@ -190,17 +197,17 @@ class _ExitWaiter:
         self.fd, self.poller = None, None
 
 
-def _watch(proc: subprocess.Popen[bytes], job_id: str, control: RunControl) -> _Stopping | None:
+def _watch(proc: subprocess.Popen[bytes], tag: JobTag, control: RunControl) -> _Stopping | None:
     """Wait for the main process, starting the stop sequence when asked to."""
     waiter = _ExitWaiter(proc)
     try:
-        return _watch_until_exit(proc, waiter, job_id, control)
+        return _watch_until_exit(proc, waiter, tag, control)
     finally:
         waiter.close()
 
 
 def _watch_until_exit(
-    proc: subprocess.Popen[bytes], waiter: _ExitWaiter, job_id: str, control: RunControl
+    proc: subprocess.Popen[bytes], waiter: _ExitWaiter, tag: JobTag, control: RunControl
 ) -> _Stopping | None:
     now = time.monotonic()
     deadline = None if control.timeout is None else now + control.timeout
@@ -212,7 +219,7 @@ def _watch_until_exit(
         now = time.monotonic()
         if stopping is not None:
             if now >= stopping.kill_at:
-                _kill_all(proc.pid, job_id, stopping)
+                _kill_all(proc.pid, tag, stopping)
             continue
         reason: ExitReason | None = None
         grace = control.grace
@@ -227,7 +234,7 @@ def _watch_until_exit(
             if not control.heartbeat():
                 reason = ExitReason.LOST
         if reason is not None:
-            stopping = _Stopping(reason, now + grace, job_processes(proc.pid, job_id))
+            stopping = _Stopping(reason, now + grace, job_processes(proc.pid, tag))
             _signal_group(proc.pid, signal.SIGTERM)
             send(outside_group(stopping.procs, proc.pid), signal.SIGTERM)
 
@@ -242,7 +249,7 @@ def stop_reason(asked: str) -> ExitReason:
         return ExitReason.CANCELLED
 
 
-def _finish_off(pgid: int, job_id: str, stopping: _Stopping | None) -> None:
+def _finish_off(pgid: int, tag: JobTag, stopping: _Stopping | None) -> None:
     """Once the main process is gone, what is left of the job dies too.
 
     A job that ended by itself: its process group gets SIGKILL at once (cheap, no
@@ -253,16 +260,16 @@ def _finish_off(pgid: int, job_id: str, stopping: _Stopping | None) -> None:
         _signal_group(pgid, signal.SIGKILL)
         settle([], pgid, timeout=1.0)
         return
-    left = job_processes(pgid, job_id)
+    left = job_processes(pgid, tag)
     _, left = psutil.wait_procs(left, timeout=max(0.0, stopping.kill_at - time.monotonic()))
     send(left, signal.SIGKILL)
     _signal_group(pgid, signal.SIGKILL)
     settle(left + stopping.procs, pgid, timeout=5.0)
 
 
-def _kill_all(pgid: int, job_id: str, stopping: _Stopping) -> None:
+def _kill_all(pgid: int, tag: JobTag, stopping: _Stopping) -> None:
     _signal_group(pgid, signal.SIGKILL)
-    stopping.procs = job_processes(pgid, job_id) + stopping.procs
+    stopping.procs = job_processes(pgid, tag) + stopping.procs
     send(stopping.procs, signal.SIGKILL)
     stopping.kill_at = float("inf")
 
