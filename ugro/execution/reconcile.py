@@ -6,7 +6,9 @@ Runs at worker and beat start, on beat's tick and on demand (`ugro reconcile`):
 - a placed or running job whose lease is gone, and still gone ``lease_ttl`` later
   (its worker had that long to take it again), is declared lost: fenced (its
   worker may not come back to it), and requeued or failed by its retry policy. A
-  placed job that was never claimed just goes back to the queue.
+  placed job that was never claimed just goes back to the queue. A running gang
+  job's members are looked at one by one: a member lost so stops the others
+  (``ugro.execution.gang_end.declare_member_lost``).
 
 So a dead worker's job is lost at most lease_ttl (the lease runs out) + lease_ttl
 (the suspect window) + reconcile_interval after its last heartbeat.

@@ -3,7 +3,8 @@
 Single-flight: one pass runs at a time across the cluster (a Redis lock). A caller
 that finds the lock taken leaves a request flag instead, and the holder runs one
 more pass before it lets go, so no request is lost between the two. What a pass
-places is ``plan_placements``' decision on what it read (``plan_on``).
+places is ``plan_placements``' decision on what it read (``plan_on``): a gang job's
+members all at once or none (``place_gang``), each sent to its node's worker.
 
 A GPU worker whose job just ended asks with its GPU (``WorkerGpu``). When its GPU
 is exactly where a pass would place the head of the queue, the script that would
