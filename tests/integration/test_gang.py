@@ -187,8 +187,10 @@ def _starts(job: Job, rank: int) -> int:
     return sum(1 for line in lines if f" rank {rank} on " in line and " started: " in line)
 
 
-# Attempt 1 holds its ranks until killed; attempt 2 meets and ends at once.
+# Attempt 1 holds its ranks until killed; attempt 2 meets and ends at once. Each
+# process start of a member is a line in starts_<node rank>.
 HOLD_FIRST = (
+    'echo "$UGRO_ATTEMPT" >> "$UGRO_JOB_DIR/starts_$UGRO_NODE_RANK"; '
     'if [ "$UGRO_ATTEMPT" = 1 ]; then hold=120; else hold=0; fi; '
     f"exec {sys.executable} {ALLREDUCE} --timeout 30 --hold $hold"
 )
@@ -230,6 +232,9 @@ def test_a_killed_member_stops_the_others_and_the_gang_is_retried_whole(bed: Tes
         [attempt_1, _] = client.rt.registry.attempts(job.id)
         assert attempt_1.exit_reason == "killed"
         assert _starts(done, 0) == _starts(done, 1) == done.attempt
+        for rank in (0, 1):  # each member's process started once an attempt
+            starts = (done.job_dir / f"starts_{rank}").read_text().split()
+            assert starts == ["1", "2"]
         assert not _member_processes(job.id)
 
 
