@@ -84,6 +84,40 @@ def test_a_killed_worker_s_job_is_lost_its_process_killed_and_requeued_once(
 
 
 @pytest.mark.timeout(120)
+def test_a_crashed_worker_s_supervisor_declares_its_attempt_lost_within_seconds(
+    tmp_path: Path, database_url: str
+) -> None:
+    # Leases and reconcile as slow as a lab's defaults: their path would take a minute
+    slow = {"lease_ttl": 30.0, "reconcile_interval": 15.0, "orphan_scan_interval": 10.0}
+    settings = make_settings(tmp_path / "data", database_url, **slow)
+    out = tmp_path / "attempts.jsonl"
+    with running_stack(settings), Client(settings) as client:
+        job = client.submit(
+            JobSpec(
+                name="crash", max_retries=1, command=[PY, str(JOBS / "flaky.py"), str(out), "600"]
+            )
+        )
+        running = wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 30)
+        first = json.loads(_wait_file(out, 1, 30)[0])
+        # When its GPU worker is killed on a healthy node
+        killed_at = time.monotonic()
+        os.kill(_worker_pid(client, "testnode", running.gpu_indices[0]), signal.SIGKILL)
+        # Then its supervisor declares the attempt lost within seconds, its process
+        # stopped, and the job runs again
+        wait_until(
+            lambda: "job_lost" in [e.kind for e in client.rt.registry.events(job.id)],
+            10,
+            "the attempt declared lost",
+        )
+        assert time.monotonic() - killed_at < 5
+        _wait_gone(first["pid"], 5)
+        done = wait_for_job(client, job.id, lambda j: j.done, 60)
+        assert done.status is JobStatus.FINISHED and done.attempt == 2
+        [lost] = [e for e in client.rt.registry.events(job.id) if e.kind == "job_lost"]
+        assert f"its GPU worker on testnode (GPU {running.gpu_indices[0]}) died" in lost.message
+
+
+@pytest.mark.timeout(120)
 def test_a_job_whose_worker_dies_on_every_attempt_fails_after_its_retries(
     tmp_path: Path, database_url: str
 ) -> None:

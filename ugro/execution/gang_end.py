@@ -83,11 +83,15 @@ def end_member_run(rt: Runtime, member: GangMember, paths: JobPaths, info: ExitI
         finish_gang(rt, job, member.spec, paths, end.members)
 
 
-def declare_member_lost(rt: Runtime, job: JobRow, spec: JobSpec, member: MemberRow) -> None:
-    """A member whose worker stopped renewing its lease: fence the attempt (its
-    worker may not take a lease of it again), stop the others, record the member
-    lost, and finalise the attempt when it was the last running."""
-    error = f"no heartbeat from node {member.node} for more than {rt.settings.lease_ttl:g} s"
+def declare_member_lost(
+    rt: Runtime, job: JobRow, spec: JobSpec, member: MemberRow, error: str | None = None
+) -> None:
+    """A member whose worker stopped renewing its lease (or died, ``error`` says
+    how): fence the attempt (its worker may not take a lease of it again), stop the
+    others, record the member lost, and finalise the attempt when it was the last
+    running."""
+    if error is None:
+        error = f"no heartbeat from node {member.node} for more than {rt.settings.lease_ttl:g} s"
     rt.live.leases.fence(job.id, job.attempt)
     why = {"rank": member.rank, "node": member.node, "reason": ExitReason.LOST, "error": error}
     rt.live.stops.stop_gang(job.id, job.attempt, why)

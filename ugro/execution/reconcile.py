@@ -102,11 +102,12 @@ def _reconcile_gang(rt: Runtime, row: JobRow, now: float) -> int:
     return lost
 
 
-def declare_lost(rt: Runtime, row: JobRow) -> bool:
-    """A running job whose worker stopped renewing its lease: fence the attempt,
-    record it lost, then retry or fail it."""
+def declare_lost(rt: Runtime, row: JobRow, error: str | None = None) -> bool:
+    """A running job whose worker stopped renewing its lease (or died, ``error``
+    says how): fence the attempt, record it lost, then retry or fail it."""
     rt.live.leases.fence(row.id, row.attempt)
-    error = f"no heartbeat from node {row.node} for more than {rt.settings.lease_ttl:g} s"
+    if error is None:
+        error = f"no heartbeat from node {row.node} for more than {rt.settings.lease_ttl:g} s"
     reason = ExitReason.LOST
     if not rt.transition(
         row.id, JobStatus.LOST, expect=[JobStatus.RUNNING], exit_reason=reason, error=error

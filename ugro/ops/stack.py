@@ -27,7 +27,14 @@ from ugro.settings import Settings
 def node_services(gpus: list[int]) -> list[Service]:
     """This node's GPU workers and its node agent."""
     python = sys.executable
-    services = [Service(f"gpu-{i}", [python, "-m", "workers.gpu", "--index", str(i)]) for i in gpus]
+    services = [
+        Service(
+            f"gpu-{i}",
+            [python, "-m", "workers.gpu", "--index", str(i)],
+            on_death=[python, "-m", "workers.gpu_lost", "--index", str(i)],
+        )
+        for i in gpus
+    ]
     services.append(Service("agent", [python, "-m", "workers.node_agent"]))
     return services
 

@@ -4,8 +4,9 @@ It is the parent (and, as a child subreaper, the adopter) of everything ugro
 starts on the node, so every process that exits is reaped here: a job's orphaned
 grandchild never lingers as a zombie. A service that dies unexpectedly (a GPU
 worker killed by SIGKILL, say) is started again after a pause, unless it keeps
-dying. SIGTERM or SIGINT is passed on to every service, and the supervisor exits
-once they have all stopped.
+dying; first, what the service names for its death is run (``Service.on_death``).
+SIGTERM or SIGINT is passed on to every service, and the supervisor exits once
+they have all stopped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ _RESTART_PAUSE = 1.0
 class Service:
     name: str
     argv: list[str]
+    # Run when the service dies unexpectedly, before it is started again: a GPU
+    # worker's declares the attempt it ran lost at once (``workers.gpu_lost``).
+    on_death: list[str] | None = None
 
 
 @dataclass
@@ -96,6 +100,9 @@ class Supervisor:
             if self.stopping:
                 self.exit_code = self.exit_code or max(code, 0)
                 continue
+            if entry.service.on_death is not None:
+                # (its own child: reaped by the wait above like an adopted orphan)
+                self._spawn(Service(f"{entry.service.name}-died", entry.service.on_death))
             self._restart(entry, code)
         return self.exit_code
 
