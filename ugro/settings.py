@@ -92,7 +92,9 @@ class Settings(BaseModel):
     dispatch_interval: float = 30.0
     # Beat's reconcile tick: finds lost jobs and rebuilds live state after a wipe.
     # A dead worker's job is declared lost at most lease_ttl (lease expiry) +
-    # lease_ttl (suspect window) + reconcile_interval after its last heartbeat.
+    # reconcile_interval after its last heartbeat (a lease_ttl more just after a
+    # Redis outage: ugro.execution.reconcile). A dead GPU worker whose supervisor
+    # lives is lost at once (ugro.execution.worker_lost).
     reconcile_interval: float = 15.0
     # How often a node agent looks for job processes that no running attempt owns.
     orphan_scan_interval: float = 10.0

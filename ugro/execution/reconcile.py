@@ -3,15 +3,19 @@
 Runs at worker and beat start, on beat's tick and on demand (`ugro reconcile`):
 
 - a queued job missing from Redis (after a wipe) is queued again;
-- a placed or running job whose lease is gone, and still gone ``lease_ttl`` later
-  (its worker had that long to take it again), is declared lost: fenced (its
+- a placed or running job whose lease is gone is declared lost: fenced (its
   worker may not come back to it), and requeued or failed by its retry policy. A
   placed job that was never claimed just goes back to the queue. A running gang
   job's members are looked at one by one: a member lost so stops the others
   (``ugro.execution.gang_end.declare_member_lost``).
 
-So a dead worker's job is lost at most lease_ttl (the lease runs out) + lease_ttl
-(the suspect window) + reconcile_interval after its last heartbeat.
+A missing lease ran out: its worker did not renew it for ``lease_ttl``. Unless
+Redis was wiped, restarted or out of reach meanwhile: then a live worker takes its
+lease again at its next heartbeat. So for a lease TTL after reconcile passes
+resume from a gap (none had run, or none for 1.5 reconcile intervals) a lease
+must stay missing a lease TTL more (the suspect window) before its job is lost.
+A dead worker's job is lost at most lease_ttl + reconcile_interval after its last
+heartbeat, and 2 x lease_ttl + reconcile_interval just after such a gap.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def reconcile(rt: Runtime) -> dict[str, int]:
 def _reconcile(rt: Runtime) -> Counter[str]:
     report: Counter[str] = Counter()
     now = time.time()
+    window = _suspect_window(rt)
     in_queue = rt.live.queued_ids()
     active = [JobStatus.QUEUED, JobStatus.PLACED, JobStatus.RUNNING, JobStatus.LOST]
     rows = sorted(rt.registry.list_jobs(statuses=active), key=lambda r: r.created_at)
@@ -70,10 +75,10 @@ def _reconcile(rt: Runtime) -> Counter[str]:
             settle_failure(rt, row, [JobStatus.LOST], ExitReason.LOST, row.error)
             report["lost"] += 1
         elif status is JobStatus.RUNNING and row.members:
-            report["lost"] += _reconcile_gang(rt, row, now)
+            report["lost"] += _reconcile_gang(rt, row, now, window)
         elif row.node and rt.live.leases.holds_lease(row.id, row.node, gpu_list(row)):
             rt.live.leases.clear_suspect(row.id)
-        elif now - rt.live.leases.suspect_since(row.id, now) >= rt.settings.lease_ttl:
+        elif now - rt.live.leases.suspect_since(row.id, now) >= window:
             rt.live.leases.clear_suspect(row.id)
             if status is JobStatus.PLACED:
                 if requeue(rt, row, [JobStatus.PLACED], "its placement was never claimed"):
@@ -83,9 +88,27 @@ def _reconcile(rt: Runtime) -> Counter[str]:
     return report
 
 
-def _reconcile_gang(rt: Runtime, row: JobRow, now: float) -> int:
+def _suspect_window(rt: Runtime) -> float:
+    """How long a lease must stay missing before its job is lost: at once once
+    reconcile passes have watched Redis for a lease TTL without a gap (a missing
+    lease ran out: its worker did not renew it for that long), a lease TTL
+    otherwise (after a wipe, a restart or an outage a live worker takes its lease
+    again at its next heartbeat, and must get the time to)."""
+    settings = rt.settings
+    ttl = settings.lease_ttl
+    # A gap between passes longer than this may have let a live worker's lease run
+    # out (an outage of Redis, say): it must stay shorter than a lease outlives
+    # its last renewal, and longer than the passes' own spacing.
+    gap = 1.5 * settings.reconcile_interval
+    watched = rt.live.leases.watched_for(gap)
+    if gap > ttl - settings.heartbeat_interval:
+        return ttl  # passes too far apart to tell an outage from their spacing
+    return 0.0 if watched >= ttl else ttl
+
+
+def _reconcile_gang(rt: Runtime, row: JobRow, now: float, window: float) -> int:
     """A running gang job: each member whose lease is gone, and still gone
-    ``lease_ttl`` later, is declared lost, which stops the others; returns how many
+    ``window`` later, is declared lost, which stops the others; returns how many
     were."""
     spec = JobSpec.model_validate_json(row.spec)
     lost = 0
@@ -95,7 +118,7 @@ def _reconcile_gang(rt: Runtime, row: JobRow, now: float) -> int:
         suspect = f"{row.id}.{member.rank}"
         if rt.live.leases.holds_lease(row.id, member.node, json.loads(member.gpu_indices)):
             rt.live.leases.clear_suspect(suspect)
-        elif now - rt.live.leases.suspect_since(suspect, now) >= rt.settings.lease_ttl:
+        elif now - rt.live.leases.suspect_since(suspect, now) >= window:
             rt.live.leases.clear_suspect(suspect)
             declare_member_lost(rt, row, spec, member)
             lost += 1

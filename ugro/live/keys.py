@@ -70,6 +70,12 @@ class Keys:
     def suspect(self, job_id: str) -> str:
         return f"{self.prefix}:suspect:{job_id}"
 
+    # Since when reconcile passes have watched Redis without a gap: hash {last,
+    # since}, Redis's own clock (``Leases.watched_for``). Gone with a wipe.
+    @property
+    def reconciled(self) -> str:
+        return f"{self.prefix}:reconcile:watched"
+
     # Single-flight reconcile (TTL 60 s).
     @property
     def reconcile_lock(self) -> str:

@@ -149,5 +149,20 @@ class Leases:
         self.redis.set(key, now, nx=True, ex=3600)
         return float(cast(str, self.redis.get(key)) or now)
 
+    def watched_for(self, gap: float) -> float:
+        """How long (s, by Redis's clock) reconcile passes have watched the leases
+        without a gap longer than ``gap``, this pass counted: a lease missing after
+        that long ran out for good, while one missing just after a wipe, a restart
+        or an outage may be taken again by a worker that is alive. (Called under the
+        reconcile lock: one pass at a time.)"""
+        seconds, micros = self.redis.time()
+        now = seconds + micros / 1e6
+        last, since = cast(
+            list[str | None], self.redis.hmget(self.keys.reconciled, "last", "since")
+        )
+        begun = now if last is None or since is None or now - float(last) > gap else float(since)
+        self.redis.hset(self.keys.reconciled, mapping={"last": now, "since": begun})
+        return now - begun
+
     def clear_suspect(self, job_id: str) -> None:
         self.redis.delete(self.keys.suspect(job_id))
