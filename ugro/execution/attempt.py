@@ -374,24 +374,27 @@ def record_end(
         if ending is JobStatus.CANCELLED:
             rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
         return
-    # The GPUs are free before the job is queued again, and the retry policy
-    # counts the attempts that ended: record this one first.
-    if lease is not None:
-        rt.live.leases.release(*lease)
+    # The retry policy counts the attempts that ended: record this one first. The
+    # lease goes last: a running job without its lease is a lost one to the
+    # reconciler (the worker's own dispatch pass, next, sees the GPUs free).
     rt.registry.end_attempt(job, **attempt)
-    if info.reason == "interrupted":
-        # The worker is shutting down: the job goes back to the queue, not lost.
-        requeue(rt, job, running, "its worker shut down", **outcome)
-    else:
-        settle_failure(
-            rt,
-            job,
-            running,
-            info.reason,
-            info.error,
-            ended,
-            info.code,
-            info.signal,
-            info.deterministic,
-            outcome["progress"],
-        )
+    try:
+        if info.reason == "interrupted":
+            # The worker is shutting down: the job goes back to the queue, not lost.
+            requeue(rt, job, running, "its worker shut down", **outcome)
+        else:
+            settle_failure(
+                rt,
+                job,
+                running,
+                info.reason,
+                info.error,
+                ended,
+                info.code,
+                info.signal,
+                info.deterministic,
+                outcome["progress"],
+            )
+    finally:
+        if lease is not None:
+            rt.live.leases.release(*lease)

@@ -3,17 +3,21 @@
 Runs at worker and beat start, on beat's tick and on demand (`ugro reconcile`):
 
 - a queued job missing from Redis (after a wipe) is queued again;
-- a placed or running job whose lease is gone is declared lost: fenced (its
-  worker may not come back to it), and requeued or failed by its retry policy. A
-  placed job that was never claimed just goes back to the queue. A running gang
+- a running job whose lease is gone is declared lost: fenced (its worker may not
+  come back to it), and requeued or failed by its retry policy. A running gang
   job's members are looked at one by one: a member lost so stops the others
-  (``ugro.execution.gang_end.declare_member_lost``).
+  (``ugro.execution.gang_end.declare_member_lost``);
+- a placed job whose lease is gone, and still gone ``lease_ttl`` later (a submit
+  writes its row a moment before it takes its lease), was never claimed: it goes
+  back to the queue.
 
-A missing lease ran out: its worker did not renew it for ``lease_ttl``. Unless
-Redis was wiped, restarted or out of reach meanwhile: then a live worker takes its
-lease again at its next heartbeat. So for a lease TTL after reconcile passes
-resume from a gap (none had run, or none for 1.5 reconcile intervals) a lease
-must stay missing a lease TTL more (the suspect window) before its job is lost.
+A running job's missing lease ran out: its worker did not renew it for
+``lease_ttl`` (a worker lets its lease go only after its job's end is recorded).
+Unless Redis was wiped, restarted or out of reach meanwhile: then a live worker
+takes its lease again at its next heartbeat. So for a lease TTL after reconcile
+passes resume from a gap (none had run, or none for 1.5 reconcile intervals) a
+lease must stay missing a lease TTL more (the suspect window) before its job is
+lost.
 A dead worker's job is lost at most lease_ttl + reconcile_interval after its last
 heartbeat, and 2 x lease_ttl + reconcile_interval just after such a gap.
 """
@@ -78,7 +82,9 @@ def _reconcile(rt: Runtime) -> Counter[str]:
             report["lost"] += _reconcile_gang(rt, row, now, window)
         elif row.node and rt.live.leases.holds_lease(row.id, row.node, gpu_list(row)):
             rt.live.leases.clear_suspect(row.id)
-        elif now - rt.live.leases.suspect_since(row.id, now) >= window:
+        elif now - rt.live.leases.suspect_since(row.id, now) >= (
+            window if status is JobStatus.RUNNING else rt.settings.lease_ttl
+        ):
             rt.live.leases.clear_suspect(row.id)
             if status is JobStatus.PLACED:
                 if requeue(rt, row, [JobStatus.PLACED], "its placement was never claimed"):
