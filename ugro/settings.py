@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -235,6 +235,17 @@ class Settings(BaseModel):
         if self.redis_url is not None:
             return self.redis_url
         return f"unix://{quote(str(self.redis_socket))}"
+
+    @property
+    def shown_redis_url(self) -> str:
+        """The Redis URL to print: its password, if any, as ``***``."""
+        parts = urlsplit(self.effective_redis_url)
+        if parts.password is None:
+            return self.effective_redis_url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
     @property
     def broker_url(self) -> str:

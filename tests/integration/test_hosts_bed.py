@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from tests.conftest import processes_of, wait_until
@@ -49,6 +50,21 @@ def test_each_host_runs_its_jobs_from_its_own_address_and_a_pulled_cable_cuts_it
             assert job.succeeded, bed.log(host)
             log = "".join(client.logs(job.id))
             assert log.split() == [host.node, host.address]
+        # and Redis's password is in no file of the data dir, the hosts' logs
+        # included, but the services host's own Redis config
+        shown = [
+            path
+            for path in bed.base.data_dir.rglob("*")
+            if path.is_file()
+            and path.name != "redis.conf"
+            and bed.password.encode() in path.read_bytes()
+        ]
+        assert shown == []
+        # nor in any process's command line (the title `ps` shows)
+        titles = []
+        for proc in psutil.process_iter(["cmdline"]):
+            titles.append(" ".join(proc.info["cmdline"] or []))
+        assert not [title for title in titles if bed.password in title]
         # and a pulled cable cuts that host off, and only that host
         cut, other = bed.hosts
         bed.pull_cable(cut)

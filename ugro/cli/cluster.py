@@ -260,9 +260,11 @@ def down() -> None:
 @click.option("--gpus", default=None, help="GPU indices to serve, e.g. 0,1 (default: all).")
 def worker(gpus: str | None) -> None:
     """Run this node's GPU workers and node agent in the foreground."""
+    from ugro.live.state import connect
     from ugro.ops.stack import node_services, run_foreground, select_gpus
 
     settings = settings_from_env()
+    connect(settings).close()  # unreachable, or a wrong password: said now, exit 3
     indices, found = select_gpus(settings, _parse_gpus(gpus))
     err().print(f"node {settings.node_name}: {found}; serving GPUs {indices}")
     sys.exit(run_foreground(settings, node_services(indices)))
@@ -271,6 +273,8 @@ def worker(gpus: str | None) -> None:
 @main.command()
 def beat() -> None:
     """Run Celery beat with ugro's schedule in the foreground."""
+    from ugro.live.state import connect
     from workers.beat import main as beat_main
 
+    connect(settings_from_env()).close()  # unreachable, or a wrong password: exit 3
     beat_main()

@@ -51,10 +51,17 @@ def connect(
         health_check_interval=30,
         decode_responses=True,
     )
+    where = "the embedded Redis" if settings.embedded_redis else settings.shown_redis_url
     try:
         client.ping()
+    except redis.AuthenticationError as exc:
+        # (before ConnectionError: redis-py makes it one of those)
+        if "required" in str(exc).lower():
+            why = "wants a password: give it in UGRO_REDIS_URL (redis://:PASSWORD@host:port)"
+        else:
+            why = "refused the password: check the password in UGRO_REDIS_URL"
+        raise NotRunningError(f"{where} {why}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        where = "the embedded Redis" if settings.embedded_redis else settings.effective_redis_url
         hint = "start it with `ugro up`" if settings.embedded_redis else "check UGRO_REDIS_URL"
         raise NotRunningError(f"cannot reach {where} ({exc}): {hint}") from None
     if wait_out_restarts:

@@ -17,7 +17,7 @@ from pathlib import Path
 from ugro.errors import StackError
 from ugro.execution.processes import alive, stop_supervisor
 from ugro.gpus.inventory import load_backend
-from ugro.live.state import LiveState
+from ugro.live.state import LiveState, connect
 from ugro.ops.redis_server import EmbeddedRedis
 from ugro.ops.supervisor import Service, Supervisor
 from ugro.registry.store import Registry
@@ -104,6 +104,9 @@ class Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.settings.embedded_redis:
             self.redis.start()
+        # A Redis that cannot be reached, or refuses the password, is said now: the
+        # workers would only retry it in the background.
+        connect(self.settings).close()
         Registry(self.settings.effective_database_url).close()  # tables, before the workers race
         if self.supervisor_pid() is None:
             with (self.run_dir / "supervisor.log").open("ab") as log:
