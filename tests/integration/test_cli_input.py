@@ -23,6 +23,21 @@ CASES = [
     (["--timeout", "soon"], "timeout"),
     (["--env", "NOEQUALS"], "env"),
     (["--env", "1X=2"], "env"),
+    # hostile text at each door: newlines, shell metacharacters, 10 kB, bad UTF-8
+    (["--name", "a\nb"], "name"),
+    (["--name", "x;rm -rf ~"], "name"),
+    (["--name", "$(reboot)"], "name"),
+    (["--name", "x" * 10_000], "name"),
+    (["--name", "caf\udce9"], "name"),
+    (["--tag", "../up"], "tag"),
+    (["--tag", "a b"], "tag"),
+    (["--env", "A-B=1"], "env"),
+    (["--env", "A=caf\udce9"], "env"),
+    (["--env", "UGRO_JOB_ID=x"], "env"),
+    (["--workdir", "/nonexistent/../../x"], "workdir"),
+    (["--nodes", "0"], "nodes"),
+    (["--nodes", "2", "--node", "n1"], "node"),
+    (["--launch", "rank"], "launch"),
 ]
 
 
@@ -36,6 +51,9 @@ def test_bad_submissions_leave_nothing_behind(settings: Settings, live_redis: re
         assert result.stdout == ""
     empty = ugro(settings, "submit", "--name", "ok", "--")
     assert empty.returncode == 2 and "command" in empty.stderr.lower()
+    not_text = ugro(settings, "submit", "--name", "ok", "--", "python", "caf\udce9.py")
+    assert not_text.returncode == 2, not_text.stderr
+    assert "argument 1 is not valid UTF-8 text" in not_text.stderr
 
     # nothing in the tree, the registry or Redis
     jobs_dir = settings.jobs_dir

@@ -45,6 +45,16 @@ def parse_duration(value: str | float | int) -> float:
     return seconds
 
 
+def _check_text(value: str, what: str) -> str:
+    """Refuse text that is not valid Unicode (bytes that were not UTF-8 reach
+    Python as lone surrogates): it could be neither stored as JSON nor shown."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid UTF-8 text") from None
+    return value
+
+
 def _check_safe(value: str, what: str) -> str:
     if not SAFE_NAME.match(value):
         raise ValueError(
@@ -104,6 +114,8 @@ class JobSpec(BaseModel):
             raise ValueError("the program (first element) is empty")
         if any("\x00" in arg for arg in value):
             raise ValueError("an argument contains a NUL byte")
+        for n, arg in enumerate(value):
+            _check_text(arg, f"argument {n}")
         return value
 
     @field_validator("timeout", mode="before")
@@ -121,6 +133,7 @@ class JobSpec(BaseModel):
                 raise ValueError(f"{key!r}: UGRO_* variables are set by ugro itself")
             if "\x00" in item:
                 raise ValueError(f"the value of {key!r} contains a NUL byte")
+            _check_text(item, f"the value of {key!r}")
         return value
 
     @field_validator("working_dir")
@@ -128,7 +141,7 @@ class JobSpec(BaseModel):
     def _working_dir(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("/"):
             raise ValueError(f"{value!r} must be an absolute path")
-        return value
+        return None if value is None else _check_text(value, "the path")
 
     @field_validator("epoch_files")
     @classmethod
