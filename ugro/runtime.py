@@ -116,16 +116,20 @@ class Runtime:
         new: JobStatus,
         expect: Iterable[JobStatus] | None = None,
         writes: Writes | None = None,
+        of_attempt: int | None = None,
         **values: Any,
     ) -> bool:
-        """Change a job's status in the registry (compare-and-set from ``expect``),
-        then in Redis (with ``writes``: in it, for the caller to execute); False
-        when the job was in another status by then.
+        """Change a job's status in the registry (compare-and-set from ``expect``;
+        with ``of_attempt``, only while that is its attempt), then in Redis (with
+        ``writes``: in it, for the caller to execute); False when the job was in
+        another status by then.
 
         Raises:
             TransitionError: the lifecycle table does not allow the move.
         """
-        if not self.registry.transition(job_id, new, expect=expect, **values):
+        if not self.registry.transition(
+            job_id, new, expect=expect, of_attempt=of_attempt, **values
+        ):
             return False
         if writes is None:
             self.live.set_job(job_id, **_live_fields(new, values))

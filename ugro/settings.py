@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # A unix socket path must fit sockaddr_un.sun_path (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100
@@ -79,6 +79,10 @@ class Settings(BaseModel):
     # heartbeat_interval; a lease outlives a missed renewal or two, not more.
     heartbeat_interval: float = 5.0
     lease_ttl: float = 30.0
+    # A worker that could not renew its running job's lease for this long stops
+    # the job itself, before the lease can run out and the job run elsewhere
+    # (default: lease_ttl less two heartbeats; it must be less than lease_ttl).
+    fence_grace: float | None = Field(default=None, gt=0)
     # A placed job whose worker never claims it frees its GPUs after this long.
     placement_ttl: float = 120.0
     # How long a worker key lives without a refresh before dispatch skips that GPU.
@@ -186,6 +190,23 @@ class Settings(BaseModel):
         if not 1024 <= int(low) <= int(high) <= 65535:
             raise ValueError(f"{value!r}: the ports must be 1024-65535, low before high")
         return value
+
+    @model_validator(mode="after")
+    def _fence_before_the_lease_runs_out(self) -> Settings:
+        if self.fence_grace is not None and self.fence_grace >= self.lease_ttl:
+            raise ValueError(
+                f"fence_grace ({self.fence_grace:g} s) must be less than lease_ttl"
+                f" ({self.lease_ttl:g} s): a worker cut off must stop its job before"
+                " the job may run elsewhere"
+            )
+        return self
+
+    @property
+    def fence_after(self) -> float:
+        """How long a worker runs a job whose lease it cannot renew."""
+        if self.fence_grace is not None:
+            return self.fence_grace
+        return max(self.lease_ttl - 2 * self.heartbeat_interval, self.heartbeat_interval)
 
     @property
     def master_port_range(self) -> tuple[int, int]:

@@ -135,6 +135,28 @@ def test_a_queued_job_placed_and_claimed_at_once_is_running_its_first_attempt(
     registry.close()
 
 
+def test_the_end_of_an_attempt_moves_on_no_later_attempt(database_url: str) -> None:
+    # Given a job in its second attempt (its first was lost and run again)
+    registry = Registry(database_url)
+    registry.create_jobs([_job("late")])
+    placed = {"node": "n", "gpu_indices": "[0]", "placed_at": utcnow()}
+    claim = {"started_at": utcnow()}
+    assert registry.place_and_claim("late", "t1", placed, claim) is not None
+    assert registry.transition("late", JobStatus.LOST, expect=[JobStatus.RUNNING], of_attempt=1)
+    assert registry.transition("late", JobStatus.QUEUED, expect=[JobStatus.LOST], of_attempt=1)
+    second = registry.place_and_claim("late", "t2", placed, claim)
+    assert second is not None and second.attempt == 2
+    # When the first attempt's worker comes back and ends it
+    running = [JobStatus.RUNNING]
+    assert not registry.transition("late", JobStatus.QUEUED, expect=running, of_attempt=1)
+    ended = {"ended_at": utcnow(), "exit_reason": "lost"}
+    assert not registry.end_attempt_with_status("late", 1, ended, JobStatus.FINISHED, running)
+    # Then the second attempt runs on, and its own end is what moves the job
+    assert registry.get_job("late").status == JobStatus.RUNNING.value
+    assert registry.end_attempt_with_status("late", 2, ended, JobStatus.FINISHED, running)
+    registry.close()
+
+
 def test_a_forbidden_move_raises_transition_error_and_writes_nothing(database_url: str) -> None:
     # Given a job that finished and one that is queued
     registry = Registry(database_url)

@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-
+from ugro.execution.job_watch import JobWatch, StopAsked
 from ugro.execution.outcome import requeue, settle_failure
 from ugro.execution.rendezvous import gang_environment, master_port, node_address
 from ugro.execution.runner import ExitInfo, RunControl, run_command
@@ -34,8 +33,6 @@ from ugro.scheduling.dispatch import ClaimedJob, WorkerGpu, dispatch_pending
 from ugro.settings import Settings
 
 log = logging.getLogger(__name__)
-# A cancel request is looked for at most this often (one GET per running job).
-_CANCEL_POLL = 0.5
 # The bin folder of the virtualenv ugro runs from (None outside one): first on a
 # job's PATH, so that its bare `python` is the one with ugro installed, as in an
 # activated shell, whether or not the shell that ran `ugro up` had activated it.
@@ -208,24 +205,19 @@ def _execute(
             f"attempt {job.attempt} started on {node} GPUs {gpus}{resume}: {command} (pid {pid})"
         )
 
-    def heartbeat() -> bool:
-        try:
-            held = rt.live.leases.renew(
-                node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt
-            )
-            if held:
-                rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, attempt=job.attempt)
-            return held
-        except redis.RedisError as exc:
-            # Redis away: nobody can declare the job lost either; keep running and
-            # take the lease again when it is back.
-            log.warning("heartbeat of %s failed: %s", job.id, exc)
-            return True
+    def renew() -> bool:
+        held = rt.live.leases.renew(node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt)
+        if held:
+            rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, attempt=job.attempt)
+        return held
 
-    control = run_control(
-        rt, spec, stop, heartbeat, lambda: rt.live.stops.cancel_requested(job.id), on_start
+    control, watch = run_control(
+        rt, spec, stop, renew, lambda: rt.live.stops.cancel_requested(job.id), on_start
     )
-    info = run_command(argv, env, cwd, rank_log, control)
+    try:
+        info = run_command(argv, env, cwd, rank_log, control)
+    finally:
+        watch.stop()
     if info.pid is None:  # never started: its log, which says why, gets its names here
         paths.name_rank_logs(job.attempt, ranks)
     _write_metadata(paths, job, node, gpus, host, command, started=started, info=info)
@@ -285,41 +277,36 @@ def ended_fields(info: ExitInfo | None, pid: int | None = None) -> dict[str, Any
     }
 
 
-StopAsked = Callable[[], tuple[float, str] | None]
-
-
 def run_control(
     rt: Runtime,
     spec: JobSpec,
     stop: threading.Event,
-    heartbeat: Callable[[], bool],
+    renew: Callable[[], bool],
     stop_asked: StopAsked,
     on_start: Callable[[int], None],
-) -> RunControl:
-    """What the runner checks while a job runs, with the settings' timings: the
-    stop requests ``stop_asked`` reads are looked for at most every ``_CANCEL_POLL``
-    seconds, and while Redis is away there are none."""
-    last_look = [0.0]
+) -> tuple[RunControl, JobWatch]:
+    """What the runner checks while a job runs, with the settings' timings, and the
+    watch that learns it from Redis once the job has started (``renew`` its lease,
+    ``stop_asked`` for a stop request); the caller stops the watch at the end."""
+    settings = rt.settings
+    watch = JobWatch(renew, stop_asked, settings.heartbeat_interval, settings.fence_after)
 
-    def asked() -> tuple[float, str] | None:
-        now = time.monotonic()
-        if now - last_look[0] < _CANCEL_POLL:
-            return None
-        last_look[0] = now
-        try:
-            return stop_asked()
-        except redis.RedisError:
-            return None
+    def started(pid: int) -> None:
+        on_start(pid)
+        watch.start()
 
-    return RunControl(
-        heartbeat=heartbeat,
-        interval=rt.settings.heartbeat_interval,
+    control = RunControl(
+        heartbeat=watch.holds_lease,
+        interval=settings.heartbeat_interval,
         stop=stop,
         timeout=spec.timeout,
-        grace=rt.settings.stop_grace,
-        cancelled=asked,
-        on_start=on_start,
+        grace=settings.stop_grace,
+        cancelled=watch.stop_asked,
+        on_start=started,
+        # A job whose lease is lost must be gone before the lease runs out.
+        lost_grace=min(settings.stop_grace, max(0.0, settings.lease_ttl - settings.fence_after)),
     )
+    return control, watch
 
 
 def record_end(

@@ -20,8 +20,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import redis
-
 from ugro.execution.attempt import LeaseTaken, job_environment, per_gpu, run_control
 from ugro.execution.gang_end import (
     GangMember,
@@ -130,24 +128,23 @@ def _run(rt: Runtime, member: GangMember, paths: JobPaths, stop: threading.Event
         paths.append_node_console(node, line)
         paths.append_console(line)
 
-    def heartbeat() -> bool:
-        try:
-            return rt.live.leases.renew(
-                node, member.gpus, member.holder, rt.settings.lease_ttl, attempt=job.attempt
-            )
-        except redis.RedisError as exc:
-            log.warning("heartbeat of %s rank %s failed: %s", job.id, member.rank, exc)
-            return True
+    def renew() -> bool:
+        return rt.live.leases.renew(
+            node, member.gpus, member.holder, rt.settings.lease_ttl, attempt=job.attempt
+        )
 
-    control = run_control(
+    control, watch = run_control(
         rt,
         spec,
         stop,
-        heartbeat,
+        renew,
         lambda: rt.live.stops.member_stop_requested(job.id, job.attempt, rt.settings.stop_grace),
         on_start,
     )
-    info = run_command(argv, env, cwd, log_path, control)
+    try:
+        info = run_command(argv, env, cwd, log_path, control)
+    finally:
+        watch.stop()
     paths.write_node_metadata(node, node_metadata(member, command, started, info=info))
     return info
 

@@ -34,8 +34,16 @@ def requeue(
             ``queued``.
     """
     spec = JobSpec.model_validate_json(job.spec)
+    # (of the attempt it ended: a worker that comes back late moves on no later one)
     moved = rt.transition(
-        job.id, JobStatus.QUEUED, expect=expect, node=None, gpu_indices=None, members=None, **values
+        job.id,
+        JobStatus.QUEUED,
+        expect=expect,
+        of_attempt=job.attempt,
+        node=None,
+        gpu_indices=None,
+        members=None,
+        **values,
     )
     if not moved:
         return False
@@ -89,7 +97,14 @@ def settle_failure(
         why = f"attempt {job.attempt} ended: {reason}; retry {failures} of {spec.max_retries}"
         if requeue(rt, job, expect, why, delay, **fields):
             return JobStatus.QUEUED
-    rt.transition(job.id, JobStatus.FAILED, expect=expect, finished_at=ended or utcnow(), **fields)
+    rt.transition(
+        job.id,
+        JobStatus.FAILED,
+        expect=expect,
+        of_attempt=job.attempt,
+        finished_at=ended or utcnow(),
+        **fields,
+    )
     rt.registry.add_event(
         "job_failed", f"{job.id} failed: {reason} {error or ''}".strip(), job.id, job.node
     )

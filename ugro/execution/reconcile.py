@@ -139,7 +139,12 @@ def declare_lost(rt: Runtime, row: JobRow, error: str | None = None) -> bool:
         error = f"no heartbeat from node {row.node} for more than {rt.settings.lease_ttl:g} s"
     reason = ExitReason.LOST
     if not rt.transition(
-        row.id, JobStatus.LOST, expect=[JobStatus.RUNNING], exit_reason=reason, error=error
+        row.id,
+        JobStatus.LOST,
+        expect=[JobStatus.RUNNING],
+        of_attempt=row.attempt,
+        exit_reason=reason,
+        error=error,
     ):
         return False
     ended = datetime.now(UTC)

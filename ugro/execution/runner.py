@@ -83,9 +83,11 @@ class RunControl:
     """What the runner checks while the job runs.
 
     ``heartbeat`` is called every ``interval`` seconds and returns False when the
-    job's leases were lost. ``cancelled`` returns the grace and the reason
-    (``cancelled`` by a person, ``stuck`` by the progress scan) of a request to
-    stop the job, or None. ``stop`` set means the worker is shutting down.
+    job's leases were lost (the job is then stopped with ``lost_grace``, when given,
+    instead of ``grace``: it must be gone before the job may run elsewhere).
+    ``cancelled`` returns the grace and the reason (``cancelled`` by a person,
+    ``stuck`` by the progress scan) of a request to stop the job, or None. ``stop``
+    set means the worker is shutting down.
     """
 
     heartbeat: Callable[[], bool]
@@ -95,6 +97,7 @@ class RunControl:
     grace: float
     cancelled: Callable[[], tuple[float, str] | None] = lambda: None
     on_start: Callable[[int], None] = lambda pid: None
+    lost_grace: float | None = None
 
 
 @dataclass
@@ -233,6 +236,7 @@ def _watch_until_exit(
             next_beat = now + control.interval
             if not control.heartbeat():
                 reason = ExitReason.LOST
+                grace = control.grace if control.lost_grace is None else control.lost_grace
         if reason is not None:
             stopping = _Stopping(reason, now + grace, job_processes(proc.pid, tag))
             _signal_group(proc.pid, signal.SIGTERM)

@@ -49,11 +49,13 @@ def job_status(
     columns: tuple[str, ...],
     claim: bool = False,
     token: bool = True,
+    of_attempt: bool = False,
 ) -> Update:
-    """UPDATE a job's status (and ``columns``) where it is in ``sources``; with
-    ``claim``, also start its next attempt and return the row, only where its
-    placement's lease token is ``w_token`` unless ``token`` is false (a placement
-    and its claim in one statement, the token among ``columns``).
+    """UPDATE a job's status (and ``columns``) where it is in ``sources`` (with
+    ``of_attempt``: and its attempt is ``w_attempt``); with ``claim``, also start
+    its next attempt and return the row, only where its placement's lease token is
+    ``w_token`` unless ``token`` is false (a placement and its claim in one
+    statement, the token among ``columns``).
 
     The one statement that writes the status column. ``sources -> new`` comes
     checked against the lifecycle table by the registry's caller of this
@@ -61,6 +63,8 @@ def job_status(
     values: dict[str, Any] = {column: bindparam(f"v_{column}") for column in columns}
     values["status"] = new
     where = [jobs.c.id == bindparam("w_job"), _status_in(jobs, sources)]
+    if of_attempt:
+        where.append(jobs.c.attempt == bindparam("w_attempt"))
     if claim:
         values["attempt"] = jobs.c.attempt + 1
         if token:

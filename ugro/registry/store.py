@@ -182,19 +182,22 @@ class Registry:
         job_id: str,
         new: JobStatus,
         expect: Iterable[JobStatus] | None = None,
+        of_attempt: int | None = None,
         **values: Any,
     ) -> bool:
         """Compare-and-set ``status`` to ``new`` (and ``values``) from a status in
-        ``expect`` (None: any status allowed to reach ``new``).
+        ``expect`` (None: any status allowed to reach ``new``), and, with
+        ``of_attempt``, only while that is still the job's attempt: the end of an
+        attempt never moves the job on from a later one.
 
-        Returns False (and changes nothing) when the job is in another status by
-        then: someone else got there first.
+        Returns False (and changes nothing) when the job is in another status (or
+        attempt) by then: someone else got there first.
 
         Raises:
             TransitionError: ``expect`` names a status from which the lifecycle
                 table does not allow ``new`` (nothing is written).
         """
-        [changed] = self.connections.write(_status_update(job_id, new, expect, values))
+        [changed] = self.connections.write(_status_update(job_id, new, expect, values, of_attempt))
         return bool(changed == 1)
 
     def claim(
@@ -236,14 +239,15 @@ class Registry:
         expect: Iterable[JobStatus],
         **values: Any,
     ) -> bool:
-        """``end_attempt`` and ``transition`` in one transaction (one commit). The
-        attempt's end is recorded either way; returns whether the status changed.
+        """``end_attempt`` and ``transition`` (of attempt ``number``) in one transaction
+        (one commit). The attempt's end is recorded either way; returns whether the
+        status changed.
 
         Raises:
             TransitionError: as ``transition`` does (nothing is written, the
                 attempt's end neither).
         """
-        status = _status_update(job_id, new, expect, values)
+        status = _status_update(job_id, new, expect, values, number)
         _, changed = self.connections.write(_attempt_update(job_id, number, attempt), status)
         return bool(changed == 1)
 
@@ -354,12 +358,23 @@ def _sources(new: JobStatus, expect: Iterable[JobStatus] | None) -> tuple[str, .
 
 
 def _status_update(
-    job_id: str, new: JobStatus, expect: Iterable[JobStatus] | None, values: dict[str, Any]
+    job_id: str,
+    new: JobStatus,
+    expect: Iterable[JobStatus] | None,
+    values: dict[str, Any],
+    of_attempt: int | None = None,
 ) -> tuple[Executable, dict[str, Any]]:
-    """A job's compare-and-set status change: the statement and its parameters
-    (plain values: each is a parameter of a statement built once per shape)."""
-    stmt = sql.job_status(_JOBS, new.value, _sources(new, expect), tuple(values))
-    return stmt, {"w_job": job_id, **sql.bound(values)}
+    """A job's compare-and-set status change (of that attempt, with ``of_attempt``):
+    the statement and its parameters (plain values: each is a parameter of a
+    statement built once per shape)."""
+    guarded = of_attempt is not None
+    stmt = sql.job_status(
+        _JOBS, new.value, _sources(new, expect), tuple(values), of_attempt=guarded
+    )
+    params = {"w_job": job_id, **sql.bound(values)}
+    if guarded:
+        params["w_attempt"] = of_attempt
+    return stmt, params
 
 
 def _claim(

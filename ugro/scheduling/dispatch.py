@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ugro.jobs.lifecycle import JobStatus
 from ugro.live.dispatch_state import FreedGpu, PendingEntry, Snapshot, TakenForGpu
@@ -325,7 +325,11 @@ def place(
         # another pass, on what is free now.
         rt.live.dispatch.ask()
         return False
-    where = {"node": placement.node, "gpu_indices": gpu_json(gpus), "placed_at": utcnow()}
+    where: dict[str, Any] = {
+        "node": placement.node,
+        "gpu_indices": gpu_json(gpus),
+        "placed_at": utcnow(),
+    }
     claimed: JobRow | None = None
     if for_worker:
         pipe = writes if writes is not None else rt.live.redis.pipeline(transaction=True)
