@@ -6,9 +6,11 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import make_settings, wait_for_job, wait_until
@@ -19,6 +21,8 @@ from ugro.settings import Settings
 
 # Attempt 1 runs until its host dies; attempt 2 ends at once.
 LONG_THEN_SHORT = 'if [ "$UGRO_ATTEMPT" = 1 ]; then exec sleep 300; fi; exit 0'
+# The same, each start of its process a line in the job's folder.
+COUNTED_LONG_THEN_SHORT = 'echo "$UGRO_ATTEMPT" >> "$UGRO_JOB_DIR/starts"; ' + LONG_THEN_SHORT
 
 
 def _kill_host_whole(netns: str) -> None:
@@ -92,3 +96,112 @@ def test_a_node_that_dies_whole_has_its_job_requeued_within_a_lease_ttl_and_a_ti
         assert requeued_after < 2 * settings_used.lease_ttl
         attempts = client.rt.registry.attempts(job.id)
         assert [a.exit_reason for a in attempts] == ["lost", "ok"]
+
+
+class _Sampler:
+    """Samples, every 0.2 s while a test acts, what must hold at every moment: no
+    two attempts of the job run at once, and no more GPU leases than GPUs."""
+
+    def __init__(self, client: Client, job_id: str, gpus: int) -> None:
+        self.client, self.job_id, self.gpus = client, job_id, gpus
+        self.most_attempts_at_once = 0
+        self.most_leases = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def _sample(self) -> None:
+        redis = self.client.rt.live.redis
+        pattern = f"{self.client.rt.keys.prefix}:lease:*"
+        while not self._done.wait(0.2):
+            attempts = set()
+            for proc in psutil.process_iter(["environ"]):
+                with contextlib.suppress(psutil.Error):
+                    environ = proc.info["environ"] or {}
+                    if environ.get("UGRO_JOB_ID") == self.job_id:
+                        attempts.add(environ.get("UGRO_ATTEMPT"))
+            self.most_attempts_at_once = max(self.most_attempts_at_once, len(attempts))
+            leases = sum(1 for _ in redis.scan_iter(match=pattern, count=100))
+            self.most_leases = max(self.most_leases, leases)
+
+
+@pytest.mark.timeout(240)
+def test_a_partitioned_node_stops_its_job_itself_and_the_job_runs_elsewhere_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        database_url,
+        lease_ttl=8.0,
+        fence_grace=4.0,
+        heartbeat_interval=1.0,
+        reconcile_interval=2.0,
+        worker_ttl=6.0,
+        stop_grace=2.0,
+    )
+    with (
+        multi_host_bed(settings, hosts=2, gpus=1, beat=True) as bed,
+        Client(bed.settings) as client,
+    ):
+        every_gpu = {(host.node, 0) for host in bed.hosts}
+        wait_until(
+            lambda: {(w.node, w.index) for w in client.rt.live.workers(6.0)} == every_gpu,
+            90,
+            "both hosts' workers",
+        )
+        job = client.submit(
+            JobSpec(
+                name="partitioned", max_retries=1, shell=True, command=[COUNTED_LONG_THEN_SHORT]
+            )
+        )
+        running = wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 60)
+        wait_until(lambda: _watched_for(client) >= bed.settings.lease_ttl, 60, "reconcile watching")
+        cut = next(host for host in bed.hosts if host.node == running.node)
+        with _Sampler(client, job.id, gpus=2) as sampler:
+            # When its host is cut off from Redis and the registry
+            bed.pull_cable(cut)
+            pulled = time.monotonic()
+            try:
+                # Then its job stops itself after the fence grace, before its lease
+                # could run out
+                wait_until(
+                    lambda: not [p for p in _processes_of(job.id) if p.get("UGRO_ATTEMPT") == "1"],
+                    30,
+                    "the cut-off job to stop itself",
+                )
+                stopped_after = time.monotonic() - pulled
+                assert stopped_after < bed.settings.lease_ttl, stopped_after
+                # and the rest of the cluster runs it on the other host, once
+                done = wait_for_job(client, job.id, lambda j: j.done, 90)
+                assert done.succeeded and done.node != cut.node, done
+            finally:
+                bed.plug_cable(cut)
+            # When the link is back, its GPU rejoins, and the job ran no more
+            wait_until(
+                lambda: any(w.node == cut.node for w in client.rt.live.workers(6.0)),
+                90,
+                "the cut-off host's GPU to rejoin",
+            )
+        assert sampler.most_attempts_at_once <= 1
+        assert sampler.most_leases <= 2
+        starts = (done.job_dir / "starts").read_text().split()
+        assert starts == ["1", "2"]
+        assert client.get(job.id).status is JobStatus.FINISHED
+
+
+def _processes_of(job_id: str) -> list[dict[str, str]]:
+    """The environments of the live processes of a job, wherever they run."""
+    found = []
+    for proc in psutil.process_iter(["environ", "status"]):
+        with contextlib.suppress(psutil.Error):
+            environ = proc.info["environ"] or {}
+            if environ.get("UGRO_JOB_ID") == job_id and proc.info["status"] != "zombie":
+                found.append(environ)
+    return found
