@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,12 +18,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import make_settings, wait_for_job, wait_until
-from tests.hosts import multi_host_bed
+from tests.conftest import make_settings, running_stack, wait_for_job, wait_until
+from tests.hosts import _free_port, _wait_for_port, multi_host_bed
 from ugro import Client, JobSpec
 from ugro.jobs.lifecycle import JobStatus
+from ugro.ops.redis_server import redis_executable
 from ugro.settings import Settings
 
+JOBS = Path(__file__).parents[1] / "jobs"
+RECORD = str(JOBS / "record.py")
+PY = sys.executable
 # Attempt 1 runs until its host dies; attempt 2 ends at once.
 LONG_THEN_SHORT = 'if [ "$UGRO_ATTEMPT" = 1 ]; then exec sleep 300; fi; exit 0'
 # The same, each start of its process a line in the job's folder.
@@ -205,3 +214,92 @@ def _processes_of(job_id: str) -> list[dict[str, str]]:
             if environ.get("UGRO_JOB_ID") == job_id and proc.info["status"] != "zombie":
                 found.append(environ)
     return found
+
+
+class _DeploymentRedis:
+    """A Redis server as the deployment runs one: its own process, a password, an
+    append-only file; restarted as its service manager would (SIGTERM, start)."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+        self.password = secrets.token_hex(12)
+        self.port = _free_port("127.0.0.1")
+        self.conf = where / "redis.conf"
+        self.conf.write_text(
+            f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\n"
+            f'appendonly yes\nappendfsync everysec\nsave ""\ndir {where}\n'
+            "maxmemory-policy noeviction\n"
+        )
+        self.conf.chmod(0o600)
+        self.server: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.server = subprocess.Popen(
+            [redis_executable(), str(self.conf)], stdout=subprocess.DEVNULL
+        )
+        _wait_for_port("127.0.0.1", self.port, self.server)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.terminate()  # a clean shutdown writes the append-only file out
+            self.server.wait(timeout=20)
+
+    def forget(self) -> None:
+        """Remove what it kept: the next start is empty."""
+        for path in self.where.glob("appendonly*"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("kept", ["append-only file", "nothing"])
+def test_a_redis_restart_under_load_loses_no_job_runs_none_twice_and_keeps_the_order(
+    tmp_path: Path, database_url: str, kept: str
+) -> None:
+    redis_server = _DeploymentRedis(tmp_path)
+    redis_server.start()
+    settings = make_settings(
+        tmp_path / "data", database_url, redis_url=redis_server.url, redis_prefix="ugro"
+    )
+    out = tmp_path / "runs.jsonl"
+    try:
+        with running_stack(settings), Client(settings) as client:
+            # Given 4 jobs running and 50 queued behind them
+            running = [
+                client.submit(JobSpec(name=f"long{i}", command=[PY, RECORD, str(out), "4"]))
+                for i in range(4)
+            ]
+            for job in running:
+                wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 30)
+            queued = client.submit_many(
+                [JobSpec(name=f"q{i}", command=[PY, RECORD, str(out), "0.05"]) for i in range(50)]
+            )
+            # When Redis restarts, keeping its append-only file or nothing
+            redis_server.stop()
+            if kept == "nothing":
+                redis_server.forget()
+            redis_server.start()
+            jobs = running + queued
+            done = client.wait([job.id for job in jobs], timeout=150)
+            # Then every job ran, once, the running ones in their first attempt
+            assert all(job.status is JobStatus.FINISHED for job in done), [
+                (job.name, job.status) for job in done if not job.succeeded
+            ]
+            ran = [json.loads(line)["job_id"] for line in out.read_text().splitlines()]
+            assert sorted(ran) == sorted(job.id for job in jobs)
+            assert all(job.attempt == 1 for job in done)
+            # and the queue kept its order: each queued job started no later than
+            # the ones queued after it (to the jitter of starting processes)
+            starts = {
+                r["job_id"]: r["start"] for r in map(json.loads, out.read_text().splitlines())
+            }
+            order = [starts[job.id] for job in queued]
+            assert all(later >= earlier - 0.5 for earlier, later in itertools.pairwise(order))
+    finally:
+        redis_server.stop()

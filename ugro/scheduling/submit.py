@@ -7,7 +7,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from secrets import token_hex
 from typing import Any
 
@@ -122,7 +122,9 @@ def accept(
                 }
             )
             accepted.append((spec, paths, secrets))
-            rows.append(queued_row(job_id, stored, now))
+            # (a microsecond apart: the registry keeps a batch's submission order,
+            # and the reconciler queues jobs again in it after Redis lost them)
+            rows.append(queued_row(job_id, stored, now + timedelta(microseconds=len(rows))))
         # (before a job can start: its worker's lines come after this one)
         for spec, paths, _ in accepted:
             size = f"{spec.nodes} nodes x " if spec.distributed else ""
