@@ -13,17 +13,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.conftest import make_settings, running_stack, wait_for_job, wait_until
-from tests.hosts import _free_port, _wait_for_port, multi_host_bed
+from tests.hosts import TestBed, _free_port, _wait_for_port, multi_host_bed
 from ugro import Client, JobSpec
+from ugro.job import Job
 from ugro.jobs.lifecycle import JobStatus
 from ugro.ops.redis_server import redis_executable
-from ugro.settings import Settings
 
 JOBS = Path(__file__).parents[1] / "jobs"
 RECORD = str(JOBS / "record.py")
@@ -52,18 +53,16 @@ def _watched_for(client: Client) -> float:
     return 0.0 if since is None else seconds + micros / 1e6 - float(since)
 
 
-@pytest.mark.timeout(180)
-def test_a_node_that_dies_whole_has_its_job_requeued_within_a_lease_ttl_and_a_tick(
-    tmp_path: Path, database_url: str
-) -> None:
-    settings = make_settings(
-        tmp_path / "data",
-        database_url,
-        lease_ttl=8.0,
-        heartbeat_interval=1.0,
-        reconcile_interval=2.0,
-        worker_ttl=6.0,
-    )
+@contextlib.contextmanager
+def _one_job_on_two_hosts(
+    tmp_path: Path, database_url: str, spec: JobSpec, **timings: float
+) -> Iterator[tuple[TestBed, Client, Job]]:
+    """Two hosts of one GPU each, beat on the services host, an 8 s lease and a 2 s
+    reconcile tick (``timings`` change them), and ``spec`` running on one of them
+    once reconcile passes have watched the leases for a lease TTL (a lease missing
+    from then on ran out)."""
+    values = {"lease_ttl": 8.0, "heartbeat_interval": 1.0, "reconcile_interval": 2.0}
+    settings = make_settings(tmp_path / "data", database_url, worker_ttl=6.0, **(values | timings))
     with (
         multi_host_bed(settings, hosts=2, gpus=1, beat=True) as bed,
         Client(bed.settings) as client,
@@ -74,18 +73,23 @@ def test_a_node_that_dies_whole_has_its_job_requeued_within_a_lease_ttl_and_a_ti
             90,
             "both hosts' workers",
         )
-        job = client.submit(
-            JobSpec(name="victim", max_retries=1, shell=True, command=[LONG_THEN_SHORT])
-        )
+        job = client.submit(spec)
         running = wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 60)
-        # Reconcile passes have watched the leases for a lease TTL: a lease missing
-        # from now on ran out
         wait_until(
             lambda: _watched_for(client) >= bed.settings.lease_ttl,
             60,
             "reconcile passes watching for a lease TTL",
         )
-        dead = next(host for host in bed.hosts if host.node == running.node)
+        yield bed, client, running
+
+
+@pytest.mark.timeout(180)
+def test_a_node_that_dies_whole_has_its_job_requeued_within_a_lease_ttl_and_a_tick(
+    tmp_path: Path, database_url: str
+) -> None:
+    spec = JobSpec(name="victim", max_retries=1, shell=True, command=[LONG_THEN_SHORT])
+    with _one_job_on_two_hosts(tmp_path, database_url, spec) as (bed, client, job):
+        dead = next(host for host in bed.hosts if host.node == job.node)
         # When its host dies whole
         _kill_host_whole(dead.netns)
         killed = time.monotonic()
@@ -99,10 +103,9 @@ def test_a_node_that_dies_whole_has_its_job_requeued_within_a_lease_ttl_and_a_ti
         # Then it ran again on the other host, declared lost within a lease TTL and
         # a reconcile tick (plus a second of scheduling), not two TTLs
         assert done.succeeded and done.node != dead.node, done
-        settings_used: Settings = bed.settings
-        bound = settings_used.lease_ttl + settings_used.reconcile_interval
-        assert requeued_after <= bound + 2, requeued_after
-        assert requeued_after < 2 * settings_used.lease_ttl
+        ttl, tick = bed.settings.lease_ttl, bed.settings.reconcile_interval
+        assert requeued_after <= ttl + tick + 2, requeued_after
+        assert requeued_after < 2 * ttl
         attempts = client.rt.registry.attempts(job.id)
         assert [a.exit_reason for a in attempts] == ["lost", "ok"]
 
@@ -145,34 +148,10 @@ class _Sampler:
 def test_a_partitioned_node_stops_its_job_itself_and_the_job_runs_elsewhere_once(
     tmp_path: Path, database_url: str
 ) -> None:
-    settings = make_settings(
-        tmp_path / "data",
-        database_url,
-        lease_ttl=8.0,
-        fence_grace=4.0,
-        heartbeat_interval=1.0,
-        reconcile_interval=2.0,
-        worker_ttl=6.0,
-        stop_grace=2.0,
-    )
-    with (
-        multi_host_bed(settings, hosts=2, gpus=1, beat=True) as bed,
-        Client(bed.settings) as client,
-    ):
-        every_gpu = {(host.node, 0) for host in bed.hosts}
-        wait_until(
-            lambda: {(w.node, w.index) for w in client.rt.live.workers(6.0)} == every_gpu,
-            90,
-            "both hosts' workers",
-        )
-        job = client.submit(
-            JobSpec(
-                name="partitioned", max_retries=1, shell=True, command=[COUNTED_LONG_THEN_SHORT]
-            )
-        )
-        running = wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 60)
-        wait_until(lambda: _watched_for(client) >= bed.settings.lease_ttl, 60, "reconcile watching")
-        cut = next(host for host in bed.hosts if host.node == running.node)
+    spec = JobSpec(name="partitioned", max_retries=1, shell=True, command=[COUNTED_LONG_THEN_SHORT])
+    timings = {"fence_grace": 4.0, "stop_grace": 2.0}
+    with _one_job_on_two_hosts(tmp_path, database_url, spec, **timings) as (bed, client, job):
+        cut = next(host for host in bed.hosts if host.node == job.node)
         with _Sampler(client, job.id, gpus=2) as sampler:
             # When its host is cut off from Redis and the registry
             bed.pull_cable(cut)
