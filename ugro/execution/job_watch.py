@@ -29,7 +29,8 @@ StopAsked = Callable[[], tuple[float, str] | None]
 class JobWatch:
     """Renews a running job's lease every ``interval`` (``renew``: False when the
     lease is another's) and looks for stop requests (``stop_asked``), in a thread
-    of its own from ``start`` to ``stop``."""
+    of its own from the runner's first look (a job that ends before it, most of a
+    sweep of short jobs, costs no thread) to ``stop``."""
 
     def __init__(
         self, renew: Callable[[], bool], stop_asked: StopAsked, interval: float, fence_grace: float
@@ -45,8 +46,12 @@ class JobWatch:
         self._thread = threading.Thread(target=self._watch, name="job-watch", daemon=True)
 
     def start(self) -> None:
+        """The job started: its lease was renewed as it did."""
         self._renewed = time.monotonic()
-        self._thread.start()
+
+    def _watching(self) -> None:
+        if self._thread.ident is None and not self._done.is_set():
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop watching (without waiting: a Redis command under way may wait long)."""
@@ -54,6 +59,7 @@ class JobWatch:
 
     def holds_lease(self) -> bool:
         """False once the lease is another's, or not renewed for ``fence_grace``."""
+        self._watching()
         if self._lease_taken:
             return False
         silent = time.monotonic() - self._renewed
@@ -64,6 +70,7 @@ class JobWatch:
 
     def stop_asked(self) -> tuple[float, str] | None:
         """The last stop request seen: (grace, reason), or None."""
+        self._watching()
         return self._asked
 
     def _watch(self) -> None:
