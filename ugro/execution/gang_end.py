@@ -13,6 +13,7 @@ the reconciler (``declare_member_lost``), which then finalises when it is last.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -170,8 +171,6 @@ def gang_metadata(
 ) -> dict[str, Any]:
     """The top ``metadata.json`` of a gang job's attempt (``info``: its end, once
     finalised; None while it runs)."""
-    import json
-
     first = members[0] if members else None
     nodes = [
         {

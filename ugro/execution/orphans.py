@@ -10,11 +10,10 @@ is stopped like a job: SIGTERM, the grace period, SIGKILL.
 from __future__ import annotations
 
 import logging
-import signal
 
 import psutil
 
-from ugro.execution.processes import send, tagged_jobs
+from ugro.execution.processes import tagged_jobs, terminate
 from ugro.jobs.lifecycle import JobStatus
 from ugro.registry.models import placement_of
 from ugro.runtime import Runtime
@@ -63,10 +62,7 @@ def kill_orphans(rt: Runtime, node: str, grace: float | None = None) -> int:
             continue
         rt.paths(job_id).append_console(f"killed {len(procs)} orphaned process(es) on {node}")
         rt.registry.add_event("orphans_killed", f"{job_id}: {len(procs)} on {node}", job_id, node)
-    send(orphans, signal.SIGTERM)
-    _, left = psutil.wait_procs(orphans, timeout=rt.settings.stop_grace if grace is None else grace)
-    send(left, signal.SIGKILL)
     # Orphans are the children of the supervisor or a GPU worker (subreapers),
     # which reap them; the agent only waits for them to end.
-    psutil.wait_procs(left, timeout=5)
+    terminate(orphans, rt.settings.stop_grace if grace is None else grace)
     return len(orphans)

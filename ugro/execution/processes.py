@@ -99,6 +99,15 @@ def tagged_jobs() -> dict[str, list[psutil.Process]]:
     return found
 
 
+def terminate(procs: list[psutil.Process], grace: float) -> None:
+    """SIGTERM to ``procs``, SIGKILL to those left after ``grace`` seconds, then
+    wait for them to end (whoever is their parent reaps them)."""
+    send(procs, signal.SIGTERM)
+    _, left = psutil.wait_procs(procs, timeout=grace)
+    send(left, signal.SIGKILL)
+    psutil.wait_procs(left, timeout=5)
+
+
 def send(procs: Iterable[psutil.Process], sig: int) -> None:
     for proc in procs:
         with contextlib.suppress(psutil.Error):

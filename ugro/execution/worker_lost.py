@@ -14,17 +14,14 @@ the safety net.
 from __future__ import annotations
 
 import logging
-import signal
-
-import psutil
 
 from ugro.execution.gang_end import declare_member_lost
-from ugro.execution.processes import JobTag, job_processes, send
+from ugro.execution.processes import JobTag, job_processes, terminate
 from ugro.execution.reconcile import declare_lost
 from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.spec import JobSpec
 from ugro.registry.members import members_of
-from ugro.registry.models import JobRow, placement_of
+from ugro.registry.models import placement_of
 from ugro.runtime import Runtime
 from ugro.scheduling.dispatch import dispatch_pending
 
@@ -46,7 +43,8 @@ def declare_worker_lost(rt: Runtime, node: str, index: int) -> str | None:
     if row.status != JobStatus.RUNNING.value or index not in gpus:
         return None  # placed and never claimed: its placement's lease runs out
     rt.live.leases.fence(row.id, row.attempt)
-    _stop_processes(row, node, min(_KILL_GRACE, rt.settings.stop_grace))
+    # (the supervisor's children now: it reaps them)
+    terminate(job_processes(None, JobTag(row.id, node)), min(_KILL_GRACE, rt.settings.stop_grace))
     error = f"its GPU worker on {node} (GPU {index}) died"
     if row.members:
         spec = JobSpec.model_validate_json(row.spec)
@@ -58,11 +56,3 @@ def declare_worker_lost(rt: Runtime, node: str, index: int) -> str | None:
     rt.live.leases.release_job(row.id, node, gpus)
     dispatch_pending(rt)
     return row.id
-
-
-def _stop_processes(row: JobRow, node: str, grace: float) -> None:
-    procs = job_processes(None, JobTag(row.id, node))
-    send(procs, signal.SIGTERM)
-    _, left = psutil.wait_procs(procs, timeout=grace)
-    send(left, signal.SIGKILL)
-    psutil.wait_procs(left, timeout=5)
