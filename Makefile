@@ -16,19 +16,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Debian packages the tests drive for real: sshd (network probes) and Chromium
-# (Flower in a browser). Installed once when missing and we may; never a download
-# of a browser of its own.
-SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/chromium /usr/bin/chromedriver
+# Debian packages the tests drive for real: sshd (network probes), Chromium
+# (Flower in a browser) and libfaketime (a node whose clock is off). Installed once
+# when missing and we may; never a download of a browser of its own.
+SYSTEM_TOOLS := /usr/sbin/sshd /usr/bin/chromium /usr/bin/chromedriver /usr/bin/faketime
 system:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do [ -x $$tool ] || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing openssh-server chromium chromium-driver (missing:$$missing)"; \
+	    echo "installing openssh-server chromium chromium-driver faketime (missing:$$missing)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	      --no-install-recommends openssh-server chromium chromium-driver >/dev/null; \
+	      --no-install-recommends openssh-server chromium chromium-driver faketime >/dev/null; \
 	  else \
-	    echo "missing:$$missing; install openssh-server chromium chromium-driver" >&2; exit 1; \
+	    echo "missing:$$missing; install openssh-server chromium chromium-driver faketime" >&2; exit 1; \
 	  fi; \
 	fi
 

@@ -84,6 +84,7 @@ class Client:
 
         Raises:
             SpecError: when no live node could ever run the job.
+            DataDirError: when its tree could not be written (the data dir full).
         """
         return self.submit_many([spec])[0]
 
@@ -94,6 +95,7 @@ class Client:
 
         Raises:
             SpecError: when no live node could ever run one of the jobs.
+            DataDirError: when a job's tree could not be written (the data dir full).
         """
         from ugro.scheduling.submit import LiveNodes, accept
         from ugro.scheduling.submit_lease import SubmitLease

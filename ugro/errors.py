@@ -7,7 +7,9 @@
     ├── JobNotFound          no job with that id (CLI exit 2)
     ├── StateError           the job's status does not allow that (CLI exit 2)
     ├── NotRunningError      the stack (Redis, workers) is not up (CLI exit 3)
+    │   └── RegistryUnreachable  the registry's database server does not answer
     ├── InventoryError       the GPU backend could not be read (CLI exit 3)
+    ├── DataDirError         the data dir cannot be written: full, read-only (CLI exit 3)
     ├── TransitionError      a status write the lifecycle table does not allow
     └── StackError           starting or stopping processes failed (CLI exit 3)
 
@@ -47,8 +49,21 @@ class NotRunningError(UgroError):
     exit_code = 3
 
 
+class RegistryUnreachable(NotRunningError):
+    """The registry's database server does not answer (stopped, restarting, cut
+    off): a command fails at once; a worker with a job in hand waits it out
+    (``ugro.registry.outage``)."""
+
+
 class InventoryError(UgroError):
     """The GPU inventory backend or the cluster file is misconfigured or failed."""
+
+    exit_code = 3
+
+
+class DataDirError(UgroError):
+    """The data dir cannot be written (its filesystem full, read-only or gone): a
+    problem of the machine, not of the request, so nothing is accepted."""
 
     exit_code = 3
 

@@ -19,9 +19,9 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 # A unix socket path must fit sockaddr_un.sun_path (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100
@@ -110,6 +110,14 @@ class Settings(BaseModel):
     node_address: str | None = None
     master_ports: str = "29500-29999"
     gang_start_timeout: float = Field(default=120.0, gt=0)
+    # A worker with a job in hand waits this long for a registry that does not
+    # answer (its claim, start or end retried with backoff; the job's lease kept)
+    # before it gives the end up; a command fails at once (exit 3).
+    registry_wait: float = Field(default=600.0, gt=0)
+    # The key that seals a job's secret env values in Redis (any passphrase, the
+    # same on every node and submitter; default: derived from the Redis password,
+    # or a key of this machine: ugro.live.secret_box).
+    secret_key: SecretStr | None = None
     # Retry backoff: base * 2^(attempt-1) seconds, at most retry_backoff_max.
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0
@@ -148,6 +156,9 @@ class Settings(BaseModel):
     gpu_temp_critical_c: float = 92.0
     disk_warning_percent: float = 90.0
     disk_critical_percent: float = 97.0
+    # Below this much free space the data dir's disk is critical whatever its
+    # percentage: jobs and ugro's own bookkeeping can no longer write.
+    disk_critical_free_mb: float = 64.0
     memory_warning_percent: float = 90.0
     memory_critical_percent: float = 98.0
     cpu_warning_percent: float = 95.0
@@ -256,6 +267,12 @@ class Settings(BaseModel):
         if self.redis_url is not None:
             return self.redis_url
         return f"unix://{quote(str(self.redis_socket))}"
+
+    @property
+    def redis_password(self) -> str | None:
+        """The password of the Redis URL, if it has one."""
+        password = urlsplit(self.effective_redis_url).password
+        return unquote(password) if password is not None else None
 
     @property
     def shown_redis_url(self) -> str:

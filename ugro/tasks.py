@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import current_app, shared_task
 from celery.signals import worker_shutting_down
 
+from ugro.errors import RegistryUnreachable
 from ugro.execution.attempt import run_attempt
 from ugro.execution.gang import run_member
 from ugro.execution.orphans import kill_orphans
@@ -19,6 +21,7 @@ from ugro.runtime import Runtime
 from ugro.scheduling.dispatch import dispatch_pending
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Set when this worker process shuts down: running jobs go back to the queue.
 SHUTTING_DOWN = threading.Event()
@@ -44,38 +47,56 @@ def _on_shutdown(**_: Any) -> None:
 @shared_task(name=RUN_JOB, ignore_result=True, Request="ugro.transport.receipt_ack:ReceivedJob")
 def run_job(job_id: str, token: str, node: str, gpus: list[int], rank: int | None = None) -> str:
     """Run one placed job on this GPU worker (with ``rank``: that member of a gang job)."""
-    gpus = [int(g) for g in gpus]
+    try:
+        gpus = [int(g) for g in gpus]
+        rank = None if rank is None else int(rank)
+        if not all(isinstance(text, str) for text in (job_id, token, node)):
+            raise TypeError("job_id, token and node must be text")
+    except (TypeError, ValueError) as exc:
+        # JSON, but not what ugro sends: never run, one line in the log.
+        log.warning("dropped a job message with arguments of the wrong kinds: %s", exc)
+        return "dropped"
     if rank is not None:
-        outcome = run_member(runtime(), job_id, token, node, gpus, int(rank), SHUTTING_DOWN)
+        outcome = run_member(runtime(), job_id, token, node, gpus, rank, SHUTTING_DOWN)
     else:
         outcome = run_attempt(runtime(), job_id, token, node, gpus, SHUTTING_DOWN)
     log.info("job %s: %s", job_id, outcome)
     return outcome
 
 
+def _unless_registry_away(name: str, tick: Callable[[], T]) -> T | None:
+    """A scheduled tick, skipped with a line in the log while the registry does not
+    answer: it decides nothing from what it cannot read, and the next tick runs."""
+    try:
+        return tick()
+    except RegistryUnreachable as exc:
+        log.warning("%s skipped: %s", name, exc)
+        return None
+
+
 @shared_task(name="ugro.reconcile", ignore_result=True)
-def reconcile_task() -> dict[str, int]:
+def reconcile_task() -> dict[str, int] | None:
     """Beat's reconcile tick: lost jobs, live state rebuilt after a wipe."""
-    return reconcile(runtime())
+    return _unless_registry_away("reconcile", lambda: reconcile(runtime()))
 
 
 @shared_task(name="ugro.progress_scan", ignore_result=True)
-def progress_scan_task() -> dict[str, int]:
+def progress_scan_task() -> dict[str, int] | None:
     """Beat's progress scan: progress.json and status of every active job."""
-    return progress_scan(runtime())
+    return _unless_registry_away("progress scan", lambda: progress_scan(runtime()))
 
 
 @shared_task(name="ugro.kill_orphans", ignore_result=True)
-def kill_orphans_task() -> int:
+def kill_orphans_task() -> int | None:
     """Stop this node's orphaned job processes now (sent to the node's own queue)."""
     rt = runtime()
-    return kill_orphans(rt, rt.settings.node_name)
+    return _unless_registry_away("orphan scan", lambda: kill_orphans(rt, rt.settings.node_name))
 
 
 @shared_task(name="ugro.dispatch", ignore_result=True)
-def dispatch() -> int:
+def dispatch() -> int | None:
     """Beat's safety-net tick: place whatever pending jobs fit."""
-    return dispatch_pending(runtime())
+    return _unless_registry_away("dispatch", lambda: dispatch_pending(runtime()))
 
 
 @shared_task(name="ugro.health_sweep", ignore_result=True)
@@ -85,7 +106,7 @@ def health_sweep_task() -> dict[str, object] | None:
     from ugro.health.sweep import health_sweep
 
     rt = runtime()
-    report = health_sweep(rt)
+    report = _unless_registry_away("health sweep", lambda: health_sweep(rt))
     if report is None:
         return None
     if report.recovered:

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutting_down
 
+from ugro.errors import RegistryUnreachable
 from ugro.execution.orphans import kill_orphans
 from ugro.execution.reconcile import reconcile
 from ugro.gpus.inventory import load_backend
@@ -38,6 +39,8 @@ def main() -> None:
         while not stop.wait(settings.orphan_scan_interval):
             try:
                 kill_orphans(runtime(), node)
+            except RegistryUnreachable as exc:  # what runs is unknown: nothing is killed
+                log.warning("orphan scan skipped: %s", exc)
             except Exception:  # the scan must keep going whatever one pass hit
                 log.exception("orphan scan failed")
 

@@ -3,6 +3,7 @@ jobs, priorities, no starvation, cancel, timeouts, exit classes and retries."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -337,6 +338,52 @@ def test_a_pickled_message_is_refused_and_the_worker_stays_up(
     assert "untrusted content of type pickle" in log.read_text()
     assert not marker.exists()
     # the worker is still up and runs the next jobs on its GPU
+    out = tmp_path / "runs.jsonl"
+    after = [client.submit(rec(out, 0.1, f"after{i}")) for i in range(4)]
+    assert all(j.succeeded for j in client.wait([j.id for j in after], timeout=30))
+    assert "0" in {str(r["cuda_visible_devices"]) for r in records(out).values()}
+
+
+@pytest.mark.timeout(60)
+def test_a_message_that_is_not_ugro_s_json_is_dropped_with_a_line_and_never_run(
+    client: Client, lab: Settings, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    queue_key = client.rt.job_message("x", "t", "testnode", [0]).key
+    envelope = json.loads(client.rt.job_message("x", "t", "testnode", [0]).payload)
+    foreign = envelope | {
+        "headers": envelope["headers"] | {"task": "os.system", "argsrepr": "", "kwargsrepr": ""},
+        "body": base64.b64encode(json.dumps([[f"touch {marker}"], {}, {}]).encode()).decode(),
+    }
+    # bytes that are not JSON, JSON that is no message, a message of a task that is
+    # not ugro's, and ugro's task with arguments of the wrong kinds
+    wrong_args = envelope | {
+        "body": base64.b64encode(
+            json.dumps([[], {"job_id": {"$": 1}, "token": 7, "node": [], "gpus": "x"}, {}]).encode()
+        ).decode()
+    }
+    hostile = [
+        b"\x80\x04not json",
+        b'{"hello": "world"}',
+        json.dumps(foreign),
+        json.dumps(wrong_args),
+    ]
+    client.rt.live.redis.lpush(queue_key, *hostile)
+    log = lab.run_dir / "gpu-0.log"
+    lines = (
+        "not a message of ugro's: not JSON",
+        "not a message of ugro's: JSON without a message's envelope",
+        "unregistered task of type 'os.system'",
+        "dropped a job message with arguments of the wrong kinds",
+    )
+    wait_until(
+        lambda: all(line in log.read_text() for line in lines),
+        20,
+        "a line for each",
+        lambda: log.read_text()[-3000:],
+    )
+    assert not marker.exists()
+    assert "Unrecoverable error" not in log.read_text()
     out = tmp_path / "runs.jsonl"
     after = [client.submit(rec(out, 0.1, f"after{i}")) for i in range(4)]
     assert all(j.succeeded for j in client.wait([j.id for j in after], timeout=30))

@@ -4,10 +4,16 @@ then Redis wiped under the survivor."""
 from __future__ import annotations
 
 import contextlib
+import glob
+import itertools
+import re
 import signal
 import subprocess
 import sys
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,14 +27,22 @@ from ugro.settings import Settings
 
 SENT = "Scheduler: Sending due task"
 LOCK_TIMEOUT = 10.0
+#: How long a beat sleeps at most between ticks (``beat_max_loop_interval``): a
+#: standby polls for the lock that often.
+TICK = 5.0
+#: A log line of a send: when, and which entry.
+SENT_LINE = re.compile(
+    r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): \w+/\w+\] " + SENT + r" (\S+)", re.M
+)
+LIBFAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
 
 
 class Beat:
     """`python -m workers.beat` with its output in a file."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, clock: dict[str, str] | None = None) -> None:
         self.log = log
-        env = env_for(settings)
+        env = env_for(settings) | (clock or {})
         env["UGRO_BEAT_LOCK_TIMEOUT"] = str(LOCK_TIMEOUT)
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -135,3 +149,112 @@ def test_the_beat_takes_its_lock_and_schedule_back_after_a_wipe(
             lambda: active.count(SENT) >= before[id(active)] + 2, 20, "ticks after the wipe", logs
         )
         assert standby.count(SENT) == before[id(standby)], logs()
+
+
+def _sends(beats: list[Beat]) -> dict[str, list[datetime]]:
+    """Each entry's sends across the beats' logs, in order."""
+    sent: dict[str, list[datetime]] = defaultdict(list)
+    for beat in beats:
+        for stamp, entry in SENT_LINE.findall(beat.text()):
+            sent[entry].append(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f"))
+    return {entry: sorted(times) for entry, times in sent.items()}
+
+
+def _clock_at_2359(lead: float) -> dict[str, str]:
+    """libfaketime's environment for a clock that reads 23:59:00 UTC ``lead``
+    seconds from now (RedBeat's crontab and the summary's day read it)."""
+    if not LIBFAKETIME:
+        pytest.fail("libfaketime is missing: `make system` installs Debian's faketime")
+    due = time.time() + lead
+    at_2359 = datetime.fromtimestamp(due, UTC).replace(hour=23, minute=59, second=0, microsecond=0)
+    return {
+        "LD_PRELOAD": LIBFAKETIME[0],
+        "FAKETIME": f"{round(at_2359.timestamp() - due):+d}s",
+        # (the monotonic clock is shifted alike, a constant: left true, libfaketime
+        # fails beat's time.sleep between ticks)
+    }
+
+
+@pytest.mark.timeout(180)
+def test_a_takeover_sends_nothing_twice_and_writes_the_daily_summary_once(
+    embedded_settings: Settings, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # Given two beats whose clock (and the control worker's) reaches the summary's
+    # 23:59 a few seconds after beat A is killed, inside the takeover window,
+    lead = 40.0
+    clock = _clock_at_2359(lead)
+    kill_at = time.monotonic() + lead - 3.0
+    started: list[Beat] = []
+    agent: subprocess.Popen[bytes] | None = None
+    agent_log = tmp_path / "agent.log"
+    try:
+        a = Beat(embedded_settings, tmp_path / "beat-a.log", clock)
+        started.append(a)
+        logs = logs_of(started)
+        wait_until(lambda: "Acquired lock" in a.text(), 30, "beat A's lock", logs)
+        b = Beat(embedded_settings, tmp_path / "beat-b.log", clock)
+        started.append(b)
+        wait_until(lambda: "beat: Starting" in b.text(), 30, "beat B's start", logs)
+        assert time.monotonic() < kill_at, "too slow a start to kill A before 23:59"
+        wait_until(lambda: time.monotonic() >= kill_at, lead, "23:58:57 on the beats' clock")
+        assert "Acquired lock" not in b.text() and b.count(SENT) == 0, logs()
+
+        # when A dies without a word,
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(5)
+        killed = time.monotonic()
+        # then B takes over within the lock's timeout and one tick of its polling,
+        wait_until(lambda: "Acquired lock" in b.text(), LOCK_TIMEOUT + TICK + 10, "B", logs)
+        takeover = time.monotonic() - killed
+        wait_until(lambda: "daily-summary" in _sends(started), 30, "the 23:59 send", logs)
+        # and the control worker, started now, runs every summary task sent (the
+        # 23:59 entry's, and each beat's catch-up at its start):
+        with agent_log.open("wb") as out:
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "workers.node_agent"],
+                cwd=ROOT,
+                env=env_for(embedded_settings) | clock,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        ran = "Task ugro.daily_summary["
+        wait_until(
+            lambda: agent_log.read_text(errors="replace").count(ran) >= 2 * 3,  # received, done
+            60,
+            "three summary tasks run",
+            lambda: agent_log.read_text(errors="replace")[-3000:],
+        )
+        wait_until(lambda: b.count(SENT) >= 8, 30, "more ticks from B", logs)
+    finally:
+        if agent is not None:
+            agent.terminate()
+            try:
+                agent.wait(20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait(5)
+        for beat in started:
+            beat.stop()
+
+    print(f"takeover {takeover:.1f} s after the kill")
+    assert takeover <= LOCK_TIMEOUT + TICK + 1.0, logs()
+    # No entry was sent twice within its interval, across both beats.
+    intervals = {
+        name: float(entry["schedule"])
+        for name, entry in beat_schedule(embedded_settings).items()
+        if isinstance(entry["schedule"], float | int)
+    }
+    sends = _sends(started)
+    for name, times in sends.items():
+        gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
+        if name in intervals:
+            assert all(gap >= intervals[name] - 0.25 for gap in gaps), (name, gaps, logs())
+    # The 23:59 entry went once, from B, and the day's summary was written once.
+    assert len(sends["daily-summary"]) == 1 and b.count("daily-summary") == 1, logs()
+    day = sends["daily-summary"][0].date()
+    assert sends["daily-summary"][0] - datetime.combine(day, datetime.min.time()) >= timedelta(
+        hours=23, minutes=59
+    )
+    agent_text = agent_log.read_text(errors="replace")
+    assert agent_text.count(f"daily summary of {day} written") == 1, agent_text[-3000:]
+    assert (embedded_settings.summaries_dir / f"{day}_summary.md").exists()

@@ -67,6 +67,21 @@ def test_a_hot_gpu_warns_then_is_critical(
     assert f"GPU 1 at {temperature:.0f} C" in verdict.reasons[0]
 
 
+def test_a_data_dir_with_almost_no_room_is_critical_whatever_its_percentage(
+    limits: Settings,
+) -> None:
+    small = limits.model_copy(update={"disk_critical_free_mb": 64.0})
+    full = score_node(reading(disk_percent=80.0, disk_free_mb=12.5), None, time.time(), small)
+    assert full.level == "CRITICAL"
+    assert full.reasons == [
+        "data dir full: 12.5 MB free on its disk (80% used; critical below 64 MB)"
+    ]
+    roomy = score_node(reading(disk_free_mb=500.0), None, time.time(), small)
+    assert roomy.level == "INFO"
+    # an agent that does not read the free space is judged by the percentage alone
+    assert score_node(reading(disk_free_mb=None), None, time.time(), small).level == "INFO"
+
+
 def test_a_full_disk_is_critical_and_a_busy_cpu_only_warns(limits: Settings) -> None:
     full = score_node(reading(disk_percent=99.0), None, time.time(), limits)
     assert full.level == "CRITICAL" and "disk of the data dir 99% used" in full.reasons[0]

@@ -130,6 +130,7 @@ def test_exit_reasons_are_the_values_stored_and_documented() -> None:
         "error",
         "killed",
         "oom",
+        "disk_full",
         "timeout",
         "cancelled",
         "stuck",

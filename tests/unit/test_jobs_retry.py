@@ -22,6 +22,7 @@ E = ExitReason
         (E.LOST, True),
         (E.STUCK, True),
         (E.OOM, False),  # the same OOM again wastes GPU hours: opt in
+        (E.DISK_FULL, False),  # the disk is as full for the next attempt: opt in
         (E.CANCELLED, False),  # a person stopped it
         (E.OK, False),
         (E.INTERRUPTED, False),  # requeued by its worker's shutdown, not retried
@@ -39,6 +40,11 @@ def test_an_oom_is_retried_only_when_the_job_asks_for_it() -> None:
     spec = JobSpec(name="big", command=["python", "train.py"], max_retries=2, retry_on=["oom"])
     assert should_retry(E.OOM, 2, spec.max_retries, spec.retry_on, deterministic=False)
     assert not should_retry(E.OOM, 3, spec.max_retries, spec.retry_on, deterministic=False)
+
+
+def test_a_full_disk_is_retried_only_when_the_job_asks_for_it() -> None:
+    assert not should_retry(E.DISK_FULL, 1, 3, ["oom"], deterministic=False)
+    assert should_retry(E.DISK_FULL, 1, 3, ["disk_full"], deterministic=False)
 
 
 def test_a_cancelled_job_is_not_retried_even_when_it_lists_every_reason() -> None:
@@ -76,4 +82,4 @@ def test_backoff_doubles_from_its_base_up_to_its_cap() -> None:
 
 def test_what_a_spec_may_list_in_retry_on_is_what_the_policy_can_retry() -> None:
     listed = typing.get_args(typing.get_args(JobSpec.model_fields["retry_on"].annotation)[0])
-    assert set(listed) == RETRYABLE == RETRIED_BY_DEFAULT | {E.OOM}
+    assert set(listed) == RETRYABLE == RETRIED_BY_DEFAULT | {E.OOM, E.DISK_FULL}

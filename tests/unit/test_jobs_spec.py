@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from ugro.errors import SpecError
 from ugro.jobs.spec import JobSpec, check_job_id, parse_duration, parse_spec
@@ -67,3 +68,17 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_a_job_id_cannot_escape_the_tree(job_id: str) -> None:
     with pytest.raises(SpecError):
         check_job_id(job_id)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"command": ["python", "a\x00b"]}, "argument 1 contains a NUL byte"),
+        ({"env": {"A": "x\x00y"}}, "the value of 'A' contains a NUL byte"),
+        ({"working_dir": "/tmp/a\x00b"}, "the path contains a NUL byte"),
+    ],
+)
+def test_a_nul_byte_is_refused_wherever_it_comes(fields: dict[str, object], named: str) -> None:
+    spec = {"name": "n", "command": ["python"]} | fields
+    with pytest.raises(ValidationError, match=named):
+        JobSpec(**spec)  # type: ignore[arg-type]

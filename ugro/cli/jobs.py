@@ -18,7 +18,7 @@ from ugro.cli.base import (
     progress_bar,
     short_lived,
 )
-from ugro.cli.plain import Cell, TextTable, shows_style, styled
+from ugro.cli.plain import Cell, TextTable, escaped, shows_style, styled
 from ugro.cli.progress import progress_cells
 
 
@@ -45,7 +45,7 @@ from ugro.cli.progress import progress_cells
     "--retry-on",
     "retry_on",
     multiple=True,
-    help="Also retry this kind of failure (oom); repeatable.",
+    help="Also retry this kind of failure (oom, disk_full); repeatable.",
 )
 @click.option("--timeout", default=None, help="Stop after this long: 90s, 15m, 2h, 1d.")
 @click.option("--epochs", default=None, help="Epochs planned (for progress).")
@@ -186,7 +186,8 @@ def status(job_id: str, as_json: bool) -> None:
         if value is None or value == "":
             continue
         text, style = value if isinstance(value, tuple) else (value, "")
-        click.echo(f"{styled(f'{key:<12}', 'bold', color)} {styled(text, style, color)}")
+        shown = styled(escaped(text), style, color)
+        click.echo(f"{styled(f'{key:<12}', 'bold', color)} {shown}")
 
 
 #: What a live field says while Redis cannot be reached (the stack is down).

@@ -60,7 +60,7 @@ class TextTable:
     def add_row(self, *cells: Cell) -> None:
         if len(cells) != len(self.headings):
             raise ValueError(f"{len(cells)} cells for {len(self.headings)} columns")
-        self.rows.append(list(cells))
+        self.rows.append([_escaped(cell) for cell in cells])
 
     def lines(self, color: bool = False, width: int | None = None) -> list[str]:
         """The table's lines; ``width``: the terminal's, to fit the ``fit`` column to."""
@@ -91,6 +91,21 @@ class TextTable:
         terminal = stream.isatty()
         width = shutil.get_terminal_size().columns if terminal else None
         stream.write("\n".join(self.lines(shows_style(stream), width)) + "\n")
+
+
+#: Control characters shown as escapes: a job's error line comes from its own log,
+#: and a terminal must not take its bytes for commands (or a table its newlines for
+#: rows).
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+
+
+def escaped(text: str) -> str:
+    """``text`` with its control characters as ``\\xNN`` escapes."""
+    return text.translate(_CONTROL)
+
+
+def _escaped(cell: Cell) -> Cell:
+    return (escaped(cell[0]), cell[1]) if isinstance(cell, tuple) else escaped(cell)
 
 
 def _text(cell: Cell) -> str:

@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ugro.errors import RegistryUnreachable
 from ugro.execution.job_watch import JobWatch, StopAsked
 from ugro.execution.outcome import requeue, settle_failure
 from ugro.execution.rendezvous import gang_environment, master_port, node_address
 from ugro.execution.runner import ExitInfo, RunControl, run_command
+from ugro.jobs.disk import is_no_room, write_failure
 from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.jobs.redact import is_secret_name
@@ -28,6 +30,7 @@ from ugro.jobs.spec import JobSpec
 from ugro.live.writes import Writes
 from ugro.progress.jobs import final_progress
 from ugro.registry.models import JobRow
+from ugro.registry.outage import wait_out_outage
 from ugro.runtime import Runtime, claim_values, gpu_json
 from ugro.scheduling.dispatch import ClaimedJob, WorkerGpu, dispatch_pending
 from ugro.settings import Settings
@@ -48,7 +51,11 @@ def run_attempt(
     outcomes: list[str] = []
     # The claim names the placement's lease token: a message of an earlier placement
     # of the job, or a second delivery of this one, claims nothing.
-    job = rt.claim(job_id, expect=[JobStatus.PLACED], token=token, **claim_values())
+    job = wait_out_outage(
+        lambda: rt.claim(job_id, expect=[JobStatus.PLACED], token=token, **claim_values()),
+        f"the claim of job {job_id}",
+        rt.settings.registry_wait,
+    )
     if job is None:
         why = "claimed already (a duplicate delivery), placed again since, or gone"
         return f"skipped: {why}"
@@ -81,20 +88,40 @@ def _run_one(
         now = time.time()
         info = ExitInfo(ExitReason.LOST, now, now, error=str(exc))
     except Exception as exc:  # the worker must survive whatever one job does
-        log.exception("job %s failed in ugro itself", job.id)
         now = time.time()
-        info = ExitInfo(ExitReason.ERROR, now, now, error=f"ugro error: {exc}")
+        if is_no_room(exc):  # its folder could not be written: no room for the job either
+            log.warning("job %s: its folder's filesystem is full: %s", job.id, exc)
+            info = ExitInfo(ExitReason.DISK_FULL, now, now, error=write_failure(paths.root, exc))
+        else:
+            log.exception("job %s failed in ugro itself", job.id)
+            info = ExitInfo(ExitReason.ERROR, now, now, error=f"ugro error: {exc}")
     outcome = f"{info.reason} ({info.error or 'exit 0'})"
     own_gpu = WorkerGpu(node, gpus[0])
     # The end's Redis writes (the lease let go, the status) go with the dispatch
     # pass's first round trip: the freed GPU is the pass's before anyone else sees it.
     writes = rt.live.redis.pipeline(transaction=True)
     try:
-        record_end(rt, job, spec, paths, node, info, (node, gpus, holder), writes)
+        try:
+            paths.append_console(end_line(job, info))
+        except OSError as exc:  # a full tree must not keep the end from the registry
+            log.warning("job %s: %s (not in its console.log: %s)", job.id, end_line(job, info), exc)
+        wait_out_outage(
+            lambda: record_end(rt, job, spec, paths, node, info, (node, gpus, holder), writes),
+            f"the end of job {job.id} attempt {job.attempt}",
+            rt.settings.registry_wait,
+            # (kept while the end waits: a running job without it is a lost one)
+            meanwhile=lambda: rt.live.leases.renew(
+                node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt
+            ),
+        )
         if stop.is_set():  # a worker on its way out hands out no more work
             writes.execute()
             return outcome, None
-        dispatch_pending(rt, own_gpu, writes)
+        try:
+            dispatch_pending(rt, own_gpu, writes)
+        except RegistryUnreachable:
+            writes.execute()  # (the end's own writes; beat's dispatch places later)
+            return outcome, None
     except BaseException:
         rt.live.leases.release(node, gpus, holder)  # no leaked lease, whatever failed
         raise
@@ -185,31 +212,36 @@ def _execute(
         rank_log = paths.console
     resume = f", resuming from {env['UGRO_RESUME_FROM']}" if "UGRO_RESUME_FROM" in env else ""
 
+    def renew() -> bool:
+        held = rt.live.leases.renew(node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt)
+        if held:
+            rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, attempt=job.attempt)
+        return held
+
     def on_start(pid: int) -> None:
         # The bookkeeping of the start follows the start, off the job's critical
         # path; should any of it fail, the runner stops the job.
         if not mirrored and not rt.mark_running(job, (node, gpus, holder)):
             raise LeaseTaken(f"GPUs {gpus} of {node} were leased to another job")
         paths.name_rank_logs(job.attempt, ranks)
-        rt.registry.start_attempt(
-            job_id=job.id,
-            number=job.attempt,
-            node=node,
-            host=host,
-            gpu_indices=gpu_json(gpus),
-            pid=pid,
-            started_at=started,
+        wait_out_outage(
+            lambda: rt.registry.start_attempt(
+                job_id=job.id,
+                number=job.attempt,
+                node=node,
+                host=host,
+                gpu_indices=gpu_json(gpus),
+                pid=pid,
+                started_at=started,
+            ),
+            f"the start of job {job.id} attempt {job.attempt}",
+            rt.settings.registry_wait,
+            meanwhile=renew,
         )
         _write_metadata(paths, job, node, gpus, host, command, started=started, pid=pid)
         paths.append_console(
             f"attempt {job.attempt} started on {node} GPUs {gpus}{resume}: {command} (pid {pid})"
         )
-
-    def renew() -> bool:
-        held = rt.live.leases.renew(node, gpus, holder, rt.settings.lease_ttl, attempt=job.attempt)
-        if held:
-            rt.live.heartbeat(job.id, rt.settings.lease_ttl, node=node, attempt=job.attempt)
-        return held
 
     control, watch = run_control(
         rt, spec, stop, renew, lambda: rt.live.stops.cancel_requested(job.id), on_start
@@ -218,9 +250,14 @@ def _execute(
         info = run_command(argv, env, cwd, rank_log, control)
     finally:
         watch.stop()
-    if info.pid is None:  # never started: its log, which says why, gets its names here
-        paths.name_rank_logs(job.attempt, ranks)
-    _write_metadata(paths, job, node, gpus, host, command, started=started, info=info)
+    try:
+        if info.pid is None:  # never started: its log, which says why, gets its names here
+            paths.name_rank_logs(job.attempt, ranks)
+        _write_metadata(paths, job, node, gpus, host, command, started=started, info=info)
+    except OSError as exc:
+        # The end must still reach the registry. A full (or failing) tree keeps the
+        # start's metadata.json, whole: it is written atomically.
+        log.warning("job %s: its end is not in its folder: %s", job.id, exc)
     return info
 
 
@@ -309,6 +346,12 @@ def run_control(
     return control, watch
 
 
+def end_line(job: JobRow, info: ExitInfo) -> str:
+    """The console's line of an attempt's end."""
+    line = f"attempt {job.attempt} ended: {info.reason}"
+    return f"{line} - {info.error}" if info.error else line
+
+
 def record_end(
     rt: Runtime,
     job: JobRow,
@@ -331,10 +374,6 @@ def record_end(
         "exit_signal": info.signal,
         "exit_reason": info.reason,
     }
-    line = f"attempt {job.attempt} ended: {info.reason}"
-    if info.error:
-        line += f" - {info.error}"
-    paths.append_console(line)
     running = [JobStatus.RUNNING]
     outcome: dict[str, Any] = {
         "exit_code": info.code,
@@ -365,6 +404,7 @@ def record_end(
     # lease goes last: a running job without its lease is a lost one to the
     # reconciler (the worker's own dispatch pass, next, sees the GPUs free).
     rt.registry.end_attempt(job, **attempt)
+    release = lease is not None
     try:
         if info.reason == "interrupted":
             # The worker is shutting down: the job goes back to the queue, not lost.
@@ -382,6 +422,9 @@ def record_end(
                 info.deterministic,
                 outcome["progress"],
             )
+    except RegistryUnreachable:
+        release = False  # kept while the end waits for the registry (see _run_one)
+        raise
     finally:
-        if lease is not None:
+        if release and lease is not None:
             rt.live.leases.release(*lease)

@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ugro.errors import RegistryUnreachable
 from ugro.execution.attempt import LeaseTaken, job_environment, per_gpu, run_control
 from ugro.execution.gang_end import (
     GangMember,
@@ -36,6 +37,7 @@ from ugro.jobs.redact import is_secret_name
 from ugro.jobs.spec import JobSpec
 from ugro.registry.members import MemberClaim, claim_member, members_of, start_member
 from ugro.registry.models import MemberRow
+from ugro.registry.outage import wait_out_outage
 from ugro.runtime import Runtime, claim_values, gpu_json
 from ugro.scheduling.dispatch import dispatch_pending
 
@@ -55,7 +57,11 @@ def run_member(
 ) -> str:
     """Run one member of a placed gang job on this worker; returns what happened."""
     claim = MemberClaim(rank, node, node_address(rt.settings), socket.gethostname(), gpu_json(gpus))
-    job = claim_member(rt.registry, job_id, token, claim, claim_values())
+    job = wait_out_outage(
+        lambda: claim_member(rt.registry, job_id, token, claim, claim_values()),
+        f"the claim of job {job_id} rank {rank}",
+        rt.settings.registry_wait,
+    )
     if job is None:
         return "skipped: claimed already (a duplicate delivery), placed again since, or gone"
     member = GangMember(
@@ -79,7 +85,14 @@ def run_member(
         now = time.time()
         info = ExitInfo(ExitReason.ERROR, now, now, error=f"ugro error: {exc}")
     try:
-        end_member_run(rt, member, paths, info)
+        wait_out_outage(
+            lambda: end_member_run(rt, member, paths, info),
+            f"the end of job {job_id} rank {rank}",
+            rt.settings.registry_wait,
+            meanwhile=lambda: rt.live.leases.renew(
+                node, gpus, member.holder, rt.settings.lease_ttl, attempt=job.attempt
+            ),
+        )
     finally:
         rt.live.leases.release(node, gpus, member.holder)  # no leaked lease, whatever failed
     if not stop.is_set():
@@ -157,8 +170,14 @@ def _meet(rt: Runtime, member: GangMember, stop: threading.Event) -> list[Member
     began = time.time()
     deadline = time.monotonic() + settings.gang_start_timeout
     next_beat = time.monotonic() + settings.heartbeat_interval
+    away = False  # the registry did not answer a look (said once in the log)
     while True:
-        members = members_of(rt.registry, job.id, job.attempt)
+        try:
+            members = members_of(rt.registry, job.id, job.attempt)
+        except RegistryUnreachable as exc:  # looked at again at the next poll
+            if not away:
+                log.warning("job %s rank %s waits for the registry: %s", job.id, member.rank, exc)
+            away, members = True, []
         if len(members) >= member.spec.nodes:
             return members
         asked = rt.live.stops.member_stop_requested(job.id, job.attempt, settings.stop_grace)

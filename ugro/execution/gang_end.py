@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ugro.execution.attempt import ended_fields, record_end
+from ugro.execution.attempt import end_line, ended_fields, record_end
 from ugro.execution.runner import ExitInfo
 from ugro.jobs.lifecycle import ExitReason
 from ugro.jobs.paths import JobPaths
@@ -128,6 +128,7 @@ def finish_gang(
         started_at=datetime.fromtimestamp(info.started, UTC),
     )
     paths.write_metadata(gang_metadata(job, spec, members, info))
+    paths.append_console(end_line(job, info))
     record_end(rt, job, spec, paths, job.node or "", info, None, None)
 
 

@@ -5,7 +5,7 @@ Shared by the worker (an attempt ended) and the reconciler (an attempt was lost)
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.retry import backoff, should_retry
 from ugro.jobs.spec import JobSpec
+from ugro.live.clock import server_time
 from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime
 from ugro.transport.queues import control_queue
@@ -47,13 +48,16 @@ def requeue(
     )
     if not moved:
         return False
-    ready_at = time.time() + delay if delay > 0 else None
+    # Due by Redis's clock: dispatch, on whichever host, reads it by that one.
+    ready_at = server_time(rt.live.redis) + delay if delay > 0 else None
     rt.live.enqueue(job.id, job.priority, job.gpus, spec.node, spec.timeout, ready_at, spec.nodes)
     if delay > 0:
         # Wake dispatch when the backoff is over (beat's tick is the safety net).
         rt.app.send_task("ugro.dispatch", countdown=delay, queue=control_queue(rt.settings))
     when = f" in {delay:.0f} s" if delay > 0 else ""
-    rt.paths(job.id).append_console(f"requeued{when}: {why}")
+    # (the event below says it too: a full tree must not undo the requeue)
+    with contextlib.suppress(OSError):
+        rt.paths(job.id).append_console(f"requeued{when}: {why}")
     rt.registry.add_event("requeued", f"{job.id} requeued{when}: {why}", job.id, job.node)
     return True
 

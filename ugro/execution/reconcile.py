@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -34,6 +33,7 @@ from ugro.execution.gang_end import declare_member_lost
 from ugro.execution.outcome import requeue, settle_failure
 from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.spec import JobSpec
+from ugro.live.clock import server_time
 from ugro.registry.members import members_of
 from ugro.registry.models import JobRow, gpu_list
 from ugro.runtime import Runtime
@@ -60,7 +60,9 @@ def reconcile(rt: Runtime) -> dict[str, int]:
 
 def _reconcile(rt: Runtime) -> Counter[str]:
     report: Counter[str] = Counter()
-    now = time.time()
+    # Redis's clock: a suspect's first sighting may be another host's pass, and
+    # hosts' clocks may be minutes apart.
+    now = server_time(rt.live.redis)
     window = _suspect_window(rt)
     in_queue = rt.live.queued_ids()
     active = [JobStatus.QUEUED, JobStatus.PLACED, JobStatus.RUNNING, JobStatus.LOST]

@@ -32,6 +32,7 @@ from ugro.execution.processes import (
     send,
     settle,
 )
+from ugro.jobs.disk import failed_for_room, free_space, no_room_error, no_room_line
 from ugro.jobs.lifecycle import ExitReason
 
 #: How the log tail shows a CUDA (or host) out-of-memory failure.
@@ -148,7 +149,8 @@ def run_command(
         raise
     stopping = _watch(proc, tag, control)
     _finish_off(proc.pid, tag, stopping)
-    return _classify(proc, started, stopping, log_path, ooms_before)
+    job_dir = Path(env["UGRO_JOB_DIR"]) if "UGRO_JOB_DIR" in env else log_path.parent
+    return _classify(proc, started, stopping, log_path, ooms_before, job_dir)
 
 
 def start_failure(program: str, cwd: Path, exc: OSError) -> str:
@@ -289,6 +291,7 @@ def _classify(
     stopping: _Stopping | None,
     log_path: Path,
     ooms_before: int | None,
+    job_dir: Path,
 ) -> ExitInfo:
     ended = time.time()
     code = proc.returncode
@@ -308,10 +311,16 @@ def _classify(
         return ExitInfo(ExitReason.OK, started, ended, 0, None, proc.pid)
     ooms_after = oom_kill_count()
     kernel_oom = sig == signal.SIGKILL and (ooms_after or 0) > (ooms_before or 0)
-    if kernel_oom or _log_shows_oom(log_path):
+    tail = _tail(log_path)
+    if kernel_oom or _OOM_PATTERN.search(tail) is not None:
         return ExitInfo(
             ExitReason.OOM, started, ended, exit_code, sig, proc.pid, error="out of memory"
         )
+    # (after the OOM check: a job out of memory is that, whatever room is left)
+    space = free_space(log_path.parent)
+    if failed_for_room(tail, space):
+        error = no_room_line(tail) or no_room_error(job_dir, space)
+        return ExitInfo(ExitReason.DISK_FULL, started, ended, exit_code, sig, proc.pid, error=error)
     if sig is not None:
         try:
             name = signal.Signals(sig).name

@@ -9,12 +9,12 @@ sweeps neither lose a count nor both decide a half-open probe.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal, cast
 
 import redis
 
+from ugro.live.clock import server_time
 from ugro.live.keys import Keys
 from ugro.live.scripts import lua_source
 
@@ -46,7 +46,7 @@ class CircuitBreaker:
 
     def record(self, node: str, ok: bool, now: float | None = None) -> BreakerStatus:
         """Count one check of ``node``; returns the breaker after it."""
-        at = time.time() if now is None else now
+        at = server_time(self.redis) if now is None else now
         state, failures, change, opened_at = cast(
             list[str],
             self._record(
@@ -64,7 +64,7 @@ class CircuitBreaker:
     def status(self, node: str, now: float | None = None) -> BreakerStatus:
         """The breaker as it stands: an open breaker whose window has passed is
         half-open (its next check decides)."""
-        at = time.time() if now is None else now
+        at = server_time(self.redis) if now is None else now
         raw = cast(dict[str, str], self.redis.hgetall(self.keys.breaker(node)))
         state = raw.get("state", "closed")
         opened_at = float(raw.get("opened_at") or 0) or None

@@ -13,15 +13,16 @@ import logging
 import shutil
 import socket
 import threading
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import psutil
 
+from ugro.errors import RegistryUnreachable
 from ugro.gpus.base import GpuBackend, GpuInfo
 from ugro.jobs.lifecycle import JobStatus
+from ugro.live.clock import server_time
 from ugro.registry.models import gpu_list
 from ugro.runtime import Runtime
 
@@ -40,6 +41,10 @@ class NodeReading:
     cpu_percent: float
     memory_percent: float
     disk_percent: float
+    # MB of the data dir's filesystem an unprivileged writer may still use: a small
+    # filesystem is full long before its percentage looks alarming (None: an agent
+    # of a version that did not read it).
+    disk_free_mb: float | None = None
     # Processes this node should have: running jobs' processes and GPU workers.
     processes_expected: int = 0
     # What is missing of them, e.g. "job 2026... process 4242 is gone".
@@ -93,11 +98,12 @@ def read_node(rt: Runtime, backend: GpuBackend, suspects: set[str] | None = None
     return NodeReading(
         node=node,
         host=socket.gethostname(),
-        at=time.time(),
+        at=server_time(rt.live.redis),  # beat's sweep judges its age on this clock
         gpus=gpus,
         cpu_percent=psutil.cpu_percent(interval=None),
         memory_percent=psutil.virtual_memory().percent,
         disk_percent=round(100.0 * disk.used / disk.total, 1) if disk.total else 0.0,
+        disk_free_mb=round(disk.free / 2**20, 1),
         processes_expected=expected,
         processes_missing=missing,
         error=error,
@@ -201,6 +207,10 @@ class HealthCollector:
         while True:
             try:
                 self.collect()
+            except RegistryUnreachable as exc:  # the next reading goes when it is back
+                log.warning(
+                    "health reading of node %s skipped: %s", self.rt.settings.node_name, exc
+                )
             except Exception:  # a failed reading must not end the collection
                 log.exception("health reading of node %s failed", self.rt.settings.node_name)
             if self._stop.wait(self.rt.settings.health_collect_interval):

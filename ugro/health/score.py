@@ -64,15 +64,21 @@ def _gpu_points(reading: NodeReading, s: Settings, tally: _Tally) -> float:
 def _system_points(reading: NodeReading, s: Settings, tally: _Tally) -> float:
     each = SYSTEM_WEIGHT / 3
     points = 0.0
-    for what, value, warn, crit in (
-        (
-            "disk of the data dir",
-            reading.disk_percent,
-            s.disk_warning_percent,
-            s.disk_critical_percent,
-        ),
-        ("memory", reading.memory_percent, s.memory_warning_percent, s.memory_critical_percent),
-    ):
+    free = reading.disk_free_mb
+    checks = [
+        ("memory", reading.memory_percent, s.memory_warning_percent, s.memory_critical_percent)
+    ]
+    if free is not None and free < s.disk_critical_free_mb:
+        # Full whatever its percentage says: on a small filesystem the last few MB
+        # go while the percentage still looks like room.
+        tally.critical.append(
+            f"data dir full: {free:.1f} MB free on its disk"
+            f" ({reading.disk_percent:.0f}% used; critical below {s.disk_critical_free_mb:g} MB)"
+        )
+    else:
+        disk = reading.disk_percent, s.disk_warning_percent, s.disk_critical_percent
+        checks.insert(0, ("disk of the data dir", *disk))
+    for what, value, warn, crit in checks:
         if value >= crit:
             tally.critical.append(f"{what} {value:.0f}% used (critical {crit:.0f}%)")
         elif value >= warn:

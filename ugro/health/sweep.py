@@ -26,6 +26,7 @@ from ugro.health.cluster import ClusterNode, load_cluster
 from ugro.health.readings import NodeReading, latest_readings
 from ugro.health.samples import GpuSample, NodeSample, add_samples, prune_samples, thin_samples
 from ugro.health.score import Verdict, score_node
+from ugro.live.clock import server_time
 from ugro.runtime import Runtime
 from ugro.transport.queues import control_queue
 
@@ -75,7 +76,9 @@ def health_sweep(rt: Runtime, force: bool = False) -> SweepReport | None:
     ):
         return None
     started = time.monotonic()
-    now = time.time()
+    # Redis's clock, the one the nodes' agents stamp their readings with: a node
+    # whose own clock is minutes off is not taken for silent.
+    now = server_time(live.redis)
     cluster = _cluster_nodes(rt)
     nodes = _nodes_to_check(rt, cluster, now)
     probes: dict[str, NetProbe] = {}

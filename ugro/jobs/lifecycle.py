@@ -45,6 +45,10 @@ class ExitReason(StrEnum):
     KILLED = "killed"
     #: CUDA or host out-of-memory in the log tail, or the kernel's OOM killer
     OOM = "oom"
+    #: no room left to write: the log tail says so (ENOSPC, a quota), or the job
+    #: failed while the filesystem of its folder was full. Named apart from
+    #: ``error`` because the fix is the lab's (free space), not the job's.
+    DISK_FULL = "disk_full"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     #: stopped by the progress scan: no log or metric changed for too long

@@ -11,8 +11,11 @@ from ugro.jobs.lifecycle import ExitReason
 RETRIED_BY_DEFAULT = frozenset(
     {ExitReason.ERROR, ExitReason.KILLED, ExitReason.TIMEOUT, ExitReason.LOST, ExitReason.STUCK}
 )
-#: Every reason a job may list in ``retry_on``.
-RETRYABLE = RETRIED_BY_DEFAULT | {ExitReason.OOM}
+#: Every reason a job may list in ``retry_on``. A full disk is not retried by
+#: default either: the next attempt would meet the same full disk, unless the lab
+#: frees space on its own (a cleanup job), which a job opts in for with
+#: ``retry_on=["disk_full"]``.
+RETRYABLE = RETRIED_BY_DEFAULT | {ExitReason.OOM, ExitReason.DISK_FULL}
 
 
 def should_retry(

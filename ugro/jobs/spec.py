@@ -47,11 +47,14 @@ def parse_duration(value: str | float | int) -> float:
 
 def _check_text(value: str, what: str) -> str:
     """Refuse text that is not valid Unicode (bytes that were not UTF-8 reach
-    Python as lone surrogates): it could be neither stored as JSON nor shown."""
+    Python as lone surrogates): it could be neither stored as JSON nor shown; and
+    a NUL byte, which no argument, environment value or path can carry."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{what} is not valid UTF-8 text") from None
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL byte")
     return value
 
 
@@ -85,8 +88,8 @@ class JobSpec(BaseModel):
     node: str | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
     max_retries: int = Field(default=0, ge=0, le=100)
-    retry_on: list[Literal["oom", "error", "killed", "timeout", "lost", "stuck"]] = Field(
-        default_factory=list
+    retry_on: list[Literal["oom", "disk_full", "error", "killed", "timeout", "lost", "stuck"]] = (
+        Field(default_factory=list)
     )
     timeout: float | None = None
     epochs: int | None = Field(default=None, ge=1)
@@ -112,8 +115,6 @@ class JobSpec(BaseModel):
     def _command(cls, value: list[str]) -> list[str]:
         if not value[0].strip():
             raise ValueError("the program (first element) is empty")
-        if any("\x00" in arg for arg in value):
-            raise ValueError("an argument contains a NUL byte")
         for n, arg in enumerate(value):
             _check_text(arg, f"argument {n}")
         return value
@@ -131,8 +132,6 @@ class JobSpec(BaseModel):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if key.startswith("UGRO_"):
                 raise ValueError(f"{key!r}: UGRO_* variables are set by ugro itself")
-            if "\x00" in item:
-                raise ValueError(f"the value of {key!r} contains a NUL byte")
             _check_text(item, f"the value of {key!r}")
         return value
 

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 import redis
 
+from ugro.live.clock import from_reply
 from ugro.live.keys import Keys
 from ugro.live.leases import Leases
 from ugro.live.scripts import lua_source
@@ -34,10 +35,10 @@ class LiveAccess(Protocol):
     keys: Keys
     leases: Leases
 
-    def promote_due(self) -> int: ...
+    def promote_due(self, now: float | None = None) -> int: ...
 
     def workers_from(
-        self, raw: dict[str, str], max_age: float, unhealthy: dict[str, str]
+        self, raw: dict[str, str], max_age: float, unhealthy: dict[str, str], now: float
     ) -> list[WorkerInfo]: ...
 
 
@@ -199,7 +200,7 @@ class DispatchState:
         gpu: FreedGpu | None = None,
     ) -> TakenForGpu | Snapshot | None:
         keys = self._enter_keys()
-        args: list[str | float] = [token, int(ttl * 1000), time.time(), int(wait * 1000), ""]
+        args: list[str | float] = [token, int(ttl * 1000), int(wait * 1000), ""]
         if gpu is not None:
             field = f"{gpu.node}:{gpu.index}"
             lease = self.keys.lease(gpu.node, gpu.index)
@@ -246,7 +247,7 @@ class DispatchState:
         script as ``begin``'s, given the entry: handed the lock, or else taking it
         or leaving the request as any caller does."""
         keys = self._enter_keys()
-        args: list[str | float] = [token, int(ttl * 1000), time.time(), 0, entry]
+        args: list[str | float] = [token, int(ttl * 1000), 0, entry]
         # One round trip: the wait blocks this connection, and the commands behind it
         # run as it ends.
         pipe = self.redis.pipeline(transaction=False)
@@ -313,10 +314,13 @@ class DispatchState:
     def _queue_reads(self, pipe: Writes, limit: int) -> list[tuple[str, int]]:
         pipe.hgetall(self.keys.workers)
         pipe.evalsha(self._head.sha, 1, self.keys.pending, limit, self.keys.job(""))
-        pipe.zcount(self.keys.delayed, "-inf", time.time())
+        # The first delayed job, and Redis's clock to tell whether it is due and
+        # whose workers are live: every host writes on that one (ugro.live.clock).
+        pipe.zrange(self.keys.delayed, 0, 0, withscores=True)
         pipe.hgetall(self.keys.unhealthy_nodes)
         pipe.set(self.keys.epoch, token_hex(8), nx=True)
         pipe.get(self.keys.epoch)
+        pipe.time()
         # The leases of the GPUs seen last time, in the same round trip: the live
         # workers seldom change between passes.
         guessed = [] if self.last_seen is None else list(self.last_seen.holders)
@@ -327,18 +331,20 @@ class DispatchState:
     def _snapshot_from(
         self, results: list[Any], guessed: list[tuple[str, int]], max_age: float, limit: int
     ) -> Snapshot:
-        raw_workers, head, due, unhealthy, _, epoch, *leased = results
-        for result in (raw_workers, due, unhealthy, epoch, *leased):
+        raw_workers, head, first_delayed, unhealthy, _, epoch, clock, *leased = results
+        for result in (raw_workers, first_delayed, unhealthy, epoch, clock, *leased):
             if isinstance(result, Exception):
                 raise result
+        now = from_reply(clock)
+        due = bool(first_delayed) and first_delayed[0][1] <= now
         if due:
-            self.live.promote_due()
+            self.live.promote_due(now)
         if due or isinstance(head, redis.exceptions.NoScriptError):
             head = self._head(keys=[self.keys.pending], args=[limit, self.keys.job("")])
         elif isinstance(head, Exception):
             raise head
         seen_at = time.monotonic()
-        workers = self.live.workers_from(raw_workers, max_age, unhealthy)
+        workers = self.live.workers_from(raw_workers, max_age, unhealthy, now)
         places = [(w.node, w.index) for w in workers]
         if not workers:
             self.last_seen = None

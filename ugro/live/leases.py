@@ -9,12 +9,12 @@ placement's leases are taken all at once or not at all.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Literal, cast
 
 import redis
 
+from ugro.live.clock import server_time
 from ugro.live.keys import Keys
 from ugro.live.scripts import lua_source
 from ugro.live.writes import Writes
@@ -74,7 +74,7 @@ class Leases:
         keys = [self.keys.epoch, self.keys.pending, self.keys.delayed, self.keys.workers]
         keys += self._lease_keys(node, gpus) + [self.keys.lease(n, i) for n, i in seen]
         leased = "".join("0" if h is None else "1" for h in planned_on.holders.values())
-        args: list[str | int | float] = [holder, int(ttl * 1000), time.time(), planned_on.epoch]
+        args: list[str | int | float] = [holder, int(ttl * 1000), planned_on.epoch]
         args += [len(gpus), json.dumps(then) if then else "", planned_on.workers, leased]
         outcome, *holders = self._at_submit(keys=keys, args=args)
         if int(outcome) == 0:
@@ -144,7 +144,8 @@ class Leases:
         self.redis.set(self.keys.fence(job_id), attempt, ex=7 * 86400)
 
     def suspect_since(self, job_id: str, now: float) -> float:
-        """When the job was first seen without its lease (now, if this is the first)."""
+        """When the job was first seen without its lease (now, if this is the first);
+        ``now`` by Redis's clock (``ugro.live.clock``), as every reconciler's is."""
         key = self.keys.suspect(job_id)
         self.redis.set(key, now, nx=True, ex=3600)
         return float(cast(str, self.redis.get(key)) or now)
@@ -155,8 +156,7 @@ class Leases:
         that long ran out for good, while one missing just after a wipe, a restart
         or an outage may be taken again by a worker that is alive. (Called under the
         reconcile lock: one pass at a time.)"""
-        seconds, micros = self.redis.time()
-        now = seconds + micros / 1e6
+        now = server_time(self.redis)
         last, since = cast(
             list[str | None], self.redis.hmget(self.keys.reconciled, "last", "since")
         )

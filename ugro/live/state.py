@@ -17,12 +17,14 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ugro.errors import NotRunningError
+from ugro.live.clock import from_reply, server_time
 from ugro.live.command_list import CommandList
 from ugro.live.dispatch_state import DispatchState, PendingEntry
 from ugro.live.job_message import JobMessage
 from ugro.live.keys import Keys
 from ugro.live.leases import Leases
 from ugro.live.scripts import lua_source
+from ugro.live.secret_box import SecretBox
 from ugro.live.stops import StopRequests
 from ugro.live.worker_info import WorkerInfo, node_block
 from ugro.live.writes import Writes
@@ -89,9 +91,10 @@ class QueuedEntry(NamedTuple):
 class LiveState:
     """Typed access to ugro's keys in one Redis server."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, box: SecretBox | None = None) -> None:
         self.redis = client
         self.keys = keys
+        self._box = box
         self.leases = Leases(client, keys)
         self.stops = StopRequests(client, keys)
         self._enqueue = client.register_script(lua_source("enqueue.lua"))
@@ -101,8 +104,17 @@ class LiveState:
     @classmethod
     def open(cls, settings: Settings, wait_out_restarts: bool = False) -> LiveState:
         return cls(
-            connect(settings, wait_out_restarts=wait_out_restarts), Keys(settings.redis_prefix)
+            connect(settings, wait_out_restarts=wait_out_restarts),
+            Keys(settings.redis_prefix),
+            SecretBox(settings),
         )
+
+    @property
+    def box(self) -> SecretBox:
+        """What seals the jobs' secret values (``ugro.live.secret_box``)."""
+        if self._box is None:
+            raise RuntimeError("a LiveState made without settings keeps no secrets")
+        return self._box
 
     # Pending queue ---------------------------------------------------------------
 
@@ -155,9 +167,11 @@ class LiveState:
                 raise result
         return count != workers_seen or any(lease is None for lease in leases)
 
-    def promote_due(self) -> int:
-        """Move delayed jobs whose backoff is over into the pending queue."""
-        due = cast(list[str], self.redis.zrangebyscore(self.keys.delayed, "-inf", time.time()))
+    def promote_due(self, now: float | None = None) -> int:
+        """Move delayed jobs whose backoff is over into the pending queue (``now``:
+        by Redis's clock, read here when not given)."""
+        now = server_time(self.redis) if now is None else now
+        due = cast(list[str], self.redis.zrangebyscore(self.keys.delayed, "-inf", now))
         for job_id in due:
             fields = cast(
                 list[str | None],
@@ -177,7 +191,7 @@ class LiveState:
         """(jobs ahead of it in the pending queue, seconds of backoff left)."""
         rank = self.redis.zrank(self.keys.pending, job_id)
         ready_at = self.redis.zscore(self.keys.delayed, job_id)
-        left = None if ready_at is None else float(ready_at) - time.time()
+        left = None if ready_at is None else float(ready_at) - server_time(self.redis)
         return (None if rank is None else int(cast(int, rank))), left
 
     def queued_ids(self) -> set[str]:
@@ -316,11 +330,16 @@ class LiveState:
 
     def store_secrets(self, job_id: str, secrets: dict[str, str]) -> None:
         if secrets:
-            self.redis.set(self.keys.job_secrets(job_id), json.dumps(secrets))
+            self.redis.set(self.keys.job_secrets(job_id), self.box.seal(secrets))
 
     def secrets(self, job_id: str) -> dict[str, str]:
-        raw = self.redis.get(self.keys.job_secrets(job_id))
-        return dict(json.loads(cast(str, raw))) if raw else {}
+        """A job's secret env values, opened.
+
+        Raises:
+            SecretsUnreadable: this node's key is not the submitter's.
+        """
+        sealed = self.redis.get(self.keys.job_secrets(job_id))
+        return self.box.open(cast(str, sealed)) if sealed else {}
 
     def heartbeat(self, job_id: str, ttl: float, **info: Any) -> None:
         self.queue_heartbeat(self.redis, job_id, ttl, info)
@@ -349,7 +368,9 @@ class LiveState:
         blocked: str | None = None,
         gpu: dict[str, Any] | None = None,
     ) -> None:
-        info = {"pid": pid, "host": host, "seen": time.time(), "blocked": blocked, "gpu": gpu}
+        # Seen by Redis's clock: dispatch on another host judges it by that one.
+        seen = server_time(self.redis)
+        info = {"pid": pid, "host": host, "seen": seen, "blocked": blocked, "gpu": gpu}
         self.redis.hset(self.keys.workers, f"{node}:{index}", json.dumps(info))
 
     def unregister_worker(self, node: str, index: int) -> None:
@@ -360,16 +381,17 @@ class LiveState:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.workers)
         pipe.hgetall(self.keys.unhealthy_nodes)
-        raw, unhealthy = pipe.execute()
-        return self.workers_from(raw, max_age, unhealthy)
+        pipe.time()
+        raw, unhealthy, clock = pipe.execute()
+        return self.workers_from(raw, max_age, unhealthy, from_reply(clock))
 
     def workers_from(
-        self, raw: dict[str, str], max_age: float, unhealthy: dict[str, str]
+        self, raw: dict[str, str], max_age: float, unhealthy: dict[str, str], now: float
     ) -> list[WorkerInfo]:
-        """The workers of the ``workers`` hash (``raw``) seen within ``max_age``. A
-        GPU of a node the health sweep marked unhealthy is blocked with the node's
-        reason, so dispatch skips it."""
-        now = time.time()
+        """The workers of the ``workers`` hash (``raw``) seen within ``max_age`` of
+        ``now``, Redis's clock, on which they announce themselves. A GPU of a node
+        the health sweep marked unhealthy is blocked with the node's reason, so
+        dispatch skips it."""
         found, dead = [], []
         for field, value in raw.items():
             node, _, index = field.rpartition(":")
@@ -420,6 +442,6 @@ class LiveState:
         fields: dict[str, Any],
     ) -> None:
         if secrets:
-            pipe.set(self.keys.job_secrets(job_id), json.dumps(secrets))
+            pipe.set(self.keys.job_secrets(job_id), self.box.seal(secrets))
         self.queue_set_job(pipe, job_id, fields)
         pipe.lpush(message.key, message.payload)

@@ -41,6 +41,7 @@ from ugro.registry.models import (
     job_from,
     utcnow,
 )
+from ugro.registry.outage import CONNECT_TIMEOUT, watch_server
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -60,7 +61,15 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=4,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+    )
+    watch_server(engine)
+    return engine
 
 
 class Registry:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from secrets import token_hex
 from typing import Any
 
 import redis
 
-from ugro.errors import SpecError
+from ugro.errors import DataDirError, SpecError
+from ugro.jobs.disk import write_failure
 from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.jobs.redact import redact_env, split_secrets
@@ -94,6 +95,7 @@ def accept(
 
     Raises:
         SpecError: when no live node could ever run one of the jobs.
+        DataDirError: when a job's tree could not be written (the data dir full).
     """
     if not specs:
         return []
@@ -112,15 +114,16 @@ def accept(
             _, secrets = split_secrets(spec.env)
             stored = spec.model_copy(update={"env": redact_env(spec.env)})
             paths = rt.paths(job_id)
-            paths.create(
-                {
-                    "job_id": job_id,
-                    "spec": stored.model_dump(mode="json"),
-                    "submitted_at": now.isoformat(),
-                    "submitted_by": submitted_by,
-                    "submitted_from": submitted_from,
-                }
-            )
+            with _writing_tree(rt):
+                paths.create(
+                    {
+                        "job_id": job_id,
+                        "spec": stored.model_dump(mode="json"),
+                        "submitted_at": now.isoformat(),
+                        "submitted_by": submitted_by,
+                        "submitted_from": submitted_from,
+                    }
+                )
             accepted.append((spec, paths, secrets))
             # (a microsecond apart: the registry keeps a batch's submission order,
             # and the reconciler queues jobs again in it after Redis lost them)
@@ -128,7 +131,10 @@ def accept(
         # (before a job can start: its worker's lines come after this one)
         for spec, paths, _ in accepted:
             size = f"{spec.nodes} nodes x " if spec.distributed else ""
-            paths.append_console(f"accepted: {size}{spec.gpus} GPU(s), priority {spec.priority}")
+            with _writing_tree(rt):
+                paths.append_console(
+                    f"accepted: {size}{spec.gpus} GPU(s), priority {spec.priority}"
+                )
         # One job that fits now, with nothing waiting before it, is placed as it is
         # accepted: one row written once, no trip through the queue, its message
         # sent with its live record.
@@ -144,6 +150,17 @@ def accept(
         # Placing here, when a GPU is free, saves the jobs a hop through beat.
         dispatch_pending(rt)
     return [JobRow(**row) for row in rows]
+
+
+@contextlib.contextmanager
+def _writing_tree(rt: Runtime) -> Iterator[None]:
+    """Turn a failed write of a new job's tree (its filesystem full, read-only, gone)
+    into the error that names it; the caller takes back whatever was made."""
+    try:
+        yield
+    except OSError as exc:
+        why = write_failure(rt.settings.jobs_dir, exc)
+        raise DataDirError(f"{why}; nothing was submitted") from exc
 
 
 def queued_row(job_id: str, stored: JobSpec, now: datetime) -> dict[str, Any]:

@@ -12,10 +12,13 @@ from celery import Celery
 
 from ugro.live.keys import Keys
 from ugro.settings import Settings
+from ugro.transport.guarded_redis import install as install_guarded_transport
 from ugro.transport.queues import control_queue
 
 
 def make_app(settings: Settings) -> Any:
+    # What a queue holds that is not a message is dropped with a line, not fatal.
+    install_guarded_transport()
     app = Celery("ugro", broker=settings.broker_url, include=["ugro.tasks"])
     app.conf.update(
         # JSON only: a pickled message is refused, never executed.
