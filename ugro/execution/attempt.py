@@ -7,9 +7,7 @@ before anything runs, so a duplicate delivery of the same message runs nothing.
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ugro.errors import RegistryUnreachable
+from ugro.execution.attempt_end import end_line, ended_fields, record_end
+from ugro.execution.job_env import job_environment, per_gpu
 from ugro.execution.job_watch import JobWatch, StopAsked
-from ugro.execution.outcome import requeue, settle_failure
 from ugro.execution.rendezvous import gang_environment, master_port, node_address
 from ugro.execution.runner import ExitInfo, RunControl, run_command
 from ugro.jobs.disk import is_no_room, write_failure
@@ -27,19 +26,12 @@ from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.jobs.redact import is_secret_name
 from ugro.jobs.spec import JobSpec
-from ugro.live.writes import Writes
-from ugro.progress.jobs import final_progress
 from ugro.registry.models import JobRow
 from ugro.registry.outage import wait_out_outage
 from ugro.runtime import Runtime, claim_values, gpu_json
 from ugro.scheduling.dispatch import ClaimedJob, WorkerGpu, dispatch_pending
-from ugro.settings import Settings
 
 log = logging.getLogger(__name__)
-# The bin folder of the virtualenv ugro runs from (None outside one): first on a
-# job's PATH, so that its bare `python` is the one with ugro installed, as in an
-# activated shell, whether or not the shell that ran `ugro up` had activated it.
-_VENV_BIN = str(Path(sys.executable).parent) if sys.prefix != sys.base_prefix else None
 
 
 def run_attempt(
@@ -128,55 +120,6 @@ def _run_one(
     return outcome, own_gpu.claimed
 
 
-def newest_checkpoint(checkpoints: Path) -> Path | None:
-    """The most recently written file under ``checkpoints/``, if any."""
-    newest: tuple[float, Path] | None = None
-    for path in checkpoints.rglob("*"):
-        try:
-            if path.is_file() and not path.name.startswith("."):
-                stamp = path.stat().st_mtime
-                if newest is None or stamp > newest[0]:
-                    newest = (stamp, path)
-        except OSError:
-            continue
-    return newest[1] if newest else None
-
-
-def job_environment(
-    job: JobRow,
-    spec: JobSpec,
-    secrets: dict[str, str],
-    paths: JobPaths,
-    node: str,
-    gpus: list[int],
-) -> dict[str, str]:
-    env = dict(os.environ)
-    if _VENV_BIN is not None:
-        path = env.get("PATH", os.defpath)
-        if not path.startswith(_VENV_BIN + os.pathsep):
-            env["PATH"] = _VENV_BIN + os.pathsep + path
-    env.update(spec.env)
-    env.update(secrets)
-    env.update(
-        {
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # indices as nvidia-smi shows them
-            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in gpus),
-            "UGRO_JOB_ID": job.id,  # also the tag that finds every process of the job
-            "UGRO_JOB_NAME": job.name,
-            "UGRO_JOB_DIR": str(paths.root),
-            "UGRO_CHECKPOINT_DIR": str(paths.checkpoints),
-            "UGRO_TENSORBOARD_DIR": str(paths.tensorboard),
-            "UGRO_ATTEMPT": str(job.attempt),
-            "UGRO_NODE": node,
-            "PYTHONUNBUFFERED": "1",  # a Python job's prints reach the log as they happen
-        }
-    )
-    env.pop("UGRO_RESUME_FROM", None)
-    if job.attempt > 1 and (resume := newest_checkpoint(paths.checkpoints)) is not None:
-        env["UGRO_RESUME_FROM"] = str(resume)
-    return env
-
-
 class LeaseTaken(Exception):
     """A claimed job's GPU lease is another's: the job must not run there."""
 
@@ -261,15 +204,6 @@ def _execute(
     return info
 
 
-def per_gpu(
-    env: dict[str, str], template: Path, command: list[str], settings: Settings
-) -> list[str]:
-    """The launcher's argv that runs ``command`` once a GPU (``ugro.execution.per_gpu``),
-    each rank's output in ``template`` with its rank; ``env`` gets its grace."""
-    env["UGRO_STOP_GRACE"] = str(settings.stop_grace)
-    return [sys.executable, "-m", "ugro.execution.per_gpu", "--logs", str(template), "--", *command]
-
-
 def _write_metadata(
     paths: JobPaths,
     job: JobRow,
@@ -296,22 +230,6 @@ def _write_metadata(
         **ended_fields(info, pid),
     }
     paths.write_metadata(data)
-
-
-def ended_fields(info: ExitInfo | None, pid: int | None = None) -> dict[str, Any]:
-    """What a run's metadata says of its end (``info``; None: it runs, as ``pid``)."""
-    if info is None:
-        none = ("end", "duration_s", "exit_code", "exit_signal", "exit_reason", "error")
-        return dict.fromkeys(none) | {"pid": pid}
-    return {
-        "end": datetime.fromtimestamp(info.ended, UTC).isoformat(),
-        "duration_s": round(info.duration, 3),
-        "exit_code": info.code,
-        "exit_signal": info.signal,
-        "exit_reason": info.reason.value,
-        "error": info.error,
-        "pid": info.pid,
-    }
 
 
 def run_control(
@@ -344,87 +262,3 @@ def run_control(
         lost_grace=min(settings.stop_grace, max(0.0, settings.lease_ttl - settings.fence_after)),
     )
     return control, watch
-
-
-def end_line(job: JobRow, info: ExitInfo) -> str:
-    """The console's line of an attempt's end."""
-    line = f"attempt {job.attempt} ended: {info.reason}"
-    return f"{line} - {info.error}" if info.error else line
-
-
-def record_end(
-    rt: Runtime,
-    job: JobRow,
-    spec: JobSpec | None,
-    paths: JobPaths,
-    node: str,
-    info: ExitInfo,
-    lease: tuple[str, list[int], str] | None,
-    writes: Writes | None,
-) -> None:
-    """Record the attempt's end and the job's next status; release its leases
-    (``lease``: node, GPUs, holder; the job's processes are gone by now; None: a
-    gang job's, each member let its own go). Those Redis writes of an attempt
-    that ended well or was cancelled are left in ``writes`` for the caller to
-    execute."""
-    ended = datetime.fromtimestamp(info.ended, UTC)
-    attempt: dict[str, Any] = {
-        "ended_at": ended,
-        "exit_code": info.code,
-        "exit_signal": info.signal,
-        "exit_reason": info.reason,
-    }
-    running = [JobStatus.RUNNING]
-    outcome: dict[str, Any] = {
-        "exit_code": info.code,
-        "exit_signal": info.signal,
-        "exit_reason": info.reason,
-        "error": info.error,
-        "progress": final_progress(rt, job, ok=info.reason == "ok", spec=spec),
-    }
-    ending = {"ok": JobStatus.FINISHED, "cancelled": JobStatus.CANCELLED}.get(info.reason)
-    if ending is not None:
-        # The attempt's end and the job's status in one commit. "stuck" is
-        # retried below; "cancelled" is by a person.
-        rt.end_attempt(
-            job.id,
-            job.attempt,
-            attempt,
-            ending,
-            expect=running,
-            release=lease,
-            writes=writes,
-            finished_at=ended,
-            **outcome,
-        )
-        if ending is JobStatus.CANCELLED:
-            rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
-        return
-    # The retry policy counts the attempts that ended: record this one first. The
-    # lease goes last: a running job without its lease is a lost one to the
-    # reconciler (the worker's own dispatch pass, next, sees the GPUs free).
-    rt.registry.end_attempt(job, **attempt)
-    release = lease is not None
-    try:
-        if info.reason == "interrupted":
-            # The worker is shutting down: the job goes back to the queue, not lost.
-            requeue(rt, job, running, "its worker shut down", **outcome)
-        else:
-            settle_failure(
-                rt,
-                job,
-                running,
-                info.reason,
-                info.error,
-                ended,
-                info.code,
-                info.signal,
-                info.deterministic,
-                outcome["progress"],
-            )
-    except RegistryUnreachable:
-        release = False  # kept while the end waits for the registry (see _run_one)
-        raise
-    finally:
-        if release and lease is not None:
-            rt.live.leases.release(*lease)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ugro.errors import RegistryUnreachable
-from ugro.execution.attempt import LeaseTaken, job_environment, per_gpu, run_control
+from ugro.execution.attempt import LeaseTaken, run_control
 from ugro.execution.gang_end import (
     GangMember,
     end_member_run,
@@ -29,6 +29,7 @@ from ugro.execution.gang_end import (
     node_metadata,
     process_ranks,
 )
+from ugro.execution.job_env import job_environment, per_gpu
 from ugro.execution.rendezvous import gang_environment, master_port, node_address
 from ugro.execution.runner import ExitInfo, run_command, stop_reason
 from ugro.jobs.lifecycle import ExitReason, JobStatus

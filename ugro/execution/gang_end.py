@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ugro.execution.attempt import end_line, ended_fields, record_end
+from ugro.execution.attempt_end import end_line, ended_fields, record_end
 from ugro.execution.runner import ExitInfo
 from ugro.jobs.lifecycle import ExitReason
 from ugro.jobs.paths import JobPaths
