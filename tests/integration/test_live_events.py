@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from ugro.live.connection import connect
 from ugro.live.events import await_end, next_event
-from ugro.live.state import connect
 from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 

@@ -260,7 +260,7 @@ def down() -> None:
 @click.option("--gpus", default=None, help="GPU indices to serve, e.g. 0,1 (default: all).")
 def worker(gpus: str | None) -> None:
     """Run this node's GPU workers and node agent in the foreground."""
-    from ugro.live.state import connect
+    from ugro.live.connection import connect
     from ugro.ops.stack import node_services, run_foreground, select_gpus
 
     settings = settings_from_env()
@@ -273,7 +273,7 @@ def worker(gpus: str | None) -> None:
 @main.command()
 def beat() -> None:
     """Run Celery beat with ugro's schedule in the foreground."""
-    from ugro.live.state import connect
+    from ugro.live.connection import connect
     from workers.beat import main as beat_main
 
     connect(settings_from_env()).close()  # unreachable, or a wrong password: exit 3

@@ -13,12 +13,10 @@ import time
 from typing import Any, NamedTuple, cast
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
-from ugro.errors import NotRunningError
 from ugro.live.clock import from_reply, server_time
 from ugro.live.command_list import CommandList
+from ugro.live.connection import connect
 from ugro.live.dispatch_state import DispatchState, PendingEntry
 from ugro.live.job_message import JobMessage
 from ugro.live.keys import Keys
@@ -35,45 +33,6 @@ from ugro.settings import Settings
 _PRIORITY_WEIGHT = 10_000_000_000
 # The live hash of a finished job is kept this long for `ugro wait` and the like.
 _ENDED_JOB_TTL = 86_400
-
-
-def connect(
-    settings: Settings, timeout: float = 5.0, wait_out_restarts: bool = False
-) -> redis.Redis:
-    """A client for the configured Redis; NotRunningError when it does not answer.
-
-    With ``wait_out_restarts`` (workers and agents, mid-job), a command that finds Redis
-    gone retries with backoff for about a minute, so a Redis restart does not fail
-    the job a worker runs. A person's command fails fast instead.
-    """
-    client = redis.Redis.from_url(
-        settings.effective_redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        decode_responses=True,
-    )
-    where = "the embedded Redis" if settings.embedded_redis else settings.shown_redis_url
-    try:
-        client.ping()
-    except redis.AuthenticationError as exc:
-        # (before ConnectionError: redis-py makes it one of those)
-        if "required" in str(exc).lower():
-            why = "wants a password: give it in UGRO_REDIS_URL (redis://:PASSWORD@host:port)"
-        else:
-            why = "refused the password: check the password in UGRO_REDIS_URL"
-        raise NotRunningError(f"{where} {why}") from None
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        hint = "start it with `ugro up`" if settings.embedded_redis else "check UGRO_REDIS_URL"
-        raise NotRunningError(f"cannot reach {where} ({exc}): {hint}") from None
-    if wait_out_restarts:
-        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=40)
-        client.connection_pool.connection_kwargs.update(
-            retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError, OSError]
-        )
-        client.connection_pool.reset()
-        client.set_retry(retry)
-    return client
 
 
 class QueuedEntry(NamedTuple):

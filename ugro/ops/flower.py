@@ -143,7 +143,7 @@ def run_flower(
     from flower.options import options
     from flower.urls import settings as tornado_settings
 
-    from ugro.live.state import connect
+    from ugro.live.connection import connect
     from ugro.transport.celery_app import make_app
 
     connect(settings).close()  # fail now, with a hint, rather than log retries forever

@@ -17,7 +17,8 @@ from pathlib import Path
 from ugro.errors import StackError
 from ugro.execution.processes import alive, stop_supervisor
 from ugro.gpus.inventory import load_backend
-from ugro.live.state import LiveState, connect
+from ugro.live.connection import connect
+from ugro.live.state import LiveState
 from ugro.ops.redis_server import EmbeddedRedis
 from ugro.ops.supervisor import Service, Supervisor
 from ugro.registry.store import Registry
