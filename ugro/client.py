@@ -11,17 +11,15 @@ from __future__ import annotations
 import builtins
 import contextlib
 import getpass
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ugro.errors import JobNotFound, StateError
 from ugro.job import Job
-from ugro.job_logs import log_file
+from ugro.job_logs import follow_log, log_file
 from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.registry.members import members_of
 from ugro.registry.models import JobRow, MemberRow, placement_of, utcnow
@@ -29,9 +27,11 @@ from ugro.runtime import Runtime
 from ugro.settings import Settings
 
 if TYPE_CHECKING:
+    from ugro.arrays import JobArray
     from ugro.health.samples import NodeSample
     from ugro.health.sweep import SweepReport
     from ugro.jobs.spec import JobSpec
+    from ugro.jobs.sweep import SweepSpec
     from ugro.scheduling.submit import LiveNodes
     from ugro.scheduling.submit_lease import SubmitLease
 
@@ -97,15 +97,83 @@ class Client:
             SpecError: when no live node could ever run one of the jobs.
             DataDirError: when a job's tree could not be written (the data dir full).
         """
+        rows = self._accept(specs)
+        # As accepted (queued or placed): no second read of what was just written.
+        return [Job.from_row(row, self.settings.jobs_dir) for row in rows]
+
+    def submit_array(
+        self, spec: JobSpec, indices: Sequence[int], max_running: int | None = None
+    ) -> JobArray:
+        """Accept an array: one task a index, ``{index}`` in ``spec``'s argv filled in
+        and ``UGRO_ARRAY_ID``, ``UGRO_ARRAY_INDEX``, ``UGRO_ARRAY_COUNT`` in its
+        environment; at most ``max_running`` placed or running at once. All or none,
+        in one registry commit, as ``submit_many``.
+
+        Raises:
+            SpecError: as ``submit_many``; or a ``{name}`` in the argv other than
+                ``{index}``.
+        """
+        from ugro.arrays import array_specs
+        from ugro.scheduling.submit import NewArray
+
+        array_id, specs = array_specs(spec, indices)
+        self._accept(specs, NewArray(array_id, spec.name, "array", max_running))
+        return self.get_array(array_id)
+
+    def sweep(self, sweep: SweepSpec) -> tuple[JobArray, Job | None]:
+        """Accept a sweep: its points as an array whose tasks carry their parameters,
+        then its ``then`` job, waiting on every task, if it has one."""
+        from ugro.arrays import point_specs
+        from ugro.jobs.spec import JobSpec, new_job_id
+        from ugro.scheduling.submit import NewArray
+
+        array_id = new_job_id(sweep.name)
+        template = JobSpec(name=sweep.name, command=sweep.command, **sweep.job_fields())
+        specs = point_specs(template, sweep.commands(array_id), array_id)
+        then = None
+        if sweep.then is not None:  # (checked before anything is submitted)
+            fields = sweep.then.job_fields()
+            argv = sweep.then.argv(array_id)
+            then = JobSpec(name=sweep.then.name, command=argv, after=[array_id], **fields)
+        names = sweep.parameters()
+        self._accept(specs, NewArray(array_id, sweep.name, "sweep", sweep.max_running, names))
+        follow_up = self.submit(then) if then is not None else None
+        return self.get_array(array_id), follow_up
+
+    def _accept(self, specs: Sequence[JobSpec], array: Any = None) -> builtins.list[JobRow]:
         from ugro.scheduling.submit import LiveNodes, accept
         from ugro.scheduling.submit_lease import SubmitLease
 
         if self._submitting is None:
             self._submitting = (LiveNodes(self.rt), SubmitLease(self.rt))
         nodes, leaser = self._submitting
-        rows = accept(self.rt, specs, nodes, self._user, self._host, leaser)
-        # As accepted (queued or placed): no second read of what was just written.
-        return [Job.from_row(row, self.settings.jobs_dir) for row in rows]
+        return accept(self.rt, specs, nodes, self._user, self._host, leaser, array)
+
+    def get_array(self, array_id: str) -> JobArray:
+        """An array or sweep by id, its tasks as they are now.
+
+        Raises:
+            JobNotFound: no array has that id.
+        """
+        from ugro.arrays import JobArray
+        from ugro.registry.holds import array_tasks, get_array, param_names
+
+        row = get_array(self.rt.registry, array_id)
+        if row is None:
+            raise JobNotFound(f"no array {array_id!r}: `ugro list` shows the arrays there are")
+        tasks = [self._job(task) for task in array_tasks(self.rt.registry, [row.id])[row.id]]
+        return JobArray.of(row, tasks, param_names(row))
+
+    def arrays(self, limit: int | None = None) -> builtins.list[JobArray]:
+        """Arrays and sweeps, newest first."""
+        from ugro.registry.holds import list_arrays
+
+        return [self.get_array(row.id) for row in list_arrays(self.rt.registry, limit)]
+
+    def is_array(self, array_id: str) -> bool:
+        from ugro.registry.holds import get_array
+
+        return get_array(self.rt.registry, array_id) is not None
 
     # Run control ------------------------------------------------------------------
 
@@ -133,6 +201,9 @@ class Client:
                 return self.get(job.id)
             ended: dict[str, Any] = {"finished_at": utcnow(), "exit_reason": ExitReason.CANCELLED}
             if self.rt.transition(job.id, JobStatus.CANCELLED, expect=[job.status], **ended):
+                from ugro.scheduling.workflow import job_ended
+
+                job_ended(self.rt, job.id, job.array_id)
                 self.rt.live.dequeue(job.id)
                 if job.node:
                     for node, gpus in placement_of(self.rt.registry.get_job(job.id)):
@@ -142,6 +213,24 @@ class Client:
                 self.rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id)
                 return self.get(job.id)
         raise StateError(f"job {job_id} kept changing status; try again")
+
+    def cancel_array(self, array_id: str, grace: float | None = None) -> builtins.list[Job]:
+        """Cancel every task of an array not ended yet (those waiting for a slot
+        first, so none takes a slot freed by another's cancel); returns them."""
+        tasks = [task for task in self.get_array(array_id).tasks if not task.done]
+        tasks.sort(key=lambda task: (task.hold is None, -(task.array_index or 0)))
+        return [self._cancel_if_active(task.id, grace) for task in tasks]
+
+    def _cancel_if_active(self, job_id: str, grace: float | None) -> Job:
+        try:
+            return self.cancel(job_id, grace)
+        except StateError:  # it ended meanwhile
+            return self.get(job_id)
+
+    def retry_array(self, array_id: str) -> builtins.list[Job]:
+        """Queue an array's failed tasks again; returns them."""
+        failed = [t for t in self.get_array(array_id).tasks if t.status is JobStatus.FAILED]
+        return [self.retry(task.id) for task in failed]
 
     def retry(self, job_id: str) -> Job:
         """Queue a failed, cancelled or lost job again, as its next attempt.
@@ -159,8 +248,13 @@ class Client:
                 f"job {job.id} is {job.status.value}: only a failed, cancelled"
                 " or lost job can be retried"
             )
+        from ugro.scheduling.workflow import retry_held
+
         row = self.rt.registry.get_job(job.id)
-        if not requeue(self.rt, row, ended, "retried by hand", finished_at=None):
+        held = retry_held(self.rt, row, ended)
+        if held is None:
+            held = requeue(self.rt, row, ended, "retried by hand", finished_at=None)
+        if not held:
             raise StateError(f"job {job.id} changed status; look again with `ugro status`")
         dispatch_pending(self.rt)
         return self.get(job.id)
@@ -179,10 +273,14 @@ class Client:
         return self._job(self.rt.registry.find_job(job_id))
 
     def list(
-        self, status: Sequence[JobStatus] | None = None, limit: int | None = None
+        self,
+        status: Sequence[JobStatus] | None = None,
+        limit: int | None = None,
+        tasks: bool = True,
     ) -> builtins.list[Job]:
-        """Jobs, newest first."""
-        return [self._job(row) for row in self.rt.registry.list_jobs(statuses=status, limit=limit)]
+        """Jobs, newest first (without ``tasks``: no task of an array, see ``arrays``)."""
+        rows = self.rt.registry.list_jobs(statuses=status, limit=limit, tasks=tasks)
+        return [self._job(row) for row in rows]
 
     def _job(self, row: JobRow) -> Job:
         """The job of a row; a running job the progress scan (once a minute) has not
@@ -214,6 +312,7 @@ class Client:
         from ugro.live.events import await_end
 
         given = [job_ids] if isinstance(job_ids, str) else builtins.list(job_ids)
+        given = [task for job_id in given for task in self._tasks_or_job(job_id)]
         events = self._subscription()  # before the first read: no event is missed
         latest = self._by_full_id(given)
         ids = [latest[job_id].id for job_id in given]
@@ -245,6 +344,12 @@ class Client:
             # The subscription may hold unread replies or be broken: start afresh.
             self._close_events()
             raise
+
+    def _tasks_or_job(self, job_id: str) -> builtins.list[str]:
+        """An array's task ids, or the job id as given."""
+        if self.is_array(job_id):
+            return [task.id for task in self.get_array(job_id).tasks]
+        return [job_id]
 
     def _changed(self, ids: set[str], latest: dict[str, Job]) -> set[str]:
         """Those of ``ids`` whose status in the registry is not the one in ``latest``
@@ -283,6 +388,10 @@ class Client:
         job = self.get(job_id)
         if job.status is not JobStatus.QUEUED:
             return None
+        if job.hold is not None:
+            from ugro.scheduling.workflow import why_held
+
+            return why_held(self.rt, job.id, job.hold)
         from ugro.jobs.spec import JobSpec
         from ugro.scheduling.dispatch import gpu_view
         from ugro.scheduling.explain import why_waiting
@@ -297,47 +406,9 @@ class Client:
         breaker as it stands now (``breaker``; ``breaker_open_until``, when an open
         breaker's window ends, else None) and its GPUs (worker up, free, held by a
         job, or blocked, with readings)."""
-        from ugro.health.sweep import breaker_for, latest_health
-        from ugro.scheduling.dispatch import gpu_view
+        from ugro.node_view import node_view
 
-        view = gpu_view(self.rt)
-        workers = self.rt.live.workers(max_age=self.settings.worker_ttl)
-        health = latest_health(self.rt)
-        breaker = breaker_for(self.rt)
-        found: dict[str, dict[str, Any]] = {}
-
-        def entry(node: str, host: str | None) -> dict[str, Any]:
-            if node not in found:
-                status = breaker.status(node)
-                until = None
-                if status.state == "open" and status.opened_at is not None:
-                    until = datetime.fromtimestamp(status.opened_at + breaker.window, UTC)
-                found[node] = {
-                    "node": node,
-                    "host": host,
-                    "gpus": [],
-                    "health": health.get(node),
-                    "breaker": status.state,
-                    "breaker_open_until": until.isoformat() if until else None,
-                }
-            return found[node]
-
-        for worker in workers:
-            job = view.held.get(worker.node, {}).get(worker.index)
-            state = "blocked" if worker.blocked else ("busy" if job else "free")
-            entry(worker.node, worker.host)["gpus"].append(
-                {
-                    "index": worker.index,
-                    "state": state,
-                    "job": job,
-                    "blocked": worker.blocked,
-                    "last_seen": worker.seen,
-                    "reading": worker.gpu,
-                }
-            )
-        for node in health:  # nodes with no GPU worker up: probed, or gone quiet
-            entry(node, None)
-        return [found[node] for node in sorted(found)]
+        return node_view(self.rt)
 
     def sweep_health(self) -> SweepReport:
         """A health sweep now, whatever its interval, then a dispatch pass when a
@@ -395,27 +466,4 @@ class Client:
         """
         job = self.get(job_id)
         path = log_file(self.rt, job, attempt, rank, node)
-        return self._follow(job, path, follow, poll)
-
-    def _follow(self, job: Job, path: Path, follow: bool, poll: float) -> Iterator[str]:
-        """What ``path`` holds; with ``follow``, what is added to it until the job has
-        ended, starting over when a new attempt replaces the file."""
-        offset, inode = 0, None
-        while True:
-            if path.exists():
-                with path.open("r", encoding="utf-8", errors="replace") as handle:
-                    current = os.fstat(handle.fileno()).st_ino
-                    if inode is not None and current != inode:
-                        offset = 0  # a new attempt started: its log is a new file
-                        yield f"--- attempt {self.get(job.id).attempt} ---\n"
-                    inode = current
-                    handle.seek(offset)
-                    chunk = handle.read()
-                    offset = handle.tell()
-                if chunk:
-                    yield chunk
-                    continue
-            if not follow or job.done:
-                return
-            time.sleep(poll)
-            job = self.get(job.id)
+        return follow_log(self.get, job, path, follow, poll)

@@ -43,6 +43,12 @@ class Job(BaseModel):
     progress: ProgressInfo | None = None
     #: running, finished, stuck, failed or outdated, from the progress scan.
     run_status: str | None = None
+    #: A task of an array or sweep: its id there, and its index.
+    array_id: str | None = None
+    array_index: int | None = None
+    #: A queued job kept from the queue: "after" (its dependencies) or "slot"
+    #: (its array's max_running); ``Client.why_waiting`` says more.
+    hold: str | None = None
 
     @classmethod
     def from_row(cls, row: JobRow, jobs_dir: Path, progress: str | None = None) -> Job:
@@ -68,6 +74,9 @@ class Job(BaseModel):
             exit_reason=row.exit_reason,
             error=row.error,
             job_dir=JobPaths(jobs_dir, row.id).root,
+            array_id=row.array_id,
+            array_index=row.array_index,
+            hold=row.hold,
             **_progress_fields(progress or row.progress),
         )
 

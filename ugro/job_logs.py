@@ -4,6 +4,9 @@ the first rank's of its member on one node, of the newest attempt or of one."""
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ugro.errors import SpecError
@@ -69,3 +72,30 @@ def _node_rank_on(rt: Runtime, job: Job, node: str, attempt: int | None) -> int:
         where = ", ".join(m.node for m in members) or "no node"
         raise SpecError(f"node: attempt {number} of job {job.id} ran on {where}, not {node!r}")
     return member.rank
+
+
+def follow_log(
+    read_job: Callable[[str], Job], job: Job, path: Path, follow: bool, poll: float
+) -> Iterator[str]:
+    """What ``path`` holds; with ``follow``, what is added to it until the job has
+    ended (``read_job`` reads it anew), starting over when a new attempt replaces
+    the file."""
+    offset, inode = 0, None
+    while True:
+        if path.exists():
+            with path.open("r", encoding="utf-8", errors="replace") as handle:
+                current = os.fstat(handle.fileno()).st_ino
+                if inode is not None and current != inode:
+                    offset = 0  # a new attempt started: its log is a new file
+                    yield f"--- attempt {read_job(job.id).attempt} ---\n"
+                inode = current
+                handle.seek(offset)
+                chunk = handle.read()
+                offset = handle.tell()
+            if chunk:
+                yield chunk
+                continue
+        if not follow or job.done:
+            return
+        time.sleep(poll)
+        job = read_job(job.id)

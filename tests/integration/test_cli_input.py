@@ -82,7 +82,7 @@ def test_a_command_needing_redis_says_how_to_start_it(embedded_settings: Setting
 def test_a_mistyped_option_is_refused_not_made_part_of_the_command(
     settings: Settings, live_redis: redis.Redis, tmp_path: Path
 ) -> None:
-    for typo, meant in (("--gpu", "--gpus"), ("--priorty", "--priority"), ("--after", None)):
+    for typo, meant in (("--gpu", "--gpus"), ("--priorty", "--priority"), ("--depends-on", None)):
         result = ugro(settings, "submit", "--name", "t", typo, "2", "--", "python", "train.py")
         assert result.returncode == 2, (typo, result.stdout, result.stderr)
         assert f"No such option '{typo}'" in result.stderr

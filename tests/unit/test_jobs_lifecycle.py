@@ -137,6 +137,7 @@ def test_exit_reasons_are_the_values_stored_and_documented() -> None:
         "lost",
         "interrupted",
         "stopped",
+        "dependency",
     ]
     # Stored as their value, in the registry's columns, JSON and text alike
     for column in (

@@ -5,7 +5,7 @@ command modules load click alone when imported, and each command what it uses
 (``ugro.cli.base`` says why).
 """
 
-from ugro.cli import cluster, jobs, metrics, ops, progress, summary  # noqa: F401  (they add their commands to main)
+from ugro.cli import cluster, jobs, metrics, ops, progress, summary, workflows  # noqa: F401  (they add their commands to main)
 from ugro.cli.base import main
 
 __all__ = ["main"]

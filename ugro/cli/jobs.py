@@ -20,6 +20,7 @@ from ugro.cli.base import (
 )
 from ugro.cli.plain import Cell, TextTable, escaped, shows_style, styled
 from ugro.cli.progress import progress_cells
+from ugro.cli.workflows import array_cells, array_json
 
 
 # Options end at the command's first word, so the command's own options
@@ -64,6 +65,15 @@ from ugro.cli.progress import progress_cells
     help="Run in this directory (default: here).",
 )
 @click.option("--shell", is_flag=True, help="Run the command through /bin/sh -c.")
+@click.option(
+    "--after", "after", multiple=True, help="Start once these jobs or arrays finished OK: ID[,ID]."
+)
+@click.option("--after-any", "after_any", multiple=True, help="Start once these ended: ID[,ID].")
+@click.option(
+    "--after-failed", "after_failed", multiple=True, help="Start only if one of these failed."
+)
+@click.option("--array", "array", default=None, help="Tasks 0-99, 1,3,5 or 0-15:4: {index}.")
+@click.option("--max-running", "max_running", default=None, help="An array's tasks at once.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def submit(
     retry_on: tuple[str, ...],
@@ -72,9 +82,17 @@ def submit(
     env: tuple[str, ...],
     tags: tuple[str, ...],
     workdir: str | None,
+    after: tuple[str, ...],
+    after_any: tuple[str, ...],
+    after_failed: tuple[str, ...],
+    array: str | None,
+    max_running: str | None,
     **options: Any,
 ) -> None:
-    """Queue a job and print its id: ugro submit --name N -- python train.py"""
+    """Queue a job and print its id: ugro submit --name N -- python train.py
+
+    With --array, queue one task a index and print the array's id: its argv's
+    {index} is the task's index."""
     from pathlib import Path
 
     from ugro.jobs.spec import parse_spec
@@ -91,18 +109,40 @@ def submit(
         data["epoch_files"] = list(epoch_files)
     if workdir is not None:
         data["working_dir"] = str(Path(workdir).absolute())
+    for key, given in (("after", after), ("after_any", after_any), ("after_failed", after_failed)):
+        data[key] = [job for item in given for job in item.split(",") if job]
     spec = parse_spec(data)
+    if array is None:
+        if max_running is not None:
+            fail("--max-running: only with --array", 2)
+        with client_from_env() as client:
+            click.echo(client.submit(spec).id)
+        return
+    from ugro.jobs.sweep import parse_array_range
+
+    cap = _positive(max_running, "--max-running") if max_running is not None else None
+    indices = parse_array_range(array)
     with client_from_env() as client:
-        job = client.submit(spec)
-    click.echo(job.id)
+        click.echo(client.submit_array(spec, indices, cap).id)
+
+
+def _positive(value: str, option: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        fail(f"{option}: {value!r} is not a whole number of at least 1", 2)
+    return number
 
 
 @main.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--status", "statuses", multiple=True, help="Only jobs in this status.")
 @click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
-def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
-    """List jobs, newest first (works while the stack is down)."""
+@click.option("--expand", is_flag=True, help="Each task of an array on a line of its own.")
+def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int, expand: bool) -> None:
+    """List jobs, newest first, an array on one line (works while the stack is down)."""
     short_lived()
     from ugro.jobs.lifecycle import JobStatus
     from ugro.progress.scan import OUTDATED, STUCK
@@ -115,16 +155,24 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int) -> None:
     stored = [JobStatus(s) for s in statuses if s not in findings]
     scanned = {s for s in statuses if s in findings}
     with client_from_env(connect=False) as client:
-        jobs = client.list(status=None if scanned else stored or None, limit=limit)
+        jobs = client.list(status=None if scanned else stored or None, limit=limit, tasks=expand)
+        arrays = [] if expand else client.arrays(limit)
     if scanned:
         jobs = [j for j in jobs if j.run_status in scanned or j.status.value in statuses]
+    if statuses:
+        arrays = [a for a in arrays if a.status.value in statuses]
     if as_json:
-        click.echo(json.dumps([job.to_json() for job in jobs], indent=2))
+        listed = [job.to_json() for job in jobs] + [array_json(a) for a in arrays]
+        click.echo(json.dumps(listed, indent=2, default=str))
         return
     # Ids are copied into other commands: never cut; a narrow terminal cuts names.
     columns = ("ID", "NAME", "STATUS", "NODE", "GPUS", "PROGRESS", "EPOCHS", "BEST", "ETA", "AGE")
     table = TextTable(*columns, fit="NAME")
-    for job in jobs:
+    rows: list[Any] = sorted([*jobs, *arrays], key=lambda j: j.created_at, reverse=True)
+    for job in rows[:limit]:
+        if hasattr(job, "tasks"):  # an array
+            table.add_row(*array_cells(job))
+            continue
         shown = job.run_status if job.run_status in (STUCK, OUTDATED) else job.status.value
         table.add_row(
             job.id,
@@ -338,6 +386,7 @@ def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
             running = sum(job.status.value == "running" for job in latest.values())
             progress.update(
                 task,
+                total=len(latest),  # (an array's tasks each count)
                 completed=sum(job.done for job in latest.values()),
                 description=f"jobs done ({running} running)",
             )
@@ -364,7 +413,15 @@ def cancel(job_ids: tuple[str, ...], grace: str | None, no_wait: bool) -> None:
     except ValueError as exc:
         fail(f"--grace: {exc}", 2)
     with client_from_env() as client:
-        jobs = [client.cancel(job_id, grace=seconds) for job_id in job_ids]
+        jobs = [
+            job
+            for job_id in job_ids
+            for job in (
+                client.cancel_array(job_id, grace=seconds)
+                if client.is_array(job_id)
+                else [client.cancel(job_id, grace=seconds)]
+            )
+        ]
         if not no_wait:
             with progress_bar() as progress:
                 progress.add_task("stopping", total=None)
@@ -376,8 +433,13 @@ def cancel(job_ids: tuple[str, ...], grace: str | None, no_wait: bool) -> None:
 @main.command()
 @click.argument("job_ids", nargs=-1, required=True)
 def retry(job_ids: tuple[str, ...]) -> None:
-    """Queue failed, cancelled or lost jobs again as their next attempt."""
+    """Queue failed, cancelled or lost jobs again as their next attempt (an array:
+    its failed tasks)."""
     with client_from_env() as client:
         for job_id in job_ids:
+            if client.is_array(job_id):
+                tasks = client.retry_array(job_id)
+                err().print(f"{job_id}: {len(tasks)} failed task(s) queued again")
+                continue
             job = client.retry(job_id)
             err().print(f"{job.id}: {job.status.value}")

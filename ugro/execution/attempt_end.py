@@ -17,6 +17,7 @@ from ugro.live.writes import Writes
 from ugro.progress.jobs import final_progress
 from ugro.registry.models import JobRow
 from ugro.runtime import Runtime
+from ugro.scheduling.workflow import job_ended
 
 
 def ended_fields(info: ExitInfo | None, pid: int | None = None) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def record_end(
     if ending is not None:
         # The attempt's end and the job's status in one commit. "stuck" is
         # retried below; "cancelled" is by a person.
-        rt.end_attempt(
+        changed = rt.end_attempt(
             job.id,
             job.attempt,
             attempt,
@@ -88,6 +89,9 @@ def record_end(
         )
         if ending is JobStatus.CANCELLED:
             rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
+        if changed:
+            # (before the dispatch pass that follows: a job it held may start in it)
+            job_ended(rt, job.id, job.array_id)
         return
     # The retry policy counts the attempts that ended: record this one first. The
     # lease goes last: a running job without its lease is a lost one to the

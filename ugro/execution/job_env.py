@@ -62,6 +62,12 @@ def job_environment(
             "PYTHONUNBUFFERED": "1",  # a Python job's prints reach the log as they happen
         }
     )
+    if spec.array is not None:
+        env["UGRO_ARRAY_ID"] = spec.array.id
+        env["UGRO_ARRAY_INDEX"] = str(spec.array.index)
+        env["UGRO_ARRAY_COUNT"] = str(spec.array.count)
+    for name, value in spec.params.items():
+        env[f"UGRO_PARAM_{name.upper()}"] = str(value)
     env.pop("UGRO_RESUME_FROM", None)
     if job.attempt > 1 and (resume := newest_checkpoint(paths.checkpoints)) is not None:
         env["UGRO_RESUME_FROM"] = str(resume)

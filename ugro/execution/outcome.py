@@ -16,6 +16,7 @@ from ugro.jobs.spec import JobSpec
 from ugro.live.clock import server_time
 from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime
+from ugro.scheduling.workflow import job_ended
 from ugro.transport.queues import control_queue
 
 
@@ -101,7 +102,7 @@ def settle_failure(
         why = f"attempt {job.attempt} ended: {reason}; retry {failures} of {spec.max_retries}"
         if requeue(rt, job, expect, why, delay, **fields):
             return JobStatus.QUEUED
-    rt.transition(
+    failed = rt.transition(
         job.id,
         JobStatus.FAILED,
         expect=expect,
@@ -112,4 +113,6 @@ def settle_failure(
     rt.registry.add_event(
         "job_failed", f"{job.id} failed: {reason} {error or ''}".strip(), job.id, job.node
     )
+    if failed:
+        job_ended(rt, job.id, job.array_id)
     return JobStatus.FAILED

@@ -38,6 +38,7 @@ from ugro.registry.members import members_of
 from ugro.registry.models import JobRow, gpu_list
 from ugro.runtime import Runtime
 from ugro.scheduling.dispatch import dispatch_pending
+from ugro.scheduling.workflow import look_again
 from ugro.transport.queues import node_queue
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _reconcile(rt: Runtime) -> Counter[str]:
     for row in rows:
         status = JobStatus(row.status)
         if status is JobStatus.QUEUED:
-            if row.id not in in_queue:
+            if row.hold is None and row.id not in in_queue:  # (a held job is not queued live)
                 spec = JobSpec.model_validate_json(row.spec)
                 rt.live.enqueue(
                     row.id, row.priority, row.gpus, spec.node, spec.timeout, nodes=spec.nodes
@@ -93,6 +94,9 @@ def _reconcile(rt: Runtime) -> Counter[str]:
                     report["placement expired"] += 1
             elif declare_lost(rt, row):
                 report["lost"] += 1
+    # Held jobs whose dependencies ended unseen, array slots not handed on.
+    if changed := look_again(rt):
+        report["held jobs settled"] += changed
     return report
 
 

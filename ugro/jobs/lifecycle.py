@@ -60,6 +60,9 @@ class ExitReason(StrEnum):
     #: a gang member stopped because another member ended first (a member's
     #: reason only: the attempt ends with that first member's)
     STOPPED = "stopped"
+    #: cancelled without running: a job it waited on can never let it start (it
+    #: failed, was cancelled, or a job before it in the chain was)
+    DEPENDENCY = "dependency"
 
 
 #: Statuses a job has when no retry or person moves it again. ``lost`` is not one:

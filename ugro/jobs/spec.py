@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from ugro.errors import SpecError
+from ugro.jobs.dependencies import DependencyKind
 
 #: A safe path component: no separators, no leading dot, no control characters.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -67,6 +68,16 @@ def _check_safe(value: str, what: str) -> str:
     return value
 
 
+class ArrayPlace(BaseModel):
+    """Where a task sits in its array (set by ugro as it submits the array)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=JOB_ID.pattern)
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+
 class JobSpec(BaseModel):
     """One training or evaluation run.
 
@@ -99,6 +110,16 @@ class JobSpec(BaseModel):
     working_dir: str | None = None
     tags: list[str] = Field(default_factory=list)
     shell: bool = False
+    # Jobs (or arrays, as a whole) this one waits on (``ugro.jobs.dependencies``):
+    # their ids, or in one batch of ``submit_many`` another spec's name.
+    after: list[str] = Field(default_factory=list)
+    after_any: list[str] = Field(default_factory=list)
+    after_failed: list[str] = Field(default_factory=list)
+    # A sweep point's parameters: in config.json, and in the job's environment as
+    # UGRO_PARAM_<NAME>.
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # A task of an array or sweep: set by ugro (``Client.submit_array``, ``sweep``).
+    array: ArrayPlace | None = None
 
     @field_validator("name")
     @classmethod
@@ -154,6 +175,34 @@ class JobSpec(BaseModel):
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
         return [_check_safe(tag, "tag") for tag in value]
+
+    @field_validator("after", "after_any", "after_failed")
+    @classmethod
+    def _after(cls, value: list[str]) -> list[str]:
+        for job in value:
+            if not JOB_ID.match(job):
+                raise ValueError(f"{job[:80]!r} is not a job id")
+        return list(dict.fromkeys(value))
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a parameter name (letters, digits, '_')")
+            if isinstance(item, str):
+                _check_text(item, f"the value of {key!r}")
+        return value
+
+    @property
+    def dependencies(self) -> list[tuple[str, DependencyKind]]:
+        """Every job this one waits on, with how."""
+        kinds: list[tuple[DependencyKind, list[str]]] = [
+            ("after", self.after),
+            ("after_any", self.after_any),
+            ("after_failed", self.after_failed),
+        ]
+        return [(job, kind) for kind, jobs in kinds for job in jobs]
 
     @model_validator(mode="after")
     def _gang_not_pinned(self) -> JobSpec:

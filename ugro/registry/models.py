@@ -59,6 +59,42 @@ class JobRow(Base):
     # A gang job's placement (JSON): [[node, [gpu indices]], ...] in rank order;
     # ``node`` and ``gpu_indices`` above are its rank 0's.
     members: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A queued job kept out of the live queue: "after" (its dependencies are not
+    # met yet) or "slot" (its array runs max_running tasks already); None: free
+    # to be placed (``ugro.jobs.dependencies``).
+    hold: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    # A task of an array (or sweep): its array's id and its index there.
+    array_id: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
+    array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class DependencyRow(Base):
+    """That ``job_id`` waits on ``on_job`` (``ugro.jobs.dependencies``: kind)."""
+
+    __tablename__ = "ugro_dependencies"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("ugro_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    on_job: Mapped[str] = mapped_column(String(80), primary_key=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+
+
+class ArrayRow(Base):
+    """An array of tasks submitted as one (``ugro submit --array``, ``ugro sweep``):
+    each task a job whose ``array_id`` is this id."""
+
+    __tablename__ = "ugro_arrays"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "array" | "sweep"
+    count: Mapped[int] = mapped_column(Integer)
+    # At most this many tasks placed or running at once; None: no cap.
+    max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # A sweep's parameter names, in order (JSON list); None for a plain array.
+    params: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AttemptRow(Base):

@@ -30,10 +30,12 @@ from ugro.errors import JobNotFound
 from ugro.jobs.lifecycle import JobStatus, transition_sources
 from ugro.registry import statements as sql
 from ugro.registry.columns import add_missing_columns
-from ugro.registry.connections import RegistryConnections
+from ugro.registry.connections import RegistryConnections, Step
 from ugro.registry.models import (
+    ArrayRow,
     AttemptRow,
     Base,
+    DependencyRow,
     EventRow,
     JobRow,
     MemberRow,
@@ -94,9 +96,19 @@ class Registry:
     def create_job(self, **values: Any) -> None:
         self.create_jobs([values])
 
-    def create_jobs(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert several jobs in one transaction (one commit): all or none."""
-        self.connections.write((sql.insert_into(_JOBS), list(rows)))
+    def create_jobs(
+        self,
+        rows: Sequence[dict[str, Any]],
+        dependencies: Sequence[dict[str, Any]] = (),
+        arrays: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        """Insert several jobs in one transaction (one commit), with the arrays they
+        are tasks of and what they wait on (``ugro.registry.holds``): all or none."""
+        steps: list[Step] = [(sql.insert_into(_ARRAYS), list(arrays))] if arrays else []
+        steps.append((sql.insert_into(_JOBS), list(rows)))
+        if dependencies:
+            steps.append((sql.insert_into(_DEPENDENCIES), list(dependencies)))
+        self.connections.write(*steps)
 
     def delete_job(self, job_id: str) -> None:
         """Remove a job that was never accepted (a rolled-back submission)."""
@@ -104,10 +116,14 @@ class Registry:
 
     def delete_jobs(self, job_ids: Sequence[str]) -> None:
         """Remove jobs that were never accepted (a rolled-back submission)."""
+        ids = list(job_ids)
         with self.connections.begin() as conn:
-            conn.execute(delete(AttemptRow).where(AttemptRow.job_id.in_(list(job_ids))))
-            conn.execute(delete(MemberRow).where(MemberRow.job_id.in_(list(job_ids))))
-            conn.execute(delete(JobRow).where(JobRow.id.in_(list(job_ids))))
+            arrays = select(JobRow.array_id).where(JobRow.id.in_(ids), JobRow.array_id.is_not(None))
+            conn.execute(delete(ArrayRow).where(ArrayRow.id.in_(arrays.scalar_subquery())))
+            conn.execute(delete(AttemptRow).where(AttemptRow.job_id.in_(ids)))
+            conn.execute(delete(MemberRow).where(MemberRow.job_id.in_(ids)))
+            conn.execute(delete(DependencyRow).where(DependencyRow.job_id.in_(ids)))
+            conn.execute(delete(JobRow).where(JobRow.id.in_(ids)))
 
     def get_job(self, job_id: str) -> JobRow:
         row = self.connections.first(sql.job_by_id(_JOBS), {"w_job": job_id})
@@ -137,7 +153,9 @@ class Registry:
         statuses: Iterable[JobStatus] | None = None,
         ids: Sequence[str] | None = None,
         limit: int | None = None,
+        tasks: bool = True,
     ) -> list[JobRow]:
+        """Jobs, newest first (``tasks``: with the tasks of arrays)."""
         if ids is not None and statuses is None and limit is None:
             chunks = _chunks(ids)
             with self.connections.begin() as conn:
@@ -155,6 +173,8 @@ class Registry:
             query = query.where(JobRow.status.in_([s.value for s in statuses]))
         if ids is not None:
             query = query.where(JobRow.id.in_(list(ids)))
+        if not tasks:
+            query = query.where(JobRow.array_id.is_(None))
         if limit is not None:
             query = query.limit(limit)
         with self.connections.begin() as conn:
@@ -357,6 +377,8 @@ class Registry:
 
 
 _JOBS = cast(Table, JobRow.__table__)
+_ARRAYS = cast(Table, ArrayRow.__table__)
+_DEPENDENCIES = cast(Table, DependencyRow.__table__)
 _ATTEMPTS = cast(Table, AttemptRow.__table__)
 
 

@@ -4,9 +4,11 @@ registry rows and their place in the live queue, all or nothing."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from secrets import token_hex
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import redis
 
 from ugro.errors import DataDirError, SpecError
+from ugro.jobs.dependencies import HOLD_AFTER
 from ugro.jobs.disk import write_failure
 from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.paths import JobPaths
@@ -25,6 +28,7 @@ from ugro.runtime import Runtime, gpu_json
 from ugro.scheduling.dispatch import dispatch_pending
 from ugro.scheduling.placement import PendingJob, Placement
 from ugro.scheduling.submit_lease import SubmitLease
+from ugro.scheduling.workflow import holds_of, job_ended, release_slots, resolve, settle
 
 # How long submit trusts what it read of the live nodes, in seconds. A job that
 # fits is accepted on that; one that does not is checked again before refusing.
@@ -87,14 +91,17 @@ def accept(
     submitted_by: str,
     submitted_from: str,
     leaser: SubmitLease | None = None,
+    array: NewArray | None = None,
 ) -> list[JobRow]:
     """Accept several jobs at once, in order: their trees, their registry rows in
-    one commit, one round trip to queue them all and, when a GPU may be free, one
-    dispatch pass. All or nothing: when any step
-    fails, none is accepted. Returns the new jobs' rows as written, in order.
+    one commit (with what they wait on, and ``array``, when they are its tasks),
+    one round trip to queue those free to start and, when a GPU may be free, one
+    dispatch pass. All or nothing: when any step fails, none is accepted. Returns
+    the new jobs' rows as written, in order.
 
     Raises:
-        SpecError: when no live node could ever run one of the jobs.
+        SpecError: when no live node could ever run one of the jobs, or a
+            dependency names no job (``ugro.scheduling.workflow.resolve``).
         DataDirError: when a job's tree could not be written (the data dir full).
     """
     if not specs:
@@ -103,14 +110,23 @@ def accept(
         spec.model_copy(update={"working_dir": os.getcwd()}) if spec.working_dir is None else spec
         for spec in specs
     ]
+    if any(spec.array is not None for spec in specs) and array is None:
+        raise SpecError("array: set by ugro when it submits an array (Client.submit_array)")
     for spec in specs:
         nodes.check_fits(spec)
+    if array is None:
+        ids = [new_job_id(spec.name) for spec in specs]
+    else:
+        ids = [
+            f"{array.id}-{spec.array.index if spec.array else n}" for n, spec in enumerate(specs)
+        ]
+    waits = resolve(rt, specs, ids)
+    holds = holds_of(specs, capped=array is not None and array.max_running is not None)
     now = utcnow()
     accepted: list[tuple[JobSpec, JobPaths, dict[str, str]]] = []
     rows: list[dict[str, Any]] = []
     try:
-        for spec in specs:
-            job_id = new_job_id(spec.name)
+        for job_id, spec, hold in zip(ids, specs, holds, strict=True):
             _, secrets = split_secrets(spec.env)
             stored = spec.model_copy(update={"env": redact_env(spec.env)})
             paths = rt.paths(job_id)
@@ -127,7 +143,8 @@ def accept(
             accepted.append((spec, paths, secrets))
             # (a microsecond apart: the registry keeps a batch's submission order,
             # and the reconciler queues jobs again in it after Redis lost them)
-            rows.append(queued_row(job_id, stored, now + timedelta(microseconds=len(rows))))
+            row = queued_row(job_id, stored, now + timedelta(microseconds=len(rows)))
+            rows.append(row | {"hold": hold})
         # (before a job can start: its worker's lines come after this one)
         for spec, paths, _ in accepted:
             size = f"{spec.nodes} nodes x " if spec.distributed else ""
@@ -139,13 +156,27 @@ def accept(
         # accepted: one row written once, no trip through the queue, its message
         # sent with its live record.
         placed = False
-        if len(accepted) == 1 and not accepted[0][0].distributed:  # (a gang: by a pass)
+        alone = len(accepted) == 1 and not accepted[0][0].distributed  # (a gang: by a pass)
+        if alone and holds[0] is None:
             placed = _place_at_once(rt, leaser or SubmitLease(rt), *accepted[0], rows[0])
-        may_place = not placed and _queue(rt, accepted, rows)
+        waiting_on = [
+            {"job_id": job_id, "on_job": on, "kind": kind}
+            for job_id, found in zip(ids, waits, strict=True)
+            for on, kind in found
+        ]
+        arrays = [array.row(len(specs), now)] if array is not None else []
+        may_place = not placed and _queue(rt, accepted, rows, waiting_on, arrays)
     except BaseException:
         for _, paths, _ in accepted:
             paths.remove()
         raise
+    # Dependencies that ended before these jobs were written: their ends did not
+    # see them (``ugro.scheduling.workflow``).
+    for job_id, hold in zip(ids, holds, strict=True):
+        if hold == HOLD_AFTER and (given_up := settle(rt, job_id)) is not None:
+            job_ended(rt, given_up.id, given_up.array_id)
+    if array is not None and array.max_running is not None:
+        may_place = release_slots(rt, array.id) > 0 or may_place
     if may_place:
         # Placing here, when a GPU is free, saves the jobs a hop through beat.
         dispatch_pending(rt)
@@ -163,10 +194,37 @@ def _writing_tree(rt: Runtime) -> Iterator[None]:
         raise DataDirError(f"{why}; nothing was submitted") from exc
 
 
+@dataclass(frozen=True)
+class NewArray:
+    """The array whose tasks a batch's jobs are (``ugro.registry.holds``)."""
+
+    id: str
+    name: str
+    kind: str  # "array" | "sweep"
+    max_running: int | None = None
+    params: list[str] | None = None  # a sweep's parameter names
+
+    def row(self, count: int, now: datetime) -> dict[str, Any]:
+        params = json.dumps(self.params) if self.params is not None else None
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "count": count,
+            "max_running": self.max_running,
+            "created_at": now,
+            "params": params,
+        }
+
+
 def queued_row(job_id: str, stored: JobSpec, now: datetime) -> dict[str, Any]:
     """A job's registry row as it is accepted: queued (``stored``: its spec with the
     secrets' values redacted)."""
+    place = stored.array
     return {
+        "hold": None,
+        "array_id": place.id if place is not None else None,
+        "array_index": place.index if place is not None else None,
         "id": job_id,
         "name": stored.name,
         "kind": stored.kind,
@@ -289,12 +347,15 @@ def _queue(
     rt: Runtime,
     accepted: list[tuple[JobSpec, JobPaths, dict[str, str]]],
     rows: list[dict[str, Any]],
+    waiting_on: list[dict[str, Any]],
+    arrays: list[dict[str, Any]],
 ) -> bool:
-    """The registry rows, then the live queue; the rows go again if queueing fails.
+    """The registry rows (with ``waiting_on``, their dependencies, and ``arrays``),
+    then the live queue of those not held; the rows go again if queueing fails.
     Returns whether a dispatch pass could place one of the jobs now (no when every
     GPU was leased as they were queued: the next GPU freed comes with a pass)."""
     ids = [row["id"] for row in rows]
-    rt.registry.create_jobs(rows)
+    rt.registry.create_jobs(rows, waiting_on, arrays)
     try:
         for _, paths, secrets in accepted:
             rt.live.store_secrets(paths.job_id, secrets)
@@ -308,7 +369,8 @@ def _queue(
                     spec.timeout,
                     nodes=spec.nodes,
                 )
-                for spec, paths, _ in accepted
+                for (spec, paths, _), row in zip(accepted, rows, strict=True)
+                if row["hold"] is None
             ],
             watch=True,
         )
