@@ -117,8 +117,8 @@ class Client:
         from ugro.scheduling.submit import NewArray
 
         array_id, specs = array_specs(spec, indices)
-        self._accept(specs, NewArray(array_id, spec.name, "array", max_running))
-        return self.get_array(array_id)
+        new = NewArray(array_id, spec.name, "array", max_running, template=spec)
+        return self._accepted_array(new, self._accept(specs, new))
 
     def sweep(self, sweep: SweepSpec) -> tuple[JobArray, Job | None]:
         """Accept a sweep: its points as an array whose tasks carry their parameters,
@@ -135,10 +135,23 @@ class Client:
             fields = sweep.then.job_fields()
             argv = sweep.then.argv(array_id)
             then = JobSpec(name=sweep.then.name, command=argv, after=[array_id], **fields)
-        names = sweep.parameters()
-        self._accept(specs, NewArray(array_id, sweep.name, "sweep", sweep.max_running, names))
+        new = NewArray(
+            array_id, sweep.name, "sweep", sweep.max_running, sweep.parameters(), template
+        )
+        array = self._accepted_array(new, self._accept(specs, new))
         follow_up = self.submit(then) if then is not None else None
-        return self.get_array(array_id), follow_up
+        return array, follow_up
+
+    def _accepted_array(self, new: Any, rows: builtins.list[JobRow]) -> JobArray:
+        """The array as accepted, from its rows as written (no second read)."""
+        from ugro.arrays import JobArray
+
+        tasks = [Job.from_row(row, self.settings.jobs_dir) for row in rows]
+        created = rows[0].created_at if rows else utcnow()
+        params = new.params or []
+        return JobArray(
+            new.id, new.name, new.kind, len(rows), new.max_running, created, params, tasks
+        )
 
     def _accept(self, specs: Sequence[JobSpec], array: Any = None) -> builtins.list[JobRow]:
         from ugro.scheduling.submit import LiveNodes, accept
@@ -215,10 +228,12 @@ class Client:
         raise StateError(f"job {job_id} kept changing status; try again")
 
     def cancel_array(self, array_id: str, grace: float | None = None) -> builtins.list[Job]:
-        """Cancel every task of an array not ended yet (those waiting for a slot
-        first, so none takes a slot freed by another's cancel); returns them."""
+        """Cancel every task of an array not ended yet (those not placed first, so
+        none takes a slot freed by another's cancel); returns those it stopped."""
+        from ugro.scheduling.workflow import cancel_waiting_tasks
+
+        cancel_waiting_tasks(self.rt, array_id)  # (those not placed yet: at once)
         tasks = [task for task in self.get_array(array_id).tasks if not task.done]
-        tasks.sort(key=lambda task: (task.hold is None, -(task.array_index or 0)))
         return [self._cancel_if_active(task.id, grace) for task in tasks]
 
     def _cancel_if_active(self, job_id: str, grace: float | None) -> Job:

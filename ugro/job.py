@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.paths import JobPaths
@@ -49,6 +49,8 @@ class Job(BaseModel):
     #: A queued job kept from the queue: "after" (its dependencies) or "slot"
     #: (its array's max_running); ``Client.why_waiting`` says more.
     hold: str | None = None
+    #: A sweep point's parameters (``JobSpec.params``).
+    params: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: JobRow, jobs_dir: Path, progress: str | None = None) -> Job:
@@ -61,7 +63,7 @@ class Job(BaseModel):
             status=JobStatus(row.status),
             priority=row.priority,
             gpus=row.gpus,
-            num_nodes=_num_nodes(row.spec),
+            **_from_spec(row.spec),
             node=row.node,
             nodes=[node for node, _ in placement_of(row)],
             gpu_indices=gpu_list(row),
@@ -120,10 +122,11 @@ class Job(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _num_nodes(spec: str) -> int:
-    """The nodes a stored spec asks for (a spec stored before gang jobs names none:
-    one)."""
-    return int(json.loads(spec).get("nodes", 1))
+def _from_spec(spec: str) -> dict[str, Any]:
+    """What a job shows of its stored spec: the nodes it asks for (a spec stored
+    before gang jobs names none: one) and a sweep point's parameters."""
+    data = json.loads(spec)
+    return {"num_nodes": int(data.get("nodes", 1)), "params": data.get("params") or {}}
 
 
 def _progress_fields(encoded: str | None) -> dict[str, Any]:

@@ -239,6 +239,11 @@ class Settings(BaseModel):
         return self.data_dir / "jobs"
 
     @property
+    def arrays_dir(self) -> Path:
+        """What each array was submitted as: ``<array_id>.json``."""
+        return self.data_dir / "arrays"
+
+    @property
     def run_dir(self) -> Path:
         """Pid files and process logs of the local stack."""
         return self.data_dir / "run"

@@ -413,21 +413,18 @@ def cancel(job_ids: tuple[str, ...], grace: str | None, no_wait: bool) -> None:
     except ValueError as exc:
         fail(f"--grace: {exc}", 2)
     with client_from_env() as client:
-        jobs = [
-            job
-            for job_id in job_ids
-            for job in (
-                client.cancel_array(job_id, grace=seconds)
-                if client.is_array(job_id)
-                else [client.cancel(job_id, grace=seconds)]
-            )
-        ]
+        arrays = [job_id for job_id in job_ids if client.is_array(job_id)]
+        jobs = [client.cancel(job_id, grace=seconds) for job_id in job_ids if job_id not in arrays]
+        jobs += [job for array in arrays for job in client.cancel_array(array, grace=seconds)]
         if not no_wait:
             with progress_bar() as progress:
                 progress.add_task("stopping", total=None)
                 jobs = client.wait([job.id for job in jobs])
-    for job in jobs:
-        err().print(f"{job.id}: {job.status.value}")
+        for job in jobs:
+            if job.array_id not in arrays:
+                err().print(f"{job.id}: {job.status.value}")
+        for array_id in arrays:
+            err().print(f"{array_id}: {client.get_array(array_id).summary()}")
 
 
 @main.command()

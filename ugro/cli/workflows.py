@@ -172,6 +172,5 @@ def _rank(task: Job) -> tuple[int, float, int]:
 
 
 def _params(task: Job) -> dict[str, Any]:
-    """A point's parameters, as its config.json keeps them."""
-    spec = json.loads(task.paths.config.read_text(encoding="utf-8")).get("spec", {})
-    return dict(spec.get("params") or {})
+    """A point's parameters."""
+    return dict(task.params)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ugro.errors import RegistryUnreachable
 from ugro.execution.attempt_end import end_line, ended_fields, record_end
-from ugro.execution.job_env import job_environment, per_gpu
+from ugro.execution.job_env import ensure_task_tree, job_environment, per_gpu
 from ugro.execution.job_watch import JobWatch, StopAsked
 from ugro.execution.rendezvous import gang_environment, master_port, node_address
 from ugro.execution.runner import ExitInfo, RunControl, run_command
@@ -74,6 +74,7 @@ def _run_one(
     paths = rt.paths(job.id)
     spec: JobSpec | None = None  # parsed once, for the run and for its final progress
     try:
+        ensure_task_tree(rt, job)
         spec = JobSpec.model_validate_json(job.spec)
         info = _execute(rt, job, spec, paths, node, gpus, holder, stop, mirrored)
     except LeaseTaken as exc:

@@ -29,7 +29,7 @@ from ugro.execution.gang_end import (
     node_metadata,
     process_ranks,
 )
-from ugro.execution.job_env import job_environment, per_gpu
+from ugro.execution.job_env import ensure_task_tree, job_environment, per_gpu
 from ugro.execution.rendezvous import gang_environment, master_port, node_address
 from ugro.execution.runner import ExitInfo, run_command, stop_reason
 from ugro.jobs.lifecycle import ExitReason, JobStatus
@@ -77,6 +77,7 @@ def run_member(
     )
     paths = rt.paths(job_id)
     try:
+        ensure_task_tree(rt, job)
         info = _run(rt, member, paths, stop)
     except LeaseTaken as exc:
         now = time.time()

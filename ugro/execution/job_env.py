@@ -4,13 +4,17 @@ launcher's argv."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ugro.jobs.paths import JobPaths
 from ugro.jobs.spec import JobSpec
 from ugro.registry.models import JobRow
+from ugro.runtime import Runtime
 from ugro.settings import Settings
 
 # The bin folder of the virtualenv ugro runs from (None outside one): first on a
@@ -81,3 +85,30 @@ def per_gpu(
     each rank's output in ``template`` with its rank; ``env`` gets its grace."""
     env["UGRO_STOP_GRACE"] = str(settings.stop_grace)
     return [sys.executable, "-m", "ugro.execution.per_gpu", "--logs", str(template), "--", *command]
+
+
+def ensure_task_tree(rt: Runtime, row: JobRow) -> None:
+    """A task of an array gets its folder at its first start, not at submit (an
+    array of thousands is submitted in a second): its config.json from its
+    registry row and what its array was submitted as (``arrays/<id>.json``)."""
+    paths = rt.paths(row.id)
+    if row.array_id is None or paths.root.exists():
+        return
+    record: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        path = rt.settings.arrays_dir / f"{row.array_id}.json"
+        record = json.loads(path.read_text(encoding="utf-8"))
+    config = {
+        "job_id": row.id,
+        "spec": json.loads(row.spec),
+        "array_id": row.array_id,
+        "submitted_at": record.get("submitted_at") or row.created_at.isoformat(),
+        "submitted_by": record.get("submitted_by"),
+        "submitted_from": record.get("submitted_from"),
+    }
+    try:
+        paths.create(config)
+    except OSError:
+        if not paths.root.exists():  # (else another member of a gang made it first)
+            raise
+    paths.append_console(f"accepted: {row.gpus} GPU(s), priority {row.priority}, in {row.array_id}")

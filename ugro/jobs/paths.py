@@ -324,8 +324,14 @@ class JobPaths(RunPaths):
         shutil.rmtree(self.root, ignore_errors=True)
 
     def append_console(self, line: str) -> None:
-        """Append one of the orchestrator's own lines to ``console.log``."""
-        _append_line(self.console, line)
+        """Append one of the orchestrator's own lines to ``console.log``. A task of
+        an array has no folder before its first start (``ugro.execution.job_env``):
+        its line is then only in the registry's events."""
+        try:
+            _append_line(self.console, line)
+        except FileNotFoundError:
+            if self.root.exists():
+                raise
 
     # The runs of several processes: ranks, and a gang job's members ---------------
 

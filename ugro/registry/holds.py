@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, func, select, update
 
 from ugro.jobs.dependencies import HOLD_AFTER, HOLD_SLOT, Dependency, DependencyKind
-from ugro.jobs.lifecycle import TERMINAL, JobStatus
+from ugro.jobs.lifecycle import TERMINAL, JobStatus, transition_sources
 from ugro.registry.models import ArrayRow, DependencyRow, JobRow, as_utc, job_from
 from ugro.registry.store import Registry
 
@@ -183,3 +183,33 @@ def list_arrays(registry: Registry, limit: int | None = None) -> list[ArrayRow]:
 def param_names(array: ArrayRow) -> list[str]:
     """A sweep's parameter names, in order (none for a plain array)."""
     return list(json.loads(array.params)) if array.params else []
+
+
+def cancel_queued_tasks(registry: Registry, array_id: str, values: dict[str, Any]) -> list[str]:
+    """Cancel every queued task of an array (held or not) in one statement, the
+    move checked against the lifecycle table as every status write is; the ids
+    cancelled."""
+    sources = [s.value for s in transition_sources(JobStatus.CANCELLED, [JobStatus.QUEUED])]
+    stmt = (
+        update(_JOBS)
+        .where(_JOBS.c.array_id == array_id, _JOBS.c.status.in_(sources))
+        .values(status=JobStatus.CANCELLED.value, hold=None, **values)
+        .returning(_JOBS.c.id)
+    )
+    with registry.connections.begin() as conn:
+        return list(conn.scalars(stmt))
+
+
+def held_dependents_of(registry: Registry, job_ids: Sequence[str]) -> list[str]:
+    """The held jobs that wait on any of ``job_ids``, each once."""
+    found: set[str] = set()
+    with registry.connections.begin() as conn:
+        for start in range(0, len(job_ids), 900):
+            chunk = list(job_ids[start : start + 900])
+            query = (
+                select(_DEPENDENCIES.c.job_id)
+                .join(_JOBS, _JOBS.c.id == _DEPENDENCIES.c.job_id)
+                .where(_DEPENDENCIES.c.on_job.in_(chunk), _JOBS.c.hold == HOLD_AFTER)
+            )
+            found.update(conn.scalars(query))
+    return sorted(found)

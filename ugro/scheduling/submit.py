@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
@@ -23,7 +24,7 @@ from ugro.jobs.paths import JobPaths
 from ugro.jobs.redact import redact_env, split_secrets
 from ugro.jobs.spec import JobSpec, new_job_id
 from ugro.live.state import QueuedEntry
-from ugro.registry.models import JobRow, utcnow
+from ugro.registry.models import JobRow, job_from, utcnow
 from ugro.runtime import Runtime, gpu_json
 from ugro.scheduling.dispatch import dispatch_pending
 from ugro.scheduling.placement import PendingJob, Placement
@@ -130,23 +131,27 @@ def accept(
             _, secrets = split_secrets(spec.env)
             stored = spec.model_copy(update={"env": redact_env(spec.env)})
             paths = rt.paths(job_id)
-            with _writing_tree(rt):
-                paths.create(
-                    {
-                        "job_id": job_id,
-                        "spec": stored.model_dump(mode="json"),
-                        "submitted_at": now.isoformat(),
-                        "submitted_by": submitted_by,
-                        "submitted_from": submitted_from,
-                    }
-                )
+            if array is None:  # (a task's folder is made at its first start)
+                with _writing_tree(rt):
+                    paths.create(
+                        {
+                            "job_id": job_id,
+                            "spec": stored.model_dump(mode="json"),
+                            "submitted_at": now.isoformat(),
+                            "submitted_by": submitted_by,
+                            "submitted_from": submitted_from,
+                        }
+                    )
             accepted.append((spec, paths, secrets))
             # (a microsecond apart: the registry keeps a batch's submission order,
             # and the reconciler queues jobs again in it after Redis lost them)
             row = queued_row(job_id, stored, now + timedelta(microseconds=len(rows)))
             rows.append(row | {"hold": hold})
+        if array is not None:
+            with _writing_tree(rt):
+                array.write_record(rt, len(specs), now, submitted_by, submitted_from)
         # (before a job can start: its worker's lines come after this one)
-        for spec, paths, _ in accepted:
+        for spec, paths, _ in accepted if array is None else []:
             size = f"{spec.nodes} nodes x " if spec.distributed else ""
             with _writing_tree(rt):
                 paths.append_console(
@@ -169,6 +174,8 @@ def accept(
     except BaseException:
         for _, paths, _ in accepted:
             paths.remove()
+        if array is not None:
+            array.record_path(rt).unlink(missing_ok=True)
         raise
     # Dependencies that ended before these jobs were written: their ends did not
     # see them (``ugro.scheduling.workflow``).
@@ -180,7 +187,10 @@ def accept(
     if may_place:
         # Placing here, when a GPU is free, saves the jobs a hop through beat.
         dispatch_pending(rt)
-    return [JobRow(**row) for row in rows]
+    # (read back as the registry would, each column there: no ORM constructor per
+    # row, which costs an array of thousands more than its commit)
+    empty = dict.fromkeys(JobRow.__table__.columns.keys())
+    return [job_from(empty | row) for row in rows]
 
 
 @contextlib.contextmanager
@@ -203,6 +213,36 @@ class NewArray:
     kind: str  # "array" | "sweep"
     max_running: int | None = None
     params: list[str] | None = None  # a sweep's parameter names
+    template: JobSpec | None = None  # what its tasks were made from
+
+    def record_path(self, rt: Runtime) -> Path:
+        return rt.settings.arrays_dir / f"{self.id}.json"
+
+    def write_record(
+        self, rt: Runtime, count: int, now: datetime, submitted_by: str, submitted_from: str
+    ) -> None:
+        """``arrays/<id>.json``: what the array was submitted as (the template's
+        secret values redacted), read when each task's folder is made."""
+        template = self.template
+        if template is not None:
+            template = template.model_copy(update={"env": redact_env(template.env)})
+        record = {
+            "array_id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "count": count,
+            "max_running": self.max_running,
+            "params": self.params,
+            "spec": template.model_dump(mode="json") if template is not None else None,
+            "submitted_at": now.isoformat(),
+            "submitted_by": submitted_by,
+            "submitted_from": submitted_from,
+        }
+        path = self.record_path(rt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.tmp")
+        staging.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        staging.replace(path)
 
     def row(self, count: int, now: datetime) -> dict[str, Any]:
         params = json.dumps(self.params) if self.params is not None else None

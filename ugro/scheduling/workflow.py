@@ -34,11 +34,13 @@ from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.spec import JobSpec
 from ugro.live.state import QueuedEntry
 from ugro.registry.holds import (
+    cancel_queued_tasks,
     capped_arrays,
     dependencies_of,
     get_array,
     held_after,
     held_dependents,
+    held_dependents_of,
     let_go,
     take_slots,
 )
@@ -119,6 +121,26 @@ def queue_live(rt: Runtime, rows: Sequence[JobRow]) -> None:
         )
     if entries:
         rt.live.enqueue_many(entries)
+
+
+def cancel_waiting_tasks(rt: Runtime, array_id: str) -> list[str]:
+    """Cancel every task of an array that has not been placed yet, at once (an
+    array of thousands in one statement and one round trip), then settle what
+    waited on them; the ids cancelled."""
+    ended: dict[str, Any] = {"finished_at": utcnow(), "exit_reason": ExitReason.CANCELLED}
+    ids = cancel_queued_tasks(rt.registry, array_id, ended)
+    if not ids:
+        return []
+    writes = rt.live.redis.pipeline(transaction=False)
+    fields = {"status": JobStatus.CANCELLED.value, "exit_reason": ExitReason.CANCELLED.value}
+    for job_id in ids:
+        rt.live.queue_set_job(writes, job_id, fields)
+    writes.execute()
+    rt.registry.add_event("array_cancelled", f"{array_id}: {len(ids)} waiting task(s) cancelled")
+    for dependent in held_dependents_of(rt.registry, ids):
+        if (given_up := settle(rt, dependent)) is not None:
+            job_ended(rt, given_up.id, given_up.array_id)
+    return ids
 
 
 def look_again(rt: Runtime) -> int:
