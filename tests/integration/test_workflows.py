@@ -218,3 +218,20 @@ def test_a_grid_sweep_runs_every_point_once_and_ranks_them_by_score(
     assert None not in scores and scores == sorted(scores, reverse=True)
     table = ugro(lab, "sweep", "status", sweep_id)
     assert "LR" in table.stdout and "SEED" in table.stdout, table.stdout
+
+
+@pytest.mark.timeout(90)
+def test_a_job_after_an_array_waits_for_every_task(client: Client) -> None:
+    # task 1 fails: --after the array never runs, --after-any runs once all ended
+    spec = JobSpec(name="three", command=['exit "$(( {index} == 1 ))"'], shell=True)
+    array = client.submit_array(spec, [0, 1, 2], max_running=1)
+    after = client.submit(quick("after", after=[array.id]))
+    after_any = client.submit(quick("any", after_any=[array.id]))
+    done = client.wait([after.id, after_any.id], timeout=60)
+    tasks = client.get_array(array.id).tasks
+    assert [t.status.value for t in tasks] == ["finished", "failed", "finished"]
+    assert done[0].status is JobStatus.CANCELLED and done[0].exit_reason == "dependency"
+    assert f"its dependency {array.id} failed" in (done[0].error or "")
+    assert done[1].succeeded
+    last_end = max(t.finished_at for t in tasks if t.finished_at is not None)
+    assert done[1].started_at is not None and done[1].started_at >= last_end

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, or_, select, update
 
 from ugro.jobs.dependencies import HOLD_AFTER, HOLD_SLOT, Dependency, DependencyKind
 from ugro.jobs.lifecycle import TERMINAL, JobStatus, transition_sources
@@ -31,18 +31,50 @@ _ENDED = [status.value for status in TERMINAL]
 
 
 def dependencies_of(registry: Registry, job_id: str) -> list[Dependency]:
-    """What ``job_id`` waits on, each with its status now."""
+    """What ``job_id`` waits on, each with its status now: a job's, or an array's
+    as one (``array_status``)."""
     query = (
         select(_DEPENDENCIES.c.on_job, _DEPENDENCIES.c.kind, _JOBS.c.status)
-        .join(_JOBS, _JOBS.c.id == _DEPENDENCIES.c.on_job)
+        .outerjoin(_JOBS, _JOBS.c.id == _DEPENDENCIES.c.on_job)
         .where(_DEPENDENCIES.c.job_id == job_id)
         .order_by(_DEPENDENCIES.c.on_job)
     )
     with registry.connections.begin() as conn:
-        return [
-            Dependency(on, cast(DependencyKind, kind), status)
-            for on, kind, status in conn.execute(query)
-        ]
+        rows = list(conn.execute(query))
+    return [
+        Dependency(on, cast(DependencyKind, kind), status or array_status(registry, on))
+        for on, kind, status in rows
+    ]
+
+
+def array_status(registry: Registry, array_id: str) -> str:
+    """An array's status as one, for what waits on it: running or queued while a
+    task has not ended, else finished when all finished, failed when one failed, else
+    cancelled."""
+    query = (
+        select(_JOBS.c.status, func.count())
+        .where(_JOBS.c.array_id == array_id)
+        .group_by(_JOBS.c.status)
+    )
+    with registry.connections.begin() as conn:
+        counts = {status: n for status, n in conn.execute(query)}
+    if not counts or set(counts) - set(_ENDED):
+        busy = {JobStatus.PLACED.value, JobStatus.RUNNING.value} & set(counts)
+        return JobStatus.RUNNING.value if busy else _QUEUED
+    if set(counts) == {JobStatus.FINISHED.value}:
+        return JobStatus.FINISHED.value
+    return JobStatus.FAILED.value if JobStatus.FAILED.value in counts else "cancelled"
+
+
+def array_ended(registry: Registry, array_id: str) -> bool:
+    """Whether every task of the array has ended (one indexed look)."""
+    query = (
+        select(_JOBS.c.id)
+        .where(_JOBS.c.array_id == array_id, _JOBS.c.status.not_in(_ENDED))
+        .limit(1)
+    )
+    with registry.connections.begin() as conn:
+        return conn.execute(query).first() is None
 
 
 def held_dependents(registry: Registry, job_id: str) -> list[str]:
@@ -57,10 +89,16 @@ def held_dependents(registry: Registry, job_id: str) -> list[str]:
 
 
 def held_after(registry: Registry, limit: int = 1000) -> list[str]:
-    """Jobs held by their dependencies, oldest first (the reconciler looks again)."""
+    """Jobs held by their dependencies of which one has ended (or names an array),
+    oldest first: those the reconciler looks at again."""
+    ended = (
+        select(_DEPENDENCIES.c.job_id)
+        .outerjoin(_JOBS, _JOBS.c.id == _DEPENDENCIES.c.on_job)
+        .where(or_(_JOBS.c.status.in_(_ENDED), _JOBS.c.id.is_(None)))
+    )
     query = (
         select(_JOBS.c.id)
-        .where(_JOBS.c.hold == HOLD_AFTER, _JOBS.c.status == _QUEUED)
+        .where(_JOBS.c.hold == HOLD_AFTER, _JOBS.c.status == _QUEUED, _JOBS.c.id.in_(ended))
         .order_by(_JOBS.c.created_at)
         .limit(limit)
     )

@@ -34,6 +34,7 @@ from ugro.jobs.lifecycle import ExitReason, JobStatus
 from ugro.jobs.spec import JobSpec
 from ugro.live.state import QueuedEntry
 from ugro.registry.holds import (
+    array_ended,
     cancel_queued_tasks,
     capped_arrays,
     dependencies_of,
@@ -57,9 +58,14 @@ def job_ended(rt: Runtime, job_id: str, array_id: str | None = None) -> None:
     ended: list[tuple[str, str | None]] = [(job_id, array_id)]
     while ended:
         job, array = ended.pop()
+        waiting = held_dependents(rt.registry, job)
         if array is not None:
             release_slots(rt, array)
-        for dependent in held_dependents(rt.registry, job):
+            # What waits on the array as a whole, once its last task ended.
+            on_array = held_dependents(rt.registry, array)
+            if on_array and array_ended(rt.registry, array):
+                waiting += on_array
+        for dependent in waiting:
             given_up = settle(rt, dependent)
             if given_up is not None:
                 ended.append((given_up.id, given_up.array_id))
@@ -137,7 +143,7 @@ def cancel_waiting_tasks(rt: Runtime, array_id: str) -> list[str]:
         rt.live.queue_set_job(writes, job_id, fields)
     writes.execute()
     rt.registry.add_event("array_cancelled", f"{array_id}: {len(ids)} waiting task(s) cancelled")
-    for dependent in held_dependents_of(rt.registry, ids):
+    for dependent in held_dependents_of(rt.registry, [*ids, array_id]):
         if (given_up := settle(rt, dependent)) is not None:
             job_ended(rt, given_up.id, given_up.array_id)
     return ids
@@ -219,10 +225,8 @@ def resolve(
 
 
 def _existing(rt: Runtime, ref: str, kind: str) -> list[str]:
-    from ugro.registry.holds import array_tasks
-
-    if (array := get_array(rt.registry, ref)) is not None:
-        return [task.id for task in array_tasks(rt.registry, [array.id])[array.id]]
+    if get_array(rt.registry, ref) is not None:
+        return [ref]  # (the array as one: ``array_status``)
     if ref in rt.registry.statuses([ref]):
         return [ref]
     raise SpecError(f"{kind}: no job or array {ref!r}: `ugro list` shows the jobs there are")
