@@ -188,6 +188,9 @@ def test_an_array_of_50_never_runs_more_than_3_at_once_and_all_finish(
     listed = ugro(lab, "list")
     [row] = [line for line in listed.stdout.splitlines() if array_id in line]
     assert "finished" in row and "50 tasks" in row and "100%" in row, row
+    shown = ugro(lab, "status", array_id)
+    assert f"{array_id}: array of 50 tasks, at most 3 at once" in shown.stdout, shown.stdout
+    assert "finished (50 finished), 100% done" in shown.stdout
     expanded = ugro(lab, "list", "--expand", "--limit", "200")
     assert sum(f"{array_id}-" in line for line in expanded.stdout.splitlines()) == 50
 

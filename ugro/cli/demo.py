@@ -1,9 +1,10 @@
-"""`ugro demo`: a private stack on simulated GPUs, a small sweep, a result table, and
-a job across two nodes with its results tree."""
+"""`ugro demo`: a private stack on simulated GPUs, a small sweep with an evaluation
+of its best point, a result table, and a job across two nodes with its results tree."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -14,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.live import Live
 from rich.table import Table
@@ -23,13 +25,21 @@ from ugro.client import Client
 from ugro.errors import StackError
 from ugro.job import Job
 from ugro.jobs.spec import JobSpec
+from ugro.jobs.sweep import SweepSpec, format_value, sweep_from_grid
 from ugro.ops.stack import Stack
 from ugro.progress.trackers import tracker_for_kind
 from ugro.settings import Settings
 
+if TYPE_CHECKING:
+    from ugro.arrays import JobArray
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-LEARNING_RATES = ["0.01", "0.03", "0.1", "0.3", "1.0", "3.0"]
+#: The sweep: one point a learning rate, each trained for EPOCHS epochs.
+SWEEP_NAME = "lr-sweep"
+LEARNING_RATES = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
 EPOCHS = 8
+#: The job that evaluates the sweep's best point once every point has finished.
+EVAL_NAME = "eval-best"
 #: The job across nodes: two nodes of (at most) two GPUs each, one process a GPU.
 GANG_NODES = 2
 GANG_GPUS = 2
@@ -38,49 +48,24 @@ NODE_START_TIMEOUT = 60.0
 GANG_TIMEOUT = 60.0
 
 
-def trainers(python: str) -> list[JobSpec]:
-    """The sweep: one trainer per learning rate."""
+def lr_sweep(python: str) -> SweepSpec:
+    """The sweep: one trainer a learning rate, then, once every one has finished,
+    an evaluation of the best one's newest checkpoint (``evaluate.py --sweep``)."""
     train = str(EXAMPLES / "train.py")
-    return [
-        JobSpec(
-            name=f"train-lr{lr}",
-            kind="train",
-            epochs=EPOCHS,
-            tags=["demo"],
-            command=[python, train, "--lr", lr, "--epochs", str(EPOCHS), "--epoch-seconds", "0.4"],
-        )
-        for lr in LEARNING_RATES
-    ]
-
-
-def evaluators(python: str, best: list[Job]) -> list[JobSpec]:
-    """Evaluate the best trainers' final checkpoints on the test split, and a baseline."""
     evaluate = str(EXAMPLES / "evaluate.py")
-    specs = [
-        JobSpec(
-            name=f"eval-{job.name}",
-            kind="eval",
-            tags=["demo"],
-            command=[
-                python,
-                evaluate,
-                "--checkpoint",
-                str(_last_checkpoint(job)),
-                "--seconds",
-                "1",
-            ],
-        )
-        for job in best
-    ]
-    specs.append(
-        JobSpec(
-            name="eval-baseline",
-            kind="eval",
-            tags=["demo"],
-            command=[python, evaluate, "--seconds", "1"],
-        )
+    return sweep_from_grid(
+        SWEEP_NAME,
+        [python, train, "--lr", "{lr}", "--epochs", str(EPOCHS), "--epoch-seconds", "0.4"],
+        {"lr": LEARNING_RATES},
+        kind="train",
+        tags=["demo"],
+        then={
+            "name": EVAL_NAME,
+            "kind": "eval",
+            "tags": ["demo"],
+            "command": [python, evaluate, "--sweep", "{sweep}"],
+        },
     )
-    return specs
 
 
 def allreduce(python: str, gpus: int) -> JobSpec:
@@ -95,15 +80,32 @@ def allreduce(python: str, gpus: int) -> JobSpec:
     )
 
 
-def _last_checkpoint(job: Job) -> Path:
-    # (the name examples/train.py gives its checkpoints)
-    return job.paths.checkpoint(f"epoch_{EPOCHS - 1}.npz")
-
-
 def read_progress(job: Job) -> tuple[int | None, float | None]:
     """(epochs completed, best score) of a demo job, read by its runner type's tracker."""
     info = tracker_for_kind(job.kind).read(job.job_dir, EPOCHS if job.kind == "train" else None)
     return info.completed_epochs, info.best_score
+
+
+def _label(job: Job) -> str:
+    """A job's name; a sweep point's with its index and parameters: ``lr-sweep[2] lr=0.1``."""
+    if job.array_id is None:
+        return job.name
+    params = " ".join(f"{name}={format_value(value)}" for name, value in job.params.items())
+    return f"{job.name}[{job.array_index}] {params}".rstrip()
+
+
+def _ranked(jobs: list[Job]) -> list[Job]:
+    """The jobs with the sweep's points best score first (then those without one, in
+    index order), as `ugro sweep status` lists them, ahead of the others."""
+
+    def rank(job: Job) -> tuple[int, float, int]:
+        best = read_progress(job)[1]
+        return (
+            (0, -best, job.array_index or 0) if best is not None else (1, 0.0, job.array_index or 0)
+        )
+
+    points = [job for job in jobs if job.array_id is not None]
+    return sorted(points, key=rank) + [job for job in jobs if job.array_id is None]
 
 
 def _table(jobs: list[Job], final: bool) -> Table:
@@ -111,7 +113,7 @@ def _table(jobs: list[Job], final: bool) -> Table:
     table = Table(title=title, header_style="bold")
     for column in ("name", "status", "node/GPU", "progress", "best score", "duration"):
         table.add_column(column)
-    for job in jobs:
+    for job in _ranked(jobs) if final else jobs:
         epochs, best = read_progress(job)
         if job.kind == "train":
             progress = f"{epochs or 0}/{EPOCHS} epochs"
@@ -120,7 +122,7 @@ def _table(jobs: list[Job], final: bool) -> Table:
         where = f"{job.node}/{','.join(map(str, job.gpu_indices))}" if job.node else "-"
         duration = f"{job.duration:.1f} s" if job.duration is not None else "-"
         table.add_row(
-            job.name,
+            _label(job),
             job.status.value,
             where,
             progress,
@@ -144,7 +146,7 @@ def _ended(job: Job) -> str:
     _, best = read_progress(job)
     score = "-" if best is None else f"{best:.3f}"
     duration = "-" if job.duration is None else f"{job.duration:.1f} s"
-    return f"{job.name} {job.status.value}: best score {score}, {duration}"
+    return f"{_label(job)} {job.status.value}: best score {score}, {duration}"
 
 
 def _watch(client: Client, shown: list[Job], awaited: list[Job]) -> list[Job]:
@@ -267,6 +269,49 @@ def _gang_report(job: Job, ranks: int) -> list[str]:
     return lines
 
 
+def _read_scores(job: Job) -> dict[str, Any]:
+    """The evaluation's ``evaluation_scores.json``; empty when it wrote none."""
+    try:
+        data = json.loads(job.paths.evaluation_scores.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _sweep_report(array: JobArray, evaluation: Job) -> tuple[list[str], bool]:
+    """What the sweep found and what its evaluation made of it: lines of the report,
+    and whether the evaluation scored the sweep's best point after all of them."""
+    points = _ranked(array.tasks)
+    ended = [job.finished_at for job in points if job.finished_at is not None]
+    lines = [
+        f"sweep {array.id} ({array.kind}): {array.summary()}; its points above,"
+        " best validation accuracy first"
+    ]
+    scores = _read_scores(evaluation)
+    if not evaluation.succeeded or "accuracy" not in scores:
+        why = evaluation.error or "it wrote no evaluation_scores.json"
+        lines.append(f"{evaluation.name} {evaluation.status.value}: {why}")
+        return lines, False
+    picked = next((job for job in points if job.id == scores.get("point")), None)
+    label = _label(picked) if picked is not None else str(scores.get("point"))
+    checkpoint = Path(str(scores.get("checkpoint"))).name
+    after_all = (
+        evaluation.started_at is not None
+        and len(ended) == len(points)
+        and all(evaluation.started_at >= end for end in ended)
+    )
+    lines.append(
+        f"{evaluation.name} ran after {'all' if after_all else 'not all'} {len(points)} points"
+        f" and evaluated {label} ({scores.get('point')}, {checkpoint}):"
+        f" test accuracy {float(scores['accuracy']):.3f} on {scores.get('n_examples')} examples"
+    )
+    best = points[0] if points and read_progress(points[0])[1] is not None else None
+    if best is None or picked is None or picked.id != best.id:
+        lines.append(f"but the best point is {'none' if best is None else _label(best)}")
+        return lines, False
+    return lines, after_all
+
+
 def run_demo(data_dir: str | None, gpus: int, keep: bool = False) -> int:
     """Run the demo end to end; the exit code is 0 when every job finished.
 
@@ -326,9 +371,12 @@ def _sweep(settings: Settings, gpus: int) -> list[Job]:
         second.start()
         err().print(f"starting node {second.name}: `ugro worker` on {gang_gpus} simulated GPUs")
         with Client(settings) as client:
-            jobs = [client.submit(spec) for spec in trainers(sys.executable)]
-            err().print(f"submitted a sweep of {len(jobs)} trainers")
-            jobs = _watch(client, jobs, jobs)
+            array, evaluation = client.sweep(lr_sweep(sys.executable))
+            assert evaluation is not None  # (the demo's sweep has a then: job)
+            lrs = ", ".join(map(format_value, LEARNING_RATES))
+            err().print(f"submitted sweep {array.id}: {array.count} trainers, lr in {lrs}")
+            err().print(f"then {evaluation.name}: evaluates the best point once all have finished")
+            jobs = _watch(client, [*array.tasks, evaluation], array.tasks)
             with err().status(f"waiting for node {second.name}'s GPU workers..."):
                 second.await_workers(client, NODE_START_TIMEOUT)
             gang = client.submit(allreduce(sys.executable, gang_gpus))
@@ -336,13 +384,13 @@ def _sweep(settings: Settings, gpus: int) -> list[Job]:
                 f"submitted {gang.name}: {gang_gpus} GPUs on each of nodes {settings.node_name}"
                 f" and {second.name}, one process a GPU"
             )
-            finished = [job for job in jobs if job.succeeded]
-            best = sorted(finished, key=lambda job: -(read_progress(job)[1] or 0.0))[:2]
-            evals = [client.submit(spec) for spec in evaluators(sys.executable, best)]
-            err().print(f"submitted {len(evals)} evaluators of the best checkpoints")
-            jobs = _watch(client, jobs, evals)
+            jobs = _watch(client, jobs, [evaluation])
             gang = _await_gang(client, gang)
+            array = client.get_array(array.id)
+            [evaluation] = [job for job in jobs if job.id == evaluation.id]
+            report, picked_best = _sweep_report(array, evaluation)
             out().print(_table(jobs, True), soft_wrap=False)  # a centred title
+            out().print("\n".join(report), markup=False)
             out().print("\n".join(_gang_report(gang, GANG_NODES * gang_gpus)), markup=False)
             jobs.append(gang)
     finally:
@@ -354,5 +402,8 @@ def _sweep(settings: Settings, gpus: int) -> list[Job]:
     failed = [job for job in jobs if not job.succeeded]
     for job in failed:
         why = job.error if job.done else f"not ended after {GANG_TIMEOUT:.0f} s"
-        err().print(f"[red]{job.name} {job.status.value}: {why}[/]")
+        err().print(f"[red]{_label(job)} {job.status.value}: {why}[/]")
+    if not failed and not picked_best:
+        err().print(f"[red]{evaluation.name} did not evaluate the sweep's best point[/]")
+        failed = [evaluation]
     return failed

@@ -20,7 +20,7 @@ from ugro.cli.base import (
 )
 from ugro.cli.plain import Cell, TextTable, escaped, shows_style, styled
 from ugro.cli.progress import progress_cells
-from ugro.cli.workflows import array_cells, array_json
+from ugro.cli.workflows import array_cells, array_json, show_array
 
 
 # Options end at the command's first word, so the command's own options
@@ -204,6 +204,9 @@ def status(job_id: str, as_json: bool) -> None:
     from ugro.errors import NotRunningError
 
     with client_from_env(connect=False) as client:
+        if client.is_array(job_id):
+            show_array(client.get_array(job_id), as_json)
+            return
         job = client.get(job_id)
         members = client.members(job.id) if job.is_gang else []
         paths = client.rt.paths(job.id)

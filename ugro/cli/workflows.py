@@ -52,6 +52,29 @@ def array_json(array: JobArray) -> dict[str, Any]:
     }
 
 
+def show_array(array: JobArray, as_json: bool) -> None:
+    """`ugro status ARRAY`: the array as one, then each task."""
+    if as_json:
+        tasks = [task.to_json() for task in array.tasks]
+        click.echo(json.dumps({**array_json(array), "tasks": tasks}, indent=2, default=str))
+        return
+    cap = f", at most {array.max_running} at once" if array.max_running else ""
+    click.echo(f"{array.id}: {array.kind} of {array.count} tasks{cap}")
+    click.echo(f"status: {array.status.value} ({array.summary()}), {array.progress:.0%} done")
+    table = TextTable("ID", "STATUS", "NODE", "GPUS", "ATTEMPT", "REASON")
+    for task in array.tasks:
+        status = task.status.value
+        table.add_row(
+            task.id,
+            (status, STATUS_STYLE.get(status, "")),
+            task.node or "-",
+            ",".join(map(str, task.gpu_indices)) or "-",
+            str(task.attempt),
+            task.exit_reason or ("waiting" if task.hold else "-"),
+        )
+    table.print()
+
+
 def _best(tasks: list[Job]) -> tuple[Job, float] | None:
     scored = [
         (task, task.progress.best_score)
