@@ -221,6 +221,8 @@ def test_a_grid_sweep_runs_every_point_once_and_ranks_them_by_score(
     assert None not in scores and scores == sorted(scores, reverse=True)
     table = ugro(lab, "sweep", "status", sweep_id)
     assert "LR" in table.stdout and "SEED" in table.stdout, table.stdout
+    expanded = ugro(lab, "list", "--expand", "--limit", "100").stdout
+    assert "lr-sweep lr=0.03 seed=0" in expanded and "lr-sweep lr=0.3 seed=2" in expanded
 
 
 @pytest.mark.timeout(90)

@@ -358,8 +358,9 @@ def _tidy_up(settings: Settings, named: bool, remove: bool) -> None:
 
 
 def _sweep(settings: Settings, gpus: int) -> list[Job]:
-    """Start the stack and a second node, run the sweep, its evaluations and a job
-    across the two nodes, stop them all; the jobs that did not finish."""
+    """Start the stack and a second node, run the sweep (an evaluation of its best
+    point waiting on all of it) and a job across the two nodes, stop them all; the
+    jobs that did not finish (the evaluation too when it did not pick the best point)."""
     stack = Stack(settings)
     gang_gpus = min(gpus, GANG_GPUS)
     second = SecondNode(settings, gang_gpus)

@@ -176,7 +176,7 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int, expand: bool
         shown = job.run_status if job.run_status in (STUCK, OUTDATED) else job.status.value
         table.add_row(
             job.id,
-            job.name,
+            " ".join([job.name, *(f"{k}={v}" for k, v in job.params.items())]),
             (shown, STATUS_STYLE.get(shown, "")),
             "+".join(job.nodes) or job.node or "-",
             _gpus_cell(job),
