@@ -59,7 +59,7 @@ class Client:
     def __init__(self, settings: Settings | None = None, connect: bool = True) -> None:
         self.settings = settings or Settings()
         self.rt = Runtime.open(self.settings, connect=connect)
-        self._user = getpass.getuser()
+        self.user = self.settings.user or getpass.getuser()
         self._host = socket.gethostname()
         # What submit keeps between calls (the live nodes it read, its leaser), made
         # by the first submit.
@@ -160,7 +160,7 @@ class Client:
         if self._submitting is None:
             self._submitting = (LiveNodes(self.rt), SubmitLease(self.rt))
         nodes, leaser = self._submitting
-        return accept(self.rt, specs, nodes, self._user, self._host, leaser, array)
+        return accept(self.rt, specs, nodes, self.user, self._host, leaser, array)
 
     def get_array(self, array_id: str) -> JobArray:
         """An array or sweep by id, its tasks as they are now.
@@ -292,9 +292,14 @@ class Client:
         status: Sequence[JobStatus] | None = None,
         limit: int | None = None,
         tasks: bool = True,
+        user: str | None = None,
+        group: str | None = None,
     ) -> builtins.list[Job]:
-        """Jobs, newest first (without ``tasks``: no task of an array, see ``arrays``)."""
-        rows = self.rt.registry.list_jobs(statuses=status, limit=limit, tasks=tasks)
+        """Jobs, newest first (without ``tasks``: no task of an array, see ``arrays``;
+        with ``user`` or ``group``: only theirs)."""
+        rows = self.rt.registry.list_jobs(
+            statuses=status, limit=limit, tasks=tasks, user=user, group=group
+        )
         return [self._job(row) for row in rows]
 
     def _job(self, row: JobRow) -> Job:

@@ -49,6 +49,9 @@ class Job(BaseModel):
     #: A queued job kept from the queue: "after" (its dependencies) or "slot"
     #: (its array's max_running); ``Client.why_waiting`` says more.
     hold: str | None = None
+    #: Who submitted it, and the group it counts for.
+    user: str | None = None
+    group: str | None = None
     #: A sweep point's parameters (``JobSpec.params``).
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -79,6 +82,8 @@ class Job(BaseModel):
             array_id=row.array_id,
             array_index=row.array_index,
             hold=row.hold,
+            user=row.user,
+            group=row.group_name,
             **_progress_fields(progress or row.progress),
         )
 

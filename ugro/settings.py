@@ -71,6 +71,9 @@ class Settings(BaseModel):
     # installations (or test runs) can share one Redis server.
     redis_prefix: str = "ugro"
     node_name: str = Field(default_factory=_default_node_name)
+    # Who a submitted job is recorded as: the OS user unless set (a shared account's
+    # people each set their own).
+    user: str | None = None
     # "auto" (NVML when a GPU answers, else CPU slots), "nvml", "fake:N" or "cpu".
     gpu_backend: str = "auto"
     timezone: str = "UTC"

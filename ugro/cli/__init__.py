@@ -5,7 +5,17 @@ command modules load click alone when imported, and each command what it uses
 (``ugro.cli.base`` says why).
 """
 
-from ugro.cli import cluster, jobs, metrics, ops, progress, summary, workflows  # noqa: F401  (they add their commands to main)
+# (each command module adds its commands to main as it is imported)
+from ugro.cli import (  # noqa: F401
+    cluster,
+    control,
+    jobs,
+    metrics,
+    ops,
+    progress,
+    summary,
+    workflows,
+)
 from ugro.cli.base import main
 
 __all__ = ["main"]

@@ -1,4 +1,5 @@
-"""`ugro` commands about jobs: submit, list, status, logs, wait, cancel, retry."""
+"""`ugro` commands about jobs: submit, list, status, logs (wait, cancel, retry:
+``ugro.cli.control``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ from ugro.cli.base import (
     STATUS_STYLE,
     age,
     client_from_env,
-    err,
     fail,
     main,
-    progress_bar,
     short_lived,
 )
 from ugro.cli.plain import Cell, TextTable, escaped, shows_style, styled
@@ -58,6 +57,7 @@ from ugro.cli.workflows import array_cells, array_json, show_array
 )
 @click.option("--env", "env", multiple=True, help="KEY=VALUE for the job; repeatable.")
 @click.option("--tag", "tags", multiple=True, help="A label; repeatable.")
+@click.option("--group", default=None, help="The group or project the job counts for.")
 @click.option(
     "--workdir",
     default=None,
@@ -141,7 +141,18 @@ def _positive(value: str, option: str) -> int:
 @click.option("--status", "statuses", multiple=True, help="Only jobs in this status.")
 @click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
 @click.option("--expand", is_flag=True, help="Each task of an array on a line of its own.")
-def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int, expand: bool) -> None:
+@click.option("--user", default=None, help="Only this user's jobs.")
+@click.option("--mine", is_flag=True, help="Only my jobs (UGRO_USER, else the OS user).")
+@click.option("--group", default=None, help="Only this group's jobs.")
+def list_jobs(
+    as_json: bool,
+    statuses: tuple[str, ...],
+    limit: int,
+    expand: bool,
+    user: str | None,
+    mine: bool,
+    group: str | None,
+) -> None:
     """List jobs, newest first, an array on one line (works while the stack is down)."""
     short_lived()
     from ugro.jobs.lifecycle import JobStatus
@@ -155,8 +166,16 @@ def list_jobs(as_json: bool, statuses: tuple[str, ...], limit: int, expand: bool
     stored = [JobStatus(s) for s in statuses if s not in findings]
     scanned = {s for s in statuses if s in findings}
     with client_from_env(connect=False) as client:
-        jobs = client.list(status=None if scanned else stored or None, limit=limit, tasks=expand)
-        arrays = [] if expand else client.arrays(limit)
+        if mine:
+            user = client.user
+        jobs = client.list(
+            status=None if scanned else stored or None,
+            limit=limit,
+            tasks=expand or user is not None or group is not None,
+            user=user,
+            group=group,
+        )
+        arrays = [] if expand or user or group else client.arrays(limit)
     if scanned:
         jobs = [j for j in jobs if j.run_status in scanned or j.status.value in statuses]
     if statuses:
@@ -366,80 +385,3 @@ def logs(
         for chunk in chunks:
             sys.stdout.write(chunk)
             sys.stdout.flush()
-
-
-@main.command()
-@click.argument("job_ids", nargs=-1, required=True)
-@click.option("--timeout", default=None, help="Give up after this long (90s, 15m, 2h).")
-def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
-    """Wait for jobs to end; exit 0 when all succeeded, else the first failure's code."""
-    from ugro.jobs.spec import parse_duration
-
-    try:
-        limit = None if timeout is None else parse_duration(timeout)
-    except ValueError as exc:
-        fail(f"--timeout: {exc}", 2)
-    with client_from_env() as client, progress_bar() as progress:
-        task = progress.add_task("jobs done", total=len(job_ids))
-
-        latest: dict[str, Any] = {}
-
-        def show(read: list[Any]) -> None:
-            latest.update((job.id, job) for job in read)
-            running = sum(job.status.value == "running" for job in latest.values())
-            progress.update(
-                task,
-                total=len(latest),  # (an array's tasks each count)
-                completed=sum(job.done for job in latest.values()),
-                description=f"jobs done ({running} running)",
-            )
-
-        jobs = client.wait(list(job_ids), timeout=limit, on_change=show)
-    for job in jobs:
-        if not job.succeeded:
-            err().print(
-                f"{job.id}: {job.status.value} ({job.exit_reason or '-'}: {job.error or ''})"
-            )
-            sys.exit(job.failure_code)
-
-
-@main.command()
-@click.argument("job_ids", nargs=-1, required=True)
-@click.option("--grace", default=None, help="SIGTERM -> SIGKILL grace (default: 30s).")
-@click.option("--no-wait", is_flag=True, help="Return once asked; do not wait for the end.")
-def cancel(job_ids: tuple[str, ...], grace: str | None, no_wait: bool) -> None:
-    """Cancel jobs: a queued job never starts, a running one is stopped."""
-    from ugro.jobs.spec import parse_duration
-
-    try:
-        seconds = None if grace is None else parse_duration(grace)
-    except ValueError as exc:
-        fail(f"--grace: {exc}", 2)
-    with client_from_env() as client:
-        arrays = [job_id for job_id in job_ids if client.is_array(job_id)]
-        jobs = [client.cancel(job_id, grace=seconds) for job_id in job_ids if job_id not in arrays]
-        jobs += [job for array in arrays for job in client.cancel_array(array, grace=seconds)]
-        if not no_wait:
-            with progress_bar() as progress:
-                progress.add_task("stopping", total=None)
-                jobs = client.wait([job.id for job in jobs])
-        for job in jobs:
-            if job.array_id not in arrays:
-                err().print(f"{job.id}: {job.status.value}")
-        for array_id in arrays:
-            err().print(f"{array_id}: {client.get_array(array_id).summary()}")
-
-
-@main.command()
-@click.argument("job_ids", nargs=-1, required=True)
-def retry(job_ids: tuple[str, ...]) -> None:
-    """Queue failed, cancelled or lost jobs again as their next attempt (an array:
-    its failed tasks)."""
-    with client_from_env() as client:
-        for job_id in job_ids:
-            if client.is_array(job_id):
-                tasks = client.retry_array(job_id)
-                err().print(f"{job_id}: {len(tasks)} failed task(s) queued again")
-                continue
-            job = client.retry(job_id)
-            err().print(f"{job.id}: {job.status.value}")

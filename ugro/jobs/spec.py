@@ -118,6 +118,8 @@ class JobSpec(BaseModel):
     # A sweep point's parameters: in config.json, and in the job's environment as
     # UGRO_PARAM_<NAME>.
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # The group or project the job counts for (``ugro list --group``).
+    group: str | None = None
     # A task of an array or sweep: set by ugro (``Client.submit_array``, ``sweep``).
     array: ArrayPlace | None = None
 
@@ -170,6 +172,11 @@ class JobSpec(BaseModel):
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"{name!r} must be a plain file name")
         return value
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        return None if value is None else _check_safe(value, "group")
 
     @field_validator("tags")
     @classmethod

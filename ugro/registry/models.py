@@ -66,6 +66,10 @@ class JobRow(Base):
     # A task of an array (or sweep): its array's id and its index there.
     array_id: Mapped[str | None] = mapped_column(String(80), nullable=True, index=True)
     array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Who submitted it (the OS user, or UGRO_USER for a shared account), and the
+    # group or project it counts for (``--group``), if any.
+    user: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    group_name: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class DependencyRow(Base):

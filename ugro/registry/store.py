@@ -154,9 +154,13 @@ class Registry:
         ids: Sequence[str] | None = None,
         limit: int | None = None,
         tasks: bool = True,
+        user: str | None = None,
+        group: str | None = None,
     ) -> list[JobRow]:
-        """Jobs, newest first (``tasks``: with the tasks of arrays)."""
-        if ids is not None and statuses is None and limit is None:
+        """Jobs, newest first (``tasks``: with the tasks of arrays; ``user``,
+        ``group``: only theirs)."""
+        plain = user is None and group is None
+        if ids is not None and statuses is None and limit is None and plain:
             chunks = _chunks(ids)
             with self.connections.begin() as conn:
                 rows = [
@@ -175,6 +179,10 @@ class Registry:
             query = query.where(JobRow.id.in_(list(ids)))
         if not tasks:
             query = query.where(JobRow.array_id.is_(None))
+        if user is not None:
+            query = query.where(JobRow.user == user)
+        if group is not None:
+            query = query.where(JobRow.group_name == group)
         if limit is not None:
             query = query.limit(limit)
         with self.connections.begin() as conn:

@@ -145,7 +145,7 @@ def accept(
             accepted.append((spec, paths, secrets))
             # (a microsecond apart: the registry keeps a batch's submission order,
             # and the reconciler queues jobs again in it after Redis lost them)
-            row = queued_row(job_id, stored, now + timedelta(microseconds=len(rows)))
+            row = queued_row(job_id, stored, now + timedelta(microseconds=len(rows)), submitted_by)
             rows.append(row | {"hold": hold})
         if array is not None:
             with _writing_tree(rt):
@@ -257,11 +257,15 @@ class NewArray:
         }
 
 
-def queued_row(job_id: str, stored: JobSpec, now: datetime) -> dict[str, Any]:
+def queued_row(
+    job_id: str, stored: JobSpec, now: datetime, user: str | None = None
+) -> dict[str, Any]:
     """A job's registry row as it is accepted: queued (``stored``: its spec with the
-    secrets' values redacted)."""
+    secrets' values redacted; ``user``: who submitted it)."""
     place = stored.array
     return {
+        "user": user,
+        "group_name": stored.group,
         "hold": None,
         "array_id": place.id if place is not None else None,
         "array_index": place.index if place is not None else None,
