@@ -1,15 +1,18 @@
 """Example ugro job: evaluate a train.py checkpoint (or a quick baseline) on the test split.
 
-Writes ``<out>/evaluation_scores.json`` and prints a one-line summary. See README.md.
+With ``--sweep`` it evaluates the newest checkpoint of a ugro sweep's best point. Writes
+``<out>/evaluation_scores.json`` and prints a one-line summary. See README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,6 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="an epoch_<n>.npz written by train.py; without it a baseline is fitted",
     )
+    p.add_argument(
+        "--sweep",
+        metavar="SWEEP_ID",
+        default=None,
+        help="a ugro sweep of train.py: evaluate the newest checkpoint of its best point",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the baseline fit")
     p.add_argument(
         "--out",
@@ -51,9 +60,87 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seconds < 0:
         p.error("--seconds must not be negative")
+    if args.checkpoint is not None and args.sweep is not None:
+        p.error("give --checkpoint or --sweep, not both")
     if args.out is None:
         args.out = Path(os.environ.get("UGRO_JOB_DIR") or os.getcwd())
     return args
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The highest-numbered ``epoch_<n>.npz`` in ``directory``, or None."""
+    found: list[tuple[int, Path]] = []
+    for path in directory.glob("epoch_*.npz"):
+        m = re.fullmatch(r"epoch_(\d+)\.npz", path.name)
+        if m:
+            found.append((int(m.group(1)), path))
+    return max(found)[1] if found else None
+
+
+class SweepPoint(NamedTuple):
+    """A sweep's best point: its job, parameters, validation score and newest checkpoint."""
+
+    sweep: str
+    job_id: str
+    params: dict[str, Any]
+    score: float
+    score_name: str | None
+    checkpoint: Path
+    finished: int
+    points: int
+
+    def describe(self) -> str:
+        params = ", ".join(f"{name}={value}" for name, value in self.params.items())
+        score = f"best validation {self.score_name or 'score'} {self.score:.3f}"
+        return (
+            f"sweep {self.sweep}: best of {self.finished} finished points (of {self.points})"
+            f" is {self.job_id} ({params or 'no parameters'}), {score}"
+        )
+
+
+class SweepError(Exception):
+    """The sweep cannot be read, or has no point to evaluate."""
+
+
+def best_point(sweep_id: str) -> SweepPoint:
+    """The finished point of ``sweep_id`` with the highest best score (the lowest
+    index among equals), read through ugro's client.
+
+    Raises:
+        SweepError: ugro is not importable, the sweep is unknown, or no finished
+            point has a score and a checkpoint.
+    """
+    try:
+        from ugro import Client, UgroError
+    except ImportError as e:
+        raise SweepError(f"--sweep needs the ugro package, which cannot be imported: {e}") from e
+    try:
+        with Client(connect=False) as client:
+            array = client.get_array(sweep_id)
+    except UgroError as e:
+        raise SweepError(str(e)) from e
+    scored = [
+        (task.progress.best_score, -(task.array_index or 0), task)
+        for task in array.tasks
+        if task.succeeded and task.progress is not None and task.progress.best_score is not None
+    ]
+    if not scored:
+        raise SweepError(f"sweep {sweep_id}: no finished point has a score yet")
+    score, _, task = max(scored, key=lambda entry: entry[:2])
+    assert task.progress is not None  # (only scored tasks are listed)
+    checkpoint = latest_checkpoint(task.paths.checkpoints)
+    if checkpoint is None:
+        raise SweepError(f"sweep {sweep_id}: its best point {task.id} left no epoch_<n>.npz")
+    return SweepPoint(
+        sweep=array.id,
+        job_id=task.id,
+        params={name: task.params[name] for name in array.params if name in task.params},
+        score=score,
+        score_name=task.progress.score_name,
+        checkpoint=checkpoint,
+        finished=len(scored),
+        points=len(array.tasks),
+    )
 
 
 def fit_baseline(seed: int) -> MLP:
@@ -71,6 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     test = make_dataset()["test"]
 
+    point: SweepPoint | None = None
+    if args.sweep is not None:
+        try:
+            point = best_point(args.sweep)
+        except SweepError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return 2
+        print(point.describe(), flush=True)
+        args.checkpoint = point.checkpoint
+
     if args.checkpoint is not None:
         try:
             ckpt = load_checkpoint(args.checkpoint)
@@ -87,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         label = f"checkpoint {args.checkpoint} (epoch {ckpt.epoch})"
+        if point is not None:
+            label = f"point {point.job_id}: {label}"
     else:
         model = fit_baseline(args.seed)
         label = f"baseline ({BASELINE_EPOCHS} epochs, lr={BASELINE_LR}, seed={args.seed})"
@@ -105,6 +204,16 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy": accuracy,
             "loss": loss,
             "n_examples": len(test),
+            **(
+                {
+                    "sweep": point.sweep,
+                    "point": point.job_id,
+                    "params": point.params,
+                    "point_score": point.score,
+                }
+                if point is not None
+                else {}
+            ),
         },
     )
     print(f"{label}: test accuracy={accuracy:.3f} loss={loss:.3f} n={len(test)}", flush=True)

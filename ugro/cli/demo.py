@@ -58,6 +58,7 @@ def lr_sweep(python: str) -> SweepSpec:
         [python, train, "--lr", "{lr}", "--epochs", str(EPOCHS), "--epoch-seconds", "0.4"],
         {"lr": LEARNING_RATES},
         kind="train",
+        epochs=EPOCHS,
         tags=["demo"],
         then={
             "name": EVAL_NAME,

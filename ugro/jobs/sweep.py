@@ -47,7 +47,17 @@ BUILTINS = ("index", "sweep")
 #: difference to a hyperparameter and the shorter text reads better in argv and logs.
 SAMPLE_DIGITS = 6
 #: The job fields a sweep (and its ``then`` job) passes to each of its jobs.
-JOB_FIELDS = ("kind", "gpus", "priority", "timeout", "max_retries", "env", "tags")
+JOB_FIELDS = (
+    "kind",
+    "gpus",
+    "priority",
+    "timeout",
+    "max_retries",
+    "retry_on",
+    "epochs",
+    "env",
+    "tags",
+)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INT = re.compile(r"^[+-]?[0-9]+$")
@@ -261,6 +271,8 @@ class _JobTemplate(BaseModel):
     priority: int = 0
     timeout: float | None = None
     max_retries: int = 0
+    retry_on: list[str] = Field(default_factory=list)
+    epochs: int | None = None
     env: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
 
