@@ -121,6 +121,8 @@ class Settings(BaseModel):
     # same on every node and submitter; default: derived from the Redis password,
     # or a key of this machine: ugro.live.secret_box).
     secret_key: SecretStr | None = None
+    # Fair share: a user's GPU-seconds count half after this long (7 days).
+    fair_share_half_life: float = Field(default=7 * 86400.0, gt=0)
     # Retry backoff: base * 2^(attempt-1) seconds, at most retry_backoff_max.
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0

@@ -19,6 +19,7 @@ from ugro.live.job_message import RUN_JOB
 from ugro.progress.jobs import progress_scan
 from ugro.runtime import Runtime
 from ugro.scheduling.dispatch import dispatch_pending
+from ugro.scheduling.fair_share import rank_queue
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -95,8 +96,15 @@ def kill_orphans_task() -> int | None:
 
 @shared_task(name="ugro.dispatch", ignore_result=True)
 def dispatch() -> int | None:
-    """Beat's safety-net tick: place whatever pending jobs fit."""
-    return _unless_registry_away("dispatch", lambda: dispatch_pending(runtime()))
+    """Beat's safety-net tick: rank the queue by fair share, then place whatever
+    pending jobs fit."""
+
+    def tick() -> int:
+        rt = runtime()
+        rank_queue(rt)  # the fair share order, then a pass in it
+        return dispatch_pending(rt)
+
+    return _unless_registry_away("dispatch", tick)
 
 
 @shared_task(name="ugro.health_sweep", ignore_result=True)

@@ -13,6 +13,7 @@ from ugro.cli import (  # noqa: F401
     metrics,
     ops,
     progress,
+    share,
     summary,
     workflows,
 )

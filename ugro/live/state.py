@@ -159,6 +159,22 @@ class LiveState:
         delayed = cast(list[str], self.redis.zrange(self.keys.delayed, 0, -1))
         return set(pending) | set(delayed)
 
+    @property
+    def priority_weight(self) -> int:
+        """A pending score is ``-priority * priority_weight + sequence``."""
+        return _PRIORITY_WEIGHT
+
+    def job_shapes(self, job_ids: list[str]) -> dict[str, tuple[int, int, float | None]]:
+        """Each queued job's GPUs, nodes and timeout, as its live hash holds them."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), ["gpus", "nodes", "timeout"])
+        shapes = {}
+        for job_id, (gpus, nodes, timeout) in zip(job_ids, pipe.execute(), strict=True):
+            if gpus:
+                shapes[job_id] = (int(gpus), int(nodes or 1), float(timeout) if timeout else None)
+        return shapes
+
     def pending(self, limit: int = 500) -> list[PendingEntry]:
         """The first ``limit`` pending jobs in order: (job_id, gpus, node, timeout)."""
         ids = cast(list[str], self.redis.zrange(self.keys.pending, 0, limit - 1))

@@ -30,7 +30,10 @@ def add_missing_columns(engine: Engine, metadata: MetaData) -> list[str]:
                     " empty: this database needs a migration"
                 )
             kind = column.type.compile(dialect=engine.dialect)
-            statement = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
+            # Quoted as the dialect needs: a column may be named by a reserved word
+            # (``user`` is one in PostgreSQL), as create_all would quote it.
+            quote = engine.dialect.identifier_preparer.quote
+            statement = f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"
             try:
                 with engine.begin() as conn:
                     conn.execute(text(statement))

@@ -11,6 +11,11 @@ and an empty schedule sends nothing ever again, so beat's reconcile tick, which
 rebuilds live state after exactly such a wipe, would never come. ``SingleBeat``
 notices both at its next tick: it takes the lock again (waiting, as a standby
 does, while another beat holds it) and installs the schedule again.
+
+While Redis restarts, a tick cannot reach it: Celery's beat would exit on the
+error, and nothing would schedule until someone started it again. ``SingleBeat``
+waits the restart out instead, trying again every second; a lock that ran out
+meanwhile is taken back as after a wipe.
 """
 
 from __future__ import annotations
@@ -19,9 +24,14 @@ import logging
 from typing import Any
 
 from redbeat.schedulers import RedBeatScheduler, get_redis  # also connects its lock on beat_init
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
+# Seconds between a beat's tries to reach a Redis that does not answer: a restart
+# takes about that long.
+_RETRY = 1.0
 
 
 class SingleBeat(RedBeatScheduler):  # type: ignore[misc]
@@ -33,6 +43,9 @@ class SingleBeat(RedBeatScheduler):  # type: ignore[misc]
         except LockError:
             self._take_lock_back()
             return 0.0  # tick again at once, holding the lock
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("beat: Redis does not answer (%s); trying again in %s s", exc, _RETRY)
+            return _RETRY
         if not self._schedule_whole():
             log.warning("beat: the schedule is gone from Redis (wiped?); installing it again")
             self.setup_schedule()

@@ -1,0 +1,160 @@
+"""Fair share: among queued jobs of one priority, the order that gives each user
+GPU time in proportion to their share, counting what they used recently.
+
+A user's usage is the GPU-seconds of their attempts, each weighted by how long
+ago it ran: halved every ``fair_share_half_life`` (7 days by default), so last
+month's sweep weighs little. The queue's order within a priority is then that of
+weighted fair queueing: the next job is the first queued one of the user with the
+least (usage + GPU-seconds already ordered before it) / share, each user's own
+jobs in their submission order. A user who used little starts first, and two
+users' sweeps interleave as their usage grows; a job's estimated cost is its GPUs
+by its timeout (an hour when it has none).
+
+Beat's dispatch tick ranks the queue again (``rank_queue``): the live queue's
+scores are rewritten within each priority, reusing the sequence numbers there
+are, so dispatch, its head window and a worker taking the head of the queue
+read the fair order as they read any order, at no cost on their path. A job
+queued since the last tick waits at the end of its priority until the next one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from ugro.registry.usage import Used
+from ugro.runtime import Runtime
+
+#: The estimated run of a job without a timeout, for its place in the order (s).
+UNTIMED_COST = 3600.0
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A queued job as fair share sees it."""
+
+    job_id: str
+    user: str
+    cost: float  # estimated GPU-seconds
+
+
+def decayed_usage(attempts: Iterable[Used], now: float, half_life: float) -> dict[str, float]:
+    """Each user's GPU-seconds, each second weighted by 2^(-age / half_life)."""
+    usage: dict[str, float] = defaultdict(float)
+    rate = math.log(2) / half_life
+    for used in attempts:
+        end = now if used.ended is None else min(used.ended, now)
+        if end <= used.started:
+            continue
+        # The integral of exp(-rate * (now - t)) over the attempt's run.
+        weight = (math.exp(-rate * (now - end)) - math.exp(-rate * (now - used.started))) / rate
+        usage[used.user] += used.gpus * weight
+    return dict(usage)
+
+
+def fair_order(
+    queued: Sequence[Queued], usage: Mapping[str, float], shares: Mapping[str, float]
+) -> list[str]:
+    """``queued`` (in submission order) in fair share order (see the module)."""
+    by_user: dict[str, deque[Queued]] = defaultdict(deque)
+    first: dict[str, int] = {}
+    for index, job in enumerate(queued):
+        by_user[job.user].append(job)
+        first.setdefault(job.user, index)
+    # (virtual time, the position of the user's next job in submission order, user)
+    heap = [(usage.get(user, 0.0) / shares.get(user, 1.0), first[user], user) for user in by_user]
+    heapq.heapify(heap)
+    order: list[str] = []
+    position = {id(job): n for n, job in enumerate(queued)}
+    while heap:
+        virtual, _, user = heapq.heappop(heap)
+        job = by_user[user].popleft()
+        order.append(job.job_id)
+        if by_user[user]:
+            after = virtual + job.cost / shares.get(user, 1.0)
+            heapq.heappush(heap, (after, position[id(by_user[user][0])], user))
+    return order
+
+
+def job_cost(gpus: int, nodes: int, timeout: float | None) -> float:
+    return gpus * nodes * (timeout if timeout else UNTIMED_COST)
+
+
+def rank_queue(rt: Runtime) -> int:
+    """Rewrite the live queue's order within each priority to the fair one;
+    returns how many jobs moved."""
+    from ugro.live.clock import server_time
+    from ugro.registry.usage import recent_attempts, users_of  # (beat's tick only)
+
+    live = rt.live
+    pending = cast(
+        list[tuple[str, float]], live.redis.zrange(live.keys.pending, 0, -1, withscores=True)
+    )
+    if len(pending) < 2:
+        return 0
+    now = server_time(live.redis)
+    half_life = rt.settings.fair_share_half_life
+    usage = decayed_usage(recent_attempts(rt.registry, now - 6 * half_life), now, half_life)
+    users = users_of(rt.registry, [job_id for job_id, _ in pending])
+    shapes = live.job_shapes([job_id for job_id, _ in pending])
+    bands: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for job_id, score in pending:
+        band, seq = divmod(int(score), live.priority_weight)
+        bands[band].append((job_id, seq))
+    moved: dict[str, float] = {}
+    for band, members in bands.items():
+        queued = [
+            Queued(job_id, users.get(job_id) or "", job_cost(*shapes[job_id]))
+            for job_id, _ in members
+            if job_id in shapes
+        ]
+        was = dict(members)
+        seqs = sorted(was[job.job_id] for job in queued)
+        for job_id, seq in zip(fair_order(queued, usage, {}), seqs, strict=True):
+            if was[job_id] != seq:
+                moved[job_id] = band * live.priority_weight + seq
+    if moved:
+        live.redis.zadd(live.keys.pending, moved, xx=True)
+    return len(moved)
+
+
+@dataclass(frozen=True)
+class UserShare:
+    """What `ugro share` shows of one user."""
+
+    user: str
+    share: float
+    usage_gpu_hours: float  # decayed
+    queued: int
+    running_gpus: int
+    rank: int  # 1: the next to be served among users with queued jobs
+
+
+def user_shares(rt: Runtime) -> list[UserShare]:
+    """Every user with recent usage or a job queued or running, in the order fair
+    share serves them now (least usage per share first)."""
+    from ugro.jobs.lifecycle import JobStatus
+    from ugro.live.clock import server_time
+    from ugro.registry.usage import recent_attempts
+
+    now = server_time(rt.live.redis)
+    half_life = rt.settings.fair_share_half_life
+    usage = decayed_usage(recent_attempts(rt.registry, now - 6 * half_life), now, half_life)
+    queued: dict[str, int] = defaultdict(int)
+    running: dict[str, int] = defaultdict(int)
+    active = [JobStatus.QUEUED, JobStatus.PLACED, JobStatus.RUNNING]
+    for row in rt.registry.list_jobs(statuses=active):
+        user = row.user or ""
+        if row.status == JobStatus.QUEUED.value:
+            queued[user] += 1
+        else:
+            running[user] += row.gpus
+    users = sorted(set(usage) | set(queued) | set(running), key=lambda u: (usage.get(u, 0.0), u))
+    return [
+        UserShare(user, 1.0, round(usage.get(user, 0.0) / 3600, 4), queued[user], running[user], n)
+        for n, user in enumerate(users, start=1)
+    ]
