@@ -42,4 +42,8 @@ def add_missing_columns(engine: Engine, metadata: MetaData) -> list[str]:
                 if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
                     raise
             added.append(f"{table.name}.{column.name}")
+        if added:
+            # A table that gained columns may have gained indexes on them too.
+            for index in table.indexes:
+                index.create(engine, checkfirst=True)
     return added

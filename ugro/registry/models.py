@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 
 
@@ -70,6 +70,13 @@ class JobRow(Base):
     # group or project it counts for (``--group``), if any.
     user: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     group_name: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+    # An array's tasks by hold and status, in index order: what counting its
+    # running tasks and finding the next one waiting for a slot read, whatever
+    # the array's size (``ugro.registry.holds.take_slots``).
+    __table_args__ = (
+        Index("ix_ugro_jobs_array_slots", "array_id", "hold", "status", "array_index"),
+    )
 
 
 class DependencyRow(Base):
