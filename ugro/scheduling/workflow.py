@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ugro.errors import SpecError
+from ugro.errors import RegistryUnreachable, SpecError
 from ugro.jobs.dependencies import (
     HOLD_AFTER,
     HOLD_SLOT,
@@ -58,17 +58,24 @@ def job_ended(rt: Runtime, job_id: str, array_id: str | None = None) -> None:
     ended: list[tuple[str, str | None]] = [(job_id, array_id)]
     while ended:
         job, array = ended.pop()
-        waiting = held_dependents(rt.registry, job)
-        if array is not None:
-            release_slots(rt, array)
-            # What waits on the array as a whole, once its last task ended.
-            on_array = held_dependents(rt.registry, array)
-            if on_array and array_ended(rt.registry, array):
-                waiting += on_array
-        for dependent in waiting:
-            given_up = settle(rt, dependent)
-            if given_up is not None:
-                ended.append((given_up.id, given_up.array_id))
+        try:
+            waiting = held_dependents(rt.registry, job)
+            if array is not None:
+                release_slots(rt, array)
+                # What waits on the array as a whole, once its last task ended.
+                on_array = held_dependents(rt.registry, array)
+                if on_array and array_ended(rt.registry, array):
+                    waiting += on_array
+            for dependent in waiting:
+                given_up = settle(rt, dependent)
+                if given_up is not None:
+                    ended.append((given_up.id, given_up.array_id))
+        except RegistryUnreachable:
+            raise  # (the end waits for the registry, and looks again)
+        except Exception:
+            # The end itself is recorded: what it lets go waits for the
+            # reconciler's next look (``look_again``) instead of failing it.
+            log.warning("the jobs waiting on %s are left to the reconciler", job, exc_info=True)
 
 
 def settle(rt: Runtime, job_id: str) -> JobRow | None:
