@@ -7,7 +7,8 @@ forwarder to the PostgreSQL server when one runs here (SQLite on the shared
 filesystem otherwise). Every host runs `ugro worker` (its GPU workers and node
 agent) under its own ``UGRO_NODE_NAME``, with fake GPUs, and all share one data
 dir, as a lab's nodes share NFS. ``pull_cable`` is ``ip link set ... down`` on a
-host's link.
+host's link; ``restart_redis`` restarts the services host's Redis, which keeps an
+append-only file when the bed is made with ``appendonly``.
 
 Addresses come from 198.18.0.0/15 (reserved for benchmarking networks): nothing
 is sent to any address but these and loopback. Everything is torn down, the
@@ -87,10 +88,14 @@ class _Forwarder:
             while not self.stop.is_set():
                 ready, _, _ = select.select(list(ends), [], [], 0.2)
                 for end in ready:
-                    data = end.recv(65536)
+                    try:
+                        data = end.recv(65536)
+                        if data:
+                            ends[end].sendall(data)
+                    except OSError:  # a side reset (a host's cable pulled, say)
+                        data = b""
                     if not data:
                         return
-                    ends[end].sendall(data)
 
     def close(self) -> None:
         self.stop.set()
@@ -104,7 +109,12 @@ class TestBed:
     __test__ = False  # not a test class, whatever its name
 
     def __init__(
-        self, settings: Settings, hosts: int = 2, gpus: int = 2, beat: bool = False
+        self,
+        settings: Settings,
+        hosts: int = 2,
+        gpus: int = 2,
+        beat: bool = False,
+        appendonly: bool = False,
     ) -> None:
         self.tag = secrets.token_hex(2)
         self.bridge = f"ub{self.tag}"
@@ -122,6 +132,9 @@ class TestBed:
         ]
         self.redis: subprocess.Popen[bytes] | None = None
         self.redis_port = 0
+        # Redis keeps an append-only file, as a deployment's does, so that
+        # ``restart_redis`` brings its keys back
+        self.appendonly = appendonly
         self.forwarder: _Forwarder | None = None
         self.settings = settings
         # Beat on the services host (the reconciler's ticks, the safety-net dispatch)
@@ -167,13 +180,14 @@ class TestBed:
         run = self.base.data_dir / "bed"
         run.mkdir(parents=True, exist_ok=True)
         conf = run / "redis.conf"
+        kept = "yes\nappendfsync everysec" if self.appendonly else "no"
         # The password in a file, not on a command line anyone can read.
         conf.write_text(
             f"bind {SERVICES_ADDRESS}\nport {port}\nrequirepass {self.password}\n"
-            f'save ""\nappendonly no\ndir {run}\nlogfile {run / "redis.log"}\n'
+            f'save ""\nappendonly {kept}\ndir {run}\nlogfile {run / "redis.log"}\n'
         )
         conf.chmod(0o600)
-        self.redis = subprocess.Popen([redis_executable(), str(conf)], start_new_session=True)
+        self._start_redis()
         url = f"redis://:{self.password}@{SERVICES_ADDRESS}:{port}/0"
         database = self.base.effective_database_url
         if database.startswith("postgresql"):
@@ -190,7 +204,20 @@ class TestBed:
                 "redis_prefix": "ugro",
             }
         )
-        _wait_for_port(SERVICES_ADDRESS, port, self.redis)
+
+    def _start_redis(self) -> None:
+        conf = self.base.data_dir / "bed" / "redis.conf"
+        self.redis = subprocess.Popen([redis_executable(), str(conf)], start_new_session=True)
+        _wait_for_port(SERVICES_ADDRESS, self.redis_port, self.redis)
+
+    def restart_redis(self, down: float = 0.0) -> None:
+        """Restart the services host's Redis as a service manager would: SIGTERM
+        (a clean shutdown writes the append-only file out), ``down`` seconds, start."""
+        if self.redis is not None:
+            self.redis.terminate()
+            self.redis.wait(timeout=20)
+        time.sleep(down)
+        self._start_redis()
 
     def settings_of(self, host: Host) -> Settings:
         return self.settings.model_copy(update={"node_name": host.node})
@@ -282,10 +309,14 @@ def _wait_for_port(address: str, port: int, server: subprocess.Popen[bytes]) -> 
 
 @contextlib.contextmanager
 def multi_host_bed(
-    settings: Settings, hosts: int = 2, gpus: int = 2, beat: bool = False
+    settings: Settings,
+    hosts: int = 2,
+    gpus: int = 2,
+    beat: bool = False,
+    appendonly: bool = False,
 ) -> Iterator[TestBed]:
     """``TestBed`` as a context manager: the hosts, up, and torn down after."""
-    with TestBed(settings, hosts, gpus, beat) as bed:
+    with TestBed(settings, hosts, gpus, beat, appendonly) as bed:
         yield bed
 
 

@@ -16,12 +16,13 @@ from ugro.execution.processes import become_subreaper
 from ugro.execution.reconcile import reconcile
 from ugro.gpus.inventory import load_backend
 from ugro.live.presence import Presence
+from ugro.runtime import Runtime
 from ugro.scheduling.dispatch import dispatch_pending
 from ugro.settings import Settings
-from ugro.tasks import runtime
 from ugro.transport.celery_app import make_app
 from ugro.transport.queues import queue_for_gpu
 from ugro.transport.receipt_ack import AckOnReceipt
+from workers.start import start_serving
 
 
 def worker_argv(settings: Settings, index: int) -> list[str]:
@@ -57,22 +58,26 @@ def main(argv: list[str] | None = None) -> None:
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
-        rt = runtime()
-        reconcile(rt)
-        backend = load_backend(settings.gpu_backend, settings.data_dir, settings.node_name)
-        presence.append(
-            Presence(
-                rt.live,
-                settings.node_name,
-                args.index,
-                settings.worker_ttl,
-                backend,
-                settings.foreign_memory_mb,
-                on_unblocked=lambda: dispatch_pending(rt),
+        def serve(rt: Runtime) -> None:
+            backend = load_backend(settings.gpu_backend, settings.data_dir, settings.node_name)
+            presence.append(
+                Presence(
+                    rt.live,
+                    settings.node_name,
+                    args.index,
+                    settings.worker_ttl,
+                    backend,
+                    settings.foreign_memory_mb,
+                    on_unblocked=lambda: dispatch_pending(rt),
+                )
             )
-        )
-        presence[0].start()
-        dispatch_pending(rt)  # jobs may have waited for this GPU to come up
+            presence[0].start()
+
+        def catch_up(rt: Runtime) -> None:
+            reconcile(rt)
+            dispatch_pending(rt)  # jobs may have waited for this GPU to come up
+
+        start_serving(f"GPU worker {args.index}", settings, serve, catch_up)
 
     # Withdraw from dispatch as soon as shutdown begins, so no job is placed on a
     # GPU whose worker is on its way out.

@@ -19,10 +19,12 @@ from ugro.execution.orphans import kill_orphans
 from ugro.execution.reconcile import reconcile
 from ugro.gpus.inventory import load_backend
 from ugro.health.readings import HealthCollector
+from ugro.runtime import Runtime
 from ugro.settings import Settings
 from ugro.tasks import runtime
 from ugro.transport.celery_app import make_app
 from ugro.transport.queues import control_queue, node_queue
+from workers.start import start_serving
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,13 @@ def main() -> None:
 
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
-        nonlocal collector
-        reconcile(runtime())
-        collector = HealthCollector(runtime(), backend)
-        collector.start()
-        threading.Thread(target=scan_orphans, name="ugro-orphans", daemon=True).start()
+        def serve(rt: Runtime) -> None:
+            nonlocal collector
+            collector = HealthCollector(rt, backend)
+            collector.start()
+            threading.Thread(target=scan_orphans, name="ugro-orphans", daemon=True).start()
+
+        start_serving("the node agent", settings, serve, reconcile)
 
     @worker_shutting_down.connect(weak=False)
     def _stopping(**_: Any) -> None:

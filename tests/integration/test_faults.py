@@ -11,15 +11,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import make_settings, running_stack, wait_for_job, wait_until
+from tests.faults import Sampler, processes_of
 from tests.hosts import TestBed, _free_port, _wait_for_port, multi_host_bed
 from ugro import Client, JobSpec
 from ugro.job import Job
@@ -110,40 +109,6 @@ def test_a_node_that_dies_whole_has_its_job_requeued_within_a_lease_ttl_and_a_ti
         assert [a.exit_reason for a in attempts] == ["lost", "ok"]
 
 
-class _Sampler:
-    """Samples, every 0.2 s while a test acts, what must hold at every moment: no
-    two attempts of the job run at once, and no more GPU leases than GPUs."""
-
-    def __init__(self, client: Client, job_id: str, gpus: int) -> None:
-        self.client, self.job_id, self.gpus = client, job_id, gpus
-        self.most_attempts_at_once = 0
-        self.most_leases = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> _Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=10)
-
-    def _sample(self) -> None:
-        redis = self.client.rt.live.redis
-        pattern = f"{self.client.rt.keys.prefix}:lease:*"
-        while not self._done.wait(0.2):
-            attempts = set()
-            for proc in psutil.process_iter(["environ"]):
-                with contextlib.suppress(psutil.Error):
-                    environ = proc.info["environ"] or {}
-                    if environ.get("UGRO_JOB_ID") == self.job_id:
-                        attempts.add(environ.get("UGRO_ATTEMPT"))
-            self.most_attempts_at_once = max(self.most_attempts_at_once, len(attempts))
-            leases = sum(1 for _ in redis.scan_iter(match=pattern, count=100))
-            self.most_leases = max(self.most_leases, leases)
-
-
 @pytest.mark.timeout(240)
 def test_a_partitioned_node_stops_its_job_itself_and_the_job_runs_elsewhere_once(
     tmp_path: Path, database_url: str
@@ -152,7 +117,8 @@ def test_a_partitioned_node_stops_its_job_itself_and_the_job_runs_elsewhere_once
     timings = {"fence_grace": 4.0, "stop_grace": 2.0}
     with _one_job_on_two_hosts(tmp_path, database_url, spec, **timings) as (bed, client, job):
         cut = next(host for host in bed.hosts if host.node == job.node)
-        with _Sampler(client, job.id, gpus=2) as sampler:
+        jobs = bed.settings.jobs_dir
+        with Sampler(client, gpus=2) as sampler:
             # When its host is cut off from Redis and the registry
             bed.pull_cable(cut)
             pulled = time.monotonic()
@@ -160,7 +126,7 @@ def test_a_partitioned_node_stops_its_job_itself_and_the_job_runs_elsewhere_once
                 # Then its job stops itself after the fence grace, before its lease
                 # could run out
                 wait_until(
-                    lambda: not [p for p in _processes_of(job.id) if p.get("UGRO_ATTEMPT") == "1"],
+                    lambda: all(p["UGRO_ATTEMPT"] != "1" for p in processes_of(jobs, job.id)),
                     30,
                     "the cut-off job to stop itself",
                 )
@@ -182,17 +148,6 @@ def test_a_partitioned_node_stops_its_job_itself_and_the_job_runs_elsewhere_once
         starts = (done.job_dir / "starts").read_text().split()
         assert starts == ["1", "2"]
         assert client.get(job.id).status is JobStatus.FINISHED
-
-
-def _processes_of(job_id: str) -> list[dict[str, str]]:
-    """The environments of the live processes of a job, wherever they run."""
-    found = []
-    for proc in psutil.process_iter(["environ", "status"]):
-        with contextlib.suppress(psutil.Error):
-            environ = proc.info["environ"] or {}
-            if environ.get("UGRO_JOB_ID") == job_id and proc.info["status"] != "zombie":
-                found.append(environ)
-    return found
 
 
 class _DeploymentRedis:
