@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from toy_model import (  # noqa: E402
     N_FEATURES,
     SGDMomentum,
     atomic_write_json,
+    latest_checkpoint,
     load_checkpoint,
     make_dataset,
     train_epoch,
@@ -65,16 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.out is None:
         args.out = Path(os.environ.get("UGRO_JOB_DIR") or os.getcwd())
     return args
-
-
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The highest-numbered ``epoch_<n>.npz`` in ``directory``, or None."""
-    found: list[tuple[int, Path]] = []
-    for path in directory.glob("epoch_*.npz"):
-        m = re.fullmatch(r"epoch_(\d+)\.npz", path.name)
-        if m:
-            found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
 
 
 class SweepPoint(NamedTuple):

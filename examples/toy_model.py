@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -231,3 +232,13 @@ def atomic_writer(path: Path) -> Iterator[IO[bytes]]:
 def atomic_write_json(path: Path, obj: Any) -> None:
     with atomic_writer(path) as f:
         f.write((json.dumps(obj, indent=2) + "\n").encode())
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The highest-numbered ``epoch_<n>.npz`` in ``directory``, or None."""
+    found: list[tuple[int, Path]] = []
+    for path in directory.glob("epoch_*.npz"):
+        m = re.fullmatch(r"epoch_(\d+)\.npz", path.name)
+        if m:
+            found.append((int(m.group(1)), path))
+    return max(found)[1] if found else None

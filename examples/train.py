@@ -11,7 +11,6 @@ import argparse
 import io
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from toy_model import (  # noqa: E402
     SGDMomentum,
     atomic_write_json,
     atomic_writer,
+    latest_checkpoint,
     load_checkpoint,
     make_dataset,
     save_checkpoint,
@@ -103,15 +103,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resume is None and os.environ.get("UGRO_RESUME_FROM"):
         args.resume = Path(os.environ["UGRO_RESUME_FROM"])
     return args
-
-
-def latest_checkpoint(directory: Path) -> Path | None:
-    found: list[tuple[int, Path]] = []
-    for path in directory.glob("epoch_*.npz"):
-        m = re.fullmatch(r"epoch_(\d+)\.npz", path.name)
-        if m:
-            found.append((int(m.group(1)), path))
-    return max(found)[1] if found else None
 
 
 def write_epoch_dir(out: Path, epoch: int, files: dict[str, bytes]) -> None:

@@ -104,6 +104,14 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
+def client(lab: Settings) -> Iterator[Client]:
+    """A client of the module's shared stack (a module that asks for it has a
+    ``lab`` fixture: its stack, made once for the module)."""
+    with Client(lab) as c:
+        yield c
+
+
+@pytest.fixture
 def embedded_settings(settings: Settings) -> Settings:
     """The test's settings on the embedded Redis, whatever UGRO_TEST_REDIS_URL says."""
     return settings.model_copy(update={"redis_url": None, "redis_prefix": "ugro"})

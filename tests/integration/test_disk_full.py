@@ -110,12 +110,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             yield running
 
 
-@pytest.fixture
-def client(lab: Settings) -> Iterator[Client]:
-    with Client(lab) as c:
-        yield c
-
-
 def ended(job: Job) -> bool:
     return job.status.is_terminal
 

@@ -43,12 +43,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             yield running
 
 
-@pytest.fixture
-def client(lab: Settings) -> Iterator[Client]:
-    with Client(lab) as c:
-        yield c
-
-
 def records(path: Path) -> dict[str, dict[str, object]]:
     return {r["job_id"]: r for r in map(json.loads, path.read_text().splitlines())}
 

@@ -32,12 +32,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             yield running
 
 
-@pytest.fixture
-def client(lab: Settings) -> Iterator[Client]:
-    with Client(lab) as c:
-        yield c
-
-
 def gated(name: str, code: int = 0, **spec: object) -> JobSpec:
     env = {"CODE": str(code)}
     return JobSpec(name=name, command=[UNTIL_GO], shell=True, env=env, **spec)  # type: ignore[arg-type]
