@@ -67,14 +67,26 @@ def _clock_of(env: dict[str, str]) -> float:
 
 
 def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """The node dies whole: its worker, GPU workers, agent and job, SIGKILLed."""
-    try:
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for each in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            each.kill()
+    """The node dies whole: its worker, GPU workers, agent and job, SIGKILLed. Its
+    processes are found by their environment (``LD_PRELOAD``, which only node b's
+    have), not by parentage, which a process forked or reparented meanwhile would
+    escape; looked for again until none is left."""
+
+    def node_b() -> list[psutil.Process]:
+        found = []
+        for each in psutil.process_iter(["environ"]):
+            with contextlib.suppress(psutil.Error):
+                if "FAKETIME" in (each.info["environ"] or {}):
+                    found.append(each)
+        return found
+
+    deadline = time.monotonic() + 20
+    while (left := node_b()) and time.monotonic() < deadline:
+        for each in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                each.kill()
+        psutil.wait_procs(left, timeout=2)
+    assert not node_b(), "node b's processes outlived SIGKILL"
     proc.wait(10)
 
 
