@@ -114,7 +114,7 @@ class Client:
                 ``{index}``.
         """
         from ugro.arrays import array_specs
-        from ugro.scheduling.submit import NewArray
+        from ugro.scheduling.new_array import NewArray
 
         array_id, specs = array_specs(spec, indices)
         new = NewArray(array_id, spec.name, "array", max_running, template=spec)
@@ -125,7 +125,7 @@ class Client:
         then its ``then`` job, waiting on every task, if it has one."""
         from ugro.arrays import point_specs
         from ugro.jobs.spec import JobSpec, new_job_id
-        from ugro.scheduling.submit import NewArray
+        from ugro.scheduling.new_array import NewArray
 
         array_id = new_job_id(sweep.name)
         template = JobSpec(name=sweep.name, command=sweep.command, **sweep.job_fields())

@@ -4,13 +4,10 @@ registry rows and their place in the live queue, all or nothing."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
@@ -27,6 +24,7 @@ from ugro.live.state import QueuedEntry
 from ugro.registry.models import JobRow, job_from, utcnow
 from ugro.runtime import Runtime, gpu_json
 from ugro.scheduling.dispatch import dispatch_pending
+from ugro.scheduling.new_array import NewArray
 from ugro.scheduling.placement import PendingJob, Placement
 from ugro.scheduling.submit_lease import SubmitLease
 from ugro.scheduling.workflow import holds_of, job_ended, release_slots, resolve, settle
@@ -202,59 +200,6 @@ def _writing_tree(rt: Runtime) -> Iterator[None]:
     except OSError as exc:
         why = write_failure(rt.settings.jobs_dir, exc)
         raise DataDirError(f"{why}; nothing was submitted") from exc
-
-
-@dataclass(frozen=True)
-class NewArray:
-    """The array whose tasks a batch's jobs are (``ugro.registry.holds``)."""
-
-    id: str
-    name: str
-    kind: str  # "array" | "sweep"
-    max_running: int | None = None
-    params: list[str] | None = None  # a sweep's parameter names
-    template: JobSpec | None = None  # what its tasks were made from
-
-    def record_path(self, rt: Runtime) -> Path:
-        return rt.settings.arrays_dir / f"{self.id}.json"
-
-    def write_record(
-        self, rt: Runtime, count: int, now: datetime, submitted_by: str, submitted_from: str
-    ) -> None:
-        """``arrays/<id>.json``: what the array was submitted as (the template's
-        secret values redacted), read when each task's folder is made."""
-        template = self.template
-        if template is not None:
-            template = template.model_copy(update={"env": redact_env(template.env)})
-        record = {
-            "array_id": self.id,
-            "name": self.name,
-            "kind": self.kind,
-            "count": count,
-            "max_running": self.max_running,
-            "params": self.params,
-            "spec": template.model_dump(mode="json") if template is not None else None,
-            "submitted_at": now.isoformat(),
-            "submitted_by": submitted_by,
-            "submitted_from": submitted_from,
-        }
-        path = self.record_path(rt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.tmp")
-        staging.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        staging.replace(path)
-
-    def row(self, count: int, now: datetime) -> dict[str, Any]:
-        params = json.dumps(self.params) if self.params is not None else None
-        return {
-            "id": self.id,
-            "name": self.name,
-            "kind": self.kind,
-            "count": count,
-            "max_running": self.max_running,
-            "created_at": now,
-            "params": params,
-        }
 
 
 def queued_row(
