@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--tasks", "500", "--rounds", "1", "--starts", "5", "--passes", "20"]
+SMALL = ["--tasks", "200", "--rounds", "1", "--starts", "5", "--passes", "20"]
 
 
 @pytest.mark.timeout(120)
 def test_the_arrays_bench_reports_the_submit_and_the_next_start_with_few_and_many_waiting() -> None:
     # Given this shell's environment with no ugro setting (the bench makes its own)
     env = {k: v for k, v in os.environ.items() if not k.startswith("UGRO_")}
-    # When the bench runs on arrays of 500 tasks, one round
+    # When the bench runs on arrays of 200 tasks, one round
     done = subprocess.run(
         [sys.executable, "-m", "bench.arrays", *SMALL, "--json"],
         cwd=ROOT,
@@ -31,8 +31,8 @@ def test_the_arrays_bench_reports_the_submit_and_the_next_start_with_few_and_man
     # Then it exits 0 with its report
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["tasks"] == 500
-    assert report["waiting"] == {"few": [10, 14], "many": [495, 499]}
+    assert report["tasks"] == 200
+    assert report["waiting"] == {"few": [10, 14], "many": [195, 199]}
     for mode in ("uncapped", "capped"):
         submit = report["submit_s"][mode]
         assert len(submit["runs"]) == 1 and submit["median"] > 0

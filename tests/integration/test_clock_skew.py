@@ -134,7 +134,7 @@ def test_a_node_whose_clock_is_off_keeps_its_lease_and_loses_it_on_time(
             )
             wait_for_job(client, job.id, lambda j: j.status is JobStatus.RUNNING, 60)
 
-            # when it runs there for three lease TTLs, its lease held all along and
+            # when it runs there for a lease TTL and a half, its lease held all along and
             # its worker alive,
             def still_held() -> None:
                 now = client.get(job.id)
@@ -142,13 +142,13 @@ def test_a_node_whose_clock_is_off_keeps_its_lease_and_loses_it_on_time(
                 assert client.rt.live.leases.holds_lease(job.id, "b", [0])
                 assert "b" in alive()
 
-            _holds_for(3 * node_a.lease_ttl, still_held, "the job held on node b")
+            _holds_for(1.5 * node_a.lease_ttl, still_held, "the job held on node b")
 
             # and when node b dies whole, its job goes back to the queue (it may
             # run on node b only) once its lease runs out and a reconcile tick
             # sees it: neither two minutes early nor late.
+            killed = time.monotonic()  # (from the first SIGKILL: the sweep takes a moment)
             _kill_tree(worker_b)
-            killed = time.monotonic()
             seen: dict[str, float] = {}
 
             def requeued_and_gone() -> bool:

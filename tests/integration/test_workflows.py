@@ -1,4 +1,5 @@
-"""Workflows on one stack of 4 simulated GPUs: dependencies, arrays, sweeps.
+"""Workflows on one stack of 4 simulated GPUs: dependencies, arrays, sweeps, and
+who submitted a job.
 
 Beat's reconcile tick is a minute here: what a test sees happen at a job's end is
 the end's own doing, not the reconciler's safety net.
@@ -13,7 +14,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT, make_settings, registry_database, running_stack, ugro, wait_until
+from tests.conftest import (
+    ROOT,
+    env_for,
+    make_settings,
+    registry_database,
+    running_stack,
+    ugro,
+    wait_until,
+)
 from ugro import Client, JobSpec, JobStatus
 from ugro.execution.reconcile import reconcile
 from ugro.settings import Settings
@@ -234,3 +243,34 @@ def test_a_job_after_an_array_waits_for_every_task(client: Client) -> None:
     assert done[1].succeeded
     last_end = max(t.finished_at for t in tasks if t.finished_at is not None)
     assert done[1].started_at is not None and done[1].started_at >= last_end
+
+
+@pytest.mark.timeout(90)
+def test_jobs_are_attributed_listed_by_user_and_guarded_from_others(lab: Settings) -> None:
+    def as_user(user: str, *args: str) -> tuple[int, str, str]:
+        env = env_for(lab) | {"UGRO_USER": user}
+        done = ugro(lab, *args, env=env)
+        return done.returncode, done.stdout, done.stderr
+
+    hold = ["--", "sleep", "60"]
+    code, alice_job, _ = as_user("alice", "submit", "--name", "a", "--group", "vision", *hold)
+    assert code == 0
+    code, bob_job, _ = as_user("bob", "submit", "--name", "b", *hold)
+    assert code == 0
+    alice_job, bob_job = alice_job.strip(), bob_job.strip()
+
+    code, out, _ = as_user("alice", "list", "--json", "--mine")
+    assert [job["id"] for job in json.loads(out)] == [alice_job]
+    assert json.loads(out)[0]["user"] == "alice" and json.loads(out)[0]["group"] == "vision"
+    code, out, _ = as_user("alice", "list", "--json", "--user", "bob")
+    assert [job["id"] for job in json.loads(out)] == [bob_job]
+    code, out, _ = as_user("bob", "list", "--json", "--group", "vision")
+    assert [job["id"] for job in json.loads(out)] == [alice_job]
+
+    # Acting on another's job asks for --force, and changes nothing without it
+    code, _, err = as_user("alice", "cancel", "--no-wait", bob_job)
+    assert code == 2 and f"{bob_job} is bob's: add --force to cancel it" in err, err
+    code, _, err = as_user("alice", "cancel", bob_job, "--force")
+    assert code == 0, err
+    code, _, err = as_user("alice", "cancel", alice_job)
+    assert code == 0, err
