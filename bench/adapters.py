@@ -234,7 +234,12 @@ class UgroAdapter:
         return found
 
     def stop(self) -> None:
-        self.client.close()
+        """``ugro down``, the client closed first if ``start`` got that far."""
+        if hasattr(self, "client"):
+            try:
+                self.client.close()
+            except Exception as exc:  # (down all the same)
+                print(f"closing a client: {exc}", file=sys.stderr)
         subprocess.run(
             [str(self.bin), "down"],
             env=self.env,

@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -257,26 +256,9 @@ def run(tasks: int, rounds: int, starts: int, passes: int) -> dict[str, Any]:
             except Exception as exc:  # (the stack goes down all the same)
                 print(f"cancelling {side.label}'s array: {exc}", file=sys.stderr)
         for side in sides:
-            down(side.stack)
+            side.stack.stop()
         shutil.rmtree(root, ignore_errors=True)
     return report(tasks, rounds, starts, submit, cancels, starts_ms, passes_ms, out_of_order)
-
-
-def down(stack: UgroAdapter) -> None:
-    """``ugro down`` on ``stack``, its client closed first if it got one (``ugro up``
-    may have failed half-way)."""
-    if hasattr(stack, "client"):
-        try:
-            stack.client.close()
-        except Exception as exc:  # (down all the same)
-            print(f"closing a client: {exc}", file=sys.stderr)
-    subprocess.run(
-        [str(stack.bin), "down"],
-        env=stack.env,
-        check=False,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def figures(values: list[float]) -> dict[str, float]:
