@@ -274,3 +274,34 @@ def test_jobs_are_attributed_listed_by_user_and_guarded_from_others(lab: Setting
     assert code == 0, err
     code, _, err = as_user("alice", "cancel", alice_job)
     assert code == 0, err
+
+
+@pytest.mark.timeout(90)
+def test_an_array_is_cancelled_and_retried_as_one(client: Client, lab: Settings) -> None:
+    # Given a capped array: its first task running, the others held for a slot
+    # (no ${...} in an array's argv: its braces would be placeholders)
+    until_go = 'while [ ! -e "$UGRO_JOB_DIR/go" ]; do sleep 0.05; done'
+    gated_task = JobSpec(name="held", command=[until_go], shell=True)
+    array = client.submit_array(gated_task, range(4), max_running=1)
+    first = f"{array.id}-0"
+    wait_until(lambda: status_of(client, first) is JobStatus.RUNNING, 30, "task 0 running")
+    # When the array is cancelled, every task is, the running one stopped, and no
+    # held one took the freed slot
+    cancelled = ugro(lab, "cancel", array.id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"{array.id}: 4 cancelled" in cancelled.stderr, cancelled.stderr
+    tasks = client.get_array(array.id).tasks
+    assert [t.status for t in tasks] == [JobStatus.CANCELLED] * 4
+    assert [t.attempt for t in tasks] == [1, 0, 0, 0]
+    # And a retry of an array queues its failed tasks only, again under its cap
+    failing = JobSpec(name="fails", command=['exit "$(( {index} == 1 ))"'], shell=True)
+    again = client.submit_array(failing, range(3), max_running=1)
+    client.wait(again.id, timeout=60)
+    retried = ugro(lab, "retry", again.id)
+    assert retried.returncode == 0 and "1 failed task(s) queued again" in retried.stderr
+    done = client.wait(again.id, timeout=60)
+    assert [(t.status.value, t.attempt) for t in done] == [
+        ("finished", 1),
+        ("failed", 2),
+        ("finished", 1),
+    ]
