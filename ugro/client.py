@@ -415,8 +415,13 @@ class Client:
         from ugro.jobs.spec import JobSpec
         from ugro.scheduling.dispatch import gpu_view
         from ugro.scheduling.explain import why_waiting
+        from ugro.scheduling.sharing import quota_reason
 
-        spec = JobSpec.model_validate_json(self.rt.registry.get_job(job.id).spec)
+        row = self.rt.registry.get_job(job.id)
+        spec = JobSpec.model_validate_json(row.spec)
+        gpus = spec.gpus * spec.nodes
+        if over := quota_reason(self.rt.registry, self.rt.settings, row.user, spec.group, gpus):
+            return over
         ahead, ready_in = self.rt.live.queue_position(job.id)
         view = gpu_view(self.rt)
         return why_waiting(job.gpus, spec.node, view, ahead or 0, ready_in, spec.nodes)

@@ -36,3 +36,9 @@ def test_one_user_keeps_submission_order_and_shares_weigh() -> None:
     both = [Queued("a0", "alice", 10), Queued("a1", "alice", 10), Queued("b0", "bob", 10)]
     # bob has used as much, but has twice alice's share: his job goes first
     assert fair_order(both, {"alice": 50, "bob": 50}, {"bob": 2.0})[0] == "b0"
+
+
+def test_usage_counts_by_group_when_shares_are_by_group() -> None:
+    now = 100 * DAY
+    used = [Used("a", 1, now - 10, now, "vision"), Used("b", 2, now - 10, now, "vision")]
+    assert decayed_usage(used, now, 7 * DAY, by="group") == {"vision": pytest.approx(30, rel=1e-4)}

@@ -1,4 +1,5 @@
-"""The cluster file: the nodes the health sweep probes over SSH.
+"""The cluster file: the nodes the health sweep probes over SSH (its
+``[sharing]`` table is scheduling's, ``ugro.scheduling.sharing``).
 
 TOML, ``UGRO_CLUSTER_FILE`` or ``<data_dir>/cluster.toml``; each node is a
 ``[[node]]`` table with ``name``, ``host``, and optionally ``port``, ``user``,
@@ -51,11 +52,12 @@ def load_cluster(path: Path) -> list[ClusterNode]:
         raise InventoryError(f"cluster file {path}: cannot read it: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InventoryError(f"cluster file {path}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(document) - {"node"})
+    # ([sharing] is read by scheduling: ugro.scheduling.sharing)
+    unknown = sorted(set(document) - {"node", "sharing"})
     if unknown:
         raise InventoryError(
             f"cluster file {path}: unknown top-level key {unknown[0]!r}"
-            " (nodes are listed as [[node]] tables)"
+            " (nodes are listed as [[node]] tables, shares and quotas under [sharing])"
         )
     entries = document.get("node", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):

@@ -178,16 +178,18 @@ class DispatchState:
         writes: Writes | None = None,
         ttl: float = 30.0,
         wait: float = 0.0,
+        take_head: bool = True,
     ) -> TakenForGpu | Snapshot | None:
         """``begin`` for a GPU worker whose job just ended (``gpu``: its GPU): the
         same script first takes the head of the queue for that GPU, with its lease,
         when that GPU is exactly where a pass would place the head
         (``dispatch_enter.lua`` says when; ``tests/integration/
         test_scheduling_equivalence.py`` holds it to ``plan_placements``), and hands
-        it back; no lock, no snapshot, no plan. Otherwise as ``begin``, with the
+        it back; no lock, no snapshot, no plan (not with ``take_head`` False: then
+        only a pass places). Otherwise as ``begin``, with the
         snapshot's reads in a round trip of their own when the lock is had: the
         take is the common case, and they would be sent for nothing."""
-        return self._enter_or_take(token, max_age, limit, writes, ttl, wait, gpu)
+        return self._enter_or_take(token, max_age, limit, writes, ttl, wait, gpu, take_head)
 
     def _enter_or_take(
         self,
@@ -198,6 +200,7 @@ class DispatchState:
         ttl: float,
         wait: float,
         gpu: FreedGpu | None = None,
+        take_head: bool = True,
     ) -> TakenForGpu | Snapshot | None:
         keys = self._enter_keys()
         args: list[str | float] = [token, int(ttl * 1000), int(wait * 1000), ""]
@@ -208,6 +211,7 @@ class DispatchState:
             args += [gpu.node, field, gpu.lease_token, int(gpu.lease_ttl * 1000)]
             # (a GPU's lease key is this prefix and its field in the workers hash)
             args += [self.keys.job(""), max_age, lease.removesuffix(field)]
+            args += ["1" if take_head else "0"]
         pipe = self.redis.pipeline(transaction=False) if writes is None else writes
         first = len(pipe)
         pipe.evalsha(self._enter.sha, len(keys), *keys, *args)

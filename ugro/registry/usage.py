@@ -1,5 +1,5 @@
-"""What fair share reads of the registry: recent attempts' use of GPUs by user, and
-who queued which job."""
+"""What fair share and quotas read of the registry: recent attempts' use of GPUs
+by user and group, whose each job is, and what each holds and has queued now."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Literal, cast
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import Table, func, or_, select
 
+from ugro.jobs.lifecycle import JobStatus
 from ugro.registry.models import AttemptRow, JobRow, as_utc
 from ugro.registry.store import Registry
 
@@ -20,13 +21,14 @@ _ATTEMPTS = cast(Table, AttemptRow.__table__)
 
 @dataclass(frozen=True)
 class Used:
-    """One attempt's use of GPUs: by whom, how many (on all its nodes), from when
-    to when (unix s; ``ended`` None: still running)."""
+    """One attempt's use of GPUs: by whom (and for which group), how many (on all
+    its nodes), from when to when (unix s; ``ended`` None: still running)."""
 
     user: str
     gpus: int
     started: float
     ended: float | None
+    group: str = ""
 
 
 def recent_attempts(registry: Registry, since: float) -> list[Used]:
@@ -36,6 +38,7 @@ def recent_attempts(registry: Registry, since: float) -> list[Used]:
     query = (
         select(
             _JOBS.c.user,
+            _JOBS.c.group_name,
             _JOBS.c.gpus,
             _JOBS.c.members,
             _ATTEMPTS.c.started_at,
@@ -46,20 +49,51 @@ def recent_attempts(registry: Registry, since: float) -> list[Used]:
     )
     found = []
     with registry.connections.begin() as conn:
-        for user, gpus, members, started, ended in conn.execute(query):
-            nodes = len(json.loads(members)) if members else 1  # a gang: one a member
+        for user, group, gpus, members, started, ended in conn.execute(query):
             start = cast(datetime, as_utc(started)).timestamp()
             end = None if ended is None else cast(datetime, as_utc(ended)).timestamp()
-            found.append(Used(user or "", gpus * max(nodes, 1), start, end))
+            found.append(Used(user or "", all_gpus(gpus, members), start, end, group or ""))
     return found
 
 
-def users_of(registry: Registry, job_ids: Sequence[str]) -> dict[str, str | None]:
-    """Who queued each of these jobs."""
-    users: dict[str, str | None] = {}
+def all_gpus(gpus: int, members: str | None) -> int:
+    """A job's GPUs on all its nodes (a gang job's ``members``: one a node)."""
+    nodes = len(json.loads(members)) if members else 1
+    return gpus * max(nodes, 1)
+
+
+#: Whose a job is: (user, group), either None when not recorded.
+Owner = tuple[str | None, str | None]
+
+
+def owners_of(registry: Registry, job_ids: Sequence[str]) -> dict[str, Owner]:
+    """Who queued each of these jobs, and for which group."""
+    owners: dict[str, Owner] = {}
     with registry.connections.begin() as conn:
         for start in range(0, len(job_ids), 900):
             chunk = list(job_ids[start : start + 900])
-            query = select(_JOBS.c.id, _JOBS.c.user).where(_JOBS.c.id.in_(chunk))
-            users.update((job_id, user) for job_id, user in conn.execute(query))
-    return users
+            query = select(_JOBS.c.id, _JOBS.c.user, _JOBS.c.group_name).where(
+                _JOBS.c.id.in_(chunk)
+            )
+            owners.update((job_id, (user, group)) for job_id, user, group in conn.execute(query))
+    return owners
+
+
+def held_by_owner(registry: Registry) -> dict[Owner, int]:
+    """The GPUs held now (by placed and running jobs) by each (user, group)."""
+    query = select(_JOBS.c.user, _JOBS.c.group_name, _JOBS.c.gpus, _JOBS.c.members).where(
+        _JOBS.c.status.in_([JobStatus.PLACED.value, JobStatus.RUNNING.value])
+    )
+    held: dict[Owner, int] = {}
+    with registry.connections.begin() as conn:
+        for user, group, gpus, members in conn.execute(query):
+            held[(user, group)] = held.get((user, group), 0) + all_gpus(gpus, members)
+    return held
+
+
+def queued_count(registry: Registry, kind: Literal["user", "group"], name: str) -> int:
+    """How many jobs a user (or a group) has queued."""
+    column = _JOBS.c.user if kind == "user" else _JOBS.c.group_name
+    query = select(func.count()).where(column == name, _JOBS.c.status == JobStatus.QUEUED.value)
+    with registry.connections.begin() as conn:
+        return int(conn.execute(query).scalar_one())

@@ -32,6 +32,7 @@ from ugro.live.writes import Writes
 from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime, gpu_json
 from ugro.scheduling.placement import PendingJob, Placement, plan_placements
+from ugro.scheduling.sharing import QuotaView, quota_view, sharing_policy
 
 log = logging.getLogger(__name__)
 # How many jobs at the head of the queue a dispatch pass reads first, and how many
@@ -93,7 +94,14 @@ def dispatch_pending(
                 worker_gpu.node, worker_gpu.index, secrets.token_hex(8), rt.settings.lease_ttl
             )
             entered = dispatch.take_for_gpu(
-                token, max_age, _HEAD, freed, writes, wait=_HANDOVER_WAIT
+                token,
+                max_age,
+                _HEAD,
+                freed,
+                writes,
+                wait=_HANDOVER_WAIT,
+                # (a quota is the pass's to keep: the script knows nobody's holdings)
+                take_head=not sharing_policy(rt.settings).caps_gpus,
             )
             if not isinstance(entered, TakenForGpu):
                 break
@@ -190,14 +198,20 @@ def plan_on(
     view: GpuView,
     pending: Sequence[PendingEntry],
     time_left: Callable[[list[str]], dict[str, float | None]],
+    quotas: QuotaView | None = None,
 ) -> list[Placement]:
     """What a pass places: ``plan_placements`` on the free GPUs of ``view`` for the
     ``pending`` jobs, in queue order. ``time_left`` says how long each of some
     jobs may still run (seconds, None: unknown); it is asked only when a job must
-    wait for GPUs (a reservation's backfill needs it)."""
+    wait for GPUs (a reservation's backfill needs it). ``quotas``: the GPU quotas,
+    when some user or group has one."""
     if not pending or not any(view.free.values()):
         return []
-    jobs = [PendingJob(e.job_id, e.gpus, e.node, e.timeout, e.nodes) for e in pending]
+    accounts = quotas.accounts if quotas is not None else {}
+    jobs = [
+        PendingJob(e.job_id, e.gpus, e.node, e.timeout, e.nodes, accounts.get(e.job_id, ()))
+        for e in pending
+    ]
     most_free = max(len(free) for free in view.free.values())
     ends = None
     if any(job.gpus > most_free for job in jobs):
@@ -207,7 +221,8 @@ def plan_on(
             node: [left.get(job) for job in by_index.values()]
             for node, by_index in view.held.items()
         }
-    return plan_placements(jobs, view.free, view.capacity, ends)
+    headroom = quotas.headroom if quotas is not None else None
+    return plan_placements(jobs, view.free, view.capacity, ends, headroom)
 
 
 def _dispatch_pass(
@@ -224,7 +239,13 @@ def _dispatch_pass(
         if not snapshot.pending:
             return 0  # nothing waits, or every GPU is leased: no need to ask the registry
         view = view_of(snapshot.workers, snapshot.holders, rt.registry.held_gpus())
-        plans = plan_on(view, snapshot.pending, lambda jobs: rt.live.time_left(jobs, time.time()))
+        quotas = None
+        if (policy := sharing_policy(rt.settings)).caps_gpus:
+            ids = [entry.job_id for entry in snapshot.pending]
+            quotas = quota_view(rt.registry, policy, ids)
+        plans = plan_on(
+            view, snapshot.pending, lambda jobs: rt.live.time_left(jobs, time.time()), quotas
+        )
         left_free = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
         if limit == _HEAD and len(snapshot.pending) == limit and left_free > 0:
             continue

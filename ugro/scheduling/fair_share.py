@@ -24,10 +24,11 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 from ugro.registry.usage import Used
 from ugro.runtime import Runtime
+from ugro.scheduling.sharing import SharingPolicy, sharing_policy
 
 #: The estimated run of a job without a timeout, for its place in the order (s).
 UNTIMED_COST = 3600.0
@@ -42,8 +43,11 @@ class Queued:
     cost: float  # estimated GPU-seconds
 
 
-def decayed_usage(attempts: Iterable[Used], now: float, half_life: float) -> dict[str, float]:
-    """Each user's GPU-seconds, each second weighted by 2^(-age / half_life)."""
+def decayed_usage(
+    attempts: Iterable[Used], now: float, half_life: float, by: Literal["user", "group"] = "user"
+) -> dict[str, float]:
+    """Each user's (``by`` group: each group's) GPU-seconds, each second weighted by
+    2^(-age / half_life)."""
     usage: dict[str, float] = defaultdict(float)
     rate = math.log(2) / half_life
     for used in attempts:
@@ -52,7 +56,7 @@ def decayed_usage(attempts: Iterable[Used], now: float, half_life: float) -> dic
             continue
         # The integral of exp(-rate * (now - t)) over the attempt's run.
         weight = (math.exp(-rate * (now - end)) - math.exp(-rate * (now - used.started))) / rate
-        usage[used.user] += used.gpus * weight
+        usage[used.group if by == "group" else used.user] += used.gpus * weight
     return dict(usage)
 
 
@@ -87,8 +91,7 @@ def job_cost(gpus: int, nodes: int, timeout: float | None) -> float:
 def rank_queue(rt: Runtime) -> int:
     """Rewrite the live queue's order within each priority to the fair one;
     returns how many jobs moved."""
-    from ugro.live.clock import server_time
-    from ugro.registry.usage import recent_attempts, users_of  # (beat's tick only)
+    from ugro.registry.usage import owners_of  # (beat's tick only)
 
     live = rt.live
     pending = cast(
@@ -96,10 +99,9 @@ def rank_queue(rt: Runtime) -> int:
     )
     if len(pending) < 2:
         return 0
-    now = server_time(live.redis)
-    half_life = rt.settings.fair_share_half_life
-    usage = decayed_usage(recent_attempts(rt.registry, now - 6 * half_life), now, half_life)
-    users = users_of(rt.registry, [job_id for job_id, _ in pending])
+    policy = sharing_policy(rt.settings)
+    usage = _usage_now(rt, policy)
+    owners = owners_of(rt.registry, [job_id for job_id, _ in pending])
     shapes = live.job_shapes([job_id for job_id, _ in pending])
     bands: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for job_id, score in pending:
@@ -108,13 +110,18 @@ def rank_queue(rt: Runtime) -> int:
     moved: dict[str, float] = {}
     for band, members in bands.items():
         queued = [
-            Queued(job_id, users.get(job_id) or "", job_cost(*shapes[job_id]))
+            Queued(
+                job_id,
+                policy.account_of(*owners.get(job_id, (None, None))),
+                job_cost(*shapes[job_id]),
+            )
             for job_id, _ in members
             if job_id in shapes
         ]
         was = dict(members)
         seqs = sorted(was[job.job_id] for job in queued)
-        for job_id, seq in zip(fair_order(queued, usage, {}), seqs, strict=True):
+        shares = {job.user: policy.share_of(job.user) for job in queued}
+        for job_id, seq in zip(fair_order(queued, usage, shares), seqs, strict=True):
             if was[job_id] != seq:
                 moved[job_id] = band * live.priority_weight + seq
     if moved:
@@ -122,39 +129,69 @@ def rank_queue(rt: Runtime) -> int:
     return len(moved)
 
 
-@dataclass(frozen=True)
-class UserShare:
-    """What `ugro share` shows of one user."""
-
-    user: str
-    share: float
-    usage_gpu_hours: float  # decayed
-    queued: int
-    running_gpus: int
-    rank: int  # 1: the next to be served among users with queued jobs
-
-
-def user_shares(rt: Runtime) -> list[UserShare]:
-    """Every user with recent usage or a job queued or running, in the order fair
-    share serves them now (least usage per share first)."""
-    from ugro.jobs.lifecycle import JobStatus
+def _usage_now(rt: Runtime, policy: SharingPolicy) -> dict[str, float]:
+    """Each account's decayed usage now (attempts older than six half-lives weigh
+    under 2 % and are not read)."""
     from ugro.live.clock import server_time
     from ugro.registry.usage import recent_attempts
 
     now = server_time(rt.live.redis)
     half_life = rt.settings.fair_share_half_life
-    usage = decayed_usage(recent_attempts(rt.registry, now - 6 * half_life), now, half_life)
+    attempts = recent_attempts(rt.registry, now - 6 * half_life)
+    return decayed_usage(attempts, now, half_life, policy.by)
+
+
+@dataclass(frozen=True)
+class UserShare:
+    """What `ugro share` shows of one user (of one group, when shares are by group)."""
+
+    user: str
+    share: float
+    usage_gpu_hours: float  # decayed
+    queued: int
+    running_gpus: int  # on all their nodes
+    rank: int  # 1: the next to be served
+    by: str = "user"
+    max_gpus: int | None = None
+    max_queued: int | None = None
+
+
+def user_shares(rt: Runtime) -> list[UserShare]:
+    """Every user (or group) with recent usage or a job queued or running, in the
+    order fair share serves them now (least usage per share first)."""
+    from ugro.jobs.lifecycle import JobStatus
+    from ugro.registry.usage import all_gpus
+
+    policy = sharing_policy(rt.settings)
+    usage = _usage_now(rt, policy)
     queued: dict[str, int] = defaultdict(int)
     running: dict[str, int] = defaultdict(int)
     active = [JobStatus.QUEUED, JobStatus.PLACED, JobStatus.RUNNING]
     for row in rt.registry.list_jobs(statuses=active):
-        user = row.user or ""
+        account = policy.account_of(row.user, row.group_name)
         if row.status == JobStatus.QUEUED.value:
-            queued[user] += 1
+            queued[account] += 1
         else:
-            running[user] += row.gpus
-    users = sorted(set(usage) | set(queued) | set(running), key=lambda u: (usage.get(u, 0.0), u))
-    return [
-        UserShare(user, 1.0, round(usage.get(user, 0.0) / 3600, 4), queued[user], running[user], n)
-        for n, user in enumerate(users, start=1)
-    ]
+            running[account] += all_gpus(row.gpus, row.members)
+    accounts = set(usage) | set(queued) | set(running)
+
+    def served(account: str) -> tuple[float, str]:
+        return usage.get(account, 0.0) / policy.share_of(account), account
+
+    shown = []
+    for rank, account in enumerate(sorted(accounts, key=served), start=1):
+        limits = policy.limits(policy.by, account)
+        shown.append(
+            UserShare(
+                account,
+                policy.share_of(account),
+                round(usage.get(account, 0.0) / 3600, 4),
+                queued[account],
+                running[account],
+                rank,
+                policy.by,
+                limits.max_gpus if limits else None,
+                limits.max_queued if limits else None,
+            )
+        )
+    return shown

@@ -18,6 +18,10 @@ cannot delay the reserved job, that is when its own timeout ends before the
 reserved job's earliest start, or when it takes GPUs the reserved job will not
 need then. A running job without a timeout may end at any moment, so it counts
 as ending now: nothing is backfilled against it.
+
+A quota (``headroom``: how many more GPUs each of a job's accounts may hold) is
+checked before anything else: a job over it is passed over, holding no
+reservation, as it could not start whatever the GPUs did.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class PendingJob:
     node: str | None = None
     timeout: float | None = None  # seconds, when the job has one
     nodes: int = 1  # distinct nodes a gang job spans
+    # The accounts whose quotas it counts against ("user:alice", "group:nlp").
+    accounts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ def plan_placements(
     free: Mapping[str, Sequence[int]],
     capacity: Mapping[str, int],
     busy_ends: Mapping[str, Sequence[float | None]] | None = None,
+    headroom: Mapping[str, int] | None = None,
 ) -> list[Placement]:
     """Placements for ``pending``.
 
@@ -74,14 +81,20 @@ def plan_placements(
         capacity: each node's GPU count.
         busy_ends: for each node, when each busy GPU's job ends at the latest
             (seconds from now), None when it has no timeout.
+        headroom: how many more GPUs an account may hold (its running quota less
+            what it holds); an account not named has no quota.
     """
     available = {node: sorted(indices) for node, indices in free.items()}
     ends = {node: list((busy_ends or {}).get(node, [])) for node in available}
     reserved: dict[str, _Reservation] = {}
     plans: list[Placement] = []
+    left = dict(headroom or {})
     for job in pending:
         if not any(available.values()):
             break
+        need = job.gpus * job.nodes
+        if any(left.get(account, need) < need for account in job.accounts):
+            continue
         candidates = [n for n in available if job.node in (None, n)]
         fits = [n for n in candidates if len(available[n]) >= job.gpus]
         open_fits = [n for n in fits if n not in reserved]
@@ -100,6 +113,9 @@ def plan_placements(
                 if node in reserved and not _fits_before(job, reserved[node]):
                     reserved[node].spare -= job.gpus
                 plans.append(Placement(job.job_id, node, tuple(taken), rank))
+            for account in job.accounts:
+                if account in left:
+                    left[account] -= need
             continue
         possible = [n for n in candidates if n not in reserved and capacity.get(n, 0) >= job.gpus]
         if len(possible) >= job.nodes:

@@ -26,6 +26,7 @@ from ugro.runtime import Runtime, gpu_json
 from ugro.scheduling.dispatch import dispatch_pending
 from ugro.scheduling.new_array import NewArray
 from ugro.scheduling.placement import PendingJob, Placement
+from ugro.scheduling.sharing import check_submit, sharing_policy
 from ugro.scheduling.submit_lease import SubmitLease
 from ugro.scheduling.workflow import holds_of, job_ended, release_slots, resolve, settle
 
@@ -99,8 +100,9 @@ def accept(
     the new jobs' rows as written, in order.
 
     Raises:
-        SpecError: when no live node could ever run one of the jobs, or a
-            dependency names no job (``ugro.scheduling.workflow.resolve``).
+        SpecError: when no live node could ever run one of the jobs, a
+            dependency names no job (``ugro.scheduling.workflow.resolve``), or a
+            quota refuses them (``ugro.scheduling.sharing.check_submit``).
         DataDirError: when a job's tree could not be written (the data dir full).
     """
     if not specs:
@@ -113,6 +115,8 @@ def accept(
         raise SpecError("array: set by ugro when it submits an array (Client.submit_array)")
     for spec in specs:
         nodes.check_fits(spec)
+    sharing = sharing_policy(rt.settings)
+    check_submit(rt.registry, sharing, specs, submitted_by)
     if array is None:
         ids = [new_job_id(spec.name) for spec in specs]
     else:
@@ -160,7 +164,9 @@ def accept(
         # sent with its live record.
         placed = False
         alone = len(accepted) == 1 and not accepted[0][0].distributed  # (a gang: by a pass)
-        if alone and holds[0] is None:
+        # (a quota is kept by dispatch's pass, which sees what each holds)
+        capped = alone and sharing.capped_accounts(submitted_by, accepted[0][0].group)
+        if alone and holds[0] is None and not capped:
             placed = _place_at_once(rt, leaser or SubmitLease(rt), *accepted[0], rows[0])
         waiting_on = [
             {"job_id": job_id, "on_job": on, "kind": kind}

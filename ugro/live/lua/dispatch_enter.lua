@@ -20,13 +20,15 @@
 -- ARGV[4]  after such a wait, woken or not: the caller's entry in the waiting list
 --          ("" otherwise)
 -- ARGV[5]  the asking worker's node (absent: the caller is no GPU worker, and
---          KEYS[6..8] and ARGV[6..11] are absent too)
+--          KEYS[6..8] and ARGV[6..12] are absent too)
 -- ARGV[6]  its GPU's field in the workers hash ("<node>:<index>")
 -- ARGV[7]  the lease token a job taken for that GPU gets
 -- ARGV[8]  that lease's time to live, milliseconds
 -- ARGV[9]  the prefix of a job's live hash (ugro:job:)
 -- ARGV[10] how long (s) a worker's entry stays live without being refreshed
 -- ARGV[11] the prefix of a GPU's lease key (ugro:lease:)
+-- ARGV[12] "1" when the head may be taken for that GPU; "0" when only a pass may
+--          place (a user or group has a GPU quota, which this script cannot see)
 -- Now is Redis's clock, the one every worker's announcement and every retry's due
 -- time is on (ugro.live.clock): hosts' own clocks may be minutes apart.
 -- Returns {job id} when the head of the queue was taken for the asking worker's
@@ -134,7 +136,7 @@ local due = redis.call('ZCOUNT', KEYS[4], '-inf', now)
 if redis.call('ZCARD', KEYS[3]) == 0 and due == 0 then
   return 0
 end
-if ARGV[5] and ARGV[4] == '' and due == 0 then
+if ARGV[5] and ARGV[4] == '' and due == 0 and ARGV[12] == '1' then
   local head = head_for_gpu()
   if head then
     redis.call('ZREM', KEYS[3], head)
