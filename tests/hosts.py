@@ -35,7 +35,8 @@ from ugro.ops.redis_server import redis_executable
 from ugro.settings import Settings
 
 #: The services host's address on the bed's bridge; host n is SUBNET.(10 + n).
-SUBNET = "198.18.0"
+#: Each of pytest-xdist's workers has a subnet of its own, so beds run side by side.
+SUBNET = f"198.18.{int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0').removeprefix('gw'))}"
 SERVICES_ADDRESS = f"{SUBNET}.1"
 
 

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
         def serve(rt: Runtime) -> None:
-            backend = load_backend(settings.gpu_backend, settings.data_dir, settings.node_name)
+            backend = load_backend(
+                settings.gpu_backend, settings.data_dir, settings.node_name, settings.jobs_dir
+            )
             presence.append(
                 Presence(
                     rt.live,

@@ -34,7 +34,7 @@ def main() -> None:
     app = make_app(settings)
     node = settings.node_name
     stop = threading.Event()
-    backend = load_backend(settings.gpu_backend, settings.data_dir, node)
+    backend = load_backend(settings.gpu_backend, settings.data_dir, node, settings.jobs_dir)
     collector: HealthCollector | None = None
 
     def scan_orphans() -> None:

@@ -66,17 +66,18 @@ def _clock_of(env: dict[str, str]) -> float:
     return float(out.stdout)
 
 
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+def _kill_tree(proc: subprocess.Popen[bytes], data_dir: Path) -> None:
     """The node dies whole: its worker, GPU workers, agent and job, SIGKILLed. Its
-    processes are found by their environment (``LD_PRELOAD``, which only node b's
-    have), not by parentage, which a process forked or reparented meanwhile would
-    escape; looked for again until none is left."""
+    processes are found by their environment (``FAKETIME``, which only node b's
+    have, and this test's data dir), not by parentage, which a process forked or
+    reparented meanwhile would escape; looked for again until none is left."""
 
     def node_b() -> list[psutil.Process]:
         found = []
         for each in psutil.process_iter(["environ"]):
             with contextlib.suppress(psutil.Error):
-                if "FAKETIME" in (each.info["environ"] or {}):
+                environ = each.info["environ"] or {}
+                if "FAKETIME" in environ and environ.get("UGRO_DATA_DIR") == str(data_dir):
                     found.append(each)
         return found
 
@@ -148,7 +149,7 @@ def test_a_node_whose_clock_is_off_keeps_its_lease_and_loses_it_on_time(
             # run on node b only) once its lease runs out and a reconcile tick
             # sees it: neither two minutes early nor late.
             killed = time.monotonic()  # (from the first SIGKILL: the sweep takes a moment)
-            _kill_tree(worker_b)
+            _kill_tree(worker_b, node_a.data_dir)
             seen: dict[str, float] = {}
 
             def requeued_and_gone() -> bool:
@@ -162,7 +163,7 @@ def test_a_node_whose_clock_is_off_keeps_its_lease_and_loses_it_on_time(
             lost_after, gone_after = seen["requeued"], seen["gone"]
         finally:
             if worker_b.poll() is None:
-                _kill_tree(worker_b)
+                _kill_tree(worker_b, node_a.data_dir)
         print(f"skew {skew:+.0f} s: requeued {lost_after:.1f} s, worker gone {gone_after:.1f} s")
         bound = node_a.lease_ttl + node_a.reconcile_interval + 3.0
         # (its last renewal came at most a heartbeat before the kill)

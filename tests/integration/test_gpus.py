@@ -24,3 +24,25 @@ def test_a_fake_gpu_reads_its_job_as_it_is_at_each_reading(tmp_path: Path) -> No
     # At once, not a moment later: a reading is of its moment, as NVML's is.
     ended = backend.devices()[1]
     assert (ended.processes, ended.utilization, ended.memory_used_mb) == ((), 0.0, 0.0)
+
+
+def test_a_fake_gpu_sees_only_its_own_installations_jobs(tmp_path: Path) -> None:
+    # Given two simulated clusters on one machine, each with a node named "n"
+    ours = load_backend("fake:1", tmp_path, node="n", jobs_dir=tmp_path / "ours")
+    theirs = load_backend("fake:1", tmp_path, node="n", jobs_dir=tmp_path / "theirs")
+    env = {
+        **os.environ,
+        "UGRO_JOB_ID": "job-1",
+        "UGRO_NODE": "n",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "UGRO_JOB_DIR": str(tmp_path / "ours" / "job-1"),
+    }
+    # When a job of ours runs on GPU 0
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    try:
+        wait_until(lambda: ours.devices()[0].processes == (job.pid,), 10, "the job's process")
+        # Then the other cluster's GPU 0 is idle
+        assert theirs.devices()[0].processes == ()
+    finally:
+        job.kill()
+        job.wait()

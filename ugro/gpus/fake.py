@@ -3,7 +3,9 @@
 A simulated GPU looks like a real one: idle it sits at 0 % and 35 C; while a ugro
 job runs on it (a process tagged with ``UGRO_JOB_ID`` whose ``UGRO_NODE`` is this
 node and whose ``CUDA_VISIBLE_DEVICES`` names it) it reports that process, high
-utilisation, memory in use, heat and power.
+utilisation, memory in use, heat and power. Given its installation's jobs dir, it
+counts only that installation's jobs (as the orphan scan does): two simulated
+clusters on one machine, each with a node of the same name, are two machines.
 
 The file ``<data_dir>/fake-gpus.json`` (when present) changes what a GPU reports,
 keyed by ``"<index>"`` (every node) or ``"<node>:<index>"`` (one node), e.g.
@@ -31,9 +33,16 @@ CONTROL_FILE = "fake-gpus.json"
 class FakeBackend:
     kind = "fake"
 
-    def __init__(self, count: int, data_dir: Path | None = None, node: str = "") -> None:
+    def __init__(
+        self,
+        count: int,
+        data_dir: Path | None = None,
+        node: str = "",
+        jobs_dir: Path | None = None,
+    ) -> None:
         self.count = count
         self.node = node
+        self.jobs_dir = None if jobs_dir is None else f"{jobs_dir}/"
         self.control = None if data_dir is None else data_dir / CONTROL_FILE
 
     def _overrides(self) -> dict[str, Any]:
@@ -57,6 +66,8 @@ class FakeBackend:
             except psutil.Error:
                 continue
             if "UGRO_JOB_ID" not in environ or environ.get("UGRO_NODE", "") != self.node:
+                continue
+            if self.jobs_dir and not environ.get("UGRO_JOB_DIR", "").startswith(self.jobs_dir):
                 continue
             for part in environ.get("CUDA_VISIBLE_DEVICES", "").split(","):
                 if part.strip().isdigit():

@@ -17,8 +17,11 @@ from ugro.gpus.fake import FakeBackend
 from ugro.gpus.nvml import NvmlBackend
 
 
-def load_backend(spec: str, data_dir: Path | None = None, node: str = "") -> GpuBackend:
-    """The backend named by ``UGRO_GPU_BACKEND``."""
+def load_backend(
+    spec: str, data_dir: Path | None = None, node: str = "", jobs_dir: Path | None = None
+) -> GpuBackend:
+    """The backend named by ``UGRO_GPU_BACKEND`` (``jobs_dir``: where this
+    installation's jobs run, for simulated GPUs to see only those)."""
     spec = spec.strip().lower()
     if spec.startswith("fake"):
         _, _, count = spec.partition(":")
@@ -28,7 +31,7 @@ def load_backend(spec: str, data_dir: Path | None = None, node: str = "") -> Gpu
             raise InventoryError(f"UGRO_GPU_BACKEND={spec!r}: write fake:N, N a number") from None
         if not 1 <= n <= 64:
             raise InventoryError(f"UGRO_GPU_BACKEND={spec!r}: N must be 1 to 64")
-        return FakeBackend(n, data_dir, node)
+        return FakeBackend(n, data_dir, node, jobs_dir)
     if spec == "cpu":
         return CpuBackend()
     if spec == "nvml":

@@ -46,7 +46,9 @@ def beat_service() -> Service:
 
 def select_gpus(settings: Settings, wanted: list[int] | None) -> tuple[list[int], str]:
     """The GPU indices to serve (all, or ``wanted``) and what the backend found."""
-    backend = load_backend(settings.gpu_backend, settings.data_dir, settings.node_name)
+    backend = load_backend(
+        settings.gpu_backend, settings.data_dir, settings.node_name, settings.jobs_dir
+    )
     present = [device.index for device in backend.devices()]
     if wanted is None:
         return present, backend.describe()
