@@ -1,5 +1,6 @@
 """The Prometheus exporter, scraped over HTTP while jobs run and parsed with
-prometheus_client's own parser; its figures match the registry."""
+prometheus_client's own parser; its figures match the registry, the GPU-seconds of
+each user and group too."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.sshd import free_port
-from ugro import Client, JobSpec, JobStatus
+from ugro import Client, Job, JobSpec, JobStatus
 from ugro.settings import Settings
 
 PY = sys.executable
@@ -151,3 +152,76 @@ def test_metrics_match_the_registry_while_jobs_run(exporter: tuple[Settings, str
         assert queried and queried <= set(metrics), queried - set(metrics)
         for job in sleepers:
             client.cancel(job.id)
+
+
+def client_as(settings: Settings, user: str) -> Client:
+    return Client(settings.model_copy(update={"user": user}))
+
+
+def gpu_seconds(metrics: dict[str, list[Sample]]) -> dict[tuple[str, str], float]:
+    """``ugro_gpu_seconds_total`` by (user, group)."""
+    return {
+        (s.labels["user"], s.labels["group"]): s.value
+        for s in metrics.get("ugro_gpu_seconds", [])
+        if s.name == "ugro_gpu_seconds_total"
+    }
+
+
+def recorded_gpu_seconds(client: Client, jobs: list[Job]) -> dict[tuple[str, str], float]:
+    """What the registry's attempts of ``jobs`` add up to, by (user, group)."""
+    totals: dict[tuple[str, str], float] = {}
+    for job in jobs:
+        for attempt in client.rt.registry.attempts(job.id):
+            assert attempt.ended_at is not None, f"{job.id}: attempt {attempt.number} runs"
+            seconds = (attempt.ended_at - attempt.started_at).total_seconds() * job.gpus
+            key = (job.user or "", job.group or "")
+            totals[key] = totals.get(key, 0.0) + seconds
+    return totals
+
+
+@pytest.mark.timeout(120)
+def test_gpu_seconds_count_each_user_s_attempts_ended_and_running(
+    exporter: tuple[Settings, str],
+) -> None:
+    settings, url = exporter
+    short = [PY, "-c", "import time; time.sleep(0.5)"]
+    with client_as(settings, "alice") as alice, client_as(settings, "bob") as bob:
+        # Given jobs of alice (one of them in a group) and of bob (two GPUs) that ran
+        ran = [
+            alice.submit(JobSpec(name="a1", command=short)),
+            alice.submit(JobSpec(name="a2", command=short, group="vision")),
+            bob.submit(JobSpec(name="b1", command=short, gpus=2)),
+        ]
+        ended = alice.wait([job.id for job in ran], timeout=60)
+        assert all(job.succeeded for job in ended), [(j.id, j.status) for j in ended]
+
+        # When the exporter is scraped
+        counted = gpu_seconds(scrape(url))
+
+        # Then each user and group counts their attempts' GPUs by how long they ran
+        recorded = recorded_gpu_seconds(alice, ended)
+        assert set(recorded) == {("alice", ""), ("alice", "vision"), ("bob", "")}
+        assert counted == pytest.approx(recorded, abs=1e-3)
+
+        # When bob's next job runs, then is cancelled
+        sleeper = bob.submit(JobSpec(name="b2", command=[PY, "-c", "import time; time.sleep(60)"]))
+        wait_for_job(bob, sleeper.id, lambda j: j.status is JobStatus.RUNNING, 30)
+        # (its attempt's row follows its process's start)
+        wait_until(
+            lambda: gpu_seconds(scrape(url))[("bob", "")] > recorded[("bob", "")],
+            20,
+            "bob's running attempt counted",
+        )
+        first = gpu_seconds(scrape(url))[("bob", "")]
+        wait_until(lambda: gpu_seconds(scrape(url))[("bob", "")] > first, 10, "the count to grow")
+        running = gpu_seconds(scrape(url))
+        bob.cancel(sleeper.id)
+        [cancelled] = bob.wait(sleeper.id, timeout=30)
+        after = gpu_seconds(scrape(url))
+
+        # Then it counted up to each scrape while it ran and, once ended, as long as
+        # it ran, never less than before; alice's figures did not move
+        recorded = recorded_gpu_seconds(bob, [*ended, cancelled])
+        assert after[("bob", "")] >= running[("bob", "")] > first
+        assert after == pytest.approx(recorded, abs=1e-3)
+        assert after[("alice", "")] == counted[("alice", "")]

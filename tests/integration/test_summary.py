@@ -1,6 +1,7 @@
 """The daily summary: figures checked against the registry for a day of real runs,
-health samples, the timezone boundary, delivery with a failing receiver, once per
-day under two concurrent writers, and catch-up of missed days."""
+health samples, GPU-hours by user and group, the timezone boundary, delivery with a
+failing receiver, once per day under two concurrent writers, and catch-up of missed
+days."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from ugro.health.samples import GpuSample, NodeSample, add_sample, samples
 from ugro.registry.models import EventRow, SummaryRow
 from ugro.registry.store import Registry
 from ugro.settings import Settings
-from ugro.summary.daily import SummaryFiles, run_daily, summary_rows
+from ugro.summary.daily import SummaryFiles, run_daily, summary_rows, write_summary
 from ugro.summary.day import Day
 from ugro.summary.gather import build_summary
 from ugro.summary.model import metrics_schema
@@ -127,6 +128,27 @@ def add_job(registry: Registry, job_id: str, status: str, **values: Any) -> None
     }
     row.update(values)
     registry.create_job(**row)
+
+
+def add_attempt(
+    registry: Registry,
+    job_id: str,
+    number: int,
+    started_at: datetime,
+    ended_at: datetime | None = None,
+    exit_reason: str | None = None,
+) -> None:
+    registry.start_attempt(
+        job_id=job_id,
+        number=number,
+        node="testnode",
+        host="testhost",
+        gpu_indices="[0]",
+        pid=None,
+        started_at=started_at,
+        ended_at=ended_at,
+        exit_reason=exit_reason,
+    )
 
 
 def mark_written(registry: Registry, day: date, delivered: bool = True) -> None:
@@ -376,6 +398,78 @@ def test_resources_come_from_health_samples_time_weighted(settings: Settings) ->
     assert files.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"]({files.chart.name})" in result.stdout
     assert "| a | 2 |" in result.stdout and "80.0 % at 10:01" in result.stdout
+    registry.close()
+
+
+# GPU-hours by user and group -------------------------------------------------------
+
+
+def rows_under(page: str, heading: str) -> list[str]:
+    """The rows of the table under ``### heading`` (without its header and rule)."""
+    table = page.split(f"### {heading}\n\n", 1)[1].split("\n\n", 1)[0]
+    return table.splitlines()[2:]
+
+
+@pytest.mark.timeout(30)
+def test_gpu_hours_are_counted_by_user_and_group_within_the_day(settings: Settings) -> None:
+    # Given a day (in Berlin) when alice's 2-GPU job ran from the evening before
+    # until 02:00 and her 1-GPU job ran twice (a retry), and bob's gang job held 4
+    # GPUs on each of 2 nodes for 1.5 h while his other job ran from 23:00 on; carol's
+    # job only waited
+    berlin = ZoneInfo("Europe/Berlin")
+    settings = settings.model_copy(update={"timezone": berlin.key})
+    registry = registry_of(settings)
+    day = Day(date(2026, 3, 10), berlin)
+
+    def at(hours: float) -> datetime:
+        return day.since + timedelta(hours=hours)
+
+    add_job(registry, "a-long", "finished", created_at=at(-4), gpus=2, user="alice",
+            group_name="vision", started_at=at(-2), finished_at=at(2))  # fmt: skip
+    add_attempt(registry, "a-long", 1, at(-2), at(2), "ok")
+    add_job(registry, "a-retry", "finished", created_at=at(8), attempt=2, user="alice",
+            started_at=at(11), finished_at=at(12.5))  # fmt: skip
+    add_attempt(registry, "a-retry", 1, at(9), at(10), "error")
+    add_attempt(registry, "a-retry", 2, at(11), at(12.5), "ok")
+    gang = json.dumps([["n1", [0, 1, 2, 3]], ["n2", [0, 1, 2, 3]]])
+    add_job(registry, "b-gang", "finished", created_at=at(13), gpus=4, members=gang,
+            user="bob", group_name="nlp", started_at=at(14), finished_at=at(15.5))  # fmt: skip
+    add_attempt(registry, "b-gang", 1, at(14), at(15.5), "ok")
+    add_job(registry, "b-running", "running", created_at=at(22), user="bob", started_at=at(23))
+    add_attempt(registry, "b-running", 1, at(23))
+    add_job(registry, "c-waiting", "queued", created_at=at(20), attempt=0, user="carol")
+
+    # When the day is figured, written and rendered
+    summary, page, files = write_summary(registry, settings, day)
+
+    # Then each user's GPU-hours are their attempts' GPUs times their hours within
+    # the day: alice 2 x 2 h + 1 h + 1.5 h, bob 8 x 1.5 h + 1 h (to the day's end)
+    data = json.loads(files.metrics.read_text())
+    validate(data)
+    assert data["gpu_hours"] == {
+        "total": 19.5,
+        "by_user": [
+            {"user": "bob", "gpu_hours": 13.0, "jobs": 2},
+            {"user": "alice", "gpu_hours": 6.5, "jobs": 2},
+        ],
+        "by_group": [
+            {"group": "nlp", "gpu_hours": 12.0, "jobs": 1},
+            {"group": "vision", "gpu_hours": 4.0, "jobs": 1},
+            {"group": None, "gpu_hours": 3.5, "jobs": 2},
+        ],
+    }
+    assert summary.gpu_hours.total == sum(u.gpu_hours for u in summary.gpu_hours.by_user)
+    assert rows_under(page, "GPU-hours by user") == [
+        "| bob | 13.00 | 2 |",
+        "| alice | 6.50 | 2 |",
+        "| **all** | 19.50 | 4 |",
+    ]
+    assert rows_under(page, "GPU-hours by group") == [
+        "| nlp | 12.00 | 1 |",
+        "| vision | 4.00 | 1 |",
+        "| - | 3.50 | 2 |",
+        "| **all** | 19.50 | 4 |",
+    ]
     registry.close()
 
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import insert
 
-from tests.integration.test_summary import registry_of
+from tests.integration.test_summary import add_attempt, registry_of
 from ugro.health.samples import GpuSample, NodeSample, add_samples
 from ugro.registry.models import EventRow
 from ugro.registry.store import Registry
@@ -47,27 +47,6 @@ def add_job(
         "created_at": created_at,
     }
     registry.create_job(**{**row, **values})
-
-
-def add_attempt(
-    registry: Registry,
-    job_id: str,
-    number: int,
-    started_at: datetime,
-    ended_at: datetime | None = None,
-    exit_reason: str | None = None,
-) -> None:
-    registry.start_attempt(
-        job_id=job_id,
-        number=number,
-        node="testnode",
-        host="testhost",
-        gpu_indices="[0]",
-        pid=None,
-        started_at=started_at,
-        ended_at=ended_at,
-        exit_reason=exit_reason,
-    )
 
 
 def add_events(registry: Registry, events: list[tuple[str, datetime, str | None]]) -> None:

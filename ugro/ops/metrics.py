@@ -1,9 +1,11 @@
 """Prometheus metrics for jobs, queues, GPUs and nodes: ``ugro metrics``.
 
 Everything is read at scrape time from the registry and Redis, so the exporter
-holds no state a restart could lose, except the two histograms: they count what
-the registry recorded since the exporter started (first scrape: all of it), read
-incrementally by attempt id, so a scrape costs one small query each.
+holds no state a restart could lose, except the two histograms and the GPU-seconds
+counter: they count what the registry recorded since the exporter started (first
+scrape: all of it), read incrementally by attempt id, so a scrape costs one small
+query each. The attempts still running are read again at each scrape (the same
+query returns them) and counted up to then.
 Names follow Prometheus conventions: the ``ugro_`` prefix, base units (seconds,
 bytes, ratios), ``_total`` only on counters.
 """
@@ -14,15 +16,23 @@ import bisect
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from ugro.jobs.lifecycle import JobStatus
+from ugro.live.clock import server_time
 from ugro.registry.models import AttemptRow, JobRow, as_utc
+from ugro.registry.usage import all_gpus
 from ugro.runtime import Runtime
 
 # Submit -> start: from a few ms (a free GPU) to hours (a busy cluster).
@@ -32,6 +42,19 @@ DURATION_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 * 8
 _MIB = 2**20
 _BREAKER_STATES = ("closed", "half_open", "open")
 _LEVELS = ("INFO", "WARNING", "CRITICAL")
+#: The labels of GPU time: the job's user and group ("" when it has none).
+_UserGroup = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class _RunningAttempt:
+    """An attempt without an end, as the last scrape read it."""
+
+    labels: _UserGroup
+    gpus: int  # on all its nodes
+    started: datetime
+    #: Its job's end, when the job ended without the attempt's end being recorded.
+    job_ended: datetime | None
 
 
 @dataclass
@@ -67,6 +90,9 @@ class UgroCollector(Collector):
         self._started_after = 0  # highest first-attempt id counted in the latency
         self._ended_after = 0  # highest attempt id below which every attempt ended
         self._ended: set[int] = set()  # attempts above that mark already counted
+        self._gpu_seconds: dict[_UserGroup, float] = {}  # of the ended attempts counted
+        self._running: list[_RunningAttempt] = []  # as of the last scrape
+        self._gpu_seconds_shown: dict[_UserGroup, float] = {}
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -74,7 +100,9 @@ class UgroCollector(Collector):
             yield from self._queues()
             yield from self._gpus()
             yield from self._nodes()
+            self._read_new_attempts()
             yield from self._histograms()
+            yield from self._gpu_time()
 
     def _jobs(self) -> Iterator[Metric]:
         query = select(JobRow.status, func.count()).group_by(JobRow.status)
@@ -166,7 +194,6 @@ class UgroCollector(Collector):
         yield from (score, level, breaker)
 
     def _histograms(self) -> Iterator[Metric]:
-        self._read_new_attempts()
         latency = HistogramMetricFamily(
             "ugro_dispatch_latency_seconds",
             "Submit to the start of a job's first attempt.",
@@ -192,11 +219,21 @@ class UgroCollector(Collector):
         )
         ended = (
             select(
-                AttemptRow.id, AttemptRow.started_at, AttemptRow.ended_at, AttemptRow.exit_reason
+                AttemptRow.id,
+                AttemptRow.started_at,
+                AttemptRow.ended_at,
+                AttemptRow.exit_reason,
+                JobRow.user,
+                JobRow.group_name,
+                JobRow.gpus,
+                JobRow.members,
+                JobRow.finished_at,
             )
+            .join(JobRow, JobRow.id == AttemptRow.job_id)
             .where(AttemptRow.id > self._ended_after)
             .order_by(AttemptRow.id)
         )
+        self._running = []
         with self.rt.registry.engine.connect() as conn:
             for attempt_id, started_at, created_at in conn.execute(started):
                 start, created = as_utc(started_at), as_utc(created_at)
@@ -204,20 +241,53 @@ class UgroCollector(Collector):
                     self._latency.observe(max((start - created).total_seconds(), 0.0))
                 self._started_after = attempt_id
             still_running = False
-            for attempt_id, started_at, ended_at, reason in conn.execute(ended):
+            for row in conn.execute(ended):
+                attempt_id, started_at, ended_at, reason = row[:4]
+                user, group, gpus_each, members, job_ended = row[4:]
+                labels = (user or "", group or "")
+                gpus = all_gpus(gpus_each, members)
+                start = cast(datetime, as_utc(started_at))
                 if ended_at is None:
                     still_running = True
+                    self._running.append(_RunningAttempt(labels, gpus, start, as_utc(job_ended)))
                     continue
                 if attempt_id in self._ended:
                     continue
                 self._ended.add(attempt_id)
-                seconds = (as_utc(ended_at) - as_utc(started_at)).total_seconds()  # type: ignore[operator]
+                seconds = (cast(datetime, as_utc(ended_at)) - start).total_seconds()
                 outcome = reason or "unknown"
                 self._durations.setdefault(outcome, _Histogram(DURATION_BUCKETS)).observe(seconds)
+                used = self._gpu_seconds.get(labels, 0.0) + gpus * max(seconds, 0.0)
+                self._gpu_seconds[labels] = used
                 if not still_running:
                     # Everything up to here has ended: move the mark, drop the set.
                     self._ended_after = attempt_id
                     self._ended = {i for i in self._ended if i > attempt_id}
+
+    def _gpu_time(self) -> Iterator[Metric]:
+        # Running attempts count up to now by the cluster's clock (Redis's), as
+        # every part that compares a recorded time with the present does.
+        now = datetime.fromtimestamp(server_time(self.rt.live.redis), UTC)
+        totals = dict(self._gpu_seconds)
+        for attempt in self._running:
+            end = attempt.job_ended or now
+            seconds = max((end - attempt.started).total_seconds(), 0.0)
+            totals[attempt.labels] = totals.get(attempt.labels, 0.0) + attempt.gpus * seconds
+        # A counter never goes back (Prometheus would read a reset): an attempt's
+        # recorded end, from its worker's clock, may fall a moment before the
+        # Redis time up to which the scrape before counted it running.
+        shown = self._gpu_seconds_shown
+        for labels, seconds in totals.items():
+            shown[labels] = max(seconds, shown.get(labels, 0.0))
+        family = CounterMetricFamily(
+            "ugro_gpu_seconds",
+            "GPU-seconds of attempts (ended ones, and running ones up to now), by the"
+            " job's user and group; a job's GPUs on all its nodes.",
+            labels=["user", "group"],
+        )
+        for labels in sorted(shown):
+            family.add_metric(list(labels), shown[labels])
+        yield family
 
 
 def _add(family: GaugeMetricFamily, labels: list[str], value: Any, scale: float = 1.0) -> None:

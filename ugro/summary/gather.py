@@ -6,7 +6,8 @@ and the few log lines it quotes; ``summarize`` turns that into a ``DaySummary``
 and is pure. ``ugro.summary.render`` renders it, ``ugro.summary.daily`` writes and
 sends it once a day.
 
-The resource figures (time-weighted GPU and CPU use) are in ``ugro.summary.resources``.
+The resource figures (time-weighted GPU and CPU use) are in ``ugro.summary.resources``,
+the GPU-hours by user and group in ``ugro.summary.usage``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ugro.summary.model import (
     ProgressOverview,
 )
 from ugro.summary.resources import GAP_SECONDS, jobs_waiting, resources
+from ugro.summary.usage import gpu_hours
 
 #: Bumped when a field of the metrics JSON changes meaning or goes away.
 SCHEMA_VERSION = 1
@@ -169,6 +171,9 @@ def summarize(
             gap_seconds,
             jobs_waiting(inputs.jobs, inputs.attempts, inputs.events, day.since, day.until),
         ),
+        # Every attempt that ran during the day is one of ``inputs.attempts``: its job
+        # was submitted before it started and ended after it did.
+        gpu_hours=gpu_hours(inputs.jobs, inputs.attempts, day.since, day.until, inputs.now),
         events=_events(inputs),
         progress=_progress(inputs, long_run_days),
     )

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ugro.summary.resources import Resources
+from ugro.summary.usage import GpuHours
 
 
 class JobLine(BaseModel):
@@ -120,6 +121,8 @@ class DaySummary(BaseModel):
     generated_at: datetime
     experiments: Experiments
     resources: Resources
+    #: GPU-hours by user and group, from the registry's attempts.
+    gpu_hours: GpuHours
     events: Events
     progress: ProgressOverview
 

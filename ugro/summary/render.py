@@ -16,6 +16,7 @@ from ugro.health.samples import NodeSample
 from ugro.jobs.paths import write_bytes_atomic
 from ugro.summary.model import DaySummary
 from ugro.summary.resources import Peak, node_gpu_util
+from ugro.summary.usage import GpuHours
 
 #: Table cells are cut to this many characters (the JSON has them whole).
 _CELL = 200
@@ -185,6 +186,7 @@ def render_markdown(summary: DaySummary, chart: str | None = None) -> str:
         )
     # Counted from the registry's jobs, not the samples: shown on a day without any.
     lines += [f"At most {res.max_pending} jobs waited at once.", ""]
+    lines += _gpu_hours(summary.gpu_hours)
 
     lines += ["## Key events", ""]
     if events.counts:
@@ -251,6 +253,25 @@ def render_markdown(summary: DaySummary, chart: str | None = None) -> str:
         )
     lines += [f"_Written {summary.generated_at.strftime('%Y-%m-%d %H:%M %Z')}._", ""]
     return "\n".join(lines)
+
+
+def _gpu_hours(usage: GpuHours) -> list[str]:
+    """The "GPU-hours by user" table, and by group when any job had one."""
+    lines = ["### GPU-hours by user", ""]
+    if not usage.by_user:
+        return [*lines, "No job held a GPU.", ""]
+    total = ("**all**", f"{usage.total:.2f}", sum(u.jobs for u in usage.by_user))
+    lines += _table(
+        ["user", "GPU-hours", "jobs"],
+        [*((u.user, f"{u.gpu_hours:.2f}", u.jobs) for u in usage.by_user), total],
+    )
+    if usage.by_group:
+        lines += ["### GPU-hours by group", ""]
+        lines += _table(
+            ["group", "GPU-hours", "jobs"],
+            [*((g.group, f"{g.gpu_hours:.2f}", g.jobs) for g in usage.by_group), total],
+        )
+    return lines
 
 
 def render_chart(found: Sequence[NodeSample], summary: DaySummary, path: Path) -> bool:
