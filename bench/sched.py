@@ -2,9 +2,10 @@
 
 A discrete-event replay of a job trace (CSV: ``job_id,submit_s,duration_s,gpus,nodes,
 user``) on ``--nodes`` x ``--gpus-per-node`` GPUs, through ugro's own placement
-function (``ugro.scheduling.placement.plan_placements``, the one dispatch calls)
-and, in the same run, through reference policies written here: strict FIFO, FIFO
-with EASY backfill, and shortest job first on the true durations (an oracle).
+code (dispatch's ``plan_on`` and ``plan_placements``, and beat's fair share
+ranking: ``fair_order`` on ``decayed_usage``) and, in the same run, through
+reference policies written here: strict FIFO, FIFO with EASY backfill, and
+shortest job first on the true durations (an oracle).
 Each job's timeout is what a user would declare: its duration rounded up to the
 next hour. A job of more GPUs than a node has runs on whole nodes: ``nodes`` of
 them (at least as many as it needs), the same number of GPUs on each; a job that
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.sched_policies import POLICIES, WINDOW, Job, Replay
+from bench.sched_policies import HALF_LIFE, POLICIES, TICK, WINDOW, Job, Replay
 
 TRACE = Path(__file__).resolve().parent.parent.parent / (
     "shared/data/traces/philly-week-2017-10-05.csv"
@@ -155,11 +156,15 @@ def replay_all(
     window: int = WINDOW,
     eta_error: float = 0.2,
     seed: int = 0,
+    tick: float = TICK,
+    half_life: float = HALF_LIFE,
 ) -> list[Outcome]:
     outcomes = []
     for policy in policies:
         began = time.perf_counter()
-        replay = Replay(jobs, nodes, gpus_per_node, policy, window, eta_error, seed)
+        replay = Replay(
+            jobs, nodes, gpus_per_node, policy, window, eta_error, seed, tick, half_life
+        )
         starts = replay.run()
         wall = time.perf_counter() - began
         summary = summarise(policy, jobs, starts, nodes * gpus_per_node)
@@ -229,7 +234,7 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
     by = {o.summary.policy: o for o in outcomes}
     lines: list[str] = []
     easy, sjf = by.get("fifo-backfill"), by.get("sjf-oracle")
-    for name in ("ugro", "ugro-eta"):
+    for name in ("ugro", "ugro-fifo", "ugro-eta", "ugro-short"):
         own = by.get(name)
         if own is None:
             continue
@@ -284,6 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--window", type=int, default=WINDOW, help="jobs at the head of the queue a pass reads"
     )
     parser.add_argument(
+        "--tick",
+        type=float,
+        default=TICK,
+        help="beat's dispatch interval (s): fair share ranks the queue this often",
+    )
+    parser.add_argument(
+        "--half-life", type=float, default=HALF_LIFE, help="fair share's usage half-life (s)"
+    )
+    parser.add_argument(
         "--policy", action="append", choices=POLICIES, help="only this one (repeatable)"
     )
     args = parser.parse_args(argv)
@@ -298,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.window,
         args.eta_error,
         args.seed,
+        args.tick,
+        args.half_life,
     )
     walls = ", ".join(f"{o.summary.policy} {o.wall_s:.1f} s" for o in outcomes)
     if args.json:

@@ -1,20 +1,34 @@
 """The discrete-event replay behind ``python -m bench.sched``: one policy, one trace.
 
-Events are job submissions and job ends (and, for ``ugro-eta``, the moment a
-running job's ETA becomes known); every event time with something new runs a
-placement pass over the head of the queue, as dispatch does on a submit or an end,
-and another while a pass started jobs and brought others into the window.
+Events are job submissions and job ends, beat's dispatch ticks (every
+``dispatch_interval``, 30 s, while jobs wait) and, for ``ugro-eta``, the moment a
+running job's ETA becomes known.
 
-- ``ugro`` and ``ugro-eta`` call ugro's own ``plan_placements`` (the function
-  dispatch's ``plan_on`` calls) on the free GPUs, the nodes' capacity and each busy
-  GPU's expected end: its job's timeout for ``ugro``; for ``ugro-eta`` its ETA
-  once known (after ``ETA_AFTER`` of the job's run; the true end with an error of
-  up to +/- ``eta_error`` of its duration), else, and once an ETA has passed with
-  the job still running, its timeout. The pass plans on the first ``window``
-  waiting jobs (dispatch reads the first 8, then the first 64 when those would
-  leave GPUs free: the same placements as planning on the 64 at once). The
-  busy GPUs' ends go with every pass; ``plan_on`` sends them only when a job of
-  the window needs more GPUs than any node has free.
+- ``ugro`` is what ugro does, through its own code: each pass is dispatch's
+  ``plan_on`` (which calls ``plan_placements``) on the free GPUs, the busy GPUs'
+  jobs and their time left by their timeouts, first on the 8 jobs at the head of
+  the queue, then on the first ``window`` (64) when those would leave GPUs free,
+  as ``_dispatch_pass`` does. A pass runs at a submission, at a job's end and at
+  a tick, as dispatch's are asked for; one that would see what the last pass saw,
+  when that one placed nothing, is skipped (it would place nothing either: only
+  the busy GPUs' time left has shrunk, which lets fewer jobs backfill). At each
+  tick fair share ranks the queue first, as beat's ``rank_queue`` does:
+  ``fair_order`` on each user's ``decayed_usage`` (``fair_share_half_life``, 7
+  days), the trace's ``user`` column as the user (jobs without one count as the
+  user "", as ``rank_queue`` counts them); a job submitted since waits at the end
+  of the queue until the next tick. (Where a GPU worker whose job ended takes the
+  head of the queue without a pass, the replay runs the pass, which places the
+  same job there first.)
+- ``ugro-fifo``: the same without fair share, the queue in submission order.
+- ``ugro-eta``: ``ugro`` with ``UGRO_RESERVE_BY_ETA``: each running job's expected
+  end from an ETA once known (after ``ETA_AFTER`` of the job's run; the true end
+  with an error of up to +/- ``eta_error`` of its duration), else, and once an
+  ETA has passed with the job still running, its timeout; its latest end is its
+  timeout still (``plan_placements``' ``expected_ends``).
+- ``ugro-short``: ``ugro`` with each user's jobs ranked by declared timeout,
+  shortest first, before fair share interleaves the users; a job waiting over
+  ``STARVATION_BOUND`` (a day) goes before them, so none waits for ever behind
+  its user's shorter ones. (Not what ugro does: a policy the issue allows.)
 - ``fifo``: strict first come first served, the head blocks everything behind it.
 - ``fifo-backfill``: EASY backfill on the timeouts: the first job that does not
   fit reserves the nodes where it can start soonest, and a later job may start
@@ -23,7 +37,9 @@ and another while a pass started jobs and brought others into the window.
   durations.
 
 The reference policies place a job on the node with the fewest free GPUs that
-holds it (a gang: the N such nodes, one member each), as ugro does.
+holds it (a gang: the N such nodes, one member each), as ugro does. They plan
+on the first ``window`` waiting jobs at each submission or end, and again at once
+while a pass started jobs and brought others into the window.
 """
 
 from __future__ import annotations
@@ -32,16 +48,40 @@ import bisect
 import heapq
 import math
 import random
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ugro.scheduling.placement import PendingJob, plan_placements
+from ugro.live.dispatch_state import PendingEntry
+from ugro.registry.usage import Used
+from ugro.scheduling.dispatch import GpuView, plan_on
+from ugro.scheduling.fair_share import Queued, decayed_usage, fair_order, job_cost
+from ugro.scheduling.placement import Placement
+from ugro.settings import Settings
 
-POLICIES = ("ugro", "ugro-eta", "fifo", "fifo-backfill", "sjf-oracle")
+POLICIES = (
+    "ugro",
+    "ugro-fifo",
+    "ugro-eta",
+    "ugro-short",
+    "fifo",
+    "fifo-backfill",
+    "sjf-oracle",
+)
+UGRO_POLICIES = ("ugro", "ugro-fifo", "ugro-eta", "ugro-short")
+FAIR_SHARE_POLICIES = ("ugro", "ugro-eta", "ugro-short")
+HEAD = 8  # as dispatch's _HEAD: the jobs a pass plans on first
 WINDOW = 64  # as dispatch's _WINDOW: the most waiting jobs a pass plans on
 ETA_AFTER = 0.1  # the share of a job's run after which its ETA is known
+TICK = float(Settings.model_fields["dispatch_interval"].default)
+HALF_LIFE = float(Settings.model_fields["fair_share_half_life"].default)
+# rank_queue reads the attempts that ended within this many half-lives
+USAGE_HALF_LIVES = 6
+# ugro-short: a job waiting longer than this (s) goes before its user's shorter ones
+STARVATION_BOUND = 86_400.0
 
-_END, _SUBMIT, _ETA = 0, 1, 2  # at one instant, ends free GPUs before submits look
+# At one instant: ends free GPUs before submits look, and a tick ranks them all.
+_END, _SUBMIT, _ETA, _TICK = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +102,74 @@ class Job:
         return self.gpus * self.nodes
 
 
+class UsageLedger:
+    """Each user's decayed usage at a tick, as ``rank_queue`` reads it:
+    ``decayed_usage`` over the attempts still running or ended within
+    ``USAGE_HALF_LIVES`` half-lives.
+
+    Summed anew, that is every attempt of the trace at every tick; the ledger
+    carries the sum from one tick to the next instead. What was counted at the last
+    tick has since aged by the same time, so it is multiplied by the decay that
+    ``decayed_usage`` applies for that age; what ran since (whole users' running
+    GPUs at once, and the stretches of attempts that started or ended since) is
+    added as ``decayed_usage`` of it; an attempt that leaves the window is taken off
+    as ``decayed_usage`` of it. ``tests/unit/test_bench_sched.py`` holds it to
+    ``decayed_usage`` over every attempt."""
+
+    def __init__(self, half_life: float) -> None:
+        self.half_life = half_life
+        self.at = 0.0  # when ``usage`` was last brought up to date
+        self.usage: dict[str, float] = {}
+        self.running_gpus: dict[str, int] = defaultdict(int)
+        self.attempts: dict[str, int] = defaultdict(int)  # running or in the window
+        self.fresh: dict[int, Used] = {}  # started since ``at``, still running
+        self.stretches: list[Used] = []  # run since ``at`` by attempts ended since
+        self.ended: list[tuple[float, int, Used]] = []  # (end, job, attempt): a heap
+
+    def start(self, job: int, user: str, gpus: int, now: float) -> None:
+        self.fresh[job] = Used(user, gpus, now, None)
+        self.running_gpus[user] += gpus
+        self.attempts[user] += 1
+
+    def end(self, job: int, user: str, gpus: int, started: float, now: float) -> None:
+        self.fresh.pop(job, None)
+        self.stretches.append(Used(user, gpus, max(started, self.at), now))
+        self.running_gpus[user] -= gpus
+        heapq.heappush(self.ended, (now, job, Used(user, gpus, started, now)))
+
+    def at_time(self, now: float) -> dict[str, float]:
+        """Each user's decayed GPU-seconds at ``now`` (not before the last call)."""
+        rate = math.log(2) / self.half_life
+        aged = math.exp(-rate * (now - self.at))
+        usage = {user: used * aged for user, used in self.usage.items()}
+        fresh_gpus: dict[str, int] = defaultdict(int)
+        for used in self.fresh.values():
+            fresh_gpus[used.user] += used.gpus
+        throughout = [
+            Used(user, gpus - fresh_gpus[user], self.at, None)
+            for user, gpus in self.running_gpus.items()
+            if gpus > fresh_gpus[user]
+        ]
+        since = [*throughout, *self.fresh.values(), *self.stretches]
+        for user, seconds in decayed_usage(since, now, self.half_life).items():
+            usage[user] = usage.get(user, 0.0) + seconds
+        horizon = now - USAGE_HALF_LIVES * self.half_life
+        while self.ended and self.ended[0][0] < horizon:
+            _, _, gone = heapq.heappop(self.ended)
+            self.attempts[gone.user] -= 1
+            if not self.attempts[gone.user]:
+                usage.pop(gone.user, None)  # (exactly nothing, not a rounding residue)
+            else:
+                left = usage.get(gone.user, 0.0)
+                usage[gone.user] = left - decayed_usage([gone], now, self.half_life).get(
+                    gone.user, 0.0
+                )
+        self.usage, self.at = usage, now
+        self.fresh.clear()
+        self.stretches.clear()
+        return dict(usage)
+
+
 class Replay:
     """One policy's replay of ``jobs`` (in submission order, ``Job.index`` their
     positions) on ``nodes`` x ``gpus_per_node`` GPUs; ``run`` returns each job's
@@ -76,73 +184,132 @@ class Replay:
         window: int = WINDOW,
         eta_error: float = 0.2,
         seed: int = 0,
+        tick: float = TICK,
+        half_life: float = HALF_LIFE,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
         self.jobs = jobs
         self.policy = policy
         self.window = window
+        self.tick = tick
         width = len(str(nodes - 1))
         names = [f"n{i:0{width}d}" for i in range(nodes)]
         self.free: dict[str, list[int]] = {n: list(range(gpus_per_node)) for n in names}
         self.capacity = dict.fromkeys(names, gpus_per_node)
         self.running: dict[str, dict[int, int]] = {n: {} for n in names}  # job -> its GPUs
+        self.view = GpuView(self.free, self.capacity, {n: {} for n in names})
         self.total_free = nodes * gpus_per_node
         self.held: dict[int, list[tuple[str, list[int]]]] = {}
         self.start = [math.nan] * len(jobs)
         self.queue: list[tuple[float, int]] = []  # (order key, job index), sorted
-        self.pending = [PendingJob(str(j.index), j.gpus, None, j.timeout, j.nodes) for j in jobs]
+        self.entries = [PendingEntry(str(j.index), j.gpus, None, j.timeout, j.nodes) for j in jobs]
+        self.fair_share = policy in FAIR_SHARE_POLICIES
+        self.queued = [
+            Queued(str(j.index), j.user, job_cost(j.gpus, j.nodes, j.timeout)) for j in jobs
+        ]
+        self.usage = UsageLedger(half_life)
+        self.tick_due: float | None = None
+        self.idle = False  # the last pass placed nothing, and nothing changed since
         # The same errors for every replay of the same trace and seed.
         rng = random.Random(seed)
         self.eta_end = [
             j.duration * (1 + rng.uniform(-eta_error, eta_error)) for j in jobs
         ]  # from the start; made absolute at the start
         self.passes = 0
+        self.ranks = 0
 
     # The replay ----------------------------------------------------------------
 
     def run(self) -> list[float]:
         events: list[tuple[float, int, int]] = [(j.submit, _SUBMIT, j.index) for j in self.jobs]
         heapq.heapify(events)
+        ugro = self.policy in UGRO_POLICIES
         while events:
             now = events[0][0]
             changed = False
             while events and events[0][0] == now:
                 _, kind, i = heapq.heappop(events)
                 if kind == _END:
-                    self._release(i)
+                    self._release(i, now)
                     changed = True
                 elif kind == _SUBMIT:
                     changed |= self._enqueue(i) < self.window
-                else:
+                elif kind == _ETA:
                     changed = True
+                else:
+                    self.tick_due = None
+                    changed |= self._rank(now)
+            if ugro:
+                # Every event asks dispatch for a pass.
+                if (changed or not self.idle) and self.queue and self.total_free:
+                    self.idle = not self._run_pass(now, events)
+                if self.queue and self.tick_due is None:
+                    self.tick_due = (math.floor(now / self.tick) + 1) * self.tick
+                    heapq.heappush(events, (self.tick_due, _TICK, -1))
+                continue
             while changed and self.queue and self.total_free:
-                self.passes += 1
                 beyond = len(self.queue) > self.window
-                started = self._pass(now)
-                for i in started:
-                    job = self.jobs[i]
-                    self.start[i] = now
-                    heapq.heappush(events, (now + job.duration, _END, i))
-                    if self.policy == "ugro-eta":
-                        self.eta_end[i] = min(now + self.eta_end[i], now + job.timeout)
-                        heapq.heappush(events, (now + ETA_AFTER * job.duration, _ETA, i))
+                started = self._run_pass(now, events)
                 # Jobs that came into the window as others started get a pass of
-                # their own, as dispatch's next one (at the latest its beat tick,
-                # 30 s later) gives them.
+                # their own.
                 changed = bool(started) and beyond
         return self.start
 
+    def _run_pass(self, now: float, events: list[tuple[float, int, int]]) -> list[int]:
+        self.passes += 1
+        started = self._pass(now)
+        for i in started:
+            job = self.jobs[i]
+            self.start[i] = now
+            self.usage.start(i, job.user, job.total_gpus, now)
+            heapq.heappush(events, (now + job.duration, _END, i))
+            if self.policy == "ugro-eta":
+                known = now + ETA_AFTER * job.duration
+                self.eta_end[i] = eta = min(now + self.eta_end[i], now + job.timeout)
+                heapq.heappush(events, (known, _ETA, i))
+                if known < eta < now + job.duration:
+                    heapq.heappush(events, (eta, _ETA, i))  # passed: the timeout again
+        return started
+
     def _enqueue(self, i: int) -> int:
         job = self.jobs[i]
-        key = (job.duration if self.policy == "sjf-oracle" else 0.0, i)
+        key = (job.duration if self.policy == "sjf-oracle" else float(i), i)
         at = bisect.bisect(self.queue, key)
         self.queue.insert(at, key)
         return at
 
+    def _rank(self, now: float) -> bool:
+        """Beat's ``rank_queue``: the queue in fair share order, each job taking a
+        place (an order key) among those the queue had. Whether the window changed."""
+        if not self.fair_share or len(self.queue) < 2:
+            return False
+        self.ranks += 1
+        usage = self.usage.at_time(now)
+        queued = [self.queued[i] for _, i in self.queue]
+        if self.policy == "ugro-short":
+            queued = [queued[n] for n in self._shortest_first(now)]
+        order = fair_order(queued, usage, {})
+        head = [i for _, i in self.queue[: self.window]]
+        self.queue = [(key, int(job)) for (key, _), job in zip(self.queue, order, strict=True)]
+        return head != [i for _, i in self.queue[: self.window]]
+
+    def _shortest_first(self, now: float) -> list[int]:
+        """The queue's positions with each user's jobs by declared timeout, shortest
+        first, save that a job waiting over ``STARVATION_BOUND`` goes before them
+        (in its place in the queue): ``fair_order`` keeps each user's jobs in the
+        order it is given them."""
+
+        def key(position: int) -> tuple[float, int]:
+            job = self.jobs[self.queue[position][1]]
+            waited = now - job.submit
+            return (0.0 if waited > STARVATION_BOUND else job.timeout, position)
+
+        return sorted(range(len(self.queue)), key=key)
+
     def _pass(self, now: float) -> list[int]:
         """The jobs this pass starts (their GPUs taken)."""
-        if self.policy in ("ugro", "ugro-eta"):
+        if self.policy in UGRO_POLICIES:
             started = self._ugro_pass(now)
         else:
             started = self._reference_pass(now, backfill=self.policy != "fifo")
@@ -152,17 +319,25 @@ class Replay:
             self.queue[: self.window] = [key for key in head if key[1] not in gone]
         return started
 
-    def _take(self, i: int, node: str, gpus: list[int]) -> None:
+    def _take(self, i: int, node: str, gpus: Sequence[int]) -> None:
         taken = set(gpus)
         self.free[node] = [g for g in self.free[node] if g not in taken]
         self.running[node][i] = len(gpus)
-        self.held.setdefault(i, []).append((node, gpus))
+        held = self.view.held[node]
+        for index in gpus:
+            held[index] = str(i)
+        self.held.setdefault(i, []).append((node, list(gpus)))
         self.total_free -= len(gpus)
 
-    def _release(self, i: int) -> None:
+    def _release(self, i: int, now: float) -> None:
+        job = self.jobs[i]
+        self.usage.end(i, job.user, job.total_gpus, self.start[i], now)
         for node, gpus in self.held.pop(i):
             self.free[node] = sorted(self.free[node] + gpus)
             del self.running[node][i]
+            held = self.view.held[node]
+            for index in gpus:
+                del held[index]
             self.total_free += len(gpus)
 
     def _expected_end(self, i: int, now: float) -> float:
@@ -177,27 +352,39 @@ class Replay:
                 return eta
         return start + job.timeout
 
-    # ugro: its own placement function --------------------------------------------
+    # ugro: its own dispatch pass ---------------------------------------------------
 
     def _ugro_pass(self, now: float) -> list[int]:
-        window = [self.pending[i] for _, i in self.queue[: self.window]]
-        most_free = max(len(free) for free in self.free.values())
-        if all(job.gpus > most_free for job in window):
-            return []  # nothing fits anywhere: the pass would place nothing
-        ends: dict[str, list[float | None]] = {}
-        for node, run in self.running.items():
-            left: list[float | None] = []
-            for i, count in run.items():
-                left += [self._expected_end(i, now) - now] * count
-            ends[node] = left
-        plans = plan_placements(window, self.free, self.capacity, ends)
+        plans: list[Placement] = []
+        limits = (HEAD, self.window) if self.window > HEAD else (self.window,)
+        for limit in limits:
+            head = [self.entries[i] for _, i in self.queue[:limit]]
+            plans = self._plan(head, now)
+            left_free = self.total_free - sum(len(p.gpus) for p in plans)
+            if limit == HEAD and len(head) == limit and left_free > 0:
+                continue  # dispatch reads the whole window and plans on it anew
+            break
         started: list[int] = []
         for plan in plans:
             i = int(plan.job_id)
             if not started or started[-1] != i:
                 started.append(i)
-            self._take(i, plan.node, list(plan.gpus))
+            self._take(i, plan.node, plan.gpus)
         return started
+
+    def _plan(self, head: list[PendingEntry], now: float) -> list[Placement]:
+        most_free = max(map(len, self.free.values()))
+        if all(entry.gpus > most_free for entry in head):
+            return []  # nothing fits anywhere: plan_on would place nothing
+
+        def latest(jobs: list[str]) -> dict[str, float | None]:
+            return {j: self.start[int(j)] + self.jobs[int(j)].timeout - now for j in jobs}
+
+        def expected(jobs: list[str]) -> dict[str, float | None]:
+            return {j: self._expected_end(int(j), now) - now for j in jobs}
+
+        eta = self.policy == "ugro-eta"
+        return plan_on(self.view, head, latest, expected_left=expected if eta else None)
 
     # The reference policies ------------------------------------------------------
 
@@ -259,7 +446,7 @@ class Replay:
         chosen = sorted(soonest)[: job.nodes]
         shadow = max(t for t, _ in chosen)
         spare = {
-            node: free.get(node, 0) + sum(1 for e in ends[node] if e <= shadow) - job.gpus
+            node: free.get(node, 0) + sum(1 for end in ends[node] if end <= shadow) - job.gpus
             for _, node in chosen
         }
         return shadow, spare

@@ -123,6 +123,9 @@ class Settings(BaseModel):
     secret_key: SecretStr | None = None
     # Fair share: a user's GPU-seconds count half after this long (7 days).
     fair_share_half_life: float = Field(default=7 * 86400.0, gt=0)
+    # Reservations reckon a running job's end from its ETA when it has one
+    # (ugro.scheduling.placement); off: from its timeout only.
+    reserve_by_eta: bool = False
     # Retry backoff: base * 2^(attempt-1) seconds, at most retry_backoff_max.
     retry_backoff: float = 10.0
     retry_backoff_max: float = 600.0
@@ -189,6 +192,11 @@ class Settings(BaseModel):
     # Prometheus exporter (`ugro metrics`): where it listens.
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9847
+    # Web dashboard (`ugro web`): loopback by default; basic auth "user:password"
+    # (when unset, a password is generated into <data_dir>/web-auth, mode 0600).
+    web_address: str = "127.0.0.1"
+    web_port: int = 8265
+    web_basic_auth: str | None = None
 
     @field_validator("redis_prefix")
     @classmethod

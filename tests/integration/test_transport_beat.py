@@ -26,6 +26,8 @@ from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
 
 SENT = "Scheduler: Sending due task"
+#: A beat's line once its schedule is in Redis, as it goes to take the lock.
+WAITS_FOR_LOCK = "beat: schedule installed; taking the lock"
 LOCK_TIMEOUT = 10.0
 #: How long a beat sleeps at most between ticks (``beat_max_loop_interval``): a
 #: standby polls for the lock that often.
@@ -88,7 +90,7 @@ def beats(
         )
         started.append(Beat(embedded_settings, tmp_path / "beat-b.log"))
         wait_until(
-            lambda: "beat: Starting" in started[1].text(), 30, "beat B's start", logs_of(started)
+            lambda: WAITS_FOR_LOCK in started[1].text(), 30, "beat B's start", logs_of(started)
         )
         yield started
     finally:
@@ -194,7 +196,7 @@ def test_a_takeover_sends_nothing_twice_and_writes_the_daily_summary_once(
         wait_until(lambda: "Acquired lock" in a.text(), 30, "beat A's lock", logs)
         b = Beat(embedded_settings, tmp_path / "beat-b.log", clock)
         started.append(b)
-        wait_until(lambda: "beat: Starting" in b.text(), 30, "beat B's start", logs)
+        wait_until(lambda: WAITS_FOR_LOCK in b.text(), 30, "beat B's start", logs)
         assert time.monotonic() < kill_at, "too slow a start to kill A before 23:59"
         wait_until(lambda: time.monotonic() >= kill_at, lead, "23:58:57 on the beats' clock")
         assert "Acquired lock" not in b.text() and b.count(SENT) == 0, logs()

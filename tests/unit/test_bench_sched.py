@@ -4,6 +4,7 @@ placement function, reference policies, metrics."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,19 +13,23 @@ import pytest
 
 import bench.sched_policies
 import ugro.scheduling.dispatch
-import ugro.scheduling.placement
+import ugro.scheduling.fair_share
 from bench.sched import jain, load_trace, main, replay_all, timeout_for
-from bench.sched_policies import Job, Replay
-from ugro.scheduling.placement import PendingJob, Placement, plan_placements
+from bench.sched_policies import USAGE_HALF_LIVES, Job, Replay, UsageLedger
+from ugro.live.dispatch_state import PendingEntry
+from ugro.registry.usage import Used
+from ugro.scheduling.dispatch import GpuView, plan_on
+from ugro.scheduling.fair_share import decayed_usage
+from ugro.scheduling.placement import Placement, plan_placements
 
 # 2 nodes x 4 GPUs. a fills n0, b 3 GPUs of n1, then c wants both nodes whole (a gang
 # of 2 x 4) and waits for b (until 7200 s by b's timeout, as by its true end).
 # Under strict FIFO c blocks everything behind it: c runs 7200-8200, then the rest.
-# ugro reserves both nodes for c and backfills only what ends (by its timeout)
-# before c's start: d (1 h timeout, n1's last GPU, at once), g (when d ended), f and
-# h (on n0 once a ended at 3600: their 1 h timeouts end by 7200, just in time);
-# e and i, with long timeouts, wait for c. Later k (a gang again) waits for e, and
-# l (short) runs before it under ugro, after it under FIFO.
+# ugro without fair share reserves both nodes for c and backfills only what ends (by
+# its timeout) before c's start: d (1 h timeout, n1's last GPU, at once), g (when d
+# ended), f and h (on n0 when a ends at 3600: their hour ends by c's start at 7200);
+# e and i, with long timeouts, wait for c. Later k (a gang again) waits for e, and l
+# (short) runs before it under ugro, after it under FIFO.
 TRACE = """job_id,submit_s,duration_s,gpus,nodes,user
 a,0,3600,4,1,u1
 b,0,7200,3,1,u2
@@ -53,7 +58,7 @@ FIFO_STARTS = {
     "k": 18200,
     "l": 18700,
 }
-UGRO_STARTS = {
+UGRO_FIFO_STARTS = {
     "a": 0,
     "b": 0,
     "c": 7200,
@@ -66,6 +71,28 @@ UGRO_STARTS = {
     "j": 9000,
     "k": 18200,
     "l": 9200,
+}
+# With fair share, beat's tick at 60 s puts u2's f ahead of u1's gang c (u2 has used
+# 220 GPU-seconds, u1 240). When d ends at 1820, f reserves n0 (free at 3600) and c
+# finds only n1 left to hold: it reserves nothing, and e (u1, 1 GPU, 3 h) takes d's
+# GPU. f starts at 3600 on n0, c then reserves both nodes until f's end and h fits
+# before it; c starts when e ends (11820), which its reservation reckons by e's
+# timeout (12620): g (at f's end, 6600) and j (as it comes, 9000) end by then and
+# are backfilled. l, of no user (no usage), comes first at the tick after it came
+# and starts at once (9210); i waits for c's end.
+UGRO_STARTS = {
+    "a": 0,
+    "b": 0,
+    "c": 11820,
+    "d": 20,
+    "e": 1820,
+    "f": 3600,
+    "g": 6600,
+    "h": 3600,
+    "i": 12820,
+    "j": 9000,
+    "k": 19820,
+    "l": 9210,
 }
 
 
@@ -88,31 +115,54 @@ def test_strict_fifo_lets_the_head_block_everything_behind_it(trace: Path) -> No
 
 
 def test_ugro_backfills_only_what_ends_before_the_reserved_gang_starts(trace: Path) -> None:
+    assert starts(trace, "ugro-fifo") == UGRO_FIFO_STARTS
+
+
+def test_ugro_s_fair_share_ranks_the_queue_at_beat_s_ticks(trace: Path) -> None:
     assert starts(trace, "ugro") == UGRO_STARTS
+    # ticked at every pass's instant instead, l starts as it comes
+    jobs, _ = load_trace(trace, nodes=2, gpus_per_node=4)
+    replayed = Replay(jobs, 2, 4, "ugro", tick=1.0).run()
+    assert replayed[[j.job_id for j in jobs].index("l")] == 9200
 
 
 def test_the_backfill_policies_never_start_the_reserved_gang_later_than_fifo(
     trace: Path,
 ) -> None:
-    for policy in ("ugro-eta", "fifo-backfill", "sjf-oracle"):
+    # (not so with fair share, which may rank another user's jobs ahead of the gang)
+    for policy in ("ugro-fifo", "fifo-backfill", "sjf-oracle"):
         got = starts(trace, policy)
         assert got["c"] <= FIFO_STARTS["c"], policy
         assert got["k"] <= FIFO_STARTS["k"], policy
 
 
+def test_ugro_short_takes_each_user_s_shorter_jobs_first_until_one_waited_too_long(
+    trace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # u1's g (1 h timeout) goes before its e (3 h) onto the GPU d leaves at 1820
+    short = starts(trace, "ugro-short")
+    assert short["g"] == 1820 < short["e"]
+    # a job waiting over the bound keeps its place: here every one at once
+    monkeypatch.setattr(bench.sched_policies, "STARVATION_BOUND", 0.0)
+    assert starts(trace, "ugro-short") == UGRO_STARTS
+
+
 def test_the_simulator_calls_the_very_function_dispatch_calls(
     trace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    used = vars(bench.sched_policies)["plan_placements"]
-    assert used is vars(ugro.scheduling.dispatch)["plan_placements"]
-    assert used is ugro.scheduling.placement.plan_placements
+    assert vars(bench.sched_policies)["plan_on"] is ugro.scheduling.dispatch.plan_on
+    assert vars(ugro.scheduling.dispatch)["plan_placements"] is plan_placements
+    assert vars(bench.sched_policies)["fair_order"] is ugro.scheduling.fair_share.fair_order
+    assert vars(bench.sched_policies)["decayed_usage"] is decayed_usage
     calls: list[list[str]] = []
 
-    def spy(pending: Sequence[PendingJob], *args: Any) -> list[Placement]:
+    def spy(
+        view: GpuView, pending: Sequence[PendingEntry], *args: Any, **kwargs: Any
+    ) -> list[Placement]:
         calls.append([job.job_id for job in pending])
-        return plan_placements(pending, *args)
+        return plan_on(view, pending, *args, **kwargs)
 
-    monkeypatch.setattr(bench.sched_policies, "plan_placements", spy)
+    monkeypatch.setattr(bench.sched_policies, "plan_on", spy)
     assert starts(trace, "ugro") == UGRO_STARTS
     assert calls and calls[0] == ["0", "1"]  # a and b, the first pass
 
@@ -170,7 +220,9 @@ def test_json_prints_one_object_per_policy_with_exactly_the_keys(
     printed = json.loads(capsys.readouterr().out)
     assert [p["policy"] for p in printed] == [
         "ugro",
+        "ugro-fifo",
         "ugro-eta",
+        "ugro-short",
         "fifo",
         "fifo-backfill",
         "sjf-oracle",
@@ -195,7 +247,7 @@ def test_the_table_names_each_policy_and_the_targets(
     assert main([str(trace), "--nodes", "2", "--gpus-per-node", "4"]) == 0
     out = capsys.readouterr().out
     assert "12 jobs replayed, 0 skipped" in out
-    for policy in ("ugro", "ugro-eta", "fifo", "fifo-backfill", "sjf-oracle"):
+    for policy in bench.sched_policies.POLICIES:
         assert f"| {policy} |" in out
     assert "target >= 0.9" in out
 
@@ -203,3 +255,38 @@ def test_the_table_names_each_policy_and_the_targets(
 def test_job_total_gpus() -> None:
     job = Job(0, "x", 0.0, 10.0, 8, 2, "u", 3600.0)
     assert job.total_gpus == 16
+
+
+def test_the_usage_ledger_is_decayed_usage_over_the_attempts_rank_queue_reads() -> None:
+    # Given attempts starting and ending at random, some gangs, some users often
+    rng = random.Random(7)
+    half_life = 5000.0
+    ledger = UsageLedger(half_life)
+    attempts: dict[int, Used] = {}
+    now = 0.0
+    for _ in range(400):
+        now += rng.choice([0.0, rng.uniform(0, 3000)])
+        running = [job for job, used in attempts.items() if used.ended is None]
+        if running and rng.random() < 0.45:
+            job = rng.choice(running)
+            used = attempts[job]
+            ledger.end(job, used.user, used.gpus, used.started, now)
+            attempts[job] = Used(used.user, used.gpus, used.started, now)
+        else:
+            job = len(attempts)
+            user, gpus = rng.choice(["u1", "u2", "u3", ""]), rng.choice([1, 2, 8, 16])
+            ledger.start(job, user, gpus, now)
+            attempts[job] = Used(user, gpus, now, None)
+        if rng.random() < 0.3:
+            # When a tick reads it, then it is what decayed_usage says of what the
+            # registry holds: attempts running or ended within six half-lives
+            recent = [
+                used
+                for used in attempts.values()
+                if used.ended is None or used.ended >= now - USAGE_HALF_LIVES * half_life
+            ]
+            expected = decayed_usage(recent, now, half_life)
+            got = ledger.at_time(now)
+            assert set(got) >= set(expected)
+            for user, used_s in got.items():
+                assert used_s == pytest.approx(expected.get(user, 0.0), rel=1e-9, abs=1e-6)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 from ugro.scheduling.placement import PendingJob, Placement, plan_placements
 
 
@@ -96,3 +101,148 @@ def test_a_waiting_gang_holds_its_nodes_against_what_would_delay_it() -> None:
     assert plan_placements(pending, free, capacity, ends) == [Placement("short", "a", (0,))]
     # and without the gang ahead of them, all three run
     assert len(plan_placements(pending[1:], free, capacity, ends)) == 3
+
+
+# The rules of the module's docstring written out plainly, node by node, to hold
+# the indexed pass to them.
+
+
+@dataclass
+class _Held:
+    shadow: float
+    spare: int
+
+
+def _earliest(need: int, free_now: int, busy_ends: Sequence[float | None]) -> _Held:
+    ends = sorted(0.0 if end is None else max(0.0, end) for end in busy_ends)
+    missing = need - free_now
+    shadow = ends[missing - 1] if 0 < missing <= len(ends) else 0.0
+    return _Held(shadow, free_now + sum(1 for end in ends if end <= shadow) - need)
+
+
+def _held_until(
+    need: int, free_now: int, busy_ends: Sequence[float | None], shadow: float
+) -> _Held:
+    ends = [0.0 if end is None else max(0.0, end) for end in busy_ends]
+    own = _earliest(need, free_now, busy_ends)
+    if shadow <= own.shadow:
+        return own
+    return _Held(shadow, free_now + sum(1 for end in ends if end <= shadow) - need)
+
+
+def _plainly(
+    pending: Sequence[PendingJob],
+    free: Mapping[str, Sequence[int]],
+    capacity: Mapping[str, int],
+    busy_ends: Mapping[str, Sequence[float | None]] | None = None,
+    headroom: Mapping[str, int] | None = None,
+) -> list[Placement]:
+    def before(job: PendingJob, held: _Held) -> bool:
+        return job.timeout is not None and job.timeout <= held.shadow
+
+    available = {node: sorted(indices) for node, indices in free.items()}
+    ends = {node: list((busy_ends or {}).get(node, [])) for node in available}
+    reserved: dict[str, _Held] = {}
+    plans: list[Placement] = []
+    left = dict(headroom or {})
+    for job in pending:
+        if not any(available.values()):
+            break
+        need = job.gpus * job.nodes
+        if any(left.get(account, need) < need for account in job.accounts):
+            continue
+        candidates = [n for n in available if job.node in (None, n)]
+        fits = [n for n in candidates if len(available[n]) >= job.gpus]
+        open_fits = [n for n in fits if n not in reserved]
+        backfill = [
+            n
+            for n in fits
+            if n in reserved and (before(job, reserved[n]) or job.gpus <= reserved[n].spare)
+        ]
+        choice = sorted(open_fits, key=lambda n: (len(available[n]), n))
+        choice += sorted(backfill, key=lambda n: (len(available[n]), n))
+        if job.nodes == 1 and open_fits:
+            choice = choice[: len(open_fits)]
+        if len(choice) >= job.nodes:
+            for rank, node in enumerate(choice[: job.nodes]):
+                taken = available[node][: job.gpus]
+                available[node] = available[node][job.gpus :]
+                ends[node] += [job.timeout] * job.gpus
+                if node in reserved and not before(job, reserved[node]):
+                    reserved[node].spare -= job.gpus
+                plans.append(Placement(job.job_id, node, tuple(taken), rank))
+            for account in job.accounts:
+                if account in left:
+                    left[account] -= need
+            continue
+        possible = [n for n in candidates if n not in reserved and capacity.get(n, 0) >= job.gpus]
+        if len(possible) >= job.nodes:
+            soonest = sorted(
+                possible, key=lambda n: (_earliest(job.gpus, len(available[n]), ends[n]).shadow, n)
+            )[: job.nodes]
+            shadow = max(_earliest(job.gpus, len(available[n]), ends[n]).shadow for n in soonest)
+            for node in soonest:
+                reserved[node] = _held_until(job.gpus, len(available[node]), ends[node], shadow)
+    return plans
+
+
+def _random_pass(rng: random.Random) -> tuple[Any, ...]:
+    names = rng.sample(
+        ["a", "B", "b", "n1", "n10", "n2", "n9", "gpu-1", "gpu_1"], rng.randint(1, 9)
+    )
+    capacity = {n: rng.choice([1, 2, 4, 8, 8]) for n in names}
+    free: dict[str, list[int]] = {}
+    ends: dict[str, list[float | None]] = {}
+    for node in names:
+        busy = rng.randint(0, capacity[node])
+        indices = list(range(capacity[node]))
+        rng.shuffle(indices)
+        free[node] = indices[busy:]
+        # on a tie of ends, one GPU's end shared; some without a timeout; a few past
+        ends[node] = [
+            rng.choice([None, -5.0, 100.0, 3600.0, rng.uniform(0, 7200)]) for _ in range(busy)
+        ]
+    if rng.random() < 0.2:
+        capacity.pop(rng.choice(names))  # a node whose capacity is unknown
+    accounts = ["user:a", "user:b", "group:g"]
+    pending = [
+        PendingJob(
+            f"j{i}",
+            rng.choice([1, 1, 1, 2, 3, 4, 8]),
+            rng.choice(names) if rng.random() < 0.1 else None,
+            rng.choice([None, 50.0, 100.0, 3600.0, rng.uniform(1, 9000)]),
+            rng.choice([1, 1, 1, 1, 2, 3]),
+            tuple(rng.sample(accounts, rng.randint(0, 2))),
+        )
+        for i in range(rng.randint(1, 40))
+    ]
+    headroom = {a: rng.randint(0, 16) for a in accounts if rng.random() < 0.3}
+    return pending, free, capacity, ends if rng.random() < 0.9 else None, headroom or None
+
+
+def test_the_indexed_pass_places_as_the_rules_written_out_plainly_do() -> None:
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    for _ in range(3000):
+        args = _random_pass(rng)
+        assert plan_placements(*args) == _plainly(*args), f"seed {seed}: {args}"
+
+
+def test_an_eta_moves_the_reservation_but_spare_gpus_are_counted_by_the_timeouts() -> None:
+    # n0's two busy GPUs run at most 100 s more, but are expected to end in 10; n1's in 50
+    free = {"n0": [2, 3], "n1": [2, 3]}
+    capacity = {"n0": 4, "n1": 4}
+    latest: dict[str, list[float | None]] = {"n0": [100.0, 100.0], "n1": [50.0, 50.0]}
+    expected: dict[str, list[float | None]] = {"n0": [10.0, 10.0], "n1": [50.0, 50.0]}
+    pending = [
+        PendingJob("big", 3, timeout=60),  # fits nowhere now
+        PendingJob("pair", 2, timeout=30),
+        PendingJob("long", 1, timeout=1000),
+    ]
+    # By the timeouts alone, big holds n1 (free soonest at 50) and pair takes n0
+    plans = plan_placements(pending, free, capacity, latest)
+    assert [(p.job_id, p.node) for p in plans] == [("pair", "n0"), ("long", "n1")]
+    # By the ETAs, big holds n0 (free at 10): pair takes n1; long could take n0's
+    # spare GPU only if the ETAs were sure (by the timeouts n0 has none spare then)
+    plans = plan_placements(pending, free, capacity, latest, expected_ends=expected)
+    assert [(p.job_id, p.node) for p in plans] == [("pair", "n1")]

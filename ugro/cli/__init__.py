@@ -15,6 +15,7 @@ from ugro.cli import (  # noqa: F401
     progress,
     share,
     summary,
+    web,
     workflows,
 )
 from ugro.cli.base import main

@@ -89,7 +89,7 @@ def _run_one(
             log.exception("job %s failed in ugro itself", job.id)
             info = ExitInfo(ExitReason.ERROR, now, now, error=f"ugro error: {exc}")
     outcome = f"{info.reason} ({info.error or 'exit 0'})"
-    own_gpu = WorkerGpu(node, gpus[0])
+    own_gpu = WorkerGpu(node, gpus[0], freed=len(gpus))
     # The end's Redis writes (the lease let go, the status) go with the dispatch
     # pass's first round trip: the freed GPU is the pass's before anyone else sees it.
     writes = rt.live.redis.pipeline(transaction=True)

@@ -18,6 +18,7 @@ from ugro.live.clock import from_reply, server_time
 from ugro.live.command_list import CommandList
 from ugro.live.connection import connect
 from ugro.live.dispatch_state import DispatchState, PendingEntry
+from ugro.live.job_ends import progress_eta_end
 from ugro.live.job_message import JobMessage
 from ugro.live.keys import Keys
 from ugro.live.leases import Leases
@@ -198,6 +199,22 @@ class LiveState:
             begun = float(started) if started else now
             left[job_id] = float(timeout) - (now - begun) if timeout else None
         return left
+
+    def expected_left(self, job_ids: list[str], now: float) -> dict[str, float | None]:
+        """Seconds until each job is expected to end: by the ETA of its progress
+        (as the progress scan last recorded it) when it has one still ahead, no
+        later than its timeout; else as ``time_left``."""
+        latest = self.time_left(job_ids, now)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self.keys.job(job_id), "progress")
+        expected = dict(latest)
+        for job_id, progress in zip(job_ids, pipe.execute(), strict=True):
+            eta_end = progress_eta_end(progress)
+            if eta_end is not None and eta_end > now:
+                left = latest[job_id]
+                expected[job_id] = eta_end - now if left is None else min(left, eta_end - now)
+        return expected
 
     def dequeue(self, job_id: str) -> None:
         pipe = self.redis.pipeline(transaction=True)

@@ -23,6 +23,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 from ugro.jobs.lifecycle import JobStatus
@@ -77,6 +78,9 @@ class WorkerGpu:
     node: str
     index: int
     claimed: ClaimedJob | None = None
+    # GPUs its ended job let go: more than one, and a pass places on all of them
+    # (the head taken for this GPU alone would leave the others idle till a tick).
+    freed: int = 1
 
 
 def dispatch_pending(
@@ -101,7 +105,7 @@ def dispatch_pending(
                 writes,
                 wait=_HANDOVER_WAIT,
                 # (a quota is the pass's to keep: the script knows nobody's holdings)
-                take_head=not sharing_policy(rt.settings).caps_gpus,
+                take_head=worker_gpu.freed == 1 and not sharing_policy(rt.settings).caps_gpus,
             )
             if not isinstance(entered, TakenForGpu):
                 break
@@ -199,12 +203,14 @@ def plan_on(
     pending: Sequence[PendingEntry],
     time_left: Callable[[list[str]], dict[str, float | None]],
     quotas: QuotaView | None = None,
+    expected_left: Callable[[list[str]], dict[str, float | None]] | None = None,
 ) -> list[Placement]:
     """What a pass places: ``plan_placements`` on the free GPUs of ``view`` for the
     ``pending`` jobs, in queue order. ``time_left`` says how long each of some
-    jobs may still run (seconds, None: unknown); it is asked only when a job must
-    wait for GPUs (a reservation's backfill needs it). ``quotas``: the GPU quotas,
-    when some user or group has one."""
+    running jobs may still run (seconds, None: unknown), and ``expected_left`` how
+    long each is expected to (from its ETA); they are asked only when a job waits
+    while GPUs stay free (its reservation, and what may be backfilled around it,
+    need them). ``quotas``: the GPU quotas, when some user or group has one."""
     if not pending or not any(view.free.values()):
         return []
     accounts = quotas.accounts if quotas is not None else {}
@@ -212,17 +218,21 @@ def plan_on(
         PendingJob(e.job_id, e.gpus, e.node, e.timeout, e.nodes, accounts.get(e.job_id, ()))
         for e in pending
     ]
-    most_free = max(len(free) for free in view.free.values())
-    ends = None
-    if any(job.gpus > most_free for job in jobs):
-        held = sorted({job for by_index in view.held.values() for job in by_index.values()})
-        left = time_left(held) if held else {}
-        ends = {
-            node: [left.get(job) for job in by_index.values()]
-            for node, by_index in view.held.items()
-        }
     headroom = quotas.headroom if quotas is not None else None
-    return plan_placements(jobs, view.free, view.capacity, ends, headroom)
+    plans = plan_placements(jobs, view.free, view.capacity, None, headroom)
+    free_left = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
+    if free_left == 0 or len({p.job_id for p in plans}) == len(jobs):
+        return plans  # (every job placed: no reservation was made, no end was needed)
+    held = sorted({job for by_index in view.held.values() for job in by_index.values()})
+
+    def on_nodes(left: dict[str, float | None]) -> dict[str, list[float | None]]:
+        return {
+            node: [left.get(j) for j in by_index.values()] for node, by_index in view.held.items()
+        }
+
+    ends = on_nodes(time_left(held) if held else {})
+    expected = on_nodes(expected_left(held) if held else {}) if expected_left else None
+    return plan_placements(jobs, view.free, view.capacity, ends, headroom, expected)
 
 
 def _dispatch_pass(
@@ -243,9 +253,10 @@ def _dispatch_pass(
         if (policy := sharing_policy(rt.settings)).caps_gpus:
             ids = [entry.job_id for entry in snapshot.pending]
             quotas = quota_view(rt.registry, policy, ids)
-        plans = plan_on(
-            view, snapshot.pending, lambda jobs: rt.live.time_left(jobs, time.time()), quotas
-        )
+        now = time.time()
+        expected = partial(rt.live.expected_left, now=now) if rt.settings.reserve_by_eta else None
+        time_left = partial(rt.live.time_left, now=now)
+        plans = plan_on(view, snapshot.pending, time_left, quotas, expected)
         left_free = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
         if limit == _HEAD and len(snapshot.pending) == limit and left_free > 0:
             continue

@@ -37,6 +37,12 @@ _RETRY = 1.0
 class SingleBeat(RedBeatScheduler):  # type: ignore[misc]
     """RedBeat's scheduler, taking its lock and schedule back after a Redis wipe."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # installs the schedule in Redis
+        # (next, beat_init takes the lock: a standby waits there, and says so only
+        # at debug level, so an operator would not know why it sends nothing)
+        log.info("beat: schedule installed; taking the lock %s (a standby waits)", self.lock_key)
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:
             interval: float = super().tick(*args, **kwargs)  # renews the lock first

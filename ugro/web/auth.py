@@ -1,0 +1,186 @@
+"""Who may use the web dashboard, and the checks every request passes.
+
+The login is Flower's scheme under the dashboard's own names: HTTP basic auth from
+``UGRO_WEB_BASIC_AUTH`` (``user:password``), or, when that is unset, a password
+generated once into ``<data_dir>/web-auth`` (mode 0600; a file others can read is
+refused). Every path asks for it, the static files included: the pages name
+jobs, users and nodes.
+
+A browser sends basic credentials with any request to the site, a forged one
+from another site's page too, so an action that changes something (cancel, retry)
+also needs a header that only the dashboard's own pages can send: the CSRF token
+they carry (an HMAC of the password, so it changes with it), in ``X-CSRF-Token``.
+A cross-site page cannot set a custom header without a CORS preflight, which the
+dashboard never grants; an ``Origin`` that is not the dashboard's is refused too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ugro.errors import SpecError, StackError
+from ugro.settings import Settings
+
+#: The user of a generated login.
+GENERATED_USER = "ugro"
+AUTH_FILE_NAME = "web-auth"
+SETTING = "UGRO_WEB_BASIC_AUTH"
+CSRF_HEADER = "x-csrf-token"
+_REALM = b'Basic realm="ugro", charset="UTF-8"'
+
+
+@dataclass(frozen=True)
+class WebLogin:
+    """Who may log in to the dashboard, and where that was decided."""
+
+    user: str
+    password: str
+    # "UGRO_WEB_BASIC_AUTH", or the path of the generated file.
+    source: str
+    # True only when the password was generated just now: show it this once.
+    generated: bool = False
+
+    @property
+    def credential(self) -> str:
+        return f"{self.user}:{self.password}"
+
+    @property
+    def csrf_token(self) -> str:
+        """The token the dashboard's pages send with an action."""
+        key = hashlib.sha256(b"ugro-web-csrf:" + self.credential.encode()).digest()
+        return hmac.new(key, b"actions", hashlib.sha256).hexdigest()
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header carries this login (compared in
+        constant time)."""
+        if not authorization or not authorization.lower().startswith("basic "):
+            return False
+        try:
+            given = base64.b64decode(authorization[6:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self.credential.encode())
+
+
+def parse_basic_auth(value: str, where: str) -> tuple[str, str]:
+    """Split ``user:password``.
+
+    Raises:
+        SpecError: no colon, or an empty user or password; the message names ``where``.
+    """
+    user, colon, password = value.partition(":")
+    if not colon or not user.strip() or not password:
+        raise SpecError(f"{where}: expected user:password with neither part empty")
+    return user, password
+
+
+def auth_file(settings: Settings) -> Path:
+    return settings.data_dir / AUTH_FILE_NAME
+
+
+def web_login(settings: Settings) -> WebLogin:
+    """The login the dashboard requires: the configured one, else the generated one.
+
+    Raises:
+        SpecError: ``UGRO_WEB_BASIC_AUTH`` is not ``user:password``.
+        StackError: the generated file is readable by others or unreadable.
+    """
+    if settings.web_basic_auth:  # (empty counts as unset, as compose files pass it)
+        user, password = parse_basic_auth(settings.web_basic_auth, SETTING)
+        return WebLogin(user, password, SETTING)
+    path = auth_file(settings)
+    if not path.exists():
+        return _generate(path)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise StackError(
+            f"{path} is readable by others (mode {mode:o}): `chmod 600 {path}`, or delete it"
+            " for a new password"
+        )
+    try:
+        user, password = parse_basic_auth(path.read_text(encoding="utf-8").strip(), str(path))
+    except SpecError as exc:
+        raise StackError(f"{exc}; delete it for a new password") from None
+    return WebLogin(user, password, str(path))
+
+
+def _generate(path: Path) -> WebLogin:
+    password = secrets.token_urlsafe(18)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_EXCL: two dashboards starting at once never overwrite each other's password.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(f"{GENERATED_USER}:{password}\n")
+    return WebLogin(GENERATED_USER, password, str(path), generated=True)
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class RequireLogin:
+    """ASGI middleware: a request without the login gets 401 and a basic-auth
+    challenge, before any route runs."""
+
+    def __init__(self, app: ASGIApp, login: WebLogin) -> None:
+        self.app = app
+        self.login = login
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if self.login.accepts(authorization):
+            await self.app(scope, receive, send)
+            return
+        body = b"login required\n"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"www-authenticate", _REALM),
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Whether a request's ``Origin`` (absent: not a cross-site fetch) is the
+    dashboard's own ``Host``."""
+    if origin is None:
+        return True
+    if host is None:
+        return False
+    scheme_sep = origin.find("://")
+    return scheme_sep >= 0 and origin[scheme_sep + 3 :] == host
+
+
+def action_allowed(
+    login: WebLogin, token: str | None, origin: str | None, host: str | None
+) -> bool:
+    """Whether a state-changing request came from one of the dashboard's pages."""
+    if token is None or not hmac.compare_digest(token, login.csrf_token):
+        return False
+    return same_origin(origin, host)
