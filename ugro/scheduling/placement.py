@@ -43,7 +43,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,26 @@ class _Reservation:
     spare: int  # GPUs free at that time beyond what the reserved job needs
 
 
+@dataclass(frozen=True)
+class Held:
+    """A node held for a job that cannot start yet: from when (s from now, at the
+    earliest) it is expected to start there."""
+
+    node: str
+    starts_in: float
+
+
+@dataclass
+class QueuePlan:
+    """What a pass decides for each job: its placement, the nodes it holds, or
+    nothing for a quota."""
+
+    placements: list[Placement] = field(default_factory=list)
+    held: dict[str, list[Held]] = field(default_factory=dict)
+    #: Jobs passed over for a quota (they hold nothing).
+    over_quota: set[str] = field(default_factory=set)
+
+
 def plan_placements(
     pending: Sequence[PendingJob],
     free: Mapping[str, Sequence[int]],
@@ -95,25 +115,43 @@ def plan_placements(
         expected_ends: as ``busy_ends``, each busy GPU's job's expected end, no
             later than its latest (None: as ``busy_ends``).
     """
+    return plan_queue(pending, free, capacity, busy_ends, headroom, expected_ends).placements
+
+
+def plan_queue(
+    pending: Sequence[PendingJob],
+    free: Mapping[str, Sequence[int]],
+    capacity: Mapping[str, int],
+    busy_ends: Mapping[str, Sequence[float | None]] | None = None,
+    headroom: Mapping[str, int] | None = None,
+    expected_ends: Mapping[str, Sequence[float | None]] | None = None,
+    whole_queue: bool = False,
+) -> QueuePlan:
+    """``plan_placements``, saying also what it decided for each job that does not
+    start; with ``whole_queue`` it goes on through a full cluster (a pass stops
+    when no GPU is free, as nothing more could be placed), for the reservations
+    the queue will hold (the web dashboard's queue page)."""
     nodes = _Nodes(free, capacity, busy_ends or {}, expected_ends)
-    plans: list[Placement] = []
+    plan = QueuePlan()
     left = dict(headroom or {})
     for job in pending:
-        if not nodes.free_gpus:
+        if not nodes.free_gpus and not whole_queue:
             break
         need = job.gpus * job.nodes
         if any(left.get(account, need) < need for account in job.accounts):
+            plan.over_quota.add(job.job_id)
             continue
-        choice = nodes.fitting(job)
+        choice = nodes.fitting(job) if nodes.free_gpus else []
         if len(choice) >= job.nodes:
             for rank, node in enumerate(choice[: job.nodes]):
-                plans.append(Placement(job.job_id, node, nodes.take(node, job), rank))
+                plan.placements.append(Placement(job.job_id, node, nodes.take(node, job), rank))
             for account in job.accounts:
                 if account in left:
                     left[account] -= need
             continue
-        nodes.reserve_soonest(job)
-    return plans
+        if held := nodes.reserve_soonest(job):
+            plan.held[job.job_id] = [Held(n, nodes.reserved[n].shadow) for n in held]
+    return plan
 
 
 def _end(end: float | None) -> float:
@@ -218,10 +256,11 @@ class _Nodes:
                     heapq.heappush(heap, (self._shadow(node, need), node, version))
         return taken
 
-    def reserve_soonest(self, job: PendingJob) -> None:
+    def reserve_soonest(self, job: PendingJob) -> list[str]:
         """Reserve for ``job``, which cannot start now, the open nodes where it can
         start soonest (at a tie, the name first), each held until its last one can
-        start it; none when too few open nodes could ever hold it."""
+        start it; none when too few open nodes could ever hold it. Returns the
+        nodes held."""
         if job.node is not None:
             node = job.node
             possible = (
@@ -231,7 +270,8 @@ class _Nodes:
             )
             if possible and job.nodes <= 1:
                 self._hold(node, job.gpus, self._shadow(node, job.gpus))
-            return
+                return [node]
+            return []
         heap = self.soonest.get(job.gpus)
         if heap is None:
             heap = [
@@ -250,11 +290,12 @@ class _Nodes:
         if len(chosen) < job.nodes:
             for entry in chosen:
                 heapq.heappush(heap, entry)
-            return
+            return []
         # A gang starts when its last node can: each of its nodes is held till then.
         shadow = max(when for when, _, _ in chosen)
         for _, node, _ in chosen:
             self._hold(node, job.gpus, shadow)
+        return [node for _, node, _ in chosen]
 
     def _ends_of(self, node: str) -> list[float]:
         ends = self.ends.get(node)

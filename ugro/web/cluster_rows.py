@@ -11,9 +11,8 @@ from typing import Any, cast
 
 from ugro.client import Client
 from ugro.jobs.lifecycle import JobStatus
-from ugro.scheduling.placement import PendingJob
+from ugro.scheduling.placement import PendingJob, plan_queue
 from ugro.web.job_rows import ProgressCache, rows_by_id
-from ugro.web.queue_plan import plan_queue
 
 #: A GPU leased to a job and below this utilisation (percent) is shown idle.
 IDLE_UTILISATION = 5.0
@@ -131,9 +130,8 @@ def queue_rows(client: Client) -> dict[str, Any]:
         PendingJob(e.job_id, e.gpus, e.node, e.timeout, e.nodes, accounts.get(e.job_id, ()))
         for e in pending
     ]
-    plan = plan_queue(
-        jobs, view.free, view.capacity, ends, quotas.headroom if quotas is not None else None
-    )
+    headroom = quotas.headroom if quotas is not None else None
+    plan = plan_queue(jobs, view.free, view.capacity, ends, headroom, whole_queue=True)
     placed: dict[str, list[str]] = {}
     for placement in plan.placements:
         placed.setdefault(placement.job_id, []).append(placement.node)
