@@ -21,7 +21,8 @@ from ugro.cli.base import err, main, settings_from_env
 )
 def flower(address: str | None, port: int | None, allow_control: bool) -> None:
     """Run Flower on ugro's broker, in the foreground, with a login always required."""
-    from ugro.ops.flower import flower_login, is_loopback, run_flower
+    from ugro.logins import is_loopback
+    from ugro.ops.flower import flower_login, run_flower
 
     settings = settings_from_env()
     changes = {"flower_address": address, "flower_port": port}

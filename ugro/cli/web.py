@@ -14,7 +14,8 @@ def web(address: str | None, port: int | None) -> None:
     """Run the web dashboard (jobs, GPUs, nodes, queue, summaries), login required."""
     import logging
 
-    from ugro.web.auth import SETTING, is_loopback, web_login
+    from ugro.logins import is_loopback
+    from ugro.web.auth import SETTING, web_login
     from ugro.web.server import serve
 
     settings = settings_from_env()

@@ -19,53 +19,22 @@ sequence and leases; ``ugro cancel`` is the way to stop a job.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import os
-import secrets
 import signal
-import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ugro.errors import SpecError, StackError
+from ugro.errors import StackError
+from ugro.logins import Login, login_from
 from ugro.settings import Settings
 
-#: The user of a generated login.
-GENERATED_USER = "ugro"
 AUTH_FILE_NAME = "flower-auth"
 # The tasks page shows each job's id (in the task's kwargs) beside its state.
 TASK_COLUMNS = "name,uuid,state,kwargs,received,started,runtime,worker"
 
-
-@dataclass(frozen=True)
-class FlowerLogin:
-    """Who may log in to Flower, and where that was decided."""
-
-    user: str
-    password: str
-    # "UGRO_FLOWER_BASIC_AUTH", or the path of the generated file.
-    source: str
-    # True only when the password was generated just now: show it this once.
-    generated: bool = False
-
-    @property
-    def credential(self) -> str:
-        return f"{self.user}:{self.password}"
-
-
-def parse_basic_auth(value: str, where: str) -> tuple[str, str]:
-    """Split ``user:password``.
-
-    Raises:
-        SpecError: no colon, or an empty user or password; the message names ``where``.
-    """
-    user, colon, password = value.partition(":")
-    if not colon or not user.strip() or not password:
-        raise SpecError(f"{where}: expected user:password with neither part empty")
-    return user, password
+#: Who may log in to Flower (``ugro.logins``).
+FlowerLogin = Login
 
 
 def auth_file(settings: Settings) -> Path:
@@ -73,50 +42,15 @@ def auth_file(settings: Settings) -> Path:
 
 
 def flower_login(settings: Settings) -> FlowerLogin:
-    """The login Flower requires: the configured one, else the generated one.
+    """The login Flower requires: ``UGRO_FLOWER_BASIC_AUTH``, else the generated one.
 
     Raises:
         SpecError: ``UGRO_FLOWER_BASIC_AUTH`` is not ``user:password``.
         StackError: the generated file is readable by others or unreadable.
     """
-    # An empty value (``UGRO_FLOWER_BASIC_AUTH=``) counts as unset, as in compose
-    # files that pass a variable through.
-    if settings.flower_basic_auth:
-        user, password = parse_basic_auth(settings.flower_basic_auth, "UGRO_FLOWER_BASIC_AUTH")
-        return FlowerLogin(user, password, "UGRO_FLOWER_BASIC_AUTH")
-    path = auth_file(settings)
-    if not path.exists():
-        return _generate(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise StackError(
-            f"{path} is readable by others (mode {mode:o}): `chmod 600 {path}`, or delete it"
-            " for a new password"
-        )
-    try:
-        user, password = parse_basic_auth(path.read_text(encoding="utf-8").strip(), str(path))
-    except SpecError as exc:
-        raise StackError(f"{exc}; delete it for a new password") from None
-    return FlowerLogin(user, password, str(path))
-
-
-def _generate(path: Path) -> FlowerLogin:
-    password = secrets.token_urlsafe(18)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: two Flowers starting at once never overwrite each other's password.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(f"{GENERATED_USER}:{password}\n")
-    return FlowerLogin(GENERATED_USER, password, str(path), generated=True)
-
-
-def is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+    return login_from(
+        FlowerLogin, settings.flower_basic_auth, "UGRO_FLOWER_BASIC_AUTH", auth_file(settings)
+    )
 
 
 def run_flower(

@@ -20,20 +20,14 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
-import os
-import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ugro.errors import SpecError, StackError
+from ugro.logins import Login, login_from
 from ugro.settings import Settings
 
-#: The user of a generated login.
-GENERATED_USER = "ugro"
 AUTH_FILE_NAME = "web-auth"
 SETTING = "UGRO_WEB_BASIC_AUTH"
 CSRF_HEADER = "x-csrf-token"
@@ -41,19 +35,8 @@ _REALM = b'Basic realm="ugro", charset="UTF-8"'
 
 
 @dataclass(frozen=True)
-class WebLogin:
-    """Who may log in to the dashboard, and where that was decided."""
-
-    user: str
-    password: str
-    # "UGRO_WEB_BASIC_AUTH", or the path of the generated file.
-    source: str
-    # True only when the password was generated just now: show it this once.
-    generated: bool = False
-
-    @property
-    def credential(self) -> str:
-        return f"{self.user}:{self.password}"
+class WebLogin(Login):
+    """Who may log in to the dashboard (``ugro.logins``), and what its pages send."""
 
     @property
     def csrf_token(self) -> str:
@@ -73,65 +56,18 @@ class WebLogin:
         return hmac.compare_digest(given, self.credential.encode())
 
 
-def parse_basic_auth(value: str, where: str) -> tuple[str, str]:
-    """Split ``user:password``.
-
-    Raises:
-        SpecError: no colon, or an empty user or password; the message names ``where``.
-    """
-    user, colon, password = value.partition(":")
-    if not colon or not user.strip() or not password:
-        raise SpecError(f"{where}: expected user:password with neither part empty")
-    return user, password
-
-
 def auth_file(settings: Settings) -> Path:
     return settings.data_dir / AUTH_FILE_NAME
 
 
 def web_login(settings: Settings) -> WebLogin:
-    """The login the dashboard requires: the configured one, else the generated one.
+    """The login the dashboard requires: ``UGRO_WEB_BASIC_AUTH``, else the generated one.
 
     Raises:
         SpecError: ``UGRO_WEB_BASIC_AUTH`` is not ``user:password``.
         StackError: the generated file is readable by others or unreadable.
     """
-    if settings.web_basic_auth:  # (empty counts as unset, as compose files pass it)
-        user, password = parse_basic_auth(settings.web_basic_auth, SETTING)
-        return WebLogin(user, password, SETTING)
-    path = auth_file(settings)
-    if not path.exists():
-        return _generate(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise StackError(
-            f"{path} is readable by others (mode {mode:o}): `chmod 600 {path}`, or delete it"
-            " for a new password"
-        )
-    try:
-        user, password = parse_basic_auth(path.read_text(encoding="utf-8").strip(), str(path))
-    except SpecError as exc:
-        raise StackError(f"{exc}; delete it for a new password") from None
-    return WebLogin(user, password, str(path))
-
-
-def _generate(path: Path) -> WebLogin:
-    password = secrets.token_urlsafe(18)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: two dashboards starting at once never overwrite each other's password.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(f"{GENERATED_USER}:{password}\n")
-    return WebLogin(GENERATED_USER, password, str(path), generated=True)
-
-
-def is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+    return login_from(WebLogin, settings.web_basic_auth, SETTING, auth_file(settings))
 
 
 class RequireLogin:
