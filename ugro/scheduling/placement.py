@@ -112,8 +112,8 @@ def plan_placements(
             (seconds from now), None when it has no timeout.
         headroom: how many more GPUs an account may hold (its running quota less
             what it holds); an account not named has no quota.
-        expected_ends: as ``busy_ends``, each busy GPU's job's expected end, no
-            later than its latest (None: as ``busy_ends``).
+        expected_ends: as ``busy_ends``, each busy GPU's job's expected end (its
+            ETA's, no later than its timeout's; None: as ``busy_ends``).
     """
     return plan_queue(pending, free, capacity, busy_ends, headroom, expected_ends).placements
 
