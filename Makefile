@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 GPUS   ?=
 
-.PHONY: setup system demo test lint bench up down worker beat flower web metrics clean
+.PHONY: setup system demo test lint bench up down worker beat flower web exporter clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ugro needs Python 3.11+")'
@@ -65,8 +65,8 @@ flower: setup  ## Flower on ugro's broker, login required (UGRO_FLOWER_PORT, 555
 web: setup  ## the web dashboard, login required (UGRO_WEB_PORT, 8265), in the foreground
 	$(BIN)/ugro web
 
-metrics: setup  ## the Prometheus exporter (UGRO_METRICS_PORT, 9847), in the foreground
-	$(BIN)/ugro metrics
+exporter: setup  ## the Prometheus exporter (UGRO_METRICS_PORT, 9847), in the foreground
+	$(BIN)/ugro exporter
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

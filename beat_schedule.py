@@ -45,6 +45,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": crontab(hour=SCHEDULED_AT.hour, minute=SCHEDULED_AT.minute),
             "options": {"queue": control},
         },
+        # Ended jobs past UGRO_JOB_RETENTION_DAYS go, once a day at 00:30 (the task
+        # does nothing while it is not set). Nothing running or queued is touched,
+        # and a run removes what is due whenever it comes: no expiry.
+        "job-retention": {
+            "task": "ugro.job_retention",
+            "schedule": crontab(hour=0, minute=30),
+            "options": {"queue": control},
+        },
         # Finds lost jobs (dead workers) and rebuilds live state after a Redis wipe.
         "reconcile-tick": {
             "task": "ugro.reconcile",

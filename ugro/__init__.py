@@ -2,6 +2,9 @@
 
 ``log_metrics`` is imported eagerly (a training script needs nothing else); the
 client and the spec load on first use, so ``import ugro`` stays cheap in a job.
+
+``ugro.app`` (also ``ugro.celery``) is the Celery app of the environment's settings,
+made on first use, so that Celery's own commands find it: ``celery -A ugro status``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("app", "celery"):  # what `celery -A ugro` looks for, in that order
+        from ugro.transport.celery_app import environment_app
+
+        return environment_app()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ugro' has no attribute {name!r}")

@@ -28,6 +28,7 @@ from ugro.settings import Settings
 
 if TYPE_CHECKING:
     from ugro.arrays import JobArray
+    from ugro.cleanup import Cleanup
     from ugro.health.samples import NodeSample
     from ugro.health.sweep import SweepReport
     from ugro.jobs.spec import JobSpec
@@ -294,11 +295,13 @@ class Client:
         tasks: bool = True,
         user: str | None = None,
         group: str | None = None,
+        tags: Sequence[str] = (),
     ) -> builtins.list[Job]:
         """Jobs, newest first (without ``tasks``: no task of an array, see ``arrays``;
-        with ``user`` or ``group``: only theirs)."""
+        with ``user`` or ``group``: only theirs; with ``tags``: only those with every
+        one of them)."""
         rows = self.rt.registry.list_jobs(
-            statuses=status, limit=limit, tasks=tasks, user=user, group=group
+            statuses=status, limit=limit, tasks=tasks, user=user, group=group, tags=tags
         )
         return [self._job(row) for row in rows]
 
@@ -492,3 +495,65 @@ class Client:
         job = self.get(job_id)
         path = log_file(self.rt, job, attempt, rank, node)
         return follow_log(self.get, job, path, follow, poll)
+
+    def metrics(self, job_id: str, last: int | None = None) -> builtins.list[dict[str, Any]]:
+        """The records the job logged (``ugro.log_metrics``: its ``metrics.jsonl``),
+        oldest first, the last ``last`` of them when given; a corrupt line is skipped."""
+        from ugro.job_metrics import read_records
+
+        return read_records(self.rt.paths(self.get(job_id).id).metrics, last)
+
+    def metrics_frame(self, job_id: str, last: int | None = None) -> Any:
+        """``metrics`` as a pandas DataFrame, a column per field.
+
+        Raises:
+            ImportError: pandas is not installed (ugro does not need it).
+        """
+        from ugro.job_metrics import records_frame
+
+        return records_frame(self.metrics(job_id, last))
+
+    def follow_metrics(
+        self, job_id: str, last: int | None = None, poll: float = 0.2
+    ) -> Iterator[dict[str, Any]]:
+        """``metrics``, then each record the job logs after them, until it has ended."""
+        from ugro.job_metrics import follow_records
+
+        job = self.get(job_id)
+        path = self.rt.paths(job.id).metrics
+        return follow_records(self.get, job, path, last, follow=True, poll=poll)
+
+    # Cleanup --------------------------------------------------------------------------
+
+    def remove(self, ids: Sequence[str], keep_tree: bool = False) -> Cleanup:
+        """Remove ended jobs and arrays (ids or unique prefixes of job ids): their
+        registry rows, Redis records and folders (``keep_tree``: the folders stay).
+        An array goes whole, with its tasks and ``arrays/<id>.json``.
+
+        Raises:
+            JobNotFound: an id names no job or array.
+            StateError: one of them has not ended (or a waiting job depends on it);
+                nothing is removed then.
+        """
+        from ugro.cleanup import remove
+
+        whole = [i if self.is_array(i) else self.rt.registry.find_job(i).id for i in ids]
+        done = remove(self.rt, list(dict.fromkeys(whole)), keep_tree)
+        if done.refused:
+            job_id, why = next(iter(done.refused.items()))
+            raise StateError(f"{job_id} cannot be removed: {why}; nothing was removed")
+        return done
+
+    def gc(
+        self,
+        older_than: float,
+        statuses: Sequence[str] | None = None,
+        keep_tree: bool = False,
+        dry_run: bool = False,
+    ) -> Cleanup:
+        """Remove the jobs (and whole arrays) that ended more than ``older_than``
+        seconds ago, in one of ``statuses`` (default: finished, failed or cancelled);
+        ``dry_run``: only say which."""
+        from ugro.cleanup import collect
+
+        return collect(self.rt, older_than, statuses, keep_tree, dry_run)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.progress.base import ProgressInfo
+from ugro.progress.scan import OUTDATED, STUCK, is_outdated
 from ugro.registry.models import JobRow, gpu_list, placement_of
 
 
@@ -54,6 +55,8 @@ class Job(BaseModel):
     group: str | None = None
     #: A sweep point's parameters (``JobSpec.params``).
     params: dict[str, Any] = Field(default_factory=dict)
+    #: Its labels (``JobSpec.tags``, ``--tag``).
+    tags: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: JobRow, jobs_dir: Path, progress: str | None = None) -> Job:
@@ -97,6 +100,19 @@ class Job(BaseModel):
         """Whether the job spans nodes (a gang job)."""
         return self.num_nodes > 1
 
+    def shown_status(self, outdated_after: float, now: datetime | None = None) -> str:
+        """The status people see: the lifecycle's, or a finding of the progress scan
+        (``stuck``), or ``outdated`` for a job that finished more than
+        ``outdated_after`` seconds before ``now``. A view, never a lifecycle state:
+        an outdated job is a finished one seen through its age."""
+        if self.run_status is not None and self.run_status in (STUCK, OUTDATED):
+            return self.run_status
+        if self.status is JobStatus.FINISHED and self.finished_at is not None:
+            moment = (now or datetime.now(UTC)).timestamp()
+            if is_outdated(self.finished_at.timestamp(), moment, outdated_after):
+                return OUTDATED
+        return self.status.value
+
     @property
     def done(self) -> bool:
         return self.status.is_terminal
@@ -129,9 +145,13 @@ class Job(BaseModel):
 
 def _from_spec(spec: str) -> dict[str, Any]:
     """What a job shows of its stored spec: the nodes it asks for (a spec stored
-    before gang jobs names none: one) and a sweep point's parameters."""
+    before gang jobs names none: one), a sweep point's parameters and its tags."""
     data = json.loads(spec)
-    return {"num_nodes": int(data.get("nodes", 1)), "params": data.get("params") or {}}
+    return {
+        "num_nodes": int(data.get("nodes", 1)),
+        "params": data.get("params") or {},
+        "tags": data.get("tags") or [],
+    }
 
 
 def _progress_fields(encoded: str | None) -> dict[str, Any]:

@@ -13,7 +13,8 @@ def node_view(rt: Runtime) -> list[dict[str, Any]]:
     """Each node: its health (score, level, system readings, last check), its
     breaker as it stands now (``breaker``; ``breaker_open_until``, when an open
     breaker's window ends, else None) and its GPUs (worker up, free, held by a
-    job, or blocked, with readings)."""
+    job, or blocked, with readings; ``held_idle_since``: since when the job
+    holding it has held it idle, once flagged)."""
     from ugro.health.sweep import breaker_for, latest_health
     from ugro.scheduling.dispatch import gpu_view
 
@@ -42,6 +43,7 @@ def node_view(rt: Runtime) -> list[dict[str, Any]]:
     for worker in workers:
         job = view.held.get(worker.node, {}).get(worker.index)
         state = "blocked" if worker.blocked else ("busy" if job else "free")
+        idle = held_idle(health.get(worker.node), worker.index, job)
         entry(worker.node, worker.host)["gpus"].append(
             {
                 "index": worker.index,
@@ -50,8 +52,19 @@ def node_view(rt: Runtime) -> list[dict[str, Any]]:
                 "blocked": worker.blocked,
                 "last_seen": worker.seen,
                 "reading": worker.gpu,
+                "held_idle_since": idle,
             }
         )
     for node in health:  # nodes with no GPU worker up: probed, or gone quiet
         entry(node, None)
     return [found[node] for node in sorted(found)]
+
+
+def held_idle(health: dict[str, Any] | None, index: int, job: str | None) -> str | None:
+    """When the GPU, held by ``job``, began to read idle, as the last sweep
+    flagged it (ISO time; ``ugro.health.idle``), or None."""
+    for gpu in (health or {}).get("gpus") or []:
+        if gpu.get("index") == index and gpu.get("held_idle") and gpu.get("job") == job:
+            since = gpu.get("idle_since")
+            return None if since is None else datetime.fromtimestamp(since, UTC).isoformat()
+    return None

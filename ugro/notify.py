@@ -1,8 +1,8 @@
 """Notifications: a title, a body and files to every URL in ``UGRO_NOTIFY_URLS``.
 
 Sent through apprise, which speaks Slack (``slack://``), email (``mailto://``),
-generic webhooks (``json://``, ``jsons://``) and many more. The daily summary and
-the health sweep's critical alerts go out this way.
+generic webhooks (``json://``, ``jsons://``) and many more. The daily summary,
+the health sweep's alerts and the notices of jobs' ends go out this way.
 
 ``notify`` never raises and does not retry: it reports, and the caller decides.
 The daily summary retries through Celery (``ugro.daily_summary``), so that no
@@ -73,3 +73,50 @@ def notify(settings: Settings, title: str, body: str, attachments: Iterable[Path
             log.warning("sending %r to %s failed", title, shown(url))
             delivered = False
     return delivered
+
+
+def job_end_message(
+    job_id: str,
+    name: str,
+    status: str,
+    exit_reason: str | None,
+    duration_s: float | None,
+    error: str | None,
+    best_score: str | None,
+) -> tuple[str, str]:
+    """The title and body that tell a job's end (``UGRO_NOTIFY_ON``, a job's
+    ``notify``): its status, how it exited, how long it ran, its error line and
+    its best score."""
+    title = f"ugro: job {name} {status}"
+    lines = [
+        f"**{job_id}** ({name}) {status}",
+        f"- exit: {exit_reason or '-'}",
+        f"- duration: {_duration(duration_s)}",
+    ]
+    if error:
+        lines.append(f"- error: {error}")
+    if best_score:
+        lines.append(f"- best score: {best_score}")
+    return title, "\n".join(lines)
+
+
+def array_end_message(
+    array_id: str, statuses: dict[str, int], failures: list[tuple[str, str]]
+) -> tuple[str, str]:
+    """The title and body that tell an array's (or sweep's) end, once its last
+    task ended: its tasks by status and its first failures (id, error line)."""
+    total = sum(statuses.values())
+    failed = statuses.get("failed", 0)
+    verdict = f"{failed} of {total} failed" if failed else f"all {total} ended"
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))
+    lines = [f"**{array_id}**: {total} tasks, {counts}"]
+    lines += [f"- {job_id}: {error}" for job_id, error in failures]
+    return f"ugro: array {array_id} done, {verdict}", "\n".join(lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

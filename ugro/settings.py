@@ -18,7 +18,7 @@ import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -179,17 +179,31 @@ class Settings(BaseModel):
     # Notifications (apprise URLs: slack://, mailto://, json://, ...), separated by
     # commas or spaces; critical alerts and the daily summary go there.
     notify_urls: str = ""
+    # Idle GPUs held by jobs, and notices of jobs' ends (ugro.health.idle,
+    # ugro.scheduling.end_notice). A leased GPU whose utilisation stays under
+    # idle_gpu_percent for idle_gpu_after seconds is flagged (and its job stopped,
+    # reason "idle", when submitted with on_idle="stop"). notify_on is what a job
+    # that does not say sends to notify_urls when it ends: "never", "failed" (its
+    # failure only) or "ended" (any end). alert_level is the lowest node health
+    # level alerted there: "CRITICAL", or "WARNING" for both.
+    idle_gpu_percent: float = 5.0
+    idle_gpu_after: float = 1800.0
+    notify_on: Literal["never", "failed", "ended"] = "never"
+    alert_level: Literal["CRITICAL", "WARNING"] = "CRITICAL"
     # Daily summary: written at 23:59 in `timezone`, kept this many days; runs
     # longer than summary_long_run_days are listed.
     summary_retention_days: int = 30
     summary_long_run_days: float = 7.0
+    # Ended jobs (rows, Redis records and folders) are removed this many days after
+    # their end by beat's daily retention run; None keeps them until `ugro gc`.
+    job_retention_days: float | None = Field(default=None, gt=0)
 
     # Flower: loopback by default; basic auth "user:password" (when unset, a
     # password is generated into <data_dir>/flower-auth, mode 0600).
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: str | None = None
-    # Prometheus exporter (`ugro metrics`): where it listens.
+    # Prometheus exporter (`ugro exporter`): where it listens.
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9847
     # Web dashboard (`ugro web`): loopback by default; basic auth "user:password"

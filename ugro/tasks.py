@@ -122,6 +122,16 @@ def health_sweep_task() -> dict[str, object] | None:
     return {"nodes": {n: s.level for n, s in report.nodes.items()}, "interval": report.interval}
 
 
+@shared_task(name="ugro.job_retention", ignore_result=True)
+def job_retention_task() -> int | None:
+    """Beat's daily retention run: remove the jobs ended longer ago than
+    ``job_retention_days`` (nothing when it is not set)."""
+    from ugro.cleanup import apply_retention
+
+    done = _unless_registry_away("job retention", lambda: apply_retention(runtime()))
+    return None if done is None else done.count
+
+
 class DeliveryFailed(Exception):
     """A notification URL refused or could not be reached (retried by Celery)."""
 

@@ -41,7 +41,7 @@ def exporter(tmp_path: Path, database_url: str) -> Iterator[tuple[Settings, str]
     port = free_port()
     with running_stack(settings):
         process = subprocess.Popen(
-            [str(BIN / "ugro"), "metrics", "--port", str(port)],
+            [str(BIN / "ugro"), "exporter", "--port", str(port)],
             env=env_for(settings),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -56,6 +56,11 @@ def test_progress_is_recorded_and_a_stuck_run_is_stopped_and_requeued(
             30,
             "the final progress",
         )
+        # The file is in the progress plan's format, ugro's own fields beside it
+        written = json.loads(progress_file.read_text())
+        assert written["progress_percentage"] == 100.0 and written["runner_type"] == "trainer"
+        assert isinstance(written["start_time"], float) and written["status"] == "finished"
+        assert isinstance(written["best_score"], dict) and written["best_score"]
         status = json.loads(ugro(settings, "status", trainer.id, "--json").stdout)
         progress = status["progress"]
         assert progress["runner_type"] == "trainer" and progress["percent"] == 100.0

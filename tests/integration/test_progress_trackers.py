@@ -193,7 +193,9 @@ def test_ugro_scan_reads_a_tree_it_did_not_launch(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     runs = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
     assert set(runs) == {"lr0.1", "lr0.3", "eval"}
-    assert runs["eval"]["runner_type"] == "evaluator" and runs["eval"]["percent"] == 100.0
+    assert (
+        runs["eval"]["runner_type"] == "evaluator" and runs["eval"]["progress_percentage"] == 100.0
+    )
     for name in ("lr0.1", "lr0.3"):
         assert runs[name]["runner_type"] == "trainer" and runs[name]["status"] == "finished"
         assert runs[name]["completed_epochs"] == 2 and runs[name]["total_epochs"] == 2

@@ -473,6 +473,40 @@ def test_gpu_hours_are_counted_by_user_and_group_within_the_day(settings: Settin
     registry.close()
 
 
+@pytest.mark.timeout(30)
+def test_outdated_runs_are_counted_and_those_that_became_so_today_listed(
+    settings: Settings,
+) -> None:
+    # Given (with the 30-day window) a job that finished 60 days before the day, one
+    # whose 30 days ran out during it, a recent one and an old failure
+    assert settings.outdated_after == 30 * 86400
+    registry = registry_of(settings)
+    day = Day(date(2026, 3, 10), ZoneInfo("UTC"))
+    window = timedelta(days=30)
+    ended = {
+        "ancient": day.since - 2 * window,
+        "turned": day.since - window + timedelta(hours=6),
+        "recent": day.since - timedelta(days=1),
+    }
+    for job_id, finished in ended.items():
+        add_job(registry, job_id, "finished", created_at=finished - timedelta(hours=1),
+                started_at=finished - timedelta(hours=1), finished_at=finished)  # fmt: skip
+    add_job(registry, "old-failure", "failed", created_at=day.since - 3 * window,
+            started_at=day.since - 3 * window, finished_at=day.since - 2 * window)  # fmt: skip
+
+    # When the day is figured, written and rendered
+    summary, page, files = write_summary(registry, settings, day)
+
+    # Then every outdated run is counted, and the one that became so today listed
+    data = json.loads(files.metrics.read_text())
+    validate(data)
+    assert data["events"]["outdated_total"] == summary.events.outdated_total == 2
+    assert [run["job_id"] for run in data["events"]["outdated"]] == ["turned"]
+    assert "Outdated runs: 2 (1 became outdated today)." in page
+    assert rows_under(page, "Became outdated (1)")[0].startswith("| turned |")
+    registry.close()
+
+
 # The empty day, bad input, the timezone boundary -----------------------------------
 
 

@@ -138,6 +138,7 @@ def test_exit_reasons_are_the_values_stored_and_documented() -> None:
         "interrupted",
         "stopped",
         "dependency",
+        "idle",
     ]
     # Stored as their value, in the registry's columns, JSON and text alike
     for column in (

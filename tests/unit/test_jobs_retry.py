@@ -82,4 +82,4 @@ def test_backoff_doubles_from_its_base_up_to_its_cap() -> None:
 
 def test_what_a_spec_may_list_in_retry_on_is_what_the_policy_can_retry() -> None:
     listed = typing.get_args(typing.get_args(JobSpec.model_fields["retry_on"].annotation)[0])
-    assert set(listed) == RETRYABLE == RETRIED_BY_DEFAULT | {E.OOM, E.DISK_FULL}
+    assert set(listed) == RETRYABLE == RETRIED_BY_DEFAULT | {E.OOM, E.DISK_FULL, E.IDLE}

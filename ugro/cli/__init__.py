@@ -7,14 +7,18 @@ command modules load click alone when imported, and each command what it uses
 
 # (each command module adds its commands to main as it is imported)
 from ugro.cli import (  # noqa: F401
+    cleanup,
     cluster,
+    compare,
     control,
+    exporter,
     jobs,
     metrics,
     ops,
     progress,
     share,
     summary,
+    top,
     web,
     workflows,
 )

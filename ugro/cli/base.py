@@ -18,6 +18,7 @@ command that reads, prints and ends (``short_lived``) runs without it.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from datetime import UTC, datetime
 from functools import cache
@@ -28,6 +29,7 @@ import click
 from ugro.errors import UgroError
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -119,6 +121,74 @@ def client_from_env(connect: bool = True) -> Client:
     from ugro.client import Client
 
     return Client(settings_from_env(), connect=connect)
+
+
+# Shell completion ------------------------------------------------------------------
+# click completes commands and options itself (`_UGRO_COMPLETE=bash_source ugro`);
+# these complete the values people copy around. A completion runs at every Tab: it
+# reads a bounded number of recent rows, and offers nothing, silently, when the
+# stack or the registry cannot be read (a traceback in the shell's line helps no one).
+
+#: Job and array ids a completion looks through, newest first.
+_COMPLETION_IDS = 200
+
+
+def complete_job_ids(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of a JOB argument: recent job and array ids that start with
+    what was typed."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        ids = _recent_ids()
+    except Exception:  # anything: completion must never print a traceback
+        return []
+    return [CompletionItem(i) for i in ids if i.startswith(incomplete)]
+
+
+def complete_nodes(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of ``--node``: the nodes whose workers or agents report."""
+    from click.shell_completion import CompletionItem
+
+    try:
+        nodes = _reporting_nodes()
+    except Exception:  # anything: completion must never print a traceback
+        return []
+    return [CompletionItem(node) for node in sorted(nodes) if node.startswith(incomplete)]
+
+
+def _recent_ids() -> list[str]:
+    from ugro.client import Client
+    from ugro.registry.holds import list_arrays
+    from ugro.settings import Settings
+
+    settings = Settings()
+    url = settings.effective_database_url
+    if url.startswith("sqlite:///") and not os.path.exists(url.removeprefix("sqlite:///")):
+        return []  # nothing ever ran here: make no registry for a Tab
+    with Client(settings, connect=False) as client:
+        registry = client.rt.registry
+        jobs = [row.id for row in registry.list_jobs(limit=_COMPLETION_IDS)]
+        arrays = [row.id for row in list_arrays(registry, _COMPLETION_IDS)]
+    return list(dict.fromkeys([*arrays, *jobs]))
+
+
+def _reporting_nodes() -> set[str]:
+    from ugro.live.connection import connect
+    from ugro.live.keys import Keys
+    from ugro.settings import Settings
+
+    settings = Settings()
+    redis = connect(settings, timeout=0.5)
+    try:
+        keys = Keys(settings.redis_prefix)
+        workers = {str(field).rsplit(":", 1)[0] for field in redis.hkeys(keys.workers)}
+        return workers | {str(node) for node in redis.hkeys(keys.health_nodes)}
+    finally:
+        redis.close()
 
 
 def age(when: datetime | None) -> str:

@@ -55,6 +55,9 @@ def nodes(as_json: bool, per_gpu: bool, history: str | None, node: str | None) -
         err().print("no node reports yet: start the workers with `ugro up` or `ugro worker`")
         return
     out().print(_gpu_table(found) if per_gpu else _node_table(found))
+    if per_gpu:
+        for line in _idle_warnings(found):
+            out().print(f"[yellow]WARNING[/] {line}")
     for entry in found:
         health = entry["health"] or {}
         if health.get("reasons"):
@@ -149,7 +152,9 @@ def _gpu_table(found: list[dict[str, Any]]) -> Table:
             table.add_row(
                 node["node"],
                 str(gpu["index"]),
-                f"[{style}]{gpu['state']}[/]",
+                "[yellow]busy, idle[/]"
+                if gpu.get("held_idle_since")
+                else f"[{style}]{gpu['state']}[/]",
                 # A blocked GPU says why: that is what a user must act on.
                 (gpu["blocked"] if gpu["state"] == "blocked" else gpu["job"]) or "-",
                 f"{reading.get('utilization', 0):.0f}%" if reading else "-",
@@ -157,6 +162,22 @@ def _gpu_table(found: list[dict[str, Any]]) -> Table:
                 f"{reading['temperature_c']:.0f} C" if reading.get("temperature_c") else "-",
             )
     return table
+
+
+def _idle_warnings(found: list[dict[str, Any]]) -> list[str]:
+    """A line for each GPU a running job holds idle (flagged by the health sweep)."""
+    lines = []
+    now = datetime.now(UTC)
+    for node in found:
+        for gpu in node["gpus"]:
+            since = gpu.get("held_idle_since")
+            if since:
+                minutes = (now - datetime.fromisoformat(since)).total_seconds() / 60
+                lines.append(
+                    f"GPU {node['node']}:{gpu['index']} held idle by job {gpu['job']}"
+                    f" for {minutes:.0f} min"
+                )
+    return lines
 
 
 def _history(duration: str, node: str | None, as_json: bool) -> None:

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from ugro.cli.base import client_from_env, err, fail, main, progress_bar
+from ugro.cli.base import client_from_env, complete_job_ids, err, fail, main, progress_bar
 
 
 @main.command()
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, shell_complete=complete_job_ids)
 @click.option("--timeout", default=None, help="Give up after this long (90s, 15m, 2h).")
 def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
     """Wait for jobs to end; exit 0 when all succeeded, else the first failure's code."""
@@ -46,7 +46,7 @@ def wait(job_ids: tuple[str, ...], timeout: str | None) -> None:
 
 
 @main.command()
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, shell_complete=complete_job_ids)
 @click.option("--grace", default=None, help="SIGTERM -> SIGKILL grace (default: 30s).")
 @click.option("--no-wait", is_flag=True, help="Return once asked; do not wait for the end.")
 @click.option("--force", is_flag=True, help="Also another user's jobs.")
@@ -91,7 +91,7 @@ def _check_owner(client: Any, job_ids: tuple[str, ...], force: bool, verb: str) 
 
 
 @main.command()
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, shell_complete=complete_job_ids)
 @click.option("--force", is_flag=True, help="Also another user's jobs.")
 def retry(job_ids: tuple[str, ...], force: bool) -> None:
     """Queue failed, cancelled or lost jobs again as their next attempt (an array:

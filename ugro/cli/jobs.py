@@ -13,6 +13,8 @@ from ugro.cli.base import (
     STATUS_STYLE,
     age,
     client_from_env,
+    complete_job_ids,
+    complete_nodes,
     fail,
     main,
     short_lived,
@@ -38,7 +40,7 @@ from ugro.cli.workflows import array_cells, array_json, show_array
     show_default=True,
     help="node: one process a node (torchrun); gpu: one a GPU, with RANK set.",
 )
-@click.option("--node", default=None, help="Run only on this node.")
+@click.option("--node", default=None, help="Run only on this node.", shell_complete=complete_nodes)
 @click.option("--priority", default="0", show_default=True, help="Higher starts first.")
 @click.option("--max-retries", default="0", show_default=True, help="Retries after a failure.")
 @click.option(
@@ -74,6 +76,14 @@ from ugro.cli.workflows import array_cells, array_json, show_array
 )
 @click.option("--array", "array", default=None, help="Tasks 0-99, 1,3,5 or 0-15:4: {index}.")
 @click.option("--max-running", "max_running", default=None, help="An array's tasks at once.")
+@click.option("--notify", "notify_ended", is_flag=True, help="Tell its end to UGRO_NOTIFY_URLS.")
+@click.option("--notify-failed", "notify_failed", is_flag=True, help="Tell its failure only.")
+@click.option(
+    "--on-idle",
+    "on_idle",
+    default=None,
+    help="warn, or stop: a GPU it holds idle for UGRO_IDLE_GPU_AFTER stops it.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def submit(
     retry_on: tuple[str, ...],
@@ -87,6 +97,8 @@ def submit(
     after_failed: tuple[str, ...],
     array: str | None,
     max_running: str | None,
+    notify_ended: bool,
+    notify_failed: bool,
     **options: Any,
 ) -> None:
     """Queue a job and print its id: ugro submit --name N -- python train.py
@@ -111,6 +123,8 @@ def submit(
         data["working_dir"] = str(Path(workdir).absolute())
     for key, given in (("after", after), ("after_any", after_any), ("after_failed", after_failed)):
         data[key] = [job for item in given for job in item.split(",") if job]
+    if notify_ended or notify_failed:
+        data["notify"] = "ended" if notify_ended else "failed"
     spec = parse_spec(data)
     if array is None:
         if max_running is not None:
@@ -144,6 +158,9 @@ def _positive(value: str, option: str) -> int:
 @click.option("--user", default=None, help="Only this user's jobs.")
 @click.option("--mine", is_flag=True, help="Only my jobs (UGRO_USER, else the OS user).")
 @click.option("--group", default=None, help="Only this group's jobs.")
+@click.option(
+    "--tag", "tags", multiple=True, help="Only jobs with this tag; repeatable: all of them."
+)
 def list_jobs(
     as_json: bool,
     statuses: tuple[str, ...],
@@ -152,6 +169,7 @@ def list_jobs(
     user: str | None,
     mine: bool,
     group: str | None,
+    tags: tuple[str, ...],
 ) -> None:
     """List jobs, newest first, an array on one line (works while the stack is down)."""
     short_lived()
@@ -165,43 +183,59 @@ def list_jobs(
         fail(f"--status: {unknown[0]!r} is not a status; use one of {', '.join(known)}", 2)
     stored = [JobStatus(s) for s in statuses if s not in findings]
     scanned = {s for s in statuses if s in findings}
+    # Outdated jobs are finished ones, and the oldest: a newest-first limit on the
+    # query would never reach them, so it applies once they are found.
+    if OUTDATED in scanned and STUCK not in scanned:
+        wanted: list[JobStatus] | None = [*stored, JobStatus.FINISHED]
+    else:
+        wanted = None if scanned else stored or None
     with client_from_env(connect=False) as client:
         if mine:
             user = client.user
+        outdated_after = client.settings.outdated_after
         jobs = client.list(
-            status=None if scanned else stored or None,
-            limit=limit,
-            tasks=expand or user is not None or group is not None,
+            status=wanted,
+            limit=None if OUTDATED in scanned else limit,
+            tasks=expand or user is not None or group is not None or bool(tags),
             user=user,
             group=group,
+            tags=tags,
         )
-        arrays = [] if expand or user or group else client.arrays(limit)
+        arrays = [] if expand or user or group or tags else client.arrays(limit)
+    shown = {job.id: job.shown_status(outdated_after) for job in jobs}
     if scanned:
-        jobs = [j for j in jobs if j.run_status in scanned or j.status.value in statuses]
+        jobs = [j for j in jobs if shown[j.id] in scanned or j.status.value in statuses]
+        jobs = jobs[:limit]
     if statuses:
         arrays = [a for a in arrays if a.status.value in statuses]
     if as_json:
-        listed = [job.to_json() for job in jobs] + [array_json(a) for a in arrays]
+        listed = [{**job.to_json(), "shown_status": shown[job.id]} for job in jobs]
+        listed += [array_json(a) for a in arrays]
         click.echo(json.dumps(listed, indent=2, default=str))
         return
     # Ids are copied into other commands: never cut; a narrow terminal cuts names.
     columns = ("ID", "NAME", "STATUS", "NODE", "GPUS", "PROGRESS", "EPOCHS", "BEST", "ETA", "AGE")
-    table = TextTable(*columns, fit="NAME")
     rows: list[Any] = sorted([*jobs, *arrays], key=lambda j: j.created_at, reverse=True)
-    for job in rows[:limit]:
+    rows = rows[:limit]
+    # A TAGS column (third) when a job shown has tags; when none has, the table as it was.
+    tagged = any(getattr(row, "tags", None) for row in rows)
+    table = TextTable(*columns[:2], *(["TAGS"] if tagged else []), *columns[2:], fit="NAME")
+    for job in rows:
         if hasattr(job, "tasks"):  # an array
-            table.add_row(*array_cells(job))
-            continue
-        shown = job.run_status if job.run_status in (STUCK, OUTDATED) else job.status.value
-        table.add_row(
-            job.id,
-            " ".join([job.name, *(f"{k}={v}" for k, v in job.params.items())]),
-            (shown, STATUS_STYLE.get(shown, "")),
-            "+".join(job.nodes) or job.node or "-",
-            _gpus_cell(job),
-            *progress_cells(job.progress),
-            age(job.created_at),
-        )
+            cells: list[Cell] = list(array_cells(job))
+        else:
+            cells = [
+                job.id,
+                " ".join([job.name, *(f"{k}={v}" for k, v in job.params.items())]),
+                (shown[job.id], STATUS_STYLE.get(shown[job.id], "")),
+                "+".join(job.nodes) or job.node or "-",
+                _gpus_cell(job),
+                *progress_cells(job.progress),
+                age(job.created_at),
+            ]
+        if tagged:
+            cells.insert(2, ",".join(getattr(job, "tags", [])) or "-")
+        table.add_row(*cells)
     table.print()
 
 
@@ -215,7 +249,7 @@ def _gpus_cell(job: Any) -> str:
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete_job_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def status(job_id: str, as_json: bool) -> None:
     """Show one job: status, progress, why it waits, its paths."""
@@ -227,6 +261,7 @@ def status(job_id: str, as_json: bool) -> None:
             show_array(client.get_array(job_id), as_json)
             return
         job = client.get(job_id)
+        shown = job.shown_status(client.settings.outdated_after)
         members = client.members(job.id) if job.is_gang else []
         paths = client.rt.paths(job.id)
         try:
@@ -234,6 +269,7 @@ def status(job_id: str, as_json: bool) -> None:
         except NotRunningError:  # only a queued job's reason is read from Redis
             waiting = LIVE_UNAVAILABLE
     data = job.to_json()
+    data["shown_status"] = shown
     data["waiting"] = waiting
     if job.is_gang:
         data["members"] = [_member_json(member) for member in members]
@@ -251,13 +287,13 @@ def status(job_id: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     color = shows_style(sys.stdout)
-    lines = [*_status_lines(job, waiting, members), *data["paths"].items()]
+    lines = [*_status_lines(job, shown, waiting, members), *data["paths"].items()]
     for key, value in lines:
         if value is None or value == "":
             continue
         text, style = value if isinstance(value, tuple) else (value, "")
-        shown = styled(escaped(text), style, color)
-        click.echo(f"{styled(f'{key:<12}', 'bold', color)} {shown}")
+        cell = styled(escaped(text), style, color)
+        click.echo(f"{styled(f'{key:<12}', 'bold', color)} {cell}")
 
 
 #: What a live field says while Redis cannot be reached (the stack is down).
@@ -265,11 +301,11 @@ LIVE_UNAVAILABLE = "unavailable: the stack is not running (`ugro up`)"
 
 
 def _status_lines(
-    job: Any, waiting: str | None, members: list[Any]
+    job: Any, shown: str, waiting: str | None, members: list[Any]
 ) -> list[tuple[str, Cell | None]]:
     """The human view of one job, a (label, value) pair a line (a value of several
-    lines: the label on its first, an empty one on the others)."""
-    shown = job.run_status if job.run_status in ("stuck", "outdated") else job.status.value
+    lines: the label on its first, an empty one on the others); ``shown``: its
+    status as people see it (``Job.shown_status``)."""
     info = job.progress
     progress, epochs, best, eta = progress_cells(info)
     if info is not None and info.score_name and info.best_score is not None:
@@ -369,11 +405,16 @@ def _when(at: Any) -> str | None:
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", shell_complete=complete_job_ids)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the job ends.")
 @click.option("--attempt", type=int, default=None, help="That attempt's log (default: newest).")
 @click.option("--rank", type=int, default=None, help="That rank's log (gang or per-GPU jobs).")
-@click.option("--node", default=None, help="The log of the first rank run on that node.")
+@click.option(
+    "--node",
+    default=None,
+    help="The log of the first rank run on that node.",
+    shell_complete=complete_nodes,
+)
 def logs(
     job_id: str, follow: bool, attempt: int | None, rank: int | None, node: str | None
 ) -> None:

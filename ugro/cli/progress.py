@@ -70,7 +70,9 @@ def scan(path: Path, epochs: int | None, as_json: bool, verbose: bool) -> None:
 
     Folders in PATH with no run files at all (no epoch_<n>/, metrics.jsonl,
     evaluation_scores.json, progress.json, config.json, logs/, ...) are skipped; a
-    folder with run files whose runner type cannot be told fails the scan (exit 2).
+    folder with run files whose runner type cannot be told is shown failed, with its
+    error, among the others, and the scan exits 2. --json prints each run as its
+    progress.json would hold it, with its path.
     """
     from ugro.progress.scan import Scanner, run_dirs_under
 

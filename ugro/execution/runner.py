@@ -246,9 +246,9 @@ def _watch_until_exit(
 
 
 def stop_reason(asked: str) -> ExitReason:
-    """The reason a request to stop the job names: ``cancelled`` (a person) or
-    ``stuck`` (the progress scan); anything else is taken for a person's cancel,
-    since the job stops either way."""
+    """The reason a request to stop the job names: ``cancelled`` (a person),
+    ``stuck`` (the progress scan) or ``idle`` (the health sweep); anything else is
+    taken for a person's cancel, since the job stops either way."""
     try:
         return ExitReason(asked)
     except ValueError:

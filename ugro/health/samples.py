@@ -30,6 +30,13 @@ class GpuSample:
     power_w: float | None = None
     busy: bool = False  # a ugro job held its lease when the GPU was read
     error: str | None = None  # the device did not answer
+    job: str | None = None  # the job that held its lease then (None: free, or unknown)
+    # Unix time since which the GPU, held by ``job``, reads under
+    # UGRO_IDLE_GPU_PERCENT utilisation (``ugro.health.idle``); None: it does not.
+    idle_since: float | None = None
+    # Held idle for UGRO_IDLE_GPU_AFTER or longer: flagged (the daily summary
+    # counts these stretches as GPU-hours lost).
+    held_idle: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ugro.errors import InventoryError
 from ugro.health.breaker import BreakerState, BreakerStatus, CircuitBreaker
 from ugro.health.cluster import ClusterNode, load_cluster
+from ugro.health.idle import flag_idle, idle_fields, newly_idle
 from ugro.health.readings import NodeReading, latest_readings
 from ugro.health.samples import GpuSample, NodeSample, add_samples, prune_samples, thin_samples
 from ugro.health.score import Verdict, score_node
@@ -101,10 +102,20 @@ def health_sweep(rt: Runtime, force: bool = False) -> SweepReport | None:
         leased = _leased_now(rt, node, readings.get(node), probes.get(node))
         busy_anywhere = busy_anywhere or any(leased.values())
         sample = _sample(
-            node, now, verdict, state, readings.get(node), probes.get(node), leased, pending
+            node,
+            now,
+            verdict,
+            state,
+            readings.get(node),
+            probes.get(node),
+            leased,
+            pending,
+            previous.get(node),
+            (s.idle_gpu_percent, s.idle_gpu_after),
         )
         report.nodes[node] = sample
         _alert(rt, node, sample, previous.get(node), status)
+        flag_idle(rt, sample, newly_idle(sample, previous.get(node)))
         if _mark_dispatch(rt, node, sample):
             report.recovered.append(node)
     _store(rt, report)
@@ -175,13 +186,21 @@ def _sample(
     probe: NetProbe | None,
     leased: dict[int, bool],
     pending: int,
+    previous: dict[str, object] | None = None,
+    idle: tuple[float, float] = (0.0, float("inf")),
 ) -> NodeSample:
     """The sample of one node: its agent's reading when fresh, else what its
     probe's nvidia-smi found. A GPU is busy when a job held it at the moment it
     was read: the agent's reading names that job; a probe read the GPUs during
-    this sweep, as ``leased`` was."""
+    this sweep, as ``leased`` was. A GPU held idle keeps, from the ``previous``
+    sample, since when, and is flagged once it was for long enough (``idle``:
+    the utilisation percent under which a GPU is idle, and for how long)."""
     fresh = reading is not None and verdict.reachable
     gpus = (reading.gpus if reading and fresh else None) or (probe.gpus if probe else None) or []
+    before = {
+        int(gpu["index"]): gpu
+        for gpu in cast(list[dict[str, Any]], (previous or {}).get("gpus") or [])
+    }
     return NodeSample(
         node=node,
         at=datetime.fromtimestamp(now, UTC),
@@ -206,6 +225,14 @@ def _sample(
                     gpu["job"] is not None if "job" in gpu else leased.get(int(gpu["index"]), False)
                 ),
                 error=gpu.get("error"),
+                job=gpu.get("job"),
+                **idle_fields(
+                    before.get(int(gpu["index"])),
+                    gpu.get("job"),
+                    gpu.get("utilization"),
+                    now,
+                    *idle,
+                ),
             )
             for gpu in gpus
         ),
@@ -239,7 +266,8 @@ def _alert(
     before: dict[str, object] | None,
     status: BreakerStatus,
 ) -> None:
-    """Events (and log lines) for what changed; CRITICAL goes to the notify URLs."""
+    """Events (and log lines) for what changed; CRITICAL (and WARNING, with
+    ``UGRO_ALERT_LEVEL=WARNING``) goes to the notify URLs."""
     why = "; ".join(sample.reasons) or "all checks pass"
     was = str(before["level"]) if before else "INFO"
     registry = rt.registry
@@ -264,8 +292,10 @@ def _alert(
     message = f"{node} {sample.level} (score {sample.score}): {why}"
     log.warning("%s", message)
     registry.add_event(kind, message, node=node)
-    if sample.level == "CRITICAL" and rt.settings.notify_url_list:
-        _notify(rt, f"ugro: node {node} is CRITICAL", message)
+    # UGRO_ALERT_LEVEL=WARNING sends a node going WARNING too.
+    alerted = ("CRITICAL", "WARNING") if rt.settings.alert_level == "WARNING" else ("CRITICAL",)
+    if rt.settings.notify_url_list and sample.level in alerted:
+        _notify(rt, f"ugro: node {node} is {sample.level}", message)
 
 
 def _notify(rt: Runtime, title: str, body: str) -> None:

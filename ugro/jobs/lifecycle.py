@@ -63,6 +63,9 @@ class ExitReason(StrEnum):
     #: cancelled without running: a job it waited on can never let it start (it
     #: failed, was cancelled, or a job before it in the chain was)
     DEPENDENCY = "dependency"
+    #: stopped for holding its GPUs idle (``--on-idle stop``: under
+    #: ``UGRO_IDLE_GPU_PERCENT`` for ``UGRO_IDLE_GPU_AFTER``)
+    IDLE = "idle"
 
 
 #: Statuses a job has when no retry or person moves it again. ``lost`` is not one:

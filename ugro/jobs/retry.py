@@ -15,7 +15,8 @@ RETRIED_BY_DEFAULT = frozenset(
 #: default either: the next attempt would meet the same full disk, unless the lab
 #: frees space on its own (a cleanup job), which a job opts in for with
 #: ``retry_on=["disk_full"]``.
-RETRYABLE = RETRIED_BY_DEFAULT | {ExitReason.OOM, ExitReason.DISK_FULL}
+#: An idle one neither: it would most likely idle again.
+RETRYABLE = RETRIED_BY_DEFAULT | {ExitReason.OOM, ExitReason.DISK_FULL, ExitReason.IDLE}
 
 
 def should_retry(

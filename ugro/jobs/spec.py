@@ -99,16 +99,17 @@ class JobSpec(BaseModel):
     node: str | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
     max_retries: int = Field(default=0, ge=0, le=100)
-    retry_on: list[Literal["oom", "disk_full", "error", "killed", "timeout", "lost", "stuck"]] = (
-        Field(default_factory=list)
-    )
+    retry_on: list[
+        Literal["oom", "disk_full", "error", "killed", "timeout", "lost", "stuck", "idle"]
+    ] = Field(default_factory=list)
     timeout: float | None = None
     epochs: int | None = Field(default=None, ge=1)
     # The files a trainer's epoch_<n>/ holds once that epoch is complete.
     epoch_files: list[str] | None = Field(default=None, min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     working_dir: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    # Labels to find it by (``ugro list --tag``), each once.
+    tags: list[str] = Field(default_factory=list, max_length=32)
     shell: bool = False
     # Jobs (or arrays, as a whole) this one waits on (``ugro.jobs.dependencies``):
     # their ids, or in one batch of ``submit_many`` another spec's name.
@@ -120,6 +121,13 @@ class JobSpec(BaseModel):
     params: dict[str, str | int | float | bool] = Field(default_factory=dict)
     # The group or project the job counts for (``ugro list --group``).
     group: str | None = None
+    # Whom the job's end is told (``UGRO_NOTIFY_URLS``): "failed" (a failure
+    # only), "ended" (any end) or "never"; None: as ``UGRO_NOTIFY_ON`` says. An
+    # array's or sweep's tasks are told once, when the last of them ends.
+    notify: Literal["never", "failed", "ended"] | None = None
+    # What a GPU of the job held idle for ``UGRO_IDLE_GPU_AFTER`` brings: a
+    # warning ("warn"), or the job stopped with reason ``idle`` ("stop").
+    on_idle: Literal["warn", "stop"] = "warn"
     # A task of an array or sweep: set by ugro (``Client.submit_array``, ``sweep``).
     array: ArrayPlace | None = None
 
@@ -181,7 +189,7 @@ class JobSpec(BaseModel):
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
-        return [_check_safe(tag, "tag") for tag in value]
+        return list(dict.fromkeys(_check_safe(tag, "tag") for tag in value))
 
     @field_validator("after", "after_any", "after_failed")
     @classmethod

@@ -185,13 +185,23 @@ class UgroCollector(Collector):
             "1 for the state the node's circuit breaker is in.",
             labels=["node", "state"],
         )
+        idle = GaugeMetricFamily(
+            "ugro_gpu_held_idle_seconds",
+            "How long a running job has held the GPU idle, once flagged (UGRO_IDLE_GPU_AFTER).",
+            labels=["node", "gpu", "job"],
+        )
         for node, sample in sorted(latest_health(self.rt).items()):
             score.add_metric([node], float(str(sample["score"])))
             for name in _LEVELS:
                 level.add_metric([node, name], 1 if sample["level"] == name else 0)
             for state in _BREAKER_STATES:
                 breaker.add_metric([node, state], 1 if sample["breaker"] == state else 0)
-        yield from (score, level, breaker)
+            at = datetime.fromisoformat(str(sample["at"])).timestamp()
+            for gpu in cast(list[dict[str, Any]], sample.get("gpus") or []):
+                if gpu.get("held_idle") and gpu.get("idle_since") is not None:
+                    held = max(0.0, at - float(gpu["idle_since"]))
+                    idle.add_metric([node, str(gpu["index"]), str(gpu.get("job"))], held)
+        yield from (score, level, breaker, idle)
 
     def _histograms(self) -> Iterator[Metric]:
         latency = HistogramMetricFamily(

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ugro.jobs.paths import EVALUATION_SCORES, RunPaths
-from ugro.progress.base import ProgressInfo, Tracker
-from ugro.progress.trainer import first_score
+from ugro.progress.base import ProgressInfo, Tracker, first_score
 
 
 class EvaluatorTracker(Tracker):

@@ -85,6 +85,14 @@ def progress_record(
     return status, json.dumps({"status": status, **info.model_dump(mode="json")}, sort_keys=True)
 
 
+def progress_file(encoded: str) -> dict[str, object]:
+    """What ``progress.json`` holds for a recorded progress (the registry keeps
+    ugro's names; the file is in the progress plan's format, ``ProgressInfo.to_file``)."""
+    data = json.loads(encoded)
+    status = data.pop("status", None)
+    return ProgressInfo.model_validate(data).to_file(status)
+
+
 def completed_without_plan(info: ProgressInfo) -> ProgressInfo:
     """A trainer's progress once it ended well with no planned epoch count: with
     nothing to measure against, its exit says it completed, and the epochs it wrote
@@ -106,7 +114,7 @@ def final_progress(rt: Runtime, row: JobRow, ok: bool, spec: JobSpec | None = No
     now = time.time()
     try:
         _, encoded = progress_record(rt, row, None, False, ok, now, now, spec)
-        write_json_atomic(rt.paths(row.id).progress, json.loads(encoded))
+        write_json_atomic(rt.paths(row.id).progress, progress_file(encoded))
     except Exception:  # progress is a report: it never stands in the way of an exit
         log.exception("final progress of %s", row.id)
         return None
@@ -132,12 +140,16 @@ def _refresh(rt: Runtime, scanner: Scanner, row: JobRow, now: float) -> str:
     # Recorded only while the job is as it was read: a worker that ended it since
     # recorded its final progress, and a finding of it running would overwrite that.
     if encoded != row.progress and rt.registry.set_progress(row.id, encoded, row.status):
-        write_json_atomic(rt.paths(row.id).progress, json.loads(encoded))
+        write_json_atomic(rt.paths(row.id).progress, progress_file(encoded))
         rt.live.set_job(row.id, progress=encoded)
     return status
 
 
 def _stop_stuck(rt: Runtime, row: JobRow) -> int:
+    if rt.live.stops.cancel_requested(row.id) is not None:
+        # Asked already (by an earlier pass the worker has not acted on yet, or by a
+        # person): one stop and one stuck event an attempt, not one a pass.
+        return 0
     quiet = rt.settings.stuck_after
     why = f"no log or metric changed for {quiet:g} s"
     rt.live.stops.request_cancel(row.id, rt.settings.stop_grace, reason="stuck")

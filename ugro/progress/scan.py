@@ -9,7 +9,7 @@ entries and of its newest epoch directory's files) is compared with the cache's.
 from __future__ import annotations
 
 import contextlib
-import json
+import fnmatch
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -20,7 +20,7 @@ from typing import Any
 
 from ugro.jobs.paths import EVALUATION_SCORES, METRICS, RUN_FILES, RunPaths, epoch_of
 from ugro.progress.base import ProgressInfo, ScanError, Tracker
-from ugro.progress.trackers import detect
+from ugro.progress.trackers import detect, read_config
 
 RUNNING, FINISHED, STUCK, FAILED, OUTDATED = "running", "finished", "stuck", "failed", "outdated"
 
@@ -47,11 +47,17 @@ def decide_status(
     if alive:
         return STUCK if quiet else RUNNING
     if complete:
-        end = ended_at or last_change
-        return OUTDATED if end is not None and now - end > outdated_after else FINISHED
+        return OUTDATED if is_outdated(ended_at or last_change, now, outdated_after) else FINISHED
     if alive is None and not quiet:
         return RUNNING
     return FAILED
+
+
+def is_outdated(ended_at: float | None, now: float, outdated_after: float) -> bool:
+    """Whether a run that completed at ``ended_at`` (unix s) is outdated: it ended
+    more than ``outdated_after`` seconds ago. Pure; also how ugro's own finished jobs
+    are shown (``Job.shown_status``)."""
+    return ended_at is not None and now - ended_at > outdated_after
 
 
 def _entries(directory: Path) -> list[tuple[str, int, int]]:
@@ -80,13 +86,27 @@ def signature(run_dir: Path) -> tuple[Any, ...]:
     return (tuple(entries), tuple(inner))
 
 
-# Top-level files whose modification counts as a run's activity (besides epoch_*/).
+# Top-level files whose modification counts as a run's activity (besides epoch_*/),
+# and the run logs trainers and evaluators write beside them.
 _ACTIVITY_FILES = frozenset({METRICS, EVALUATION_SCORES})
+_ACTIVITY_LOGS = ("train_val*.log", "eval_*.log")
+
+
+def is_activity(name: str) -> bool:
+    """Whether a change to this top-level entry of a run counts as its activity."""
+    return (
+        name in _ACTIVITY_FILES
+        or epoch_of(name) is not None
+        or any(fnmatch.fnmatchcase(name, pattern) for pattern in _ACTIVITY_LOGS)
+    )
+
+
 Entries = Sequence[tuple[str, int, int]]
 
 
 def last_change(run_dir: Path, entries: Entries | None = None) -> float | None:
-    """Newest modification among the run's logs, metrics and epoch directories.
+    """Newest modification among the run's logs (``logs/training.log``,
+    ``train_val*.log``, ``eval_*.log``), metrics and epoch directories.
     ``entries``: the run directory's own, as ``signature`` just listed them (saves
     listing it again)."""
     if entries is None:
@@ -94,11 +114,7 @@ def last_change(run_dir: Path, entries: Entries | None = None) -> float | None:
             entries = _entries(run_dir)
         except OSError:
             entries = []
-    stamps = [
-        mtime / 1e9
-        for name, mtime, _ in entries
-        if name in _ACTIVITY_FILES or epoch_of(name) is not None
-    ]
+    stamps = [mtime / 1e9 for name, mtime, _ in entries if is_activity(name)]
     with contextlib.suppress(OSError):
         stamps.append(RunPaths(run_dir).training_log.stat().st_mtime)
     return max(stamps) if stamps else None
@@ -108,13 +124,8 @@ def total_epochs_of(run_dir: Path, given: int | None) -> int | None:
     """Planned epochs: as given, else from a config.json beside the run."""
     if given is not None:
         return given
-    for config in (RunPaths(run_dir).config, RunPaths(run_dir.parent).config):
-        try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        spec = data.get("spec", data) if isinstance(data, dict) else {}
-        epochs = spec.get("epochs") if isinstance(spec, dict) else None
+    for where in (run_dir, run_dir.parent):
+        epochs = (read_config(where) or {}).get("epochs")
         if isinstance(epochs, int):
             return epochs
     return None
@@ -127,11 +138,8 @@ class RunReport:
     progress: ProgressInfo
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "status": self.status,
-            **self.progress.model_dump(mode="json"),
-        }
+        """The run's path, then its progress as ``progress.json`` would hold it."""
+        return {"path": str(self.path), **self.progress.to_file(self.status)}
 
 
 class Scanner:

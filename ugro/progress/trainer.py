@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ugro.jobs.paths import EPOCH_FILES, EpochPaths, RunPaths
-from ugro.progress.base import ProgressInfo, Tracker
+from ugro.progress.base import ProgressInfo, Tracker, first_score
 
 DEFAULT_FILES = list(EPOCH_FILES)
-# Which score to report, in order of preference; else the first number found.
-_SCORE_KEYS = ("accuracy", "val_accuracy", "score", "f1", "auc")
 # Epochs whose pace predicts the ETA.
 _PACE_WINDOW = 5
 # The shortest stretch of those epochs that measures a pace, in seconds. Some file
@@ -22,19 +20,6 @@ _PACE_WINDOW = 5
 # too; epochs written within one second (a synthetic or replayed run) show no pace,
 # and an ETA from them would read "0s" for a run that is not about to end.
 _MIN_PACE_SPAN = 1.0
-
-
-def first_score(data: Any) -> tuple[str | None, float | None]:
-    """The run's headline score from a scores object."""
-    if not isinstance(data, dict):
-        return None, None
-    for key in _SCORE_KEYS:
-        if isinstance(data.get(key), int | float):
-            return key, float(data[key])
-    for key, value in data.items():
-        if key not in ("epoch", "step", "time") and isinstance(value, int | float):
-            return key, float(value)
-    return None, None
 
 
 class TrainerTracker(Tracker):

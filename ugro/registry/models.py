@@ -70,6 +70,10 @@ class JobRow(Base):
     # group or project it counts for (``--group``), if any.
     user: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     group_name: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # Its ``--tag`` labels (JSON list, ``tags_column``), None when it has none: what
+    # ``list_jobs(tags=...)`` filters on. A row written before the column was added
+    # has None too; its tags stay in its spec.
+    tags: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     # An array's tasks by hold and status, in index order: what counting its
     # running tasks and finding the next one waiting for a slot read, whatever
@@ -223,6 +227,12 @@ def job_from(mapping: Any) -> JobRow:
 # mappers on first use: configured here instead.
 configure_mappers()
 _new_job_row: Callable[[], JobRow] = JobRow.__mapper__.class_manager.new_instance
+
+
+def tags_column(tags: list[str] | None) -> str | None:
+    """A job's tags as its ``tags`` column holds them: a compact JSON list, each tag
+    quoted, so a filter finds ``"tag"`` whole (tags are safe names: no quotes)."""
+    return json.dumps(tags, separators=(",", ":")) if tags else None
 
 
 def gpu_list(row: JobRow) -> list[int]:

@@ -14,9 +14,11 @@ from typing import Any, cast
 from sqlalchemy import (
     Executable,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
+    func,
     insert,
     or_,
     select,
@@ -41,6 +43,7 @@ from ugro.registry.models import (
     MemberRow,
     as_utc,
     job_from,
+    tags_column,
     utcnow,
 )
 from ugro.registry.outage import CONNECT_TIMEOUT, watch_server
@@ -84,12 +87,28 @@ class Registry:
         except (OperationalError, ProgrammingError, IntegrityError):
             # Another process created the tables between our check and our CREATE.
             Base.metadata.create_all(self.engine)
-        add_missing_columns(self.engine, Base.metadata)
+        added = add_missing_columns(self.engine, Base.metadata)
         self.connections = RegistryConnections(self.engine)
+        if "ugro_jobs.tags" in added:
+            self._fill_tags()
 
     def close(self) -> None:
         self.connections.close()
         self.engine.dispose()
+
+    def _fill_tags(self) -> None:
+        """The ``tags`` column of the jobs written before it was added, from their
+        specs (once, as the column is added; again by a process that added it at
+        the same moment, to the same values)."""
+        query = select(JobRow.id, JobRow.spec).where(JobRow.tags.is_(None))
+        with self.connections.begin() as conn:
+            rows = [
+                _with_tags({"id": job_id, "spec": spec}) for job_id, spec in conn.execute(query)
+            ]
+            filled = [{"w_id": row["id"], "tags": row["tags"]} for row in rows if row["tags"]]
+            if filled:
+                where = JobRow.id == bindparam("w_id")
+                conn.execute(update(JobRow).where(where).values(tags=bindparam("tags")), filled)
 
     # Jobs ------------------------------------------------------------------------
 
@@ -105,7 +124,7 @@ class Registry:
         """Insert several jobs in one transaction (one commit), with the arrays they
         are tasks of and what they wait on (``ugro.registry.holds``): all or none."""
         steps: list[Step] = [(sql.insert_into(_ARRAYS), list(arrays))] if arrays else []
-        steps.append((sql.insert_into(_JOBS), list(rows)))
+        steps.append((sql.insert_into(_JOBS), [_with_tags(row) for row in rows]))
         if dependencies:
             steps.append((sql.insert_into(_DEPENDENCIES), list(dependencies)))
         self.connections.write(*steps)
@@ -156,10 +175,11 @@ class Registry:
         tasks: bool = True,
         user: str | None = None,
         group: str | None = None,
+        tags: Sequence[str] = (),
     ) -> list[JobRow]:
         """Jobs, newest first (``tasks``: with the tasks of arrays; ``user``,
-        ``group``: only theirs)."""
-        plain = user is None and group is None
+        ``group``: only theirs; ``tags``: only those with every one of them)."""
+        plain = user is None and group is None and not tags
         if ids is not None and statuses is None and limit is None and plain:
             chunks = _chunks(ids)
             with self.connections.begin() as conn:
@@ -183,6 +203,10 @@ class Registry:
             query = query.where(JobRow.user == user)
         if group is not None:
             query = query.where(JobRow.group_name == group)
+        for tag in tags:
+            # Holds "tag" (quoted: whole) when taking it out changes the column. Not
+            # LIKE, which ignores case in SQLite; replace() does not, in any dialect.
+            query = query.where(JobRow.tags != func.replace(JobRow.tags, json.dumps(tag), ""))
         if limit is not None:
             query = query.limit(limit)
         with self.connections.begin() as conn:
@@ -433,6 +457,17 @@ def _attempt_update(
 
 # Ids per statement of a read by ids: SQLite before 3.32 takes at most 999 parameters.
 _IDS_PER_READ = 900
+
+
+def _with_tags(row: dict[str, Any]) -> dict[str, Any]:
+    """A new job's row with its ``tags`` column, read from its spec when not given."""
+    if "tags" in row or "spec" not in row:
+        return row
+    spec = row["spec"]
+    # (a spec without tags, the most common, is told by its text: no parse for it)
+    if '"tags":[]' in spec:
+        return {**row, "tags": None}
+    return {**row, "tags": tags_column(json.loads(spec).get("tags"))}
 
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:

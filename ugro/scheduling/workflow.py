@@ -47,6 +47,7 @@ from ugro.registry.holds import (
 )
 from ugro.registry.models import JobRow, utcnow
 from ugro.runtime import Runtime
+from ugro.scheduling.end_notice import announce_end
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,11 @@ log = logging.getLogger(__name__)
 def job_ended(rt: Runtime, job_id: str, array_id: str | None = None) -> None:
     """After ``job_id`` reached a final status: let go of the jobs it held that may
     start now, give up those that never can (and theirs, transitively), and hand
-    its array's freed slot on."""
+    its array's freed slot on; tell the end to whoever asked (``end_notice``)."""
     ended: list[tuple[str, str | None]] = [(job_id, array_id)]
     while ended:
         job, array = ended.pop()
+        announce_end(rt, job, array)
         try:
             waiting = held_dependents(rt.registry, job)
             if array is not None:

@@ -77,6 +77,8 @@ class DayInputs:
     newly_outdated: list[JobRow]
     #: The last error-looking line of a failed job's log, by job id.
     log_lines: dict[str, str] = field(default_factory=dict)
+    #: Finished jobs outdated at the day's end (ended UGRO_OUTDATED_AFTER before it).
+    outdated_total: int = 0
 
 
 def gather(registry: Registry, settings: Settings, day: Day, now: datetime) -> DayInputs:
@@ -89,6 +91,14 @@ def gather(registry: Registry, settings: Settings, day: Day, now: datetime) -> D
         JobRow.status == JobStatus.FINISHED.value,
         JobRow.finished_at >= since - outdated_window,
         JobRow.finished_at < until - outdated_window,
+    )
+    count_outdated = (
+        select(func.count())
+        .select_from(JobRow.__table__)
+        .where(
+            JobRow.status == JobStatus.FINISHED.value,
+            JobRow.finished_at < until - outdated_window,
+        )
     )
     # Every attempt of the day's jobs, not only those that started or ended today: a
     # job's waits begin at the end of the attempt before (see ``queue_waits``).
@@ -104,6 +114,7 @@ def gather(registry: Registry, settings: Settings, day: Day, now: datetime) -> D
         .group_by(AttemptRow.job_id)
     )
     with registry.engine.connect() as conn:
+        outdated_count = int(conn.execute(count_outdated).scalar_one())
         attempts = [_attempt_from(dict(row._mapping)) for row in conn.execute(query)]
         first_started = {
             job_id: started
@@ -119,6 +130,7 @@ def gather(registry: Registry, settings: Settings, day: Day, now: datetime) -> D
         events=registry.events_between(since, until),
         samples=samples(registry, since, until),
         newly_outdated=newly_outdated,
+        outdated_total=outdated_count,
     )
     for job in jobs:
         ended_today = job.finished_at is not None and since <= job.finished_at < until
@@ -324,6 +336,7 @@ def _events(inputs: DayInputs) -> Events:
         critical_alerts=counts.get("health_critical", 0),
         ooms=ooms,
         outdated=sorted(outdated.values(), key=lambda run: run.finished_at),
+        outdated_total=inputs.outdated_total,
     )
 
 

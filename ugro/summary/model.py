@@ -78,6 +78,8 @@ class Events(BaseModel):
     ooms: list[OomLine]
     #: Runs that became outdated today (finished more than UGRO_OUTDATED_AFTER ago).
     outdated: list[OutdatedRun]
+    #: Every run outdated at the day's end, those that became so today included.
+    outdated_total: int = 0
 
     @property
     def total(self) -> int:

@@ -73,10 +73,14 @@ def render_markdown(summary: DaySummary, chart: str | None = None) -> str:
         summary.progress,
     )
     lines = [f"# ugro daily summary: {summary.date.isoformat()} ({summary.timezone})", ""]
-    if exp.total == 0 and res.samples == 0 and not events.counts:
+    if exp.total == 0 and res.samples == 0 and not events.counts and not events.outdated:
         lines += [
             "A quiet day: no job ran or waited, no health sample was taken, nothing happened.",
             "",
+        ]
+        if events.outdated_total:
+            lines += [f"Outdated runs: {events.outdated_total}.", ""]
+        lines += [
             f"_Written {summary.generated_at.strftime('%Y-%m-%d %H:%M %Z')}._",
             "",
         ]
@@ -186,6 +190,11 @@ def render_markdown(summary: DaySummary, chart: str | None = None) -> str:
         )
     # Counted from the registry's jobs, not the samples: shown on a day without any.
     lines += [f"At most {res.max_pending} jobs waited at once.", ""]
+    lines += [
+        f"Idle held GPUs: {res.idle_held_gpus} flagged (a running job's GPU idle for"
+        f" the idle window), {res.idle_held_gpu_hours:.2f} GPU-hours lost.",
+        "",
+    ]
     lines += _gpu_hours(summary.gpu_hours)
 
     lines += ["## Key events", ""]
@@ -202,7 +211,9 @@ def render_markdown(summary: DaySummary, chart: str | None = None) -> str:
         lines += ["None.", ""]
     lines += [
         f"Stuck runs stopped: {events.stuck_runs_stopped}."
-        f" Critical alerts: {events.critical_alerts}.",
+        f" Critical alerts: {events.critical_alerts}."
+        f" Outdated runs: {events.outdated_total}"
+        f" ({len(events.outdated)} became outdated today).",
         "",
     ]
     if events.ooms:

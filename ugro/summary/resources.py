@@ -64,6 +64,10 @@ class Resources(BaseModel):
     #: The most jobs queued at one moment of the day (see ``waiting_steps``).
     max_pending: int
     nodes: list[NodeResources]
+    #: Stretches of the day in which a job held a GPU idle long enough to be
+    #: flagged (``ugro.health.idle``), and the GPU-hours they held idle.
+    idle_held_gpus: int = 0
+    idle_held_gpu_hours: float = 0.0
 
 
 # Waiting jobs ----------------------------------------------------------------------
@@ -239,6 +243,7 @@ def resources(found: list[NodeSample], day: Day, gap: float, waiting: WaitingSte
         _node_resources(name, rows, day, gap, waiting) for name, rows in sorted(per_node.items())
     ]
     utils, cpus = _cluster_series(found, day, gap)
+    held = _held_idle(found, day)
     return Resources(
         samples=len(found),
         gpu_util_avg=_weighted((value, w) for value, w, _ in utils),
@@ -248,7 +253,25 @@ def resources(found: list[NodeSample], day: Day, gap: float, waiting: WaitingSte
         idle_gpu_hours_while_waiting=round(sum(n.idle_gpu_hours_while_waiting for n in nodes), 3),
         max_pending=max((count for _, count in waiting), default=0),
         nodes=nodes,
+        idle_held_gpus=held[0],
+        idle_held_gpu_hours=held[1],
     )
+
+
+def _held_idle(found: list[NodeSample], day: Day) -> tuple[int, float]:
+    """How many idle stretches of held GPUs were flagged during the day, and the
+    GPU-hours each held idle within it: from the stretch's start (or the day's)
+    to its last sample of the day."""
+    last: dict[tuple[str, int, str | None, float], datetime] = {}
+    for sample in found:
+        for gpu in sample.gpus:
+            if gpu.held_idle and gpu.idle_since is not None:
+                last[(sample.node, gpu.index, gpu.job, gpu.idle_since)] = sample.at
+    start = day.since.timestamp()
+    seconds = sum(
+        max(0.0, at.timestamp() - max(since, start)) for (_, _, _, since), at in last.items()
+    )
+    return len(last), round(seconds / 3600, 3)
 
 
 def _node_resources(

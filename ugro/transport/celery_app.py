@@ -6,6 +6,7 @@ so no result backend is configured and every task ignores its result.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from celery import Celery
@@ -72,3 +73,18 @@ def make_app(settings: Settings) -> Any:
     )
     app.ugro_settings = settings
     return app
+
+
+@cache
+def environment_app() -> Any:
+    """The app of the environment's settings (``UGRO_*``), made once: what Celery's
+    own commands find as ``celery -A ugro`` (``ugro.app``), ``status``, ``inspect``
+    and ``events`` alike, on the embedded Redis as on a shared one."""
+    return make_app(Settings())
+
+
+def __getattr__(name: str) -> Any:
+    # ``celery -A ugro.transport.celery_app`` looks for ``app`` here.
+    if name in ("app", "celery"):
+        return environment_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
