@@ -315,6 +315,15 @@ class DispatchState:
         guessed = self._queue_reads(pipe, limit)
         return self._snapshot_from(pipe.execute(raise_on_error=False), guessed, max_age, limit)
 
+    def head(self, limit: int) -> list[PendingEntry]:
+        """The first ``limit`` pending jobs, with each one's fields: a pass that has
+        its snapshot's workers and leases and wants a longer window of the queue."""
+        head = self._head(keys=[self.keys.pending], args=[limit, self.keys.job("")])
+        return [
+            PendingEntry.read(str(job_id), *fields)
+            for job_id, *fields in zip(*[iter(head)] * 5, strict=True)
+        ]
+
     def _queue_reads(self, pipe: Writes, limit: int) -> list[tuple[str, int]]:
         pipe.hgetall(self.keys.workers)
         pipe.evalsha(self._head.sha, 1, self.keys.pending, limit, self.keys.job(""))

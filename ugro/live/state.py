@@ -60,6 +60,9 @@ class LiveState:
         self._enqueue = client.register_script(lua_source("enqueue.lua"))
         self._run_commands = client.register_script(lua_source("run_commands.lua"))
         self.dispatch = DispatchState(self)
+        # Each presence record's text as last parsed: a pass reads every GPU's, and
+        # most have not changed since the last pass (a heartbeat rewrites ``seen``).
+        self._parsed: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def open(cls, settings: Settings, wait_out_restarts: bool = False) -> LiveState:
@@ -92,14 +95,18 @@ class LiveState:
         ``ready_at``, among the delayed jobs until then (a retry backoff)."""
         self.enqueue_many([QueuedEntry(job_id, priority, gpus, node, timeout, ready_at, nodes)])
 
-    def enqueue_many(self, jobs: list[QueuedEntry], watch: bool = False) -> bool:
+    def enqueue_many(
+        self, jobs: list[QueuedEntry], watch: bool = False, window: int | None = None
+    ) -> bool:
         """``enqueue`` for several jobs, in order, in one round trip.
 
         With ``watch``, also says whether a dispatch pass could place one of them now.
-        No (False) only when, at the very moment they were queued, every GPU that a
+        No (False) when, at the very moment they were queued, every GPU that a
         dispatch snapshot saw within the last second was leased and no worker had
         come or gone since: then whoever frees a GPU runs the next pass and finds
-        them. Yes (True) in every other case, and without ``watch``.
+        them; or when the first of them in the queue's order stands at ``window`` or
+        further back, beyond what a pass reads (a long queue's newest job waits for
+        the ones before it). Yes (True) in every other case, and without ``watch``.
         """
         if not jobs:
             return False
@@ -113,18 +120,25 @@ class LiveState:
             self._enqueue(keys=keys, args=args)
             return True
         places, workers_seen = seen
+        # The first of them in the queue's order: the highest priority, then the
+        # first queued (the sequence grows in the batch's order).
+        ready = [job for job in jobs if not job.ready_at]
+        first = max(ready, key=lambda job: job.priority, default=None)
         # One transaction: the leases are read at the instant the jobs are queued.
         pipe = self.redis.pipeline(transaction=True)
         pipe.evalsha(self._enqueue.sha, len(keys), *keys, *args)
         pipe.mget([self.keys.lease(n, i) for n, i in places])
         pipe.hlen(self.keys.workers)
-        queued, leases, count = pipe.execute(raise_on_error=False)
+        pipe.zrank(self.keys.pending, first.job_id if first else "")
+        queued, leases, count, rank = pipe.execute(raise_on_error=False)
         if isinstance(queued, redis.exceptions.NoScriptError):  # a restarted Redis
             self._enqueue(keys=keys, args=args)
             return True
-        for result in (queued, leases, count):
+        for result in (queued, leases, count, rank):
             if isinstance(result, Exception):
                 raise result
+        if window is not None and rank is not None and rank >= window:
+            return False
         return count != workers_seen or any(lease is None for lease in leases)
 
     def promote_due(self, now: float | None = None) -> int:
@@ -385,9 +399,13 @@ class LiveState:
         the health sweep marked unhealthy is blocked with the node's reason, so
         dispatch skips it."""
         found, dead = [], []
+        if len(self._parsed) > 2 * len(raw) + 64:
+            self._parsed.clear()  # (records of workers gone, or of an older text)
         for field, value in raw.items():
             node, _, index = field.rpartition(":")
-            info = json.loads(value)
+            info = self._parsed.get(value)
+            if info is None:
+                info = self._parsed[value] = json.loads(value)
             if now - float(info["seen"]) > max_age:
                 dead.append(field)
                 continue

@@ -37,9 +37,10 @@ from ugro.scheduling.sharing import QuotaView, quota_view, sharing_policy
 
 log = logging.getLogger(__name__)
 # How many jobs at the head of the queue a dispatch pass reads first, and how many
-# it reads when those would leave GPUs free.
+# it reads when those would leave GPUs free (a job further back waits for the ones
+# before it to start or to hold their nodes).
 _HEAD = 8
-_WINDOW = 64
+WINDOW = 64
 # How long (s) a GPU worker whose job ended waits to be handed the lock: a pass
 # takes milliseconds; one that takes longer runs another for the waiter's GPU.
 _HANDOVER_WAIT = 0.25
@@ -243,12 +244,18 @@ def _dispatch_pass(
     # The head of the queue first: its jobs usually take every free GPU. The whole
     # window is read only when GPUs would be left free while more jobs wait, and
     # then the pass is planned anew on it, so the outcome is the window's.
-    for limit in (_HEAD, _WINDOW):
-        if snapshot is None or limit != _HEAD:
+    view: GpuView | None = None
+    for limit in (_HEAD, WINDOW):
+        if snapshot is None:
             snapshot = rt.live.dispatch.snapshot(rt.settings.worker_ttl, limit)
+        elif limit != _HEAD:
+            # (the workers and leases as the head's plan saw them: a GPU leased since
+            # fails its placement's lease, and that asks for another pass)
+            snapshot = snapshot._replace(pending=rt.live.dispatch.head(limit))
         if not snapshot.pending:
             return 0  # nothing waits, or every GPU is leased: no need to ask the registry
-        view = view_of(snapshot.workers, snapshot.holders, rt.registry.held_gpus())
+        if view is None:
+            view = view_of(snapshot.workers, snapshot.holders, rt.registry.held_gpus())
         quotas = None
         if (policy := sharing_policy(rt.settings)).caps_gpus:
             ids = [entry.job_id for entry in snapshot.pending]

@@ -23,7 +23,7 @@ from ugro.jobs.spec import JobSpec, new_job_id
 from ugro.live.state import QueuedEntry
 from ugro.registry.models import JobRow, job_from, utcnow
 from ugro.runtime import Runtime, gpu_json
-from ugro.scheduling.dispatch import dispatch_pending
+from ugro.scheduling.dispatch import WINDOW, dispatch_pending
 from ugro.scheduling.new_array import NewArray
 from ugro.scheduling.placement import PendingJob, Placement
 from ugro.scheduling.sharing import check_submit, sharing_policy
@@ -368,6 +368,7 @@ def _queue(
                 if row["hold"] is None
             ],
             watch=True,
+            window=WINDOW,
         )
     except BaseException:
         with contextlib.suppress(redis.RedisError):
