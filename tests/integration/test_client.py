@@ -393,3 +393,21 @@ def test_settings_are_what_is_given_then_the_environment_then_the_defaults(
     # and what is given takes the place of what the environment says
     given = Settings(node_name="given", stuck_after=5)
     assert (given.node_name, given.stuck_after, given.data_dir) == ("given", 5.0, settings.data_dir)
+
+
+@pytest.mark.timeout(60)
+def test_a_drawn_id_that_is_taken_is_drawn_again(
+    settings: Settings, live_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Client(settings) as client:
+        # Given the random bits of a job's id come up twice in a row
+        first = client.submit(JobSpec(name="same", command=["true"]))
+        drawn = iter([first.id, first.id, "same-0badf00d"])
+        monkeypatch.setattr("ugro.scheduling.submit.new_job_id", lambda _: next(drawn))
+        # When another job of that name is submitted, it gets the next draw
+        second = client.submit(JobSpec(name="same", command=["true"]))
+        assert second.id == "same-0badf00d"
+        assert [job.status for job in client.get_many([first.id, second.id])] == [
+            JobStatus.QUEUED,
+            JobStatus.QUEUED,
+        ]

@@ -118,7 +118,7 @@ def accept(
     sharing = sharing_policy(rt.settings)
     check_submit(rt.registry, sharing, specs, submitted_by)
     if array is None:
-        ids = [new_job_id(spec.name) for spec in specs]
+        ids = _fresh_ids(rt, specs)
     else:
         ids = [
             f"{array.id}-{spec.array.index if spec.array else n}" for n, spec in enumerate(specs)
@@ -195,6 +195,19 @@ def accept(
     # row, which costs an array of thousands more than its commit)
     empty = dict.fromkeys(JobRow.__table__.columns.keys())
     return [job_from(empty | row) for row in rows]
+
+
+def _fresh_ids(rt: Runtime, specs: Sequence[JobSpec]) -> list[str]:
+    """A new id for each job: its name and 32 random bits, drawn again when taken.
+    (Among 50,000 jobs of one name, two draws of the same bits are about a 1 in 4
+    chance; the short id is what people type.)"""
+    ids: dict[str, None] = {}  # (in order)
+    for spec in specs:
+        job_id = new_job_id(spec.name)
+        while job_id in ids or rt.paths(job_id).root.exists():
+            job_id = new_job_id(spec.name)
+        ids[job_id] = None
+    return list(ids)
 
 
 @contextlib.contextmanager
