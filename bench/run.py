@@ -19,12 +19,31 @@ from typing import Any
 import psutil
 
 from bench.adapters import CeleryAdapter, FloorAdapter, UgroAdapter, workdir
-from bench.workloads import summarise, w1_latency, w2_throughput, w3_output, w4_scan
+from bench.workloads import (
+    settle_disk,
+    summarise,
+    w1_latency,
+    w2_throughput,
+    w3_output,
+    w4_scan,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {
     "full": {"w1": 200, "w2": 1000, "w3": 20, "w4": 10_000, "repeats": 3},
     "quick": {"w1": 30, "w2": 100, "w3": 4, "w4": 1_000, "repeats": 3},
+}
+#: W6 (bench.control_plane): nodes x GPUs each, the queue lengths, rounds at each
+#: length and beat ticks; run once, on SQLite and on PostgreSQL when one answers.
+W6_SIZES: dict[str, dict[str, Any]] = {
+    "full": {
+        "nodes": 100,
+        "gpus_per_node": 8,
+        "levels": [10_000, 50_000],
+        "samples": 50,
+        "ticks": 3,
+    },
+    "quick": {"nodes": 10, "gpus_per_node": 8, "levels": [1_000], "samples": 10, "ticks": 1},
 }
 
 
@@ -126,14 +145,24 @@ def main() -> None:
     print(f"ugro bench ({size}) on {machine()}", flush=True)
     began = time.time()
     rows = run(size)
+    # (imported here: bench.control_plane imports this module)
+    from bench import control_plane
+
+    w6 = W6_SIZES[size]
+    shape = control_plane.Shape(w6["nodes"], w6["gpus_per_node"])
+    registries = list(control_plane.REGISTRIES)
+    settle_disk()
+    control = control_plane.run(shape, w6["levels"], registries, w6["samples"], w6["ticks"])
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{started:%Y%m%dT%H%M%SZ}-{size}.jsonl"
     with out.open("w") as handle:
-        for row in rows:
+        for row in [*rows, {"workload": "W6 control plane", "adapter": "ugro", **control}]:
             handle.write(json.dumps({"started": started.isoformat(), "size": size, **row}) + "\n")
     print()
     print(table(rows))
-    print(f"\n{len(rows)} measurements in {time.time() - began:.0f} s; JSON lines: {out}")
+    print()
+    print(control_plane.render(control))
+    print(f"\n{len(rows) + 1} measurements in {time.time() - began:.0f} s; JSON lines: {out}")
 
 
 if __name__ == "__main__":
