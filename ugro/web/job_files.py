@@ -10,7 +10,6 @@ request gives becomes part of a path.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 from ugro.client import Client
 from ugro.job_logs import log_file
+from ugro.job_metrics import parse_records, read_records
 from ugro.web.live import KEEPALIVE, encode_event
 
 #: How much of a log a page starts with (bytes), and of metrics (lines).
@@ -118,26 +118,12 @@ class FileFollower:
         return replaced, data
 
 
-def metrics_records(data: bytes) -> list[dict[str, Any]]:
-    """The JSON objects of whole metrics lines; a corrupt line is skipped."""
-    found = []
-    for line in data.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            found.append(record)
-    return found
-
-
 def read_metrics(path: Path, last: int = METRICS_TAIL) -> list[dict[str, Any]]:
     """The last ``last`` records of a metrics file (none when it is missing)."""
     try:
-        data = path.read_bytes()
+        return read_records(path, last)
     except OSError:
         return []
-    return metrics_records(data)[-last:]
 
 
 def read_log_tail(path: Path, size: int = LOG_TAIL) -> str:
@@ -155,7 +141,7 @@ async def follow_job(log: Path, metrics: Path, is_gone: Callable[[], Any]) -> As
     logs.start_at_tail(LOG_TAIL)
     records = FileFollower(metrics, whole_lines=True)
     _, first = await asyncio.to_thread(records.read_new)
-    yield b"retry: 1000\n" + encode_event("metrics-reset", metrics_records(first)[-METRICS_TAIL:])
+    yield b"retry: 1000\n" + encode_event("metrics-reset", parse_records(first)[-METRICS_TAIL:])
     quiet = 0.0
     while True:
         (log_new, log_data), (metrics_new, metrics_data) = await asyncio.to_thread(
@@ -168,7 +154,7 @@ async def follow_job(log: Path, metrics: Path, is_gone: Callable[[], Any]) -> As
         if metrics_new:
             yield encode_event("metrics-reset", [])
         if metrics_data:
-            yield encode_event("metrics", metrics_records(metrics_data))
+            yield encode_event("metrics", parse_records(metrics_data))
         if log_data or metrics_data:
             quiet = 0.0
             continue  # more may be waiting: read on before sleeping
