@@ -91,6 +91,7 @@ def test_a_held_gpu_that_idles_is_flagged_and_an_on_idle_stop_job_is_stopped(
     # with a WARNING and in the metric
     ended = wait_for_job(client, stop_id, lambda j: j.status.is_terminal, 20)
     assert "stopped by ugro" in (ended.error or "")
+    assert (ended.status, ended.exit_reason) == (JobStatus.FAILED, "idle")
     assert client.get(warned.id).status is JobStatus.RUNNING
     shown = ugro(lab, "nodes", "--gpus")
     assert shown.returncode == 0, shown.stderr
