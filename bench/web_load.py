@@ -186,6 +186,19 @@ class Page:
         self._writer.close()
 
 
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    """The (event, JSON data) of a server-sent event stream's lines, in order."""
+    kind, data = "message", ""
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line == "" and data:
+            yield kind, json.loads(data)
+            kind, data = "message", ""
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
-import json
 import signal
 import socket
 import stat
@@ -23,6 +22,7 @@ import pytest
 import redis
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
+from bench.web_load import sse_events
 from tests.conftest import (
     BIN,
     ROOT,
@@ -425,8 +425,8 @@ def test_events_reach_a_page_and_a_lost_subscription_resyncs(lab: Settings, web:
         httpx.Client(base_url=web.url, auth=web.http.auth, timeout=20) as http,
         http.stream("GET", "/events") as stream,
     ):
-        lines = stream.iter_lines()
-        assert _next_event(lines)[0] == "hello"
+        events = sse_events(stream.iter_lines())
+        assert next(events)[0] == "hello"
         # When the server's subscription is cut (as a Redis restart cuts it)
         server = redis.Redis.from_url(lab.effective_redis_url)
         killed = server.client_kill_filter(_type="pubsub")
@@ -436,27 +436,15 @@ def test_events_reach_a_page_and_a_lost_subscription_resyncs(lab: Settings, web:
         deadline = time.monotonic() + 15
         while "resync" not in kinds:
             assert time.monotonic() < deadline, kinds
-            kinds.add(_next_event(lines)[0])
+            kinds.add(next(events)[0])
         # and events flow again
         with Client(lab) as client:
             job = client.submit(JobSpec(name="after-cut", command=[PY, "-c", "pass"]))
         deadline = time.monotonic() + 15
         while True:
             assert time.monotonic() < deadline
-            kind, data = _next_event(lines)
+            kind, data = next(events)
             if kind == "jobs" and any(row["id"] == job.id for row in data):
                 break
         server.publish(Keys(lab.redis_prefix).events_channel, "not-a-job-id queued")
         server.close()
-
-
-def _next_event(lines: Iterator[str]) -> tuple[str, Any]:
-    kind, data = "message", ""
-    for line in lines:
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and data:
-            return kind, json.loads(data)
-    raise AssertionError("the stream ended")

@@ -4,7 +4,6 @@ afresh and the live parts answer again."""
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.web_load import LOGIN, fill_registry, web_server
+from bench.web_load import LOGIN, fill_registry, sse_events, web_server
 from ugro.ops.redis_server import EmbeddedRedis
 from ugro.settings import Settings
-
-
-def _events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
-    kind, data = "message", ""
-    for line in lines:
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and data:
-            yield kind, json.loads(data)
-            kind, data = "message", ""
 
 
 def _wait_for(events: Iterator[tuple[str, Any]], kind: str, data: Any = None) -> None:
@@ -52,7 +39,7 @@ def test_the_dashboard_rides_out_a_redis_restart(tmp_path: Path) -> None:
             httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=LOGIN, timeout=30) as http,
             http.stream("GET", "/events") as stream,
         ):
-            events = _events(stream.iter_lines())
+            events = sse_events(stream.iter_lines())
             _wait_for(events, "hello")
             assert http.get("/api/gpus").status_code == 200
             # When Redis stops
