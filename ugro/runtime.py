@@ -1,16 +1,17 @@
 """Runtime: the settings, the registry and the live state of one process, together.
 
-A job's status changes here (``transition``, ``claim``, ``place_and_claim``,
-``end_attempt``): first in the registry, whose every status write checks the move
-against the lifecycle table (``ugro.jobs.lifecycle.transition_sources``) before
-its compare-and-set, then, once it took, mirrored in Redis.
+A job's status changes here (``transition``, ``place_jobs``, ``claim``,
+``place_and_claim``, ``end_attempt``): first in the registry, whose every status
+write checks the move against the lifecycle table
+(``ugro.jobs.lifecycle.transition_sources``) before its compare-and-set, then,
+once it took, mirrored in Redis.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from ugro.jobs.lifecycle import JobStatus
 from ugro.jobs.paths import JobPaths
 from ugro.live.keys import Keys
 from ugro.registry.models import JobRow, utcnow
+from ugro.registry.placing import JobPlacement, mark_placed
 from ugro.registry.store import Registry
 from ugro.settings import Settings
 from ugro.transport.queues import queue_for_gpu
@@ -136,6 +138,19 @@ class Runtime:
         else:
             self.live.queue_set_job(writes, job_id, _live_fields(new, values))
         return True
+
+    def place_jobs(self, placements: Sequence[JobPlacement], writes: Writes) -> list[bool]:
+        """``transition`` queued -> placed of several jobs, each with its placement's
+        columns, in one registry transaction (one commit: a dispatch pass's
+        placements, ``ugro.registry.placing``), then, for each that took, its status
+        in Redis as commands of ``writes`` (for the caller to execute). Returns,
+        placement by placement, whether the job was still queued and is placed now.
+        """
+        placed = mark_placed(self.registry, placements)
+        for (job_id, values), took in zip(placements, placed, strict=True):
+            if took:
+                self.live.queue_set_job(writes, job_id, _live_fields(JobStatus.PLACED, values))
+        return placed
 
     def claim(
         self, job_id: str, expect: Iterable[JobStatus], token: str, **values: Any

@@ -3,8 +3,11 @@
 Single-flight: one pass runs at a time across the cluster (a Redis lock). A caller
 that finds the lock taken leaves a request flag instead, and the holder runs one
 more pass before it lets go, so no request is lost between the two. What a pass
-places is ``plan_placements``' decision on what it read (``plan_on``): a gang job's
-members all at once or none (``place_gang``), each sent to its node's worker.
+places is ``plan_placements``' decision on what it read (``plan_on``): each job's
+GPUs leased (a gang job's members all at once or none), then every job marked
+placed in one registry transaction (``Runtime.place_jobs``: on a server database
+each statement and each commit is a round trip, and a statement and a commit a
+job were most of what a pass cost), and each job sent to its nodes' workers.
 
 A GPU worker whose job just ended asks with its GPU (``WorkerGpu``). When its GPU
 is exactly where a pass would place the head of the queue, the script that would
@@ -26,11 +29,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
-from ugro.jobs.lifecycle import JobStatus
 from ugro.live.dispatch_state import FreedGpu, PendingEntry, Snapshot, TakenForGpu
 from ugro.live.worker_info import WorkerInfo
 from ugro.live.writes import Writes
 from ugro.registry.models import JobRow, utcnow
+from ugro.registry.placing import JobPlacement
 from ugro.runtime import Runtime, gpu_json
 from ugro.scheduling.placement import PendingJob, Placement, plan_placements
 from ugro.scheduling.sharing import QuotaView, quota_view, sharing_policy
@@ -110,7 +113,8 @@ def dispatch_pending(
             )
             if not isinstance(entered, TakenForGpu):
                 break
-            if _claim_for_worker(rt, worker_gpu, entered.job_id, freed.lease_token):
+            gpus = [worker_gpu.index]
+            if _claim_for_worker(rt, worker_gpu, entered.job_id, freed.lease_token, gpus):
                 return 1
             writes = None  # (sent with the first ask)
         snapshot = entered
@@ -118,7 +122,7 @@ def dispatch_pending(
         return 0  # the holder will see our request, or nothing waits
     placed = 0
     while True:
-        # The pass's last placement is written with the lock's release.
+        # The Redis side of the pass's placements goes with the lock's release.
         writes = rt.live.redis.pipeline(transaction=True)
         try:
             placed += _dispatch_pass(rt, worker_gpu, snapshot, writes)
@@ -130,25 +134,34 @@ def dispatch_pending(
         snapshot = None
 
 
-def _claim_for_worker(rt: Runtime, worker_gpu: WorkerGpu, job_id: str, token: str) -> bool:
-    """Claim a job that ``DispatchState.take_for_gpu`` took for ``worker_gpu``, as a
-    pass's placement there would (``place``); when it is no longer queued in the
-    registry (cancelled as it was taken), give the GPU back and return False."""
-    gpus = [worker_gpu.index]
+def _claim_for_worker(
+    rt: Runtime,
+    worker_gpu: WorkerGpu,
+    job_id: str,
+    token: str,
+    gpus: list[int],
+    writes: Writes | None = None,
+) -> bool:
+    """Place and claim a queued job for ``worker_gpu``, its ``gpus`` leased under
+    ``token``, in one commit (``Runtime.place_and_claim``); its Redis side goes in
+    ``writes`` when given, else at once. When it is no longer queued in the
+    registry (cancelled as it was taken), or the write fails, its GPUs are given
+    back: False, or the error."""
     holder = f"{job_id}|{token}"
     leases = rt.live.leases
     where = {"node": worker_gpu.node, "gpu_indices": gpu_json(gpus), "placed_at": utcnow()}
-    writes = rt.live.redis.pipeline(transaction=True)
+    pipe = writes if writes is not None else rt.live.redis.pipeline(transaction=True)
     try:
-        claimed = rt.place_and_claim(job_id, token, writes, **where)
+        claimed = rt.place_and_claim(job_id, token, pipe, **where)
     except BaseException:
         leases.release(worker_gpu.node, gpus, holder)
         raise
     if claimed is None:
         leases.release(worker_gpu.node, gpus, holder)
         return False
-    writes.execute()
-    worker_gpu.claimed = ClaimedJob(claimed, token, gpus)
+    if writes is None:
+        pipe.execute()
+    worker_gpu.claimed = ClaimedJob(claimed, token, gpus)  # its worker runs it next
     log.debug("took %s for %s GPU %s", job_id, worker_gpu.node, worker_gpu.index)
     return True
 
@@ -221,9 +234,17 @@ def plan_on(
     ]
     headroom = quotas.headroom if quotas is not None else None
     plans = plan_placements(jobs, view.free, view.capacity, None, headroom)
-    free_left = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
-    if free_left == 0 or len({p.job_id for p in plans}) == len(jobs):
+    placed = {p.job_id for p in plans}
+    if len(placed) == len(jobs):
         return plans  # (every job placed: no reservation was made, no end was needed)
+    # Without the ends, a job that cannot start reserves nodes blindly (every busy
+    # GPU counted free at once): what is placed after it went around that blind
+    # reservation, not the one the ends make, and what waits might have been
+    # backfilled around the real one. So the plan stands only when it took every
+    # free GPU for a head of the queue, no job before a placed one left waiting.
+    free_left = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
+    if free_left == 0 and _placed_a_head(jobs, placed):
+        return plans
     held = sorted({job for by_index in view.held.values() for job in by_index.values()})
 
     def on_nodes(left: dict[str, float | None]) -> dict[str, list[float | None]]:
@@ -236,11 +257,16 @@ def plan_on(
     return plan_placements(jobs, view.free, view.capacity, ends, headroom, expected)
 
 
+def _placed_a_head(jobs: Sequence[PendingJob], placed: set[str]) -> bool:
+    """Whether the jobs ``placed`` are the first of ``jobs``."""
+    return all(job.job_id in placed for job in jobs[: len(placed)])
+
+
 def _dispatch_pass(
     rt: Runtime, worker_gpu: WorkerGpu | None, snapshot: Snapshot | None, writes: Writes
 ) -> int:
     """One pass, from ``snapshot`` of the head of the queue when the caller has it;
-    the last placement's Redis writes are left in ``writes``."""
+    its placements' Redis writes are left in ``writes``."""
     # The head of the queue first: its jobs usually take every free GPU. The whole
     # window is read only when GPUs would be left free while more jobs wait, and
     # then the pass is planned anew on it, so the outcome is the window's.
@@ -268,13 +294,16 @@ def _dispatch_pass(
         if limit == _HEAD and len(snapshot.pending) == limit and left_free > 0:
             continue
         jobs = _by_job(plans)
-        last = len(jobs) - 1
-        return sum(
-            place(rt, members[0], worker_gpu, writes if i == last else None)
-            if len(members) == 1
-            else place_gang(rt, members, writes if i == last else None)
-            for i, members in enumerate(jobs)
-        )
+        # Every job's GPUs leased first, then their placements in one registry
+        # transaction: one write a pass, not one a job. A job its worker takes at
+        # once is placed and claimed in a statement of its own, after the others: a
+        # pass that fails before leaves no job claimed for a worker it never reaches.
+        mine = next((m for m in jobs if _taken_by_worker(m, worker_gpu) is not None), None)
+        leased = [job for m in jobs if m is not mine and (job := _lease(rt, m)) is not None]
+        placed = _write_placements(rt, leased, writes)
+        if mine is not None:
+            placed += place(rt, mine[0], worker_gpu, writes)
+        return placed
     return 0
 
 
@@ -286,56 +315,93 @@ def _by_job(plans: list[Placement]) -> list[list[Placement]]:
     return list(jobs.values())
 
 
-def place_gang(rt: Runtime, members: list[Placement], writes: Writes | None = None) -> bool:
-    """Lease every member's GPUs of a gang job, mark it placed and send each member
-    to its worker, all or nothing (with ``writes``: the Redis side of it is left
-    there for the caller to execute). Each member's worker claims its part under
-    the same lease token (``ugro.registry.members``)."""
-    job_id = members[0].job_id
-    token = secrets.token_hex(8)
-    holder = f"{job_id}|{token}"
-    leases = rt.live.leases
+class _Leased(NamedTuple):
+    """A job's placement whose GPUs are leased, not yet written to the registry."""
+
+    job_id: str
+    members: list[Placement]  # a gang job's: one a node
+    token: str  # its lease token, which its worker's claim must name
+
+    @property
+    def holder(self) -> str:
+        return f"{self.job_id}|{self.token}"
+
+
+def _lease(rt: Runtime, members: list[Placement]) -> _Leased | None:
+    """Lease every member's GPUs of a job's placement, all or none. None when a GPU
+    was taken since the pass looked (by a job placed as it was submitted): another
+    pass is asked for, on what is free then."""
+    job = _Leased(members[0].job_id, members, secrets.token_hex(8))
     taken: list[Placement] = []
-
-    def give_back() -> None:
-        for member in taken:
-            leases.release(member.node, list(member.gpus), holder)
-
     for member in members:
-        if not leases.acquire(member.node, list(member.gpus), holder, rt.settings.placement_ttl):
-            give_back()  # a GPU was taken since we looked: another pass
+        gpus = list(member.gpus)
+        if not rt.live.leases.acquire(member.node, gpus, job.holder, rt.settings.placement_ttl):
+            _give_back(rt, job._replace(members=taken))
             rt.live.dispatch.ask()
-            return False
+            return None
         taken.append(member)
-    first = members[0]
-    placement = [[m.node, list(m.gpus)] for m in members]
-    try:
-        placed = rt.transition(
-            job_id,
-            JobStatus.PLACED,
-            expect=[JobStatus.QUEUED],
-            writes=writes,
-            placement_token=token,
-            node=first.node,
-            gpu_indices=gpu_json(first.gpus),
-            members=json.dumps(placement),
-            placed_at=utcnow(),
-        )
-    except BaseException:
-        give_back()
-        raise
-    if not placed:
-        give_back()
-        rt.live.dequeue(job_id)
-        rt.live.dispatch.ask()
-        return False
+    return job
+
+
+def _give_back(rt: Runtime, job: _Leased) -> None:
+    for member in job.members:
+        rt.live.leases.release(member.node, list(member.gpus), job.holder)
+
+
+def _write_placements(rt: Runtime, leased: list[_Leased], writes: Writes | None) -> int:
+    """Mark the ``leased`` jobs placed in one registry transaction and send each
+    one placed to its workers (its Redis side in ``writes`` when given, else at
+    once); returns how many were placed. A job that is no longer queued gives its
+    GPUs back; should the write fail, they all do."""
+    if not leased:
+        return 0
+    rows = [JobPlacement(job.job_id, _columns(job)) for job in leased]
     pipe = writes if writes is not None else rt.live.redis.pipeline(transaction=True)
-    for member in members:
-        rt.send_job(job_id, token, member.node, list(member.gpus), writes=pipe, rank=member.rank)
+    try:
+        placed = rt.place_jobs(rows, pipe)
+    except BaseException:
+        for job in leased:  # (no lease outlives a placement that was not written)
+            _give_back(rt, job)
+        raise
+    for job, took in zip(leased, placed, strict=True):
+        if not took:
+            # Cancelled or already placed while it sat in the queue: give the GPUs
+            # back, and look again, for a job queued while they looked taken.
+            _give_back(rt, job)
+            rt.live.dequeue(job.job_id)
+            rt.live.dispatch.ask()
+            continue
+        gang = len(job.members) > 1  # (each member's message names its rank)
+        for member in job.members:
+            rank = member.rank if gang else None
+            rt.send_job(job.job_id, job.token, member.node, list(member.gpus), pipe, rank)
+        # (debug: a line per job in the worker's log costs a sweep of short jobs more
+        # than its Redis round trips; the job's console.log says where it started)
+        log.debug("placed %s on %s", job.job_id, [(m.node, m.gpus) for m in job.members])
     if writes is None:
         pipe.execute()
-    log.debug("placed %s on %s", job_id, placement)
-    return True
+    return sum(placed)
+
+
+def _columns(job: _Leased) -> dict[str, Any]:
+    """A placement's columns in the registry: its first member's node and GPUs, and
+    a gang job's every member (what each member's worker claims, and Redis shows)."""
+    first = job.members[0]
+    # placement_token: what its worker's claim must name
+    columns = {"placement_token": job.token, "node": first.node}
+    columns["gpu_indices"] = gpu_json(first.gpus)
+    if len(job.members) > 1:
+        columns["members"] = json.dumps([[m.node, list(m.gpus)] for m in job.members])
+    return {**columns, "placed_at": utcnow()}
+
+
+def _taken_by_worker(members: list[Placement], worker_gpu: WorkerGpu | None) -> WorkerGpu | None:
+    """``worker_gpu`` when a job of these ``members`` goes first on its GPU and that
+    worker has taken no job yet: it takes this one at once."""
+    if worker_gpu is None or worker_gpu.claimed is not None or len(members) != 1:
+        return None
+    on = (members[0].node, members[0].gpus[0])
+    return worker_gpu if (worker_gpu.node, worker_gpu.index) == on else None
 
 
 def place(
@@ -347,58 +413,20 @@ def place(
     """Lease the placement's GPUs, mark the job placed and send it to its worker, or,
     on ``worker_gpu``, claim it for that worker. With ``writes``, the Redis side of
     it (status, message) is left there for the caller to execute."""
-    gpus = list(placement.gpus)
-    token = secrets.token_hex(8)
-    holder = f"{placement.job_id}|{token}"
-    leases = rt.live.leases
-    for_worker = (
-        worker_gpu is not None
-        and worker_gpu.claimed is None
-        and (worker_gpu.node, worker_gpu.index) == (placement.node, gpus[0])
-    )
+    worker = _taken_by_worker([placement], worker_gpu)
+    if worker is None:
+        job = _lease(rt, [placement])
+        return job is not None and _write_placements(rt, [job], writes) == 1
+    gpus, token = list(placement.gpus), secrets.token_hex(8)
     # A job its worker takes at once is claimed within moments: its leases start in
     # the running window, which the heartbeat renews.
-    ttl = rt.settings.lease_ttl if for_worker else rt.settings.placement_ttl
-    if not leases.acquire(placement.node, gpus, holder, ttl):
-        # A GPU was taken since we looked (by a job placed as it was submitted):
-        # another pass, on what is free now.
-        rt.live.dispatch.ask()
+    holder = f"{placement.job_id}|{token}"
+    if not rt.live.leases.acquire(placement.node, gpus, holder, rt.settings.lease_ttl):
+        rt.live.dispatch.ask()  # (taken since the pass looked, as in ``_lease``)
         return False
-    where: dict[str, Any] = {
-        "node": placement.node,
-        "gpu_indices": gpu_json(gpus),
-        "placed_at": utcnow(),
-    }
-    claimed: JobRow | None = None
-    if for_worker:
-        pipe = writes if writes is not None else rt.live.redis.pipeline(transaction=True)
-        claimed = rt.place_and_claim(placement.job_id, token, pipe, **where)
-        if claimed is not None and writes is None:
-            pipe.execute()
-        placed = claimed is not None
-    else:
-        # placement_token: what its worker's claim must name
-        placed = rt.transition(
-            placement.job_id,
-            JobStatus.PLACED,
-            expect=[JobStatus.QUEUED],
-            writes=writes,
-            placement_token=token,
-            **where,
-        )
-    if not placed:
-        # Cancelled or already placed while it sat in the queue: give the GPUs back,
-        # and look again, for a job queued while they looked taken.
-        leases.release(placement.node, gpus, holder)
-        rt.live.dequeue(placement.job_id)
-        rt.live.dispatch.ask()
-        return False
-    if claimed is not None and worker_gpu is not None:
-        worker_gpu.claimed = ClaimedJob(claimed, token, gpus)  # its worker runs it next
-    else:
-        # (placed: out of the queue)
-        rt.send_job(placement.job_id, token, placement.node, gpus, writes=writes)
-    # (debug: a line per job in the worker's log costs a sweep of short jobs more
-    # than its Redis round trips; the job's console.log says where it started)
-    log.debug("placed %s on %s GPUs %s", placement.job_id, placement.node, gpus)
-    return True
+    if _claim_for_worker(rt, worker, placement.job_id, token, gpus, writes):
+        return True
+    # Cancelled or placed while it sat in the queue (its GPUs are given back).
+    rt.live.dequeue(placement.job_id)
+    rt.live.dispatch.ask()
+    return False
