@@ -4,8 +4,9 @@ A discrete-event replay of a job trace (CSV: ``job_id,submit_s,duration_s,gpus,n
 user``) on ``--nodes`` x ``--gpus-per-node`` GPUs, through ugro's own placement
 code (dispatch's ``plan_on`` and ``plan_placements``, and beat's fair share
 ranking: ``fair_order`` on ``decayed_usage``) and, in the same run, through
-reference policies written here: strict FIFO, FIFO with EASY backfill, and
-shortest job first on the true durations (an oracle).
+reference policies written here: strict FIFO, FIFO with EASY backfill, shortest
+declared timeout first with EASY backfill, and shortest job first on the true
+durations (an oracle).
 Each job's timeout is what a user would declare: its duration rounded up to the
 next hour. A job of more GPUs than a node has runs on whole nodes: ``nodes`` of
 them (at least as many as it needs), the same number of GPUs on each; a job that

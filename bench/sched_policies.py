@@ -33,6 +33,9 @@ running job's ETA becomes known.
 - ``fifo-backfill``: EASY backfill on the timeouts: the first job that does not
   fit reserves the nodes where it can start soonest, and a later job may start
   only if it cannot delay that reservation.
+- ``sjf-declared``: the queue ordered by declared timeout (shortest first, then
+  submission), EASY backfill on the timeouts: what the users' own word is worth
+  to a scheduler that orders by it alone, without fair share or a starvation bound.
 - ``sjf-oracle``: the queue ordered by true duration, EASY backfill on true
   durations.
 
@@ -66,6 +69,7 @@ POLICIES = (
     "ugro-short",
     "fifo",
     "fifo-backfill",
+    "sjf-declared",
     "sjf-oracle",
 )
 UGRO_POLICIES = ("ugro", "ugro-fifo", "ugro-eta", "ugro-short")
@@ -274,10 +278,19 @@ class Replay:
 
     def _enqueue(self, i: int) -> int:
         job = self.jobs[i]
-        key = (job.duration if self.policy == "sjf-oracle" else float(i), i)
+        key = (self._order_key(job), i)
         at = bisect.bisect(self.queue, key)
         self.queue.insert(at, key)
         return at
+
+    def _order_key(self, job: Job) -> float:
+        """Where a job joins the queue: by true duration for the oracle, by declared
+        timeout for ``sjf-declared``, else in submission order."""
+        if self.policy == "sjf-oracle":
+            return job.duration
+        if self.policy == "sjf-declared":
+            return job.timeout
+        return float(job.index)
 
     def _rank(self, now: float) -> bool:
         """Beat's ``rank_queue``: the queue in fair share order, each job taking a

@@ -225,6 +225,7 @@ def test_json_prints_one_object_per_policy_with_exactly_the_keys(
         "ugro-short",
         "fifo",
         "fifo-backfill",
+        "sjf-declared",
         "sjf-oracle",
     ]
     keys = {

@@ -221,9 +221,17 @@ def plan_on(
     ]
     headroom = quotas.headroom if quotas is not None else None
     plans = plan_placements(jobs, view.free, view.capacity, None, headroom)
-    free_left = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
-    if free_left == 0 or len({p.job_id for p in plans}) == len(jobs):
+    placed = {p.job_id for p in plans}
+    if len(placed) == len(jobs):
         return plans  # (every job placed: no reservation was made, no end was needed)
+    # Without the ends, a job that cannot start reserves nodes blindly (every busy
+    # GPU counted free at once): what is placed after it went around that blind
+    # reservation, not the one the ends make, and what waits might have been
+    # backfilled around the real one. So the plan stands only when it took every
+    # free GPU for a head of the queue, no job before a placed one left waiting.
+    free_left = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
+    if free_left == 0 and _placed_a_head(jobs, placed):
+        return plans
     held = sorted({job for by_index in view.held.values() for job in by_index.values()})
 
     def on_nodes(left: dict[str, float | None]) -> dict[str, list[float | None]]:
@@ -234,6 +242,11 @@ def plan_on(
     ends = on_nodes(time_left(held) if held else {})
     expected = on_nodes(expected_left(held) if held else {}) if expected_left else None
     return plan_placements(jobs, view.free, view.capacity, ends, headroom, expected)
+
+
+def _placed_a_head(jobs: Sequence[PendingJob], placed: set[str]) -> bool:
+    """Whether the jobs ``placed`` are the first of ``jobs``."""
+    return all(job.job_id in placed for job in jobs[: len(placed)])
 
 
 def _dispatch_pass(
