@@ -260,10 +260,10 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
                 f"(target <= 2x: {'met' if ratio <= 2 else 'not met'}); multi-GPU jobs "
                 f"waiting over 2x (+1 h) their fifo-backfill wait: {worse}"
             )
-        if name == "ugro-eta" and sjf is not None:
+        if name in ("ugro-eta", "ugro-short") and sjf is not None:
             ratio = _ratio(s.avg_queue_s, sjf.summary.avg_queue_s)
             lines.append(
-                f"- ugro-eta: avg queue {ratio:.2f}x sjf-oracle's "
+                f"- {name}: avg queue {ratio:.2f}x sjf-oracle's "
                 f"(target <= 1.3x: {'met' if ratio <= 1.3 else 'not met'})"
             )
         lines.append(

@@ -25,10 +25,10 @@ running job's ETA becomes known.
   with an error of up to +/- ``eta_error`` of its duration), else, and once an
   ETA has passed with the job still running, its timeout; its latest end is its
   timeout still (``plan_placements``' ``expected_ends``).
-- ``ugro-short``: ``ugro`` with each user's jobs ranked by declared timeout,
-  shortest first, before fair share interleaves the users; a job waiting over
-  ``STARVATION_BOUND`` (a day) goes before them, so none waits for ever behind
-  its user's shorter ones. (Not what ugro does: a policy the issue allows.)
+- ``ugro-short``: ``ugro`` with ``order = "shortest-first"`` in the cluster
+  file's ``[sharing]``: beat's ranking puts the shorter declared lengths first
+  (``shortest_first``: classes doubling from an hour), fair share ordering each
+  class, and a job queued over ``starvation_hours`` (48) before them all.
 - ``fifo``: strict first come first served, the head blocks everything behind it.
 - ``fifo-backfill``: EASY backfill on the timeouts: the first job that does not
   fit reserves the nodes where it can start soonest, and a later job may start
@@ -58,8 +58,15 @@ from dataclasses import dataclass
 from ugro.live.dispatch_state import PendingEntry
 from ugro.registry.usage import Used
 from ugro.scheduling.dispatch import GpuView, plan_on
-from ugro.scheduling.fair_share import Queued, decayed_usage, fair_order, job_cost
+from ugro.scheduling.fair_share import (
+    Queued,
+    decayed_usage,
+    fair_order,
+    job_cost,
+    shortest_first,
+)
 from ugro.scheduling.placement import Placement
+from ugro.scheduling.sharing import SharingPolicy
 from ugro.settings import Settings
 
 POLICIES = (
@@ -81,8 +88,8 @@ TICK = float(Settings.model_fields["dispatch_interval"].default)
 HALF_LIFE = float(Settings.model_fields["fair_share_half_life"].default)
 # rank_queue reads the attempts that ended within this many half-lives
 USAGE_HALF_LIVES = 6
-# ugro-short: a job waiting longer than this (s) goes before its user's shorter ones
-STARVATION_BOUND = 86_400.0
+# ugro-short: a job queued longer than this (s) goes first
+STARVATION_BOUND = SharingPolicy.model_fields["starvation_hours"].default * 3600.0
 
 # At one instant: ends free GPUs before submits look, and a tick ranks them all.
 _END, _SUBMIT, _ETA, _TICK = 0, 1, 2, 3
@@ -300,25 +307,15 @@ class Replay:
         self.ranks += 1
         usage = self.usage.at_time(now)
         queued = [self.queued[i] for _, i in self.queue]
-        if self.policy == "ugro-short":
-            queued = [queued[n] for n in self._shortest_first(now)]
         order = fair_order(queued, usage, {})
+        if self.policy == "ugro-short":
+            waiting = [self.jobs[i] for _, i in self.queue]
+            timeouts: dict[str, float | None] = {str(j.index): j.timeout for j in waiting}
+            waited = {str(j.index): now - j.submit for j in waiting}
+            order = shortest_first(order, timeouts, waited, STARVATION_BOUND)
         head = [i for _, i in self.queue[: self.window]]
         self.queue = [(key, int(job)) for (key, _), job in zip(self.queue, order, strict=True)]
         return head != [i for _, i in self.queue[: self.window]]
-
-    def _shortest_first(self, now: float) -> list[int]:
-        """The queue's positions with each user's jobs by declared timeout, shortest
-        first, save that a job waiting over ``STARVATION_BOUND`` goes before them
-        (in its place in the queue): ``fair_order`` keeps each user's jobs in the
-        order it is given them."""
-
-        def key(position: int) -> tuple[float, int]:
-            job = self.jobs[self.queue[position][1]]
-            waited = now - job.submit
-            return (0.0 if waited > STARVATION_BOUND else job.timeout, position)
-
-        return sorted(range(len(self.queue)), key=key)
 
     def _pass(self, now: float) -> list[int]:
         """The jobs this pass starts (their GPUs taken)."""

@@ -32,6 +32,9 @@ from ugro.scheduling.sharing import SharingPolicy, sharing_policy
 
 #: The estimated run of a job without a timeout, for its place in the order (s).
 UNTIMED_COST = 3600.0
+HOUR = 3600.0
+#: ``length_class`` of a job without a timeout: after every declared length.
+UNTIMED_CLASS = 64
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,39 @@ def fair_order(
     return order
 
 
+def length_class(timeout: float | None) -> int:
+    """A declared length's class for ``shortest_first``: 0 up to an hour, then one
+    for each doubling (2 h, 4 h, 8 h, ...); a job without a timeout after them all.
+    Classes rather than the timeouts themselves, so that fair share still orders
+    the jobs of a class (users' timeouts differ by minutes), and a timeout shaved
+    a little buys nothing."""
+    if timeout is None:
+        return UNTIMED_CLASS
+    return min(UNTIMED_CLASS - 1, math.ceil(math.log2(max(timeout, HOUR) / HOUR)))
+
+
+def shortest_first(
+    fair: Sequence[str],
+    timeouts: Mapping[str, float | None],
+    waited: Mapping[str, float],
+    starvation_bound: float,
+) -> list[str]:
+    """``fair`` (jobs in fair share order) with the shorter length classes first,
+    and before them all every job that has waited over ``starvation_bound``
+    seconds; within each, the fair share order stands. A short job is rewarded
+    by backfill anyway; putting it first too is what shortest job first does,
+    and on a real cluster's week it halves the average wait (README, Scheduling
+    on a real trace). The bound keeps a long job from waiting for ever behind
+    short ones: once over it, the job heads the queue, and its reservation holds."""
+
+    def key(job_id: str) -> int:
+        if waited.get(job_id, 0.0) > starvation_bound:
+            return -1
+        return length_class(timeouts.get(job_id))
+
+    return sorted(fair, key=key)
+
+
 def job_cost(gpus: int, nodes: int, timeout: float | None) -> float:
     return gpus * nodes * (timeout if timeout else UNTIMED_COST)
 
@@ -107,6 +143,7 @@ def rank_queue(rt: Runtime) -> int:
     for job_id, score in pending:
         band, seq = divmod(int(score), live.priority_weight)
         bands[band].append((job_id, seq))
+    waited = _waited(rt, [job_id for job_id, _ in pending]) if policy.shortest_first else {}
     moved: dict[str, float] = {}
     for band, members in bands.items():
         queued = [
@@ -121,12 +158,25 @@ def rank_queue(rt: Runtime) -> int:
         was = dict(members)
         seqs = sorted(was[job.job_id] for job in queued)
         shares = {job.user: policy.share_of(job.user) for job in queued}
-        for job_id, seq in zip(fair_order(queued, usage, shares), seqs, strict=True):
+        order = fair_order(queued, usage, shares)
+        if policy.shortest_first:
+            timeouts = {job_id: shapes[job_id][2] for job_id in order}
+            order = shortest_first(order, timeouts, waited, policy.starvation_hours * HOUR)
+        for job_id, seq in zip(order, seqs, strict=True):
             if was[job_id] != seq:
                 moved[job_id] = band * live.priority_weight + seq
     if moved:
         live.redis.zadd(live.keys.pending, moved, xx=True)
     return len(moved)
+
+
+def _waited(rt: Runtime, job_ids: list[str]) -> dict[str, float]:
+    """How long each job has been queued (s): since it was submitted."""
+    from ugro.live.clock import server_time
+    from ugro.registry.usage import submitted_at
+
+    now = server_time(rt.live.redis)
+    return {job_id: now - at for job_id, at in submitted_at(rt.registry, job_ids).items()}
 
 
 def _usage_now(rt: Runtime, policy: SharingPolicy) -> dict[str, float]:
