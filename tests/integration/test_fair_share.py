@@ -88,8 +88,10 @@ def test_shortest_first_ranks_shorter_declared_lengths_first_until_one_waited_to
         wait_until(lambda: waited(alice, long.id) > bound_s, 10, "the bound to pass")
         # when bob (who used nothing) queues one of 3 hours, and alice one of 10 minutes
         bobs = bob.submit(JobSpec(name="bobs", command=["true"], timeout=3 * 3600))
+        assert queue() == [long.id, bobs.id]
         short = alice.submit(JobSpec(name="short", command=["true"], timeout=600))
-        # Then the long one goes first, then the shorter length
+        # Then the long one goes first, then the shorter length (a job queued since
+        # the last ranking ranked with the rest)
         assert queue() == [long.id, short.id, bobs.id]
         # And with the bound far away: the shorter length first, and fair share
         # ordering those of 3 hours (bob's first)
