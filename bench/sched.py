@@ -33,7 +33,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.sched_policies import HALF_LIFE, POLICIES, TICK, WINDOW, Job, Replay
+from bench.sched_policies import (
+    ETA_POLICIES,
+    HALF_LIFE,
+    POLICIES,
+    TICK,
+    UGRO_POLICIES,
+    WINDOW,
+    Job,
+    Replay,
+)
 
 TRACE = Path(__file__).resolve().parent.parent.parent / (
     "shared/data/traces/philly-week-2017-10-05.csv"
@@ -235,7 +244,7 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
     by = {o.summary.policy: o for o in outcomes}
     lines: list[str] = []
     easy, sjf = by.get("fifo-backfill"), by.get("sjf-oracle")
-    for name in ("ugro", "ugro-fifo", "ugro-eta", "ugro-short"):
+    for name in UGRO_POLICIES:
         own = by.get(name)
         if own is None:
             continue
@@ -260,7 +269,7 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
                 f"(target <= 2x: {'met' if ratio <= 2 else 'not met'}); multi-GPU jobs "
                 f"waiting over 2x (+1 h) their fifo-backfill wait: {worse}"
             )
-        if name in ("ugro-eta", "ugro-short") and sjf is not None:
+        if name in (*ETA_POLICIES, "ugro-short") and sjf is not None:
             ratio = _ratio(s.avg_queue_s, sjf.summary.avg_queue_s)
             lines.append(
                 f"- {name}: avg queue {ratio:.2f}x sjf-oracle's "

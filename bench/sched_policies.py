@@ -1,8 +1,8 @@
 """The discrete-event replay behind ``python -m bench.sched``: one policy, one trace.
 
 Events are job submissions and job ends, beat's dispatch ticks (every
-``dispatch_interval``, 30 s, while jobs wait) and, for ``ugro-eta``, the moment a
-running job's ETA becomes known.
+``dispatch_interval``, 30 s, while jobs wait) and, for the policies with ETAs,
+the moment a running job's ETA becomes known.
 
 - ``ugro`` is what ugro does, through its own code: each pass is dispatch's
   ``plan_on`` (which calls ``plan_placements``) on the free GPUs, the busy GPUs'
@@ -29,6 +29,7 @@ running job's ETA becomes known.
   file's ``[sharing]``: beat's ranking puts the shorter declared lengths first
   (``shortest_first``: classes doubling from an hour), fair share ordering each
   class, and a job queued over ``starvation_hours`` (48) before them all.
+- ``ugro-short-eta``: ``ugro-short`` with ``UGRO_RESERVE_BY_ETA``, as ``ugro-eta``.
 - ``fifo``: strict first come first served, the head blocks everything behind it.
 - ``fifo-backfill``: EASY backfill on the timeouts: the first job that does not
   fit reserves the nodes where it can start soonest, and a later job may start
@@ -74,13 +75,16 @@ POLICIES = (
     "ugro-fifo",
     "ugro-eta",
     "ugro-short",
+    "ugro-short-eta",
     "fifo",
     "fifo-backfill",
     "sjf-declared",
     "sjf-oracle",
 )
-UGRO_POLICIES = ("ugro", "ugro-fifo", "ugro-eta", "ugro-short")
-FAIR_SHARE_POLICIES = ("ugro", "ugro-eta", "ugro-short")
+UGRO_POLICIES = ("ugro", "ugro-fifo", "ugro-eta", "ugro-short", "ugro-short-eta")
+FAIR_SHARE_POLICIES = ("ugro", "ugro-eta", "ugro-short", "ugro-short-eta")
+ETA_POLICIES = ("ugro-eta", "ugro-short-eta")  # with UGRO_RESERVE_BY_ETA
+SHORTEST_FIRST_POLICIES = ("ugro-short", "ugro-short-eta")  # order = "shortest-first"
 HEAD = 8  # as dispatch's _HEAD: the jobs a pass plans on first
 WINDOW = 64  # as dispatch's _WINDOW: the most waiting jobs a pass plans on
 ETA_AFTER = 0.1  # the share of a job's run after which its ETA is known
@@ -275,7 +279,7 @@ class Replay:
             self.start[i] = now
             self.usage.start(i, job.user, job.total_gpus, now)
             heapq.heappush(events, (now + job.duration, _END, i))
-            if self.policy == "ugro-eta":
+            if self.policy in ETA_POLICIES:
                 known = now + ETA_AFTER * job.duration
                 self.eta_end[i] = eta = min(now + self.eta_end[i], now + job.timeout)
                 heapq.heappush(events, (known, _ETA, i))
@@ -308,7 +312,7 @@ class Replay:
         usage = self.usage.at_time(now)
         queued = [self.queued[i] for _, i in self.queue]
         order = fair_order(queued, usage, {})
-        if self.policy == "ugro-short":
+        if self.policy in SHORTEST_FIRST_POLICIES:
             waiting = [self.jobs[i] for _, i in self.queue]
             timeouts: dict[str, float | None] = {str(j.index): j.timeout for j in waiting}
             waited = {str(j.index): now - j.submit for j in waiting}
@@ -356,7 +360,7 @@ class Replay:
         start = self.start[i]
         if self.policy == "sjf-oracle":
             return start + job.duration
-        if self.policy == "ugro-eta" and now >= start + ETA_AFTER * job.duration:
+        if self.policy in ETA_POLICIES and now >= start + ETA_AFTER * job.duration:
             eta = self.eta_end[i]
             if eta > now:  # an ETA that has passed with the job still running is no guide
                 return eta
@@ -393,7 +397,7 @@ class Replay:
         def expected(jobs: list[str]) -> dict[str, float | None]:
             return {j: self._expected_end(int(j), now) - now for j in jobs}
 
-        eta = self.policy == "ugro-eta"
+        eta = self.policy in ETA_POLICIES
         return plan_on(self.view, head, latest, expected_left=expected if eta else None)
 
     # The reference policies ------------------------------------------------------

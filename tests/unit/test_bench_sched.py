@@ -224,6 +224,7 @@ def test_json_prints_one_object_per_policy_with_exactly_the_keys(
         "ugro-fifo",
         "ugro-eta",
         "ugro-short",
+        "ugro-short-eta",
         "fifo",
         "fifo-backfill",
         "sjf-declared",
