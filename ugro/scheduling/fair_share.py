@@ -141,6 +141,7 @@ def rank_queue(rt: Runtime) -> int:
     for job_id, score in pending:
         band, seq = divmod(int(score), live.priority_weight)
         bands[band].append((job_id, seq))
+    waited: dict[str, float] = {}
     if policy.shortest_first:
         from ugro.live.clock import server_time
 

@@ -23,9 +23,10 @@ Without the table every share is 1 and nobody has a quota, and fair share alone
 orders the jobs of each priority. With ``order = "shortest-first"``, jobs of a
 shorter declared length go first (``fair_share.shortest_first``: lengths in
 classes that double from an hour), fair share ordering each class, and a job
-queued over ``starvation_hours`` goes before them all, so none waits for ever. A quota on GPUs
-(``max_gpus``) is kept by dispatch: a job that would take its user or group over
-it waits, and says so. One on queued jobs (``max_queued``) is kept by submit,
+queued over ``starvation_hours`` goes before them all, so none waits for ever.
+
+A quota on GPUs (``max_gpus``) is kept by dispatch: a job that would take its
+user or group over it waits, and says so. One on queued jobs (``max_queued``) is kept by submit,
 which refuses a batch that would go over it, naming the limit; two submitters
 at the same moment may each pass it (it is checked, not locked).
 
