@@ -4,8 +4,9 @@ A discrete-event replay of a job trace (CSV: ``job_id,submit_s,duration_s,gpus,n
 user``) on ``--nodes`` x ``--gpus-per-node`` GPUs, through ugro's own placement
 code (dispatch's ``plan_on`` and ``plan_placements``, and beat's fair share
 ranking: ``fair_order`` on ``decayed_usage``) and, in the same run, through
-reference policies written here: strict FIFO, FIFO with EASY backfill, and
-shortest job first on the true durations (an oracle).
+reference policies written here: strict FIFO, FIFO with EASY backfill, shortest
+declared timeout first with EASY backfill, and shortest job first on the true
+durations (an oracle).
 Each job's timeout is what a user would declare: its duration rounded up to the
 next hour. A job of more GPUs than a node has runs on whole nodes: ``nodes`` of
 them (at least as many as it needs), the same number of GPUs on each; a job that
@@ -32,7 +33,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.sched_policies import HALF_LIFE, POLICIES, TICK, WINDOW, Job, Replay
+from bench.sched_policies import (
+    ETA_POLICIES,
+    HALF_LIFE,
+    POLICIES,
+    TICK,
+    UGRO_POLICIES,
+    WINDOW,
+    Job,
+    Replay,
+)
 
 TRACE = Path(__file__).resolve().parent.parent.parent / (
     "shared/data/traces/philly-week-2017-10-05.csv"
@@ -234,7 +244,7 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
     by = {o.summary.policy: o for o in outcomes}
     lines: list[str] = []
     easy, sjf = by.get("fifo-backfill"), by.get("sjf-oracle")
-    for name in ("ugro", "ugro-fifo", "ugro-eta", "ugro-short"):
+    for name in UGRO_POLICIES:
         own = by.get(name)
         if own is None:
             continue
@@ -259,10 +269,10 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
                 f"(target <= 2x: {'met' if ratio <= 2 else 'not met'}); multi-GPU jobs "
                 f"waiting over 2x (+1 h) their fifo-backfill wait: {worse}"
             )
-        if name == "ugro-eta" and sjf is not None:
+        if name in (*ETA_POLICIES, "ugro-short") and sjf is not None:
             ratio = _ratio(s.avg_queue_s, sjf.summary.avg_queue_s)
             lines.append(
-                f"- ugro-eta: avg queue {ratio:.2f}x sjf-oracle's "
+                f"- {name}: avg queue {ratio:.2f}x sjf-oracle's "
                 f"(target <= 1.3x: {'met' if ratio <= 1.3 else 'not met'})"
             )
         lines.append(

@@ -1,8 +1,8 @@
 """The discrete-event replay behind ``python -m bench.sched``: one policy, one trace.
 
 Events are job submissions and job ends, beat's dispatch ticks (every
-``dispatch_interval``, 30 s, while jobs wait) and, for ``ugro-eta``, the moment a
-running job's ETA becomes known.
+``dispatch_interval``, 30 s, while jobs wait) and, for the policies with ETAs,
+the moment a running job's ETA becomes known.
 
 - ``ugro`` is what ugro does, through its own code: each pass is dispatch's
   ``plan_on`` (which calls ``plan_placements``) on the free GPUs, the busy GPUs'
@@ -25,14 +25,18 @@ running job's ETA becomes known.
   with an error of up to +/- ``eta_error`` of its duration), else, and once an
   ETA has passed with the job still running, its timeout; its latest end is its
   timeout still (``plan_placements``' ``expected_ends``).
-- ``ugro-short``: ``ugro`` with each user's jobs ranked by declared timeout,
-  shortest first, before fair share interleaves the users; a job waiting over
-  ``STARVATION_BOUND`` (a day) goes before them, so none waits for ever behind
-  its user's shorter ones. (Not what ugro does: a policy the issue allows.)
+- ``ugro-short``: ``ugro`` with ``order = "shortest-first"`` in the cluster
+  file's ``[sharing]``: beat's ranking puts the shorter declared lengths first
+  (``shortest_first``: classes doubling from an hour), fair share ordering each
+  class, and a job queued over ``starvation_hours`` (48) before them all.
+- ``ugro-short-eta``: ``ugro-short`` with ``UGRO_RESERVE_BY_ETA``, as ``ugro-eta``.
 - ``fifo``: strict first come first served, the head blocks everything behind it.
 - ``fifo-backfill``: EASY backfill on the timeouts: the first job that does not
   fit reserves the nodes where it can start soonest, and a later job may start
   only if it cannot delay that reservation.
+- ``sjf-declared``: the queue ordered by declared timeout (shortest first, then
+  submission), EASY backfill on the timeouts: what the users' own word is worth
+  to a scheduler that orders by it alone, without fair share or a starvation bound.
 - ``sjf-oracle``: the queue ordered by true duration, EASY backfill on true
   durations.
 
@@ -55,8 +59,15 @@ from dataclasses import dataclass
 from ugro.live.dispatch_state import PendingEntry
 from ugro.registry.usage import Used
 from ugro.scheduling.dispatch import GpuView, plan_on
-from ugro.scheduling.fair_share import Queued, decayed_usage, fair_order, job_cost
+from ugro.scheduling.fair_share import (
+    Queued,
+    decayed_usage,
+    fair_order,
+    job_cost,
+    shortest_first,
+)
 from ugro.scheduling.placement import Placement
+from ugro.scheduling.sharing import SharingPolicy
 from ugro.settings import Settings
 
 POLICIES = (
@@ -64,12 +75,16 @@ POLICIES = (
     "ugro-fifo",
     "ugro-eta",
     "ugro-short",
+    "ugro-short-eta",
     "fifo",
     "fifo-backfill",
+    "sjf-declared",
     "sjf-oracle",
 )
-UGRO_POLICIES = ("ugro", "ugro-fifo", "ugro-eta", "ugro-short")
-FAIR_SHARE_POLICIES = ("ugro", "ugro-eta", "ugro-short")
+UGRO_POLICIES = ("ugro", "ugro-fifo", "ugro-eta", "ugro-short", "ugro-short-eta")
+FAIR_SHARE_POLICIES = ("ugro", "ugro-eta", "ugro-short", "ugro-short-eta")
+ETA_POLICIES = ("ugro-eta", "ugro-short-eta")  # with UGRO_RESERVE_BY_ETA
+SHORTEST_FIRST_POLICIES = ("ugro-short", "ugro-short-eta")  # order = "shortest-first"
 HEAD = 8  # as dispatch's _HEAD: the jobs a pass plans on first
 WINDOW = 64  # as dispatch's _WINDOW: the most waiting jobs a pass plans on
 ETA_AFTER = 0.1  # the share of a job's run after which its ETA is known
@@ -77,8 +92,8 @@ TICK = float(Settings.model_fields["dispatch_interval"].default)
 HALF_LIFE = float(Settings.model_fields["fair_share_half_life"].default)
 # rank_queue reads the attempts that ended within this many half-lives
 USAGE_HALF_LIVES = 6
-# ugro-short: a job waiting longer than this (s) goes before its user's shorter ones
-STARVATION_BOUND = 86_400.0
+# ugro-short: a job queued longer than this (s) goes first
+STARVATION_BOUND = SharingPolicy.model_fields["starvation_hours"].default * 3600.0
 
 # At one instant: ends free GPUs before submits look, and a tick ranks them all.
 _END, _SUBMIT, _ETA, _TICK = 0, 1, 2, 3
@@ -264,7 +279,7 @@ class Replay:
             self.start[i] = now
             self.usage.start(i, job.user, job.total_gpus, now)
             heapq.heappush(events, (now + job.duration, _END, i))
-            if self.policy == "ugro-eta":
+            if self.policy in ETA_POLICIES:
                 known = now + ETA_AFTER * job.duration
                 self.eta_end[i] = eta = min(now + self.eta_end[i], now + job.timeout)
                 heapq.heappush(events, (known, _ETA, i))
@@ -274,10 +289,19 @@ class Replay:
 
     def _enqueue(self, i: int) -> int:
         job = self.jobs[i]
-        key = (job.duration if self.policy == "sjf-oracle" else float(i), i)
+        key = (self._order_key(job), i)
         at = bisect.bisect(self.queue, key)
         self.queue.insert(at, key)
         return at
+
+    def _order_key(self, job: Job) -> float:
+        """Where a job joins the queue: by true duration for the oracle, by declared
+        timeout for ``sjf-declared``, else in submission order."""
+        if self.policy == "sjf-oracle":
+            return job.duration
+        if self.policy == "sjf-declared":
+            return job.timeout
+        return float(job.index)
 
     def _rank(self, now: float) -> bool:
         """Beat's ``rank_queue``: the queue in fair share order, each job taking a
@@ -287,25 +311,15 @@ class Replay:
         self.ranks += 1
         usage = self.usage.at_time(now)
         queued = [self.queued[i] for _, i in self.queue]
-        if self.policy == "ugro-short":
-            queued = [queued[n] for n in self._shortest_first(now)]
         order = fair_order(queued, usage, {})
+        if self.policy in SHORTEST_FIRST_POLICIES:
+            waiting = [self.jobs[i] for _, i in self.queue]
+            timeouts: dict[str, float | None] = {str(j.index): j.timeout for j in waiting}
+            waited = {str(j.index): now - j.submit for j in waiting}
+            order = shortest_first(order, timeouts, waited, STARVATION_BOUND)
         head = [i for _, i in self.queue[: self.window]]
         self.queue = [(key, int(job)) for (key, _), job in zip(self.queue, order, strict=True)]
         return head != [i for _, i in self.queue[: self.window]]
-
-    def _shortest_first(self, now: float) -> list[int]:
-        """The queue's positions with each user's jobs by declared timeout, shortest
-        first, save that a job waiting over ``STARVATION_BOUND`` goes before them
-        (in its place in the queue): ``fair_order`` keeps each user's jobs in the
-        order it is given them."""
-
-        def key(position: int) -> tuple[float, int]:
-            job = self.jobs[self.queue[position][1]]
-            waited = now - job.submit
-            return (0.0 if waited > STARVATION_BOUND else job.timeout, position)
-
-        return sorted(range(len(self.queue)), key=key)
 
     def _pass(self, now: float) -> list[int]:
         """The jobs this pass starts (their GPUs taken)."""
@@ -346,7 +360,7 @@ class Replay:
         start = self.start[i]
         if self.policy == "sjf-oracle":
             return start + job.duration
-        if self.policy == "ugro-eta" and now >= start + ETA_AFTER * job.duration:
+        if self.policy in ETA_POLICIES and now >= start + ETA_AFTER * job.duration:
             eta = self.eta_end[i]
             if eta > now:  # an ETA that has passed with the job still running is no guide
                 return eta
@@ -383,7 +397,7 @@ class Replay:
         def expected(jobs: list[str]) -> dict[str, float | None]:
             return {j: self._expected_end(int(j), now) - now for j in jobs}
 
-        eta = self.policy == "ugro-eta"
+        eta = self.policy in ETA_POLICIES
         return plan_on(self.view, head, latest, expected_left=expected if eta else None)
 
     # The reference policies ------------------------------------------------------

@@ -136,14 +136,14 @@ def test_the_backfill_policies_never_start_the_reserved_gang_later_than_fifo(
         assert got["k"] <= FIFO_STARTS["k"], policy
 
 
-def test_ugro_short_takes_each_user_s_shorter_jobs_first_until_one_waited_too_long(
+def test_ugro_short_takes_shorter_jobs_first_until_one_waited_too_long(
     trace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # u1's g (1 h timeout) goes before its e (3 h) onto the GPU d leaves at 1820
     short = starts(trace, "ugro-short")
     assert short["g"] == 1820 < short["e"]
-    # a job waiting over the bound keeps its place: here every one at once
-    monkeypatch.setattr(bench.sched_policies, "STARVATION_BOUND", 0.0)
+    # a job queued over the bound keeps its fair share place: here every one at once
+    monkeypatch.setattr(bench.sched_policies, "STARVATION_BOUND", -1.0)
     assert starts(trace, "ugro-short") == UGRO_STARTS
 
 
@@ -154,6 +154,7 @@ def test_the_simulator_calls_the_very_function_dispatch_calls(
     assert vars(ugro.scheduling.dispatch)["plan_placements"] is plan_placements
     assert vars(bench.sched_policies)["fair_order"] is ugro.scheduling.fair_share.fair_order
     assert vars(bench.sched_policies)["decayed_usage"] is decayed_usage
+    assert vars(bench.sched_policies)["shortest_first"] is ugro.scheduling.fair_share.shortest_first
     calls: list[list[str]] = []
 
     def spy(
@@ -223,8 +224,10 @@ def test_json_prints_one_object_per_policy_with_exactly_the_keys(
         "ugro-fifo",
         "ugro-eta",
         "ugro-short",
+        "ugro-short-eta",
         "fifo",
         "fifo-backfill",
+        "sjf-declared",
         "sjf-oracle",
     ]
     keys = {

@@ -58,6 +58,8 @@ def test_the_table_gives_shares_and_quotas_with_a_default_for_everyone(cluster_f
         ("[sharing.users.alice]\nshare = -1\n", "sharing.users.alice.share"),
         ("[sharing.users.alice]\nmax_gpu = 2\n", "sharing.users.alice.max_gpu"),
         ("[sharing]\nquota = 2\n", "sharing.quota"),
+        ("[sharing]\norder = 'random'\n", "sharing.order"),
+        ("[sharing]\nstarvation_hours = 0\n", "sharing.starvation_hours"),
     ],
 )
 def test_a_bad_table_is_refused_naming_the_file_and_the_key(

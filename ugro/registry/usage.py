@@ -79,6 +79,20 @@ def owners_of(registry: Registry, job_ids: Sequence[str]) -> dict[str, Owner]:
     return owners
 
 
+def submitted_at(registry: Registry, job_ids: Sequence[str]) -> dict[str, float]:
+    """When each of these jobs was submitted (s since the epoch)."""
+    submitted: dict[str, float] = {}
+    with registry.connections.begin() as conn:
+        for start in range(0, len(job_ids), 900):
+            chunk = list(job_ids[start : start + 900])
+            query = select(_JOBS.c.id, _JOBS.c.created_at).where(_JOBS.c.id.in_(chunk))
+            submitted.update(
+                (job_id, cast(datetime, as_utc(at)).timestamp())
+                for job_id, at in conn.execute(query)
+            )
+    return submitted
+
+
 def held_by_owner(registry: Registry) -> dict[Owner, int]:
     """The GPUs held now (by placed and running jobs) by each (user, group)."""
     query = select(_JOBS.c.user, _JOBS.c.group_name, _JOBS.c.gpus, _JOBS.c.members).where(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from ugro.scheduling.sharing import SharingPolicy, sharing_policy
 
 #: The estimated run of a job without a timeout, for its place in the order (s).
 UNTIMED_COST = 3600.0
+HOUR = 3600.0
+#: ``length_class`` of a job without a timeout: after every declared length.
+UNTIMED_CLASS = 64
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,39 @@ def fair_order(
     return order
 
 
+def length_class(timeout: float | None) -> int:
+    """A declared length's class for ``shortest_first``: 0 up to an hour, then one
+    for each doubling (2 h, 4 h, 8 h, ...); a job without a timeout after them all.
+    Classes rather than the timeouts themselves, so that fair share still orders
+    the jobs of a class (users' timeouts differ by minutes), and a timeout shaved
+    a little buys nothing."""
+    if timeout is None:
+        return UNTIMED_CLASS
+    return min(UNTIMED_CLASS - 1, math.ceil(math.log2(max(timeout, HOUR) / HOUR)))
+
+
+def shortest_first(
+    fair: Sequence[str],
+    timeouts: Mapping[str, float | None],
+    waited: Mapping[str, float],
+    starvation_bound: float,
+) -> list[str]:
+    """``fair`` (jobs in fair share order) with the shorter length classes first,
+    and before them all every job that has waited over ``starvation_bound``
+    seconds; within each, the fair share order stands. A short job is rewarded
+    by backfill anyway; putting it first too is what shortest job first does,
+    and on a real cluster's week it halves the average wait (README, Scheduling
+    on a real trace). The bound keeps a long job from waiting for ever behind
+    short ones: once over it, the job heads the queue, and its reservation holds."""
+
+    def key(job_id: str) -> int:
+        if waited.get(job_id, 0.0) > starvation_bound:
+            return -1
+        return length_class(timeouts.get(job_id))
+
+    return sorted(fair, key=key)
+
+
 def job_cost(gpus: int, nodes: int, timeout: float | None) -> float:
     return gpus * nodes * (timeout if timeout else UNTIMED_COST)
 
@@ -91,8 +128,6 @@ def job_cost(gpus: int, nodes: int, timeout: float | None) -> float:
 def rank_queue(rt: Runtime) -> int:
     """Rewrite the live queue's order within each priority to the fair one;
     returns how many jobs moved."""
-    from ugro.registry.usage import owners_of  # (beat's tick only)
-
     live = rt.live
     pending = cast(
         list[tuple[str, float]], live.redis.zrange(live.keys.pending, 0, -1, withscores=True)
@@ -101,32 +136,70 @@ def rank_queue(rt: Runtime) -> int:
         return 0
     policy = sharing_policy(rt.settings)
     usage = _usage_now(rt, policy)
-    owners = owners_of(rt.registry, [job_id for job_id, _ in pending])
-    shapes = live.job_shapes([job_id for job_id, _ in pending])
+    facts = _queued_facts(rt, [job_id for job_id, _ in pending])
     bands: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for job_id, score in pending:
         band, seq = divmod(int(score), live.priority_weight)
         bands[band].append((job_id, seq))
+    waited: dict[str, float] = {}
+    if policy.shortest_first:
+        from ugro.live.clock import server_time
+
+        now = server_time(live.redis)
+        waited = {job_id: now - fact.submitted for job_id, fact in facts.items()}
     moved: dict[str, float] = {}
     for band, members in bands.items():
         queued = [
-            Queued(
-                job_id,
-                policy.account_of(*owners.get(job_id, (None, None))),
-                job_cost(*shapes[job_id]),
-            )
+            Queued(job_id, policy.account_of(*facts[job_id].owner), job_cost(*facts[job_id].shape))
             for job_id, _ in members
-            if job_id in shapes
+            if job_id in facts
         ]
         was = dict(members)
         seqs = sorted(was[job.job_id] for job in queued)
         shares = {job.user: policy.share_of(job.user) for job in queued}
-        for job_id, seq in zip(fair_order(queued, usage, shares), seqs, strict=True):
+        order = fair_order(queued, usage, shares)
+        if policy.shortest_first:
+            timeouts = {job_id: facts[job_id].shape[2] for job_id in order}
+            order = shortest_first(order, timeouts, waited, policy.starvation_hours * HOUR)
+        for job_id, seq in zip(order, seqs, strict=True):
             if was[job_id] != seq:
                 moved[job_id] = band * live.priority_weight + seq
     if moved:
         live.redis.zadd(live.keys.pending, moved, xx=True)
     return len(moved)
+
+
+@dataclass(frozen=True)
+class QueuedFacts:
+    """What never changes of a queued job, as ranking reads it."""
+
+    owner: tuple[str | None, str | None]  # (user, group)
+    shape: tuple[int, int, float | None]  # GPUs a node, nodes, timeout
+    submitted: float  # s since the epoch
+
+
+# Each registry's queued jobs' facts as the last tick read them. Read anew, they
+# are most of a tick at 50,000 queued (a registry query and a Redis read a job);
+# kept, a tick reads only the jobs queued since.
+_facts_read: weakref.WeakKeyDictionary[object, dict[str, QueuedFacts]] = weakref.WeakKeyDictionary()
+
+
+def _queued_facts(rt: Runtime, job_ids: list[str]) -> dict[str, QueuedFacts]:
+    """The facts of each of ``job_ids`` that the registry and Redis both hold (a
+    job not yet in both is ranked at the next tick)."""
+    from ugro.registry.usage import owners_of, submitted_at  # (beat's tick only)
+
+    known = _facts_read.get(rt.registry, {})
+    facts = {job_id: known[job_id] for job_id in job_ids if job_id in known}
+    new = [job_id for job_id in job_ids if job_id not in known]
+    if new:
+        owners = owners_of(rt.registry, new)
+        submitted = submitted_at(rt.registry, new)
+        for job_id, shape in rt.live.job_shapes(new).items():
+            if job_id in owners and job_id in submitted:
+                facts[job_id] = QueuedFacts(owners[job_id], shape, submitted[job_id])
+    _facts_read[rt.registry] = facts  # (only what is queued now: the rest is gone)
+    return facts
 
 
 def _usage_now(rt: Runtime, policy: SharingPolicy) -> dict[str, float]:

@@ -4,6 +4,8 @@
 ```toml
 [sharing]
 by = "user"                 # whose usage fair share compares: "user" or "group"
+order = "fair"              # or "shortest-first": shorter declared timeouts first
+starvation_hours = 48       # (shortest-first) a job queued this long goes first
 
 [sharing.users."*"]         # every user without an entry of their own
 max_gpus = 16
@@ -17,9 +19,14 @@ max_queued = 200            # jobs she may have queued, at most
 max_gpus = 24
 ```
 
-Without the table every share is 1 and nobody has a quota. A quota on GPUs
-(``max_gpus``) is kept by dispatch: a job that would take its user or group over
-it waits, and says so. One on queued jobs (``max_queued``) is kept by submit,
+Without the table every share is 1 and nobody has a quota, and fair share alone
+orders the jobs of each priority. With ``order = "shortest-first"``, jobs of a
+shorter declared length go first (``fair_share.shortest_first``: lengths in
+classes that double from an hour), fair share ordering each class, and a job
+queued over ``starvation_hours`` goes before them all, so none waits for ever.
+
+A quota on GPUs (``max_gpus``) is kept by dispatch: a job that would take its
+user or group over it waits, and says so. One on queued jobs (``max_queued``) is kept by submit,
 which refuses a batch that would go over it, naming the limit; two submitters
 at the same moment may each pass it (it is checked, not locked).
 
@@ -64,6 +71,8 @@ class SharingPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     by: AccountKind = "user"
+    order: Literal["fair", "shortest-first"] = "fair"
+    starvation_hours: float = Field(default=48.0, gt=0)
     users: dict[str, Limits] = Field(default_factory=dict)
     groups: dict[str, Limits] = Field(default_factory=dict)
 
@@ -72,6 +81,10 @@ class SharingPolicy(BaseModel):
         if not name:
             return None  # (a job of no group counts against no group's quota)
         return table.get(name) or table.get(EVERYONE)
+
+    @property
+    def shortest_first(self) -> bool:
+        return self.order == "shortest-first"
 
     @property
     def caps_gpus(self) -> bool:
