@@ -34,9 +34,10 @@ def rt(settings: Settings, live_redis: redis.Redis) -> Iterator[Runtime]:
     runtime.close()
 
 
-def _job_process(node: str, index: int, job_id: str) -> subprocess.Popen[bytes]:
+def _job_process(jobs_dir: Path, node: str, index: int, job_id: str) -> subprocess.Popen[bytes]:
     """A process the fake backend takes for a ugro job running on GPU ``index``."""
     env = {**os.environ, "UGRO_JOB_ID": job_id, "UGRO_NODE": node}
+    env["UGRO_JOB_DIR"] = str(jobs_dir / job_id)
     env["CUDA_VISIBLE_DEVICES"] = str(index)
     return subprocess.Popen([PY, "-c", "import time; time.sleep(60)"], env=env)
 
@@ -46,10 +47,11 @@ def test_a_sample_holds_the_gpu_busy_as_the_agent_read_it_not_the_leases_at_the_
     rt: Runtime,
 ) -> None:
     node = rt.settings.node_name
-    backend = FakeBackend(2, None, node)
+    # (its own jobs only: another test's stack may run jobs on a node of this name)
+    backend = FakeBackend(2, None, node, rt.settings.jobs_dir)
     # A job runs on GPU 1 under its lease, as a worker runs one, and the agent reads it.
     assert rt.live.leases.acquire(node, [1], "job-x|t", 30.0)
-    job = _job_process(node, 1, "job-x")
+    job = _job_process(rt.settings.jobs_dir, node, 1, "job-x")
     try:
         reading = read_node(rt, backend)
     finally:

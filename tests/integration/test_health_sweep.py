@@ -121,7 +121,7 @@ def test_the_interval_grows_while_calm_and_drops_when_jobs_run(rt: Runtime) -> N
         memory_warning_percent=100.0,
         disk_warning_percent=100.0,
     )
-    backend = FakeBackend(2, None, rt.settings.node_name)
+    backend = FakeBackend(2, None, rt.settings.node_name, rt.settings.jobs_dir)
     intervals = []
     for _ in range(5):
         publish_reading(rt, read_node(rt, backend))
@@ -146,7 +146,9 @@ def test_the_interval_grows_while_calm_and_drops_when_jobs_run(rt: Runtime) -> N
 def test_samples_older_than_the_retention_are_pruned(rt: Runtime) -> None:
     old = NodeSample("n", datetime.now(UTC) - timedelta(days=9), 100, "INFO", "closed", True)
     add_sample(rt.registry, old)
-    publish_reading(rt, read_node(rt, FakeBackend(1, None, rt.settings.node_name)))
+    publish_reading(
+        rt, read_node(rt, FakeBackend(1, None, rt.settings.node_name, rt.settings.jobs_dir))
+    )
     assert health_sweep(rt, force=True) is not None
     kept = samples(rt.registry, datetime.now(UTC) - timedelta(days=30))
     assert [s.node for s in kept] == [rt.settings.node_name]
@@ -173,7 +175,9 @@ def test_samples_older_than_a_day_are_thinned_to_the_worst_of_each_minute(rt: Ru
     old = _every_5s("a", two_days_ago, 36, critical_at=17) + _every_5s("b", two_days_ago, 36)
     recent = _every_5s("a", now - timedelta(hours=1), 24)
     add_samples(rt.registry, old + recent)
-    publish_reading(rt, read_node(rt, FakeBackend(1, None, rt.settings.node_name)))
+    publish_reading(
+        rt, read_node(rt, FakeBackend(1, None, rt.settings.node_name, rt.settings.jobs_dir))
+    )
     assert health_sweep(rt, force=True) is not None
 
     def stored(node: str, since: datetime, until: datetime) -> list[NodeSample]:
@@ -273,7 +277,7 @@ def test_a_running_job_whose_process_is_gone_is_reported_on_the_second_reading(
         pid=gone.pid,
         started_at=now,
     )
-    backend = FakeBackend(1, None, node)
+    backend = FakeBackend(1, None, node, rt.settings.jobs_dir)
     suspects: set[str] = set()
     first = read_node(rt, backend, suspects)
     assert first.processes_missing == [] and first.processes_expected == 1
