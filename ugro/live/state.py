@@ -111,7 +111,7 @@ class LiveState:
         if not jobs:
             return False
         keys = [self.keys.sequence, self.keys.pending, self.keys.delayed]
-        args: list[Any] = [_PRIORITY_WEIGHT]
+        args: list[Any] = [_PRIORITY_WEIGHT, self.keys.events_channel]
         for job_id, priority, gpus, node, timeout, ready_at, nodes in jobs:
             keys.append(self.keys.job(job_id))
             args += [job_id, priority, gpus, node or "", timeout or "", ready_at or "", nodes]

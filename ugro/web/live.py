@@ -8,9 +8,10 @@ event is one registry read whatever the number of pages, and an idle page costs
 nothing but a keepalive comment every ``KEEPALIVE`` seconds.
 
 What no event announces is watched once a second for all pages together: jobs
-new in the registry (a job queued at its submit, or held there, announces no
-status; one indexed query), the files of running jobs (a new epoch moves a
-progress bar; only their folder's and metrics' stat is read until one changes),
+new in the registry (a submit announces only the first job of its batch, and a
+job held there nothing; one indexed query, run at once on such an announcement),
+the files of running jobs (a new epoch moves a progress bar; only their folder's
+and metrics' stat is read until one changes),
 the GPUs as dispatch sees them and the health sweep's latest finding per node
 (sent only when they differ from the last).
 
@@ -173,10 +174,14 @@ class LiveFeed:
                 await self._redis_back(resync=not first)
                 first, backoff = False, _BACKOFF_FIRST
                 async for message in pubsub.listen():
-                    job_id = str(message.get("data", "")).partition(" ")[0]
+                    job_id, _, status = str(message.get("data", "")).partition(" ")
                     if job_id:
                         self._changed.add(job_id)
                         self._wake_publisher.set()
+                    if status == "queued":
+                        # (a submit announces its batch by its first job: the look
+                        # for new jobs finds the rest now, not at its next turn)
+                        self._wake_watcher.set()
             except (redis.RedisError, OSError) as exc:
                 if self.redis_up:
                     log.warning("Redis went away (%s); reconnecting", exc)
