@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,71 +18,22 @@ from tests.conftest import (
     running_stack,
     ugro,
 )
+from tests.webhook import Webhook
 from ugro import Client, JobSpec, JobStatus
 from ugro.settings import Settings
 
 PY = sys.executable
 
 
-class Receiver:
-    """A webhook on loopback that refuses (500) the first POST whose title starts
-    with one of ``refused``, accepts the rest, and keeps what came."""
-
-    def __init__(self) -> None:
-        self.refused: list[str] = []
-        self.posts: list[tuple[int, dict[str, Any]]] = []
-        self.changed = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with receiver.changed:
-                    status = 200
-                    for prefix in receiver.refused:
-                        if body["title"].startswith(prefix):
-                            receiver.refused.remove(prefix)
-                            status = 500
-                            break
-                    receiver.posts.append((status, body))
-                    receiver.changed.notify_all()
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"json://127.0.0.1:{self.server.server_port}/hook"
-
-    def delivered(self, title: str) -> list[dict[str, Any]]:
-        """The notices accepted whose title starts with ``title``."""
-        with self.changed:
-            return [b for s, b in self.posts if s == 200 and b["title"].startswith(title)]
-
-    def wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while not condition():
-                left = deadline - time.monotonic()
-                assert left > 0, f"timed out waiting for {what}; got {self.posts}"
-                self.changed.wait(left)
-
-
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
+def receiver() -> Iterator[Webhook]:
+    made = Webhook()
     yield made
-    made.server.shutdown()
-    made.server.server_close()
+    made.close()
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Settings]:
+def lab(tmp_path_factory: pytest.TempPathFactory, receiver: Webhook) -> Iterator[Settings]:
     root = tmp_path_factory.mktemp("notify")
     with registry_database(root) as url:
         settings = make_settings(
@@ -106,12 +53,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterato
 
 @pytest.mark.timeout(60)
 def test_a_failure_and_a_job_that_asked_are_told_and_a_refused_notice_is_retried(
-    lab: Settings, client: Client, receiver: Receiver
+    lab: Settings, client: Client, receiver: Webhook
 ) -> None:
     # Given UGRO_NOTIFY_ON=failed, a job that succeeds without asking
     quiet = client.submit(JobSpec(name="quiet", command=[PY, "-c", "pass"]))
     # and one that fails, whose first notice the webhook refuses
-    receiver.refused.append("ugro: job broken")
+    receiver.refuse("ugro: job broken")
     failing = client.submit(
         JobSpec(name="broken", command=[PY, "-c", "raise SystemExit('bad learning rate')"])
     )
@@ -138,7 +85,7 @@ def test_a_failure_and_a_job_that_asked_are_told_and_a_refused_notice_is_retried
     assert failure["title"] == "ugro: job broken failed"
     assert failing.id in failure["message"] and "exit: error" in failure["message"]
     assert "error:" in failure["message"] and "duration:" in failure["message"]
-    first = next(s for s, b in receiver.posts if b["title"].startswith("ugro: job broken"))
+    first = receiver.titled("ugro: job broken")[0].status
     assert first == 500
     # the job that asked is told its end and best score; the quiet one is not
     receiver.wait(lambda: bool(receiver.delivered("ugro: job told")), 30, "the asked-for end")
@@ -150,7 +97,7 @@ def test_a_failure_and_a_job_that_asked_are_told_and_a_refused_notice_is_retried
 
 @pytest.mark.timeout(60)
 def test_an_array_is_told_once_when_all_of_it_is_done(
-    lab: Settings, client: Client, receiver: Receiver
+    lab: Settings, client: Client, receiver: Webhook
 ) -> None:
     # Given an array of three tasks asking to be told, one of which fails
     code = "import os, sys; sys.exit(1 if os.environ['UGRO_ARRAY_INDEX'] == '1' else 0)"
@@ -176,7 +123,7 @@ def test_an_array_is_told_once_when_all_of_it_is_done(
 
 @pytest.mark.timeout(60)
 def test_a_node_going_warning_is_alerted_with_alert_level_warning(
-    lab: Settings, receiver: Receiver
+    lab: Settings, receiver: Webhook
 ) -> None:
     # Given UGRO_ALERT_LEVEL=WARNING and a node made CRITICAL by a GPU too hot
     # (a level is alerted when it changes: a busy CPU may have made it WARNING already)

@@ -9,12 +9,10 @@ import base64
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +30,7 @@ from tests.conftest import (
     wait_for_job,
     wait_until,
 )
+from tests.webhook import Webhook
 from ugro import Client, JobSpec
 from ugro.health.samples import GpuSample, NodeSample, add_sample, samples
 from ugro.registry.models import EventRow, SummaryRow
@@ -52,59 +51,11 @@ def validate(data: dict[str, Any]) -> None:
     ).validate(data)
 
 
-class Receiver:
-    """A webhook on loopback: answers each summary POST with the next status in
-    ``statuses`` (then 200) and records what came, and which files were there."""
-
-    def __init__(self, statuses: list[int], watch: list[Path] | None = None) -> None:
-        self.statuses = list(statuses)
-        self.watch = watch or []
-        self.posts: list[tuple[int, dict[str, Any], bool]] = []
-        self.changed = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status = 200
-                with receiver.changed:
-                    if body.get("title", "").startswith(TITLE):
-                        status = receiver.statuses.pop(0) if receiver.statuses else 200
-                        files_there = all(path.exists() for path in receiver.watch)
-                        receiver.posts.append((status, body, files_there))
-                    receiver.changed.notify_all()
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"json://127.0.0.1:{self.server.server_port}/hook"
-
-    def delivered(self) -> list[dict[str, Any]]:
-        return [body for status, body, _ in self.posts if status == 200]
-
-    def wait(self, condition: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while not condition():
-                left = deadline - time.monotonic()
-                assert left > 0, f"timed out waiting for {what}; got {len(self.posts)} posts"
-                self.changed.wait(left)
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    made = Receiver([])
-    made.thread.start()
+def receiver() -> Iterator[Webhook]:
+    made = Webhook()
     yield made
-    made.server.shutdown()
-    made.server.server_close()
+    made.close()
 
 
 def registry_of(settings: Settings) -> Registry:
@@ -186,8 +137,8 @@ def test_a_day_of_real_runs_is_summarised_caught_up_and_delivered_after_a_failur
         breaker_open_seconds=1.0,
     )
     missed_files = [f for d in missed for f in (SummaryFiles.of(settings, d).markdown,)]
-    receiver = Receiver([500], watch=missed_files)
-    receiver.thread.start()
+    receiver = Webhook(look=lambda: all(path.exists() for path in missed_files))
+    receiver.refuse(TITLE, 500)
     settings = settings.model_copy(update={"notify_urls": receiver.url})
     registry = registry_of(settings)
     mark_written(registry, today - timedelta(days=3))
@@ -238,9 +189,10 @@ def test_a_day_of_real_runs_is_summarised_caught_up_and_delivered_after_a_failur
 
             # Beat's start caught up the two missed days; the first delivery failed
             # (the files were there), Celery's retry delivered them.
-            receiver.wait(lambda: len(receiver.delivered()) >= 1, 60, "the retried delivery")
-            assert receiver.posts[0][0] == 500 and receiver.posts[0][2], "files before delivery"
-            [sent] = receiver.delivered()[:1]
+            receiver.wait(lambda: len(receiver.delivered(TITLE)) >= 1, 60, "the retried delivery")
+            first = receiver.titled(TITLE)[0]
+            assert first.status == 500 and first.seen, "files before delivery"
+            [sent] = receiver.delivered(TITLE)[:1]
             assert missed[0].isoformat() in sent["title"] or missed[1].isoformat() in sent["title"]
             assert any(a["filename"].endswith("_metrics.json") for a in sent["attachments"])
 
@@ -257,10 +209,9 @@ def test_a_day_of_real_runs_is_summarised_caught_up_and_delivered_after_a_failur
                 60,
                 "the long run's progress",
             )
-            receiver.wait(lambda: len(receiver.delivered()) >= 2, 30, "both missed days sent")
+            receiver.wait(lambda: len(receiver.delivered(TITLE)) >= 2, 30, "both missed days sent")
     finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
+        receiver.close()
 
     # Then: both missed days written once and delivered, the files stayed.
     rows = {row.date: row for row in summary_rows(registry)}
@@ -268,7 +219,7 @@ def test_a_day_of_real_runs_is_summarised_caught_up_and_delivered_after_a_failur
         assert SummaryFiles.of(settings, day).markdown.exists()
         assert SummaryFiles.of(settings, day).metrics.exists()
         assert rows[day.isoformat()].delivered_at is not None
-    assert sorted(b["title"] for b in receiver.delivered()) == [f"{TITLE} {d}" for d in missed]
+    assert sorted(b["title"] for b in receiver.delivered(TITLE)) == [f"{TITLE} {d}" for d in missed]
 
     # When today is rendered on demand (the stack is down: nothing moves).
     result = ugro(settings, "summary", "--json")
@@ -575,7 +526,7 @@ print(json.dumps(vars(run_daily(registry, settings, datetime.fromisoformat(sys.a
 
 @pytest.mark.timeout(60)
 def test_two_concurrent_daily_runs_write_and_send_the_day_once(
-    settings: Settings, receiver: Receiver
+    settings: Settings, receiver: Webhook
 ) -> None:
     settings = settings.model_copy(update={"notify_urls": receiver.url, "timezone": "Asia/Tokyo"})
     registry = registry_of(settings)
@@ -598,9 +549,9 @@ def test_two_concurrent_daily_runs_write_and_send_the_day_once(
     assert sorted(r["written"] for r in reports) == [[], [day.isoformat()]]
     # The other found the row taken, or (a moment later) the day no longer due.
     assert all(r["skipped"] in ([], [day.isoformat()]) for r in reports)
-    receiver.wait(lambda: len(receiver.posts) >= 1, 10, "the delivery")
-    assert [b["title"] for b in receiver.delivered()] == [f"{TITLE} {day}"]
-    body = receiver.delivered()[0]
+    receiver.wait(lambda: len(receiver.titled(TITLE)) >= 1, 10, "the delivery")
+    assert [b["title"] for b in receiver.delivered(TITLE)] == [f"{TITLE} {day}"]
+    body = receiver.delivered(TITLE)[0]
     metrics = next(a for a in body["attachments"] if a["filename"].endswith("_metrics.json"))
     validate(json.loads(base64.b64decode(metrics["base64"])))
     registry.close()
