@@ -299,3 +299,28 @@ def test_a_gpu_worker_takes_nothing_while_a_pass_runs_and_waits_for_the_lock(
     assert live_redis.get(live.keys.dispatch_dirty) == "1"
     assert live.queued_ids() == {"job-a"}
     assert live.leases.lease_holders("n", [0]) == {0: None}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("watch", [False, True], ids=["plain", "watched"])
+def test_a_submitted_batch_is_announced_once_by_its_first_job(
+    settings: Settings, live_redis: redis.Redis, watch: bool
+) -> None:
+    live = LiveState.open(settings)
+    pubsub = live.subscribe()
+    try:
+        # (the subscription is in place before the batch is queued)
+        wait_until(lambda: live_redis.pubsub_numsub(live.keys.events_channel)[0][1] == 1, 5)
+        # When a batch of three is queued
+        batch = [QueuedEntry(f"job-{n}", 0, 1) for n in "abc"]
+        live.enqueue_many(batch, watch=watch)
+        # Then one message names its first job as queued, and no other comes
+        # (a read that finds the subscription's own reply returns None: read for 1 s)
+        messages = []
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if (message := pubsub.get_message(timeout=0.1)) is not None:
+                messages.append(message["data"])
+        assert messages == ["job-a queued"]
+    finally:
+        pubsub.close()
