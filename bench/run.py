@@ -147,9 +147,10 @@ def main() -> None:
     rows = run(size)
     # (imported here: bench.control_plane imports this module)
     from bench import control_plane
+    from bench.simulated_cluster import Shape
 
     w6 = W6_SIZES[size]
-    shape = control_plane.Shape(w6["nodes"], w6["gpus_per_node"])
+    shape = Shape(w6["nodes"], w6["gpus_per_node"])
     registries = list(control_plane.REGISTRIES)
     settle_disk()
     control = control_plane.run(shape, w6["levels"], registries, w6["samples"], w6["ticks"])
