@@ -116,20 +116,19 @@ class Summary:
     max_multi_gpu_wait_s: float
 
 
-def per_user_wait(jobs: Sequence[Job], starts: Sequence[float]) -> dict[str, float]:
+def per_user_wait(jobs: Sequence[Job], waits: Sequence[float]) -> dict[str, float]:
     """Each user's average queueing delay ("" for jobs with no user)."""
-    waits: dict[str, list[float]] = {}
+    by_user: dict[str, list[float]] = {}
     for job in jobs:
-        waits.setdefault(job.user, []).append(starts[job.index] - job.submit)
-    return {user: statistics.fmean(w) for user, w in sorted(waits.items())}
+        by_user.setdefault(job.user, []).append(waits[job.index])
+    return {user: statistics.fmean(w) for user, w in sorted(by_user.items())}
 
 
-def summarise(policy: str, jobs: Sequence[Job], starts: Sequence[float], gpus: int) -> Summary:
-    waits = [starts[j.index] - j.submit for j in jobs]
+def summarise(policy: str, jobs: Sequence[Job], waits: Sequence[float], gpus: int) -> Summary:
     jcts = [w + j.duration for w, j in zip(waits, jobs, strict=True)]
     ordered = sorted(waits)
     first = min(j.submit for j in jobs)
-    makespan = max(starts[j.index] + j.duration for j in jobs) - first
+    makespan = max(j.submit + jct for j, jct in zip(jobs, jcts, strict=True)) - first
     busy = sum(j.duration * j.total_gpus for j in jobs)
     slowdowns: dict[str, list[float]] = {}
     for wait, job in zip(waits, jobs, strict=True):
@@ -153,9 +152,10 @@ def summarise(policy: str, jobs: Sequence[Job], starts: Sequence[float], gpus: i
 @dataclass
 class Outcome:
     summary: Summary
-    starts: list[float]
+    waits: list[float]  # each job's, in the replay's order
     wall_s: float
     passes: int
+    preemptions: int = 0
 
 
 def replay_all(
@@ -175,10 +175,11 @@ def replay_all(
         replay = Replay(
             jobs, nodes, gpus_per_node, policy, window, eta_error, seed, tick, half_life
         )
-        starts = replay.run()
+        replay.run()
         wall = time.perf_counter() - began
-        summary = summarise(policy, jobs, starts, nodes * gpus_per_node)
-        outcomes.append(Outcome(summary, starts, wall, replay.passes))
+        waits = replay.waits()
+        summary = summarise(policy, jobs, waits, nodes * gpus_per_node)
+        outcomes.append(Outcome(summary, waits, wall, replay.passes, replay.preemptions))
     return outcomes
 
 
@@ -219,13 +220,13 @@ def report(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> str:
             for o in outcomes
         ],
     )
-    waits = [per_user_wait(jobs, o.starts) for o in outcomes]
+    by_user = [per_user_wait(jobs, o.waits) for o in outcomes]
     users = _table(
         ["user (virtual cluster)", "jobs", *(o.summary.policy for o in outcomes)],
         [
             [user or "(none)", str(sum(1 for j in jobs if j.user == user))]
-            + [f"{w[user]:,.0f}" for w in waits]
-            for user in waits[0]
+            + [f"{w[user]:,.0f}" for w in by_user]
+            for user in by_user[0]
         ],
     )
     return f"{main}\n\nAverage queueing delay (s) by user:\n\n{users}\n\n" + "\n".join(
@@ -261,8 +262,7 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
             worse = sum(
                 1
                 for j in jobs
-                if j.total_gpus > 1
-                and own.starts[j.index] - j.submit > 2 * (easy.starts[j.index] - j.submit) + HOUR
+                if j.total_gpus > 1 and own.waits[j.index] > 2 * easy.waits[j.index] + HOUR
             )
             lines.append(
                 f"- {name}: largest multi-GPU wait {ratio:.2f}x fifo-backfill's "

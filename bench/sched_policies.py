@@ -63,11 +63,13 @@ from ugro.scheduling.fair_share import (
     Queued,
     decayed_usage,
     fair_order,
+    front_of_queue,
     job_cost,
     shortest_first,
 )
-from ugro.scheduling.placement import Placement
-from ugro.scheduling.sharing import SharingPolicy
+from ugro.scheduling.placement import PendingJob, Placement
+from ugro.scheduling.preemption import NodeGpus, Preemptible, victims_for
+from ugro.scheduling.sharing import PreemptionPolicy, SharingPolicy
 from ugro.settings import Settings
 
 POLICIES = (
@@ -76,15 +78,32 @@ POLICIES = (
     "ugro-eta",
     "ugro-short",
     "ugro-short-eta",
+    "ugro-preempt",
     "fifo",
     "fifo-backfill",
     "sjf-declared",
     "sjf-oracle",
 )
-UGRO_POLICIES = ("ugro", "ugro-fifo", "ugro-eta", "ugro-short", "ugro-short-eta")
-FAIR_SHARE_POLICIES = ("ugro", "ugro-eta", "ugro-short", "ugro-short-eta")
+UGRO_POLICIES = (
+    "ugro",
+    "ugro-fifo",
+    "ugro-eta",
+    "ugro-short",
+    "ugro-short-eta",
+    "ugro-preempt",
+)
+FAIR_SHARE_POLICIES = ("ugro", "ugro-eta", "ugro-short", "ugro-short-eta", "ugro-preempt")
 ETA_POLICIES = ("ugro-eta", "ugro-short-eta")  # with UGRO_RESERVE_BY_ETA
-SHORTEST_FIRST_POLICIES = ("ugro-short", "ugro-short-eta")  # order = "shortest-first"
+# order = "shortest-first"
+SHORTEST_FIRST_POLICIES = ("ugro-short", "ugro-short-eta", "ugro-preempt")
+# [sharing.preemption] with its defaults, every job --preemptible
+PREEMPT_POLICIES = ("ugro-preempt",)
+PREEMPTION = PreemptionPolicy()
+# What a stopped job's worker gives it before SIGKILL: its GPUs are free then.
+STOP_GRACE = float(Settings.model_fields["stop_grace"].default)
+# How much longer a preempted job runs in all (s): its process's start and its
+# checkpoint's load again, and the work since its last checkpoint.
+RESTART_COST = 300.0
 HEAD = 8  # as dispatch's _HEAD: the jobs a pass plans on first
 WINDOW = 64  # as dispatch's _WINDOW: the most waiting jobs a pass plans on
 ETA_AFTER = 0.1  # the share of a job's run after which its ETA is known
@@ -188,7 +207,9 @@ class UsageLedger:
 class Replay:
     """One policy's replay of ``jobs`` (in submission order, ``Job.index`` their
     positions) on ``nodes`` x ``gpus_per_node`` GPUs; ``run`` returns each job's
-    start time."""
+    first start time, ``waits`` the time each spent not running between its
+    submit and its end (with preemption, the wait of each stint, and what its
+    restarts cost)."""
 
     def __init__(
         self,
@@ -201,6 +222,7 @@ class Replay:
         seed: int = 0,
         tick: float = TICK,
         half_life: float = HALF_LIFE,
+        restart_cost: float = RESTART_COST,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
@@ -216,7 +238,17 @@ class Replay:
         self.view = GpuView(self.free, self.capacity, {n: {} for n in names})
         self.total_free = nodes * gpus_per_node
         self.held: dict[int, list[tuple[str, list[int]]]] = {}
-        self.start = [math.nan] * len(jobs)
+        self.start = [math.nan] * len(jobs)  # the first
+        self.attempt_start = [math.nan] * len(jobs)  # the last
+        self.left = [j.duration for j in jobs]  # run time still to go
+        self.ends_at = [math.nan] * len(jobs)  # of the running attempt
+        self.preempts = policy in PREEMPT_POLICIES
+        self.restart_cost = restart_cost
+        self.preempting: list[int] = []  # a job that stopped others, till it starts
+        self.stopping: set[int] = set()  # jobs stopped, in their grace
+        self.preempted: list[int] = []  # jobs stopped, queued again till they start
+        self.preemptions = 0
+        self.preempt_until = 0.0  # when the one under way no longer holds back another
         self.queue: list[tuple[float, int]] = []  # (order key, job index), sorted
         self.entries = [PendingEntry(str(j.index), j.gpus, None, j.timeout, j.nodes) for j in jobs]
         self.fair_share = policy in FAIR_SHARE_POLICIES
@@ -243,10 +275,15 @@ class Replay:
         while events:
             now = events[0][0]
             changed = False
+            ticked = False
             while events and events[0][0] == now:
                 _, kind, i = heapq.heappop(events)
                 if kind == _END:
+                    if now != self.ends_at[i]:
+                        continue  # the end of an attempt that was stopped before it
                     self._release(i, now)
+                    if i in self.stopping:
+                        self._requeue(i)
                     changed = True
                 elif kind == _SUBMIT:
                     changed |= self._enqueue(i) < self.window
@@ -254,11 +291,14 @@ class Replay:
                     changed = True
                 else:
                     self.tick_due = None
+                    ticked = True
                     changed |= self._rank(now)
             if ugro:
                 # Every event asks dispatch for a pass.
                 if (changed or not self.idle) and self.queue and self.total_free:
                     self.idle = not self._run_pass(now, events)
+                if ticked and self.preempts and self.queue:
+                    self._preempt(now, events)  # beat's look, after its pass
                 if self.queue and self.tick_due is None:
                     self.tick_due = (math.floor(now / self.tick) + 1) * self.tick
                     heapq.heappush(events, (self.tick_due, _TICK, -1))
@@ -271,21 +311,83 @@ class Replay:
                 changed = bool(started) and beyond
         return self.start
 
+    def waits(self) -> list[float]:
+        """Each job's time not running between its submit and its end (s)."""
+        return [self.ends_at[j.index] - j.submit - j.duration for j in self.jobs]
+
     def _run_pass(self, now: float, events: list[tuple[float, int, int]]) -> list[int]:
         self.passes += 1
         started = self._pass(now)
         for i in started:
             job = self.jobs[i]
-            self.start[i] = now
+            if math.isnan(self.start[i]):
+                self.start[i] = now
+            self.attempt_start[i] = now
+            self.ends_at[i] = now + self.left[i]
             self.usage.start(i, job.user, job.total_gpus, now)
-            heapq.heappush(events, (now + job.duration, _END, i))
+            heapq.heappush(events, (self.ends_at[i], _END, i))
             if self.policy in ETA_POLICIES:
                 known = now + ETA_AFTER * job.duration
                 self.eta_end[i] = eta = min(now + self.eta_end[i], now + job.timeout)
                 heapq.heappush(events, (known, _ETA, i))
                 if known < eta < now + job.duration:
                     heapq.heappush(events, (eta, _ETA, i))  # passed: the timeout again
+        if self.preempts:
+            gone = set(started)
+            self.preempting = [i for i in self.preempting if i not in gone]
+            self.preempted = [i for i in self.preempted if i not in gone]
         return started
+
+    # Preemption ----------------------------------------------------------------
+
+    def _preempt(self, now: float, events: list[tuple[float, int, int]]) -> None:
+        """Beat's ``preempt_waiting``: the first job of the window that may preempt
+        and finds victims stops them; it heads the queue till it starts."""
+        if self.preempting and now < self.preempt_until:
+            return  # one under way
+        usage: dict[str, float] | None = None
+        for _, i in self.queue[: self.window]:
+            job = self.jobs[i]
+            if not PREEMPTION.may_preempt(job.timeout, now - job.submit):
+                continue
+            if usage is None:
+                usage = self.usage.at_time(now)
+                nodes = {
+                    name: NodeGpus(len(self.free[name]), capacity, self.view.held[name])
+                    for name, capacity in self.capacity.items()
+                }
+                running = {
+                    str(r): Preemptible(str(r), self.jobs[r].user, now - self.attempt_start[r])
+                    for r in self.held
+                }
+            waiting = PendingJob(str(i), job.gpus, None, job.timeout, job.nodes)
+            victims = victims_for(waiting, job.user, nodes, running, usage, {}, PREEMPTION)
+            if victims is None:
+                continue
+            self.preemptions += 1
+            self.preempting = [i]
+            self.preempt_until = now + STOP_GRACE + self.tick
+            for victim in map(int, victims):
+                self.stopping.add(victim)
+                self.left[victim] -= now - self.attempt_start[victim]
+                self.left[victim] += self.restart_cost
+                self.ends_at[victim] = now + STOP_GRACE
+                heapq.heappush(events, (self.ends_at[victim], _END, victim))
+            self._to_front()
+            return
+
+    def _requeue(self, i: int) -> None:
+        """A stopped job back in the queue, behind the job that stopped it."""
+        self.stopping.discard(i)
+        self.preempted.append(i)
+        self._enqueue(i)
+        self._to_front()
+
+    def _to_front(self) -> None:
+        first, then = list(map(str, self.preempting)), list(map(str, self.preempted))
+        order = front_of_queue([str(i) for _, i in self.queue], first, then)
+        keys = sorted(key for key, _ in self.queue)
+        self.queue = [(key, int(job)) for key, job in zip(keys, order, strict=True)]
 
     def _enqueue(self, i: int) -> int:
         job = self.jobs[i]
@@ -317,6 +419,10 @@ class Replay:
             timeouts: dict[str, float | None] = {str(j.index): j.timeout for j in waiting}
             waited = {str(j.index): now - j.submit for j in waiting}
             order = shortest_first(order, timeouts, waited, STARVATION_BOUND)
+        if self.preempts:
+            order = front_of_queue(
+                order, list(map(str, self.preempting)), list(map(str, self.preempted))
+            )
         head = [i for _, i in self.queue[: self.window]]
         self.queue = [(key, int(job)) for (key, _), job in zip(self.queue, order, strict=True)]
         return head != [i for _, i in self.queue[: self.window]]
@@ -345,7 +451,7 @@ class Replay:
 
     def _release(self, i: int, now: float) -> None:
         job = self.jobs[i]
-        self.usage.end(i, job.user, job.total_gpus, self.start[i], now)
+        self.usage.end(i, job.user, job.total_gpus, self.attempt_start[i], now)
         for node, gpus in self.held.pop(i):
             self.free[node] = sorted(self.free[node] + gpus)
             del self.running[node][i]
@@ -357,7 +463,9 @@ class Replay:
     def _expected_end(self, i: int, now: float) -> float:
         """When the policy expects running job ``i`` to end (absolute)."""
         job = self.jobs[i]
-        start = self.start[i]
+        start = self.attempt_start[i]
+        if i in self.stopping:
+            return self.ends_at[i]
         if self.policy == "sjf-oracle":
             return start + job.duration
         if self.policy in ETA_POLICIES and now >= start + ETA_AFTER * job.duration:
@@ -392,13 +500,19 @@ class Replay:
             return []  # nothing fits anywhere: plan_on would place nothing
 
         def latest(jobs: list[str]) -> dict[str, float | None]:
-            return {j: self.start[int(j)] + self.jobs[int(j)].timeout - now for j in jobs}
+            return {j: self._latest_end(int(j)) - now for j in jobs}
 
         def expected(jobs: list[str]) -> dict[str, float | None]:
             return {j: self._expected_end(int(j), now) - now for j in jobs}
 
         eta = self.policy in ETA_POLICIES
         return plan_on(self.view, head, latest, expected_left=expected if eta else None)
+
+    def _latest_end(self, i: int) -> float:
+        """When running job ``i`` ends at the latest: its timeout's, or its grace's."""
+        if i in self.stopping:
+            return self.ends_at[i]
+        return self.attempt_start[i] + self.jobs[i].timeout
 
     # The reference policies ------------------------------------------------------
 

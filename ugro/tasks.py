@@ -20,6 +20,7 @@ from ugro.progress.jobs import progress_scan
 from ugro.runtime import Runtime
 from ugro.scheduling.dispatch import dispatch_pending
 from ugro.scheduling.fair_share import rank_queue
+from ugro.scheduling.preemption import preempt_waiting
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,7 +103,9 @@ def dispatch() -> int | None:
     def tick() -> int:
         rt = runtime()
         rank_queue(rt)  # the fair share order, then a pass in it
-        return dispatch_pending(rt)
+        placed = dispatch_pending(rt)
+        preempt_waiting(rt)  # for a short job that still waits
+        return placed
 
     return _unless_registry_away("dispatch", tick)
 

@@ -139,6 +139,7 @@ def test_exit_reasons_are_the_values_stored_and_documented() -> None:
         "stopped",
         "dependency",
         "idle",
+        "preempted",
     ]
     # Stored as their value, in the registry's columns, JSON and text alike
     for column in (

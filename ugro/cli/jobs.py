@@ -84,6 +84,12 @@ from ugro.cli.workflows import array_cells, array_json, show_array
     default=None,
     help="warn, or stop: a GPU it holds idle for UGRO_IDLE_GPU_AFTER stops it.",
 )
+@click.option(
+    "--preemptible",
+    is_flag=True,
+    default=None,
+    help="A short job kept waiting may stop it; it is queued again to resume.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def submit(
     retry_on: tuple[str, ...],

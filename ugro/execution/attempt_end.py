@@ -102,6 +102,12 @@ def record_end(
         if info.reason == "interrupted":
             # The worker is shutting down: the job goes back to the queue, not lost.
             requeue(rt, job, running, "its worker shut down", **outcome)
+        elif info.reason == "preempted":
+            # Stopped for a waiting job: back in the queue, behind it, ahead of the rest.
+            preempting = rt.live.preemption.preempting()
+            why = f"preempted for {preempting}" if preempting else "preempted"
+            if requeue(rt, job, running, why, **outcome):
+                rt.live.preemption.requeued(job.id)
         else:
             settle_failure(
                 rt,

@@ -19,6 +19,9 @@ from ugro.runtime import Runtime
 from ugro.scheduling.workflow import job_ended
 from ugro.transport.queues import control_queue
 
+# Ends that put a job back in the queue, counting against no retry.
+_NOT_FAILED = (ExitReason.INTERRUPTED, ExitReason.PREEMPTED)
+
 
 def requeue(
     rt: Runtime,
@@ -64,11 +67,12 @@ def requeue(
 
 
 def failed_attempts(rt: Runtime, job_id: str) -> int:
-    """Attempts that count against ``max_retries`` (an interrupted one does not)."""
+    """Attempts that count against ``max_retries`` (an interrupted or preempted one
+    does not)."""
     return sum(
         1
         for a in rt.registry.attempts(job_id)
-        if a.exit_reason is not None and a.exit_reason != ExitReason.INTERRUPTED
+        if a.exit_reason is not None and a.exit_reason not in _NOT_FAILED
     )
 
 

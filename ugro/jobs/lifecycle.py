@@ -2,7 +2,7 @@
 
 ``queued -> placed -> running -> finished | failed | cancelled | lost``. A job the
 worker of its GPU takes at once goes ``queued -> running`` (placed and claimed in
-one commit). An interrupted job (its worker shut down), a failed or lost one with
+one commit). An interrupted job (its worker shut down), a preempted one, a failed or lost one with
 retries left, and one retried by hand go back to ``queued``; a placement that was
 never claimed goes back too. ``stuck`` and ``outdated`` are findings of the
 progress scan, not stored statuses.
@@ -66,6 +66,9 @@ class ExitReason(StrEnum):
     #: stopped for holding its GPUs idle (``--on-idle stop``: under
     #: ``UGRO_IDLE_GPU_PERCENT`` for ``UGRO_IDLE_GPU_AFTER``)
     IDLE = "idle"
+    #: stopped for a short job that waited (``--preemptible``, under
+    #: ``[sharing.preemption]``); the job goes back to the queue
+    PREEMPTED = "preempted"
 
 
 #: Statuses a job has when no retry or person moves it again. ``lost`` is not one:

@@ -128,6 +128,9 @@ class JobSpec(BaseModel):
     # What a GPU of the job held idle for ``UGRO_IDLE_GPU_AFTER`` brings: a
     # warning ("warn"), or the job stopped with reason ``idle`` ("stop").
     on_idle: Literal["warn", "stop"] = "warn"
+    # Whether a short job kept waiting may stop it (``[sharing.preemption]``): it
+    # saves a checkpoint on SIGTERM and resumes from ``UGRO_RESUME_FROM``.
+    preemptible: bool = False
     # A task of an array or sweep: set by ugro (``Client.submit_array``, ``sweep``).
     array: ArrayPlace | None = None
 

@@ -55,6 +55,19 @@ class Keys:
     def cancel(self, job_id: str) -> str:
         return f"{self.prefix}:cancel:{job_id}"
 
+    # The preemption under way: JSON {job, victims, at, until}, the job that stopped
+    # others to start (``ugro.live.preemption``). Written by beat's preemption
+    # check; TTL 1 day (it counts only while its job is pending).
+    @property
+    def preempting(self) -> str:
+        return f"{self.prefix}:preempting"
+
+    # Jobs stopped for another, queued again to resume (set). Added to by their
+    # workers; a member no longer pending is dropped when read. TTL 1 day.
+    @property
+    def preempted(self) -> str:
+        return f"{self.prefix}:preempted"
+
     # A gang job's attempt being stopped: JSON {rank, node, reason, error} of the
     # member whose end stops the others (the first to set it). TTL 1 day.
     def gang_stop(self, job_id: str, attempt: int) -> str:

@@ -121,6 +121,15 @@ def shortest_first(
     return sorted(fair, key=key)
 
 
+def front_of_queue(
+    order: Sequence[str], preempting: Sequence[str], preempted: Sequence[str]
+) -> list[str]:
+    """``order`` with the jobs that preempted first, then those preempted (each
+    in ``order``'s order)."""
+    first = {job: 0 for job in preempting} | {job: 1 for job in preempted if job not in preempting}
+    return sorted(order, key=lambda job: first.get(job, 2))
+
+
 def job_cost(gpus: int, nodes: int, timeout: float | None) -> float:
     return gpus * nodes * (timeout if timeout else UNTIMED_COST)
 
@@ -135,11 +144,12 @@ def rank_queue(rt: Runtime) -> int:
     if len(pending) < 2:
         return 0
     policy = sharing_policy(rt.settings)
-    usage = _usage_now(rt, policy)
+    usage = usage_now(rt, policy)
     facts = _queued_facts(rt, [job_id for job_id, _ in pending])
-    bands: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    # (a preemption's jobs sit between two others' sequence numbers: floats)
+    bands: dict[float, list[tuple[str, float]]] = defaultdict(list)
     for job_id, score in pending:
-        band, seq = divmod(int(score), live.priority_weight)
+        band, seq = divmod(score, live.priority_weight)
         bands[band].append((job_id, seq))
     waited: dict[str, float] = {}
     if policy.shortest_first:
@@ -147,6 +157,10 @@ def rank_queue(rt: Runtime) -> int:
 
         now = server_time(live.redis)
         waited = {job_id: now - fact.submitted for job_id, fact in facts.items()}
+    front = None
+    if policy.preemption is not None:
+        preempting = live.preemption.preempting()
+        front = ([preempting] if preempting else [], live.preemption.waiting())
     moved: dict[str, float] = {}
     for band, members in bands.items():
         queued = [
@@ -161,6 +175,8 @@ def rank_queue(rt: Runtime) -> int:
         if policy.shortest_first:
             timeouts = {job_id: facts[job_id].shape[2] for job_id in order}
             order = shortest_first(order, timeouts, waited, policy.starvation_hours * HOUR)
+        if front is not None:
+            order = front_of_queue(order, *front)
         for job_id, seq in zip(order, seqs, strict=True):
             if was[job_id] != seq:
                 moved[job_id] = band * live.priority_weight + seq
@@ -202,7 +218,7 @@ def _queued_facts(rt: Runtime, job_ids: list[str]) -> dict[str, QueuedFacts]:
     return facts
 
 
-def _usage_now(rt: Runtime, policy: SharingPolicy) -> dict[str, float]:
+def usage_now(rt: Runtime, policy: SharingPolicy) -> dict[str, float]:
     """Each account's decayed usage now (attempts older than six half-lives weigh
     under 2 % and are not read)."""
     from ugro.live.clock import server_time
@@ -236,7 +252,7 @@ def user_shares(rt: Runtime) -> list[UserShare]:
     from ugro.registry.usage import all_gpus
 
     policy = sharing_policy(rt.settings)
-    usage = _usage_now(rt, policy)
+    usage = usage_now(rt, policy)
     queued: dict[str, int] = defaultdict(int)
     running: dict[str, int] = defaultdict(int)
     active = [JobStatus.QUEUED, JobStatus.PLACED, JobStatus.RUNNING]

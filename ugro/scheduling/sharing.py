@@ -17,6 +17,11 @@ max_queued = 200            # jobs she may have queued, at most
 
 [sharing.groups.vision]
 max_gpus = 24
+
+[sharing.preemption]        # a short job kept waiting may stop --preemptible jobs
+after_minutes = 5           # once it has waited this long
+max_timeout_minutes = 60    # if its --timeout is at most this
+min_run_minutes = 10        # a job that ran less than this is not stopped
 ```
 
 Without the table every share is 1 and nobody has a quota, and fair share alone
@@ -24,6 +29,9 @@ orders the jobs of each priority. With ``order = "shortest-first"``, jobs of a
 shorter declared length go first (``fair_share.shortest_first``: lengths in
 classes that double from an hour), fair share ordering each class, and a job
 queued over ``starvation_hours`` goes before them all, so none waits for ever.
+
+With ``[sharing.preemption]``, a short job that waits stops running jobs that
+agreed to it, of users who used more than its own (``ugro.scheduling.preemption``).
 
 A quota on GPUs (``max_gpus``) is kept by dispatch: a job that would take its
 user or group over it waits, and says so. One on queued jobs (``max_queued``) is kept by submit,
@@ -65,6 +73,25 @@ class Limits(BaseModel):
     max_queued: int | None = Field(None, ge=0)
 
 
+class PreemptionPolicy(BaseModel):
+    """The ``[sharing.preemption]`` table: when a waiting job may stop others."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    after_minutes: float = Field(default=5.0, ge=0)
+    max_timeout_minutes: float = Field(default=60.0, gt=0)
+    min_run_minutes: float = Field(default=10.0, ge=0)
+
+    def may_preempt(self, timeout: float | None, waited: float) -> bool:
+        """Whether a waiting job of ``timeout`` (s) that has waited ``waited`` (s)
+        may stop others: a short declared job, waiting long enough."""
+        return (
+            timeout is not None
+            and timeout <= self.max_timeout_minutes * 60
+            and waited >= self.after_minutes * 60
+        )
+
+
 class SharingPolicy(BaseModel):
     """The ``[sharing]`` table."""
 
@@ -73,6 +100,8 @@ class SharingPolicy(BaseModel):
     by: AccountKind = "user"
     order: Literal["fair", "shortest-first"] = "fair"
     starvation_hours: float = Field(default=48.0, gt=0)
+    # Off unless the table is there.
+    preemption: PreemptionPolicy | None = None
     users: dict[str, Limits] = Field(default_factory=dict)
     groups: dict[str, Limits] = Field(default_factory=dict)
 

@@ -247,7 +247,7 @@ def _experiments(inputs: DayInputs) -> Experiments:
         1
         for attempt in inputs.attempts
         if _within(attempt.ended_at, day)
-        and attempt.exit_reason not in (None, "ok", "interrupted", "cancelled")
+        and attempt.exit_reason not in (None, "ok", "interrupted", "preempted", "cancelled")
         and attempt.job_id not in failed_ids
     )
     return Experiments(

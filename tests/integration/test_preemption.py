@@ -1,0 +1,90 @@
+"""Preemption on a live stack: a short job of a user who used little stops a
+`--preemptible` job of one who used much, starts on its GPUs, and the stopped job
+resumes from its checkpoint ahead of the rest of the queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import env_for, make_settings, running_stack, ugro, wait_for_job
+from ugro import Client, JobSpec, JobStatus
+from ugro.jobs.lifecycle import ExitReason
+from ugro.scheduling.fair_share import rank_queue
+from ugro.scheduling.preemption import preempt_waiting
+from ugro.settings import Settings
+
+# Saves a checkpoint on SIGTERM; resumed, says from what, then runs until `go`.
+TRAINER = (
+    'if [ -n "$UGRO_RESUME_FROM" ]; then echo "resumed from $(cat "$UGRO_RESUME_FROM")"; '
+    'while [ ! -e "$UGRO_JOB_DIR/go" ]; do sleep 0.05; done; exit 0; fi; '
+    'trap \'echo step-7 > "$UGRO_CHECKPOINT_DIR/ckpt"; exit 143\' TERM; '
+    "while true; do sleep 0.05; done"
+)
+
+
+@pytest.fixture
+def two_gpus(tmp_path: Path, database_url: str) -> Iterator[Settings]:
+    # (beat's own tick an hour away: the test runs its look when it means to)
+    settings = make_settings(
+        tmp_path / "data", database_url, gpu_backend="fake:2", dispatch_interval=3600.0
+    )
+    (settings.data_dir).mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / "cluster.toml").write_text(
+        '[sharing]\norder = "shortest-first"\n\n'
+        "[sharing.preemption]\nafter_minutes = 0\nmin_run_minutes = 0\n"
+    )
+    with running_stack(settings) as running:
+        yield running
+
+
+def client_as(settings: Settings, user: str) -> Client:
+    return Client(settings.model_copy(update={"user": user}))
+
+
+@pytest.mark.timeout(120)
+def test_a_short_job_preempts_a_preemptible_one_which_resumes_first(two_gpus: Settings) -> None:
+    env = env_for(two_gpus) | {"UGRO_USER": "alice"}
+    submitted = ugro(
+        two_gpus, "submit", "--name", "train", "--gpus", "2", "--preemptible", "--shell",
+        "--", TRAINER, env=env,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    train_id = submitted.stdout.strip()
+    with client_as(two_gpus, "alice") as alice, client_as(two_gpus, "bob") as bob:
+        rt = alice.rt
+        wait_for_job(alice, train_id, lambda j: j.status is JobStatus.RUNNING, 30)
+        # Alice's own job waits behind her trainer, bob's short one after it.
+        later = alice.submit(JobSpec(name="later", command=["true"], gpus=2))
+        quick = bob.submit(JobSpec(name="quick", command=["true"], gpus=2, timeout=60))
+        # A job not --preemptible is never stopped: alice's trainer is the victim.
+        rank_queue(rt)
+        assert preempt_waiting(rt) == [train_id]
+        assert preempt_waiting(rt) == []  # one at a time
+        # Then bob's job runs on the trainer's GPUs, the trainer resumes next, and
+        # alice's other job runs last.
+        done = bob.wait([quick.id], timeout=60)
+        assert done[0].status is JobStatus.FINISHED
+        wait_for_job(alice, train_id, lambda j: j.status is JobStatus.RUNNING, 30)
+        assert alice.get(later.id).status is JobStatus.QUEUED
+        (rt.paths(train_id).root / "go").touch()
+        [trained, last] = alice.wait([train_id, later.id], timeout=60)
+        attempts = rt.registry.attempts(train_id)
+        console = rt.paths(train_id).root.joinpath("console.log").read_text()
+    assert trained.status is JobStatus.FINISHED and last.status is JobStatus.FINISHED
+    assert [a.exit_reason for a in attempts] == [ExitReason.PREEMPTED, ExitReason.OK]
+    # (its spec allows no retry: a preemption is not a failure)
+    assert "resumed from step-7" in trained_log(two_gpus, train_id)
+    assert f"requeued: preempted for {quick.id}" in console, console
+    assert attempts[1].started_at is not None and last.started_at is not None
+    assert attempts[1].started_at <= last.started_at
+    assert done[0].started_at is not None and attempts[0].ended_at is not None
+    assert attempts[0].ended_at <= done[0].started_at
+
+
+def trained_log(settings: Settings, job_id: str) -> str:
+    shown = ugro(settings, "logs", job_id, env=env_for(settings))
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
