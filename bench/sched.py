@@ -30,13 +30,15 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.sched_policies import (
     ETA_POLICIES,
     HALF_LIFE,
     POLICIES,
+    PREEMPT_POLICIES,
+    RESTART_COST,
     TICK,
     UGRO_POLICIES,
     WINDOW,
@@ -156,6 +158,8 @@ class Outcome:
     wall_s: float
     passes: int
     preemptions: int = 0
+    stops: dict[int, int] = field(default_factory=dict)  # job index -> times stopped
+    restart_cost_s: float = 0.0  # the run time a stopped job lost each time
 
 
 def replay_all(
@@ -168,18 +172,40 @@ def replay_all(
     seed: int = 0,
     tick: float = TICK,
     half_life: float = HALF_LIFE,
+    restart_cost: float = RESTART_COST,
+    preemptible: float = 1.0,
 ) -> list[Outcome]:
     outcomes = []
     for policy in policies:
         began = time.perf_counter()
         replay = Replay(
-            jobs, nodes, gpus_per_node, policy, window, eta_error, seed, tick, half_life
+            jobs,
+            nodes,
+            gpus_per_node,
+            policy,
+            window,
+            eta_error,
+            seed,
+            tick,
+            half_life,
+            restart_cost,
+            preemptible,
         )
         replay.run()
         wall = time.perf_counter() - began
         waits = replay.waits()
         summary = summarise(policy, jobs, waits, nodes * gpus_per_node)
-        outcomes.append(Outcome(summary, waits, wall, replay.passes, replay.preemptions))
+        outcomes.append(
+            Outcome(
+                summary,
+                waits,
+                wall,
+                replay.passes,
+                replay.preemptions,
+                dict(replay.stops),
+                restart_cost,
+            )
+        )
     return outcomes
 
 
@@ -269,7 +295,7 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
                 f"(target <= 2x: {'met' if ratio <= 2 else 'not met'}); multi-GPU jobs "
                 f"waiting over 2x (+1 h) their fifo-backfill wait: {worse}"
             )
-        if name in (*ETA_POLICIES, "ugro-short") and sjf is not None:
+        if name in (*ETA_POLICIES, "ugro-short", *PREEMPT_POLICIES) and sjf is not None:
             ratio = _ratio(s.avg_queue_s, sjf.summary.avg_queue_s)
             lines.append(
                 f"- {name}: avg queue {ratio:.2f}x sjf-oracle's "
@@ -279,7 +305,24 @@ def targets(jobs: Sequence[Job], outcomes: Sequence[Outcome]) -> list[str]:
             f"- {name}: fairness {s.fairness:.3f} "
             f"(target >= 0.9: {'met' if s.fairness >= 0.9 else 'not met'})"
         )
+        if name in PREEMPT_POLICIES:
+            lines.append(f"- {name}: {preemption_cost(jobs, own)}")
     return lines
+
+
+def preemption_cost(jobs: Sequence[Job], outcome: Outcome) -> str:
+    """What a preempting policy's stops came to."""
+    stops = sum(outcome.stops.values())
+    if not stops:
+        return "no job was preempted"
+    lost = sum(n * jobs[i].total_gpus for i, n in outcome.stops.items()) * outcome.restart_cost_s
+    run = sum(j.duration * j.total_gpus for j in jobs)
+    return (
+        f"{outcome.preemptions:,} preemptions stopped {len(outcome.stops):,} jobs "
+        f"{stops:,} times (one job at most {max(outcome.stops.values())} times); at "
+        f"{outcome.restart_cost_s:.0f} s a restart, {lost / HOUR:,.0f} GPU-hours lost, "
+        f"{lost / run:.2%} of the trace's"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,6 +351,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--half-life", type=float, default=HALF_LIFE, help="fair share's usage half-life (s)"
     )
     parser.add_argument(
+        "--restart-cost",
+        type=float,
+        default=RESTART_COST,
+        help="ugro-preempt: the run time (s) a stopped job loses each time",
+    )
+    parser.add_argument(
+        "--preemptible",
+        type=float,
+        default=1.0,
+        help="ugro-preempt: the share of jobs submitted --preemptible, chosen at random",
+    )
+    parser.add_argument(
         "--policy", action="append", choices=POLICIES, help="only this one (repeatable)"
     )
     args = parser.parse_args(argv)
@@ -324,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seed,
         args.tick,
         args.half_life,
+        args.restart_cost,
+        args.preemptible,
     )
     walls = ", ".join(f"{o.summary.policy} {o.wall_s:.1f} s" for o in outcomes)
     if args.json:

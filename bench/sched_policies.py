@@ -52,7 +52,7 @@ import bisect
 import heapq
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -223,6 +223,7 @@ class Replay:
         tick: float = TICK,
         half_life: float = HALF_LIFE,
         restart_cost: float = RESTART_COST,
+        preemptible: float = 1.0,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}: one of {', '.join(POLICIES)}")
@@ -263,6 +264,10 @@ class Replay:
         self.eta_end = [
             j.duration * (1 + rng.uniform(-eta_error, eta_error)) for j in jobs
         ]  # from the start; made absolute at the start
+        # ugro-preempt: the jobs submitted --preemptible, a share of them at random
+        choose = random.Random(seed + 1)
+        self.preemptible = [choose.random() < preemptible for _ in jobs]
+        self.stops: Counter[int] = Counter()  # each preempted job's stops
         self.passes = 0
         self.ranks = 0
 
@@ -359,6 +364,7 @@ class Replay:
                 running = {
                     str(r): Preemptible(str(r), self.jobs[r].user, now - self.attempt_start[r])
                     for r in self.held
+                    if self.preemptible[r]
                 }
             waiting = PendingJob(str(i), job.gpus, None, job.timeout, job.nodes)
             victims = victims_for(waiting, job.user, nodes, running, usage, {}, PREEMPTION)
@@ -379,6 +385,7 @@ class Replay:
     def _requeue(self, i: int) -> None:
         """A stopped job back in the queue, behind the job that stopped it."""
         self.stopping.discard(i)
+        self.stops[i] += 1
         self.preempted.append(i)
         self._enqueue(i)
         self._to_front()

@@ -425,6 +425,8 @@ class Client:
         gpus = spec.gpus * spec.nodes
         if over := quota_reason(self.rt.registry, self.rt.settings, row.user, spec.group, gpus):
             return over
+        if victims := self.rt.live.preemption.stopping_for(job.id):
+            return f"preempting: {', '.join(victims)} stopping to free their GPUs"
         ahead, ready_in = self.rt.live.queue_position(job.id)
         view = gpu_view(self.rt)
         return why_waiting(job.gpus, spec.node, view, ahead or 0, ready_in, spec.nodes)

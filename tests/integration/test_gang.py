@@ -421,3 +421,60 @@ def test_a_pulled_cable_loses_the_gang_and_it_runs_again_on_the_hosts_still_up(
         # The cut-off member stops itself once it hears it was fenced: nothing of it
         # is left running
         wait_until(lambda: not _member_processes(job.id), 90, "the cut-off member to stop")
+
+
+_GATED = 'while [ ! -e "$UGRO_JOB_DIR/go" ]; do sleep 0.05; done'
+# Saves a checkpoint on SIGTERM; resumed, says from what, then runs until `go`.
+_TRAINER = (
+    'if [ -n "$UGRO_RESUME_FROM" ]; then echo "resumed from $(cat "$UGRO_RESUME_FROM")"; '
+    'while [ ! -e "$UGRO_JOB_DIR/go" ]; do sleep 0.05; done; exit 0; fi; '
+    "trap 'echo step-3 > \"$UGRO_CHECKPOINT_DIR/ckpt\"; exit 143' TERM; "
+    "while true; do sleep 0.05; done"
+)
+
+
+@pytest.mark.timeout(180)
+def test_beat_preempts_a_preemptible_gang_for_a_short_one_and_it_resumes(bed: TestBed) -> None:
+    cluster = bed.settings.data_dir / "cluster.toml"
+    kept = cluster.read_text() if cluster.exists() else None
+    alice_settings = bed.settings.model_copy(update={"user": "alice"})
+    bob_settings = bed.settings.model_copy(update={"user": "bob"})
+    try:
+        cluster.write_text(
+            (kept or "") + "\n[sharing.preemption]\nafter_minutes = 0\nmin_run_minutes = 0\n"
+        )
+        with Client(alice_settings) as alice, Client(bob_settings) as bob:
+            # Given alice's preemptible gang on two hosts and her plain job on the third
+            train = alice.submit(
+                JobSpec(
+                    name="train", nodes=2, gpus=2, preemptible=True, shell=True, command=[_TRAINER]
+                )
+            )
+            held = alice.submit(JobSpec(name="held", gpus=2, shell=True, command=[_GATED]))
+            for job in (train, held):
+                wait_for_job(alice, job.id, lambda j: j.status is JobStatus.RUNNING, 60)
+            # When bob, who used nothing, queues a short job of two whole hosts
+            quick = bob.submit(JobSpec(name="quick", nodes=2, gpus=2, timeout=60, command=["true"]))
+            # Then beat's next look stops alice's gang for it, and it runs
+            [ran] = bob.wait([quick.id], timeout=60)
+            assert ran.succeeded, ran.error
+            assert alice.get(held.id).status is JobStatus.RUNNING  # (not --preemptible)
+            # and her gang resumes from its checkpoint on two hosts
+            wait_for_job(
+                alice, train.id, lambda j: j.status is JobStatus.RUNNING and j.attempt == 2, 60
+            )
+            (alice.rt.paths(train.id).root / "go").touch()
+            (alice.rt.paths(held.id).root / "go").touch()
+            done = alice.wait([train.id, held.id], timeout=60)
+            attempts = alice.rt.registry.attempts(train.id)
+            log = "".join(alice.logs(train.id, rank=0))
+        assert all(job.succeeded for job in done), [(j.name, j.error) for j in done]
+        assert [a.exit_reason for a in attempts] == ["preempted", "ok"]
+        assert attempts[0].ended_at is not None and ran.started_at is not None
+        assert attempts[0].ended_at <= ran.started_at
+        assert "resumed from step-3" in log, log
+    finally:
+        if kept is None:
+            cluster.unlink(missing_ok=True)
+        else:
+            cluster.write_text(kept)

@@ -16,11 +16,13 @@ from ugro.scheduling.fair_share import rank_queue
 from ugro.scheduling.preemption import preempt_waiting
 from ugro.settings import Settings
 
-# Saves a checkpoint on SIGTERM; resumed, says from what, then runs until `go`.
+# Saves a checkpoint on SIGTERM and exits once `saved` exists; resumed, says from
+# what, then runs until `go`.
 TRAINER = (
     'if [ -n "$UGRO_RESUME_FROM" ]; then echo "resumed from $(cat "$UGRO_RESUME_FROM")"; '
     'while [ ! -e "$UGRO_JOB_DIR/go" ]; do sleep 0.05; done; exit 0; fi; '
-    'trap \'echo step-7 > "$UGRO_CHECKPOINT_DIR/ckpt"; exit 143\' TERM; '
+    'trap \'echo step-7 > "$UGRO_CHECKPOINT_DIR/ckpt"; '
+    'while [ ! -e "$UGRO_JOB_DIR/saved" ]; do sleep 0.05; done; exit 143\' TERM; '
     "while true; do sleep 0.05; done"
 )
 
@@ -28,8 +30,13 @@ TRAINER = (
 @pytest.fixture
 def two_gpus(tmp_path: Path, database_url: str) -> Iterator[Settings]:
     # (beat's own tick an hour away: the test runs its look when it means to)
+    # (a grace the test's look at the preemption under way cannot outlast)
     settings = make_settings(
-        tmp_path / "data", database_url, gpu_backend="fake:2", dispatch_interval=3600.0
+        tmp_path / "data",
+        database_url,
+        gpu_backend="fake:2",
+        dispatch_interval=3600.0,
+        stop_grace=60.0,
     )
     (settings.data_dir).mkdir(parents=True, exist_ok=True)
     (settings.data_dir / "cluster.toml").write_text(
@@ -63,6 +70,9 @@ def test_a_short_job_preempts_a_preemptible_one_which_resumes_first(two_gpus: Se
         rank_queue(rt)
         assert preempt_waiting(rt) == [train_id]
         assert preempt_waiting(rt) == []  # one at a time
+        shown = ugro(two_gpus, "status", quick.id, env=env_for(two_gpus))
+        assert f"preempting: {train_id} stopping to free their GPUs" in shown.stdout, shown
+        (rt.paths(train_id).root / "saved").touch()
         # Then bob's job runs on the trainer's GPUs, the trainer resumes next, and
         # alice's other job runs last.
         done = bob.wait([quick.id], timeout=60)

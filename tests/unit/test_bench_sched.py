@@ -225,6 +225,7 @@ def test_json_prints_one_object_per_policy_with_exactly_the_keys(
         "ugro-eta",
         "ugro-short",
         "ugro-short-eta",
+        "ugro-preempt",
         "fifo",
         "fifo-backfill",
         "sjf-declared",

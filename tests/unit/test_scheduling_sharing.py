@@ -60,6 +60,8 @@ def test_the_table_gives_shares_and_quotas_with_a_default_for_everyone(cluster_f
         ("[sharing]\nquota = 2\n", "sharing.quota"),
         ("[sharing]\norder = 'random'\n", "sharing.order"),
         ("[sharing]\nstarvation_hours = 0\n", "sharing.starvation_hours"),
+        ("[sharing.preemption]\nafter_minutes = -1\n", "sharing.preemption.after_minutes"),
+        ("[sharing.preemption]\nafter = 5\n", "sharing.preemption.after"),
     ],
 )
 def test_a_bad_table_is_refused_naming_the_file_and_the_key(

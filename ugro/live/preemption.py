@@ -54,6 +54,13 @@ class PreemptionState:
         record = self._record()
         return None if record is None else self.first_in_queue(record)
 
+    def stopping_for(self, job_id: str) -> list[str]:
+        """The jobs being stopped for ``job_id`` while it waits for their GPUs."""
+        record = self._record()
+        if record is None or record["job"] != job_id or self.first_in_queue(record) is None:
+            return []
+        return [str(victim) for victim in record["victims"]]
+
     def first_in_queue(self, record: dict[str, Any]) -> str | None:
         job_id = str(record["job"])
         return job_id if self.redis.zscore(self.keys.pending, job_id) is not None else None

@@ -134,7 +134,7 @@ def preempt_waiting(rt: Runtime) -> list[str]:
     from ugro.registry.usage import owners_of, submitted_at
     from ugro.scheduling.dispatch import WINDOW, gpu_view
     from ugro.scheduling.fair_share import usage_now
-    from ugro.scheduling.sharing import sharing_policy
+    from ugro.scheduling.sharing import quota_view, sharing_policy
 
     sharing = sharing_policy(rt.settings)
     policy = sharing.preemption
@@ -152,6 +152,17 @@ def preempt_waiting(rt: Runtime) -> list[str]:
         if entry.job_id in submitted
         and policy.may_preempt(entry.timeout, now - submitted[entry.job_id])
     ]
+    if waiting and sharing.caps_gpus:
+        # (a job over its quota would not start on the GPUs it freed)
+        quotas = quota_view(rt.registry, sharing, [entry.job_id for entry in waiting])
+        waiting = [
+            entry
+            for entry in waiting
+            if all(
+                quotas.headroom.get(account, entry.gpus * entry.nodes) >= entry.gpus * entry.nodes
+                for account in quotas.accounts.get(entry.job_id, ())
+            )
+        ]
     if not waiting:
         return []
     running: dict[str, Preemptible] = {}
