@@ -58,7 +58,6 @@ from dataclasses import dataclass
 
 from ugro.live.dispatch_state import PendingEntry
 from ugro.registry.usage import Used
-from ugro.scheduling.dispatch import GpuView, plan_on
 from ugro.scheduling.fair_share import (
     Queued,
     decayed_usage,
@@ -68,6 +67,7 @@ from ugro.scheduling.fair_share import (
     shortest_first,
 )
 from ugro.scheduling.placement import PendingJob, Placement
+from ugro.scheduling.planning import GpuView, plan_on
 from ugro.scheduling.preemption import NodeGpus, Preemptible, victims_for
 from ugro.scheduling.sharing import PreemptionPolicy, SharingPolicy
 from ugro.settings import Settings
@@ -243,6 +243,7 @@ class Replay:
         self.attempt_start = [math.nan] * len(jobs)  # the last
         self.left = [j.duration for j in jobs]  # run time still to go
         self.ends_at = [math.nan] * len(jobs)  # of the running attempt
+        self.finished = [math.nan] * len(jobs)
         self.preempts = policy in PREEMPT_POLICIES
         self.restart_cost = restart_cost
         self.preempting: list[int] = []  # a job that stopped others, till it starts
@@ -286,9 +287,12 @@ class Replay:
                 if kind == _END:
                     if now != self.ends_at[i]:
                         continue  # the end of an attempt that was stopped before it
+                    self.ends_at[i] = math.nan  # (its end is handled once)
                     self._release(i, now)
                     if i in self.stopping:
                         self._requeue(i)
+                    else:
+                        self.finished[i] = now
                     changed = True
                 elif kind == _SUBMIT:
                     changed |= self._enqueue(i) < self.window
@@ -318,7 +322,7 @@ class Replay:
 
     def waits(self) -> list[float]:
         """Each job's time not running between its submit and its end (s)."""
-        return [self.ends_at[j.index] - j.submit - j.duration for j in self.jobs]
+        return [self.finished[j.index] - j.submit - j.duration for j in self.jobs]
 
     def _run_pass(self, now: float, events: list[tuple[float, int, int]]) -> list[int]:
         self.passes += 1
@@ -362,7 +366,9 @@ class Replay:
                     for name, capacity in self.capacity.items()
                 }
                 running = {
-                    str(r): Preemptible(str(r), self.jobs[r].user, now - self.attempt_start[r])
+                    str(r): Preemptible(
+                        str(r), self.jobs[r].user, now - self.attempt_start[r], self.stops[r]
+                    )
                     for r in self.held
                     if self.preemptible[r]
                 }
@@ -374,6 +380,8 @@ class Replay:
             self.preempting = [i]
             self.preempt_until = now + STOP_GRACE + self.tick
             for victim in map(int, victims):
+                if self.ends_at[victim] <= now + STOP_GRACE:
+                    continue  # it ends within the grace anyway
                 self.stopping.add(victim)
                 self.left[victim] -= now - self.attempt_start[victim]
                 self.left[victim] += self.restart_cost

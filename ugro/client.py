@@ -416,8 +416,8 @@ class Client:
 
             return why_held(self.rt, job.id, job.hold)
         from ugro.jobs.spec import JobSpec
-        from ugro.scheduling.dispatch import gpu_view
         from ugro.scheduling.explain import why_waiting
+        from ugro.scheduling.planning import gpu_view
         from ugro.scheduling.sharing import quota_reason
 
         row = self.rt.registry.get_job(job.id)

@@ -16,7 +16,7 @@ def node_view(rt: Runtime) -> list[dict[str, Any]]:
     job, or blocked, with readings; ``held_idle_since``: since when the job
     holding it has held it idle, once flagged)."""
     from ugro.health.sweep import breaker_for, latest_health
-    from ugro.scheduling.dispatch import gpu_view
+    from ugro.scheduling.planning import gpu_view
 
     view = gpu_view(rt)
     workers = rt.live.workers(max_age=rt.settings.worker_ttl)

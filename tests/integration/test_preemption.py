@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import env_for, make_settings, running_stack, ugro, wait_for_job
 from ugro import Client, JobSpec, JobStatus
 from ugro.jobs.lifecycle import ExitReason
+from ugro.registry.usage import preempted_counts
 from ugro.scheduling.fair_share import rank_queue
 from ugro.scheduling.preemption import preempt_waiting
 from ugro.settings import Settings
@@ -82,9 +83,11 @@ def test_a_short_job_preempts_a_preemptible_one_which_resumes_first(two_gpus: Se
         (rt.paths(train_id).root / "go").touch()
         [trained, last] = alice.wait([train_id, later.id], timeout=60)
         attempts = rt.registry.attempts(train_id)
+        counted = preempted_counts(rt.registry, [train_id, later.id])
         console = rt.paths(train_id).root.joinpath("console.log").read_text()
     assert trained.status is JobStatus.FINISHED and last.status is JobStatus.FINISHED
     assert [a.exit_reason for a in attempts] == [ExitReason.PREEMPTED, ExitReason.OK]
+    assert counted == {train_id: 1}  # (what max_per_job counts)
     # (its spec allows no retry: a preemption is not a failure)
     assert "resumed from step-7" in trained_log(two_gpus, train_id)
     assert f"requeued: preempted for {quick.id}" in console, console

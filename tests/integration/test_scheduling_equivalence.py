@@ -42,8 +42,8 @@ from ugro.live.dispatch_state import FreedGpu, PendingEntry, TakenForGpu
 from ugro.live.keys import Keys
 from ugro.live.state import LiveState, QueuedEntry
 from ugro.runtime import Runtime
-from ugro.scheduling.dispatch import plan_on, view_of
 from ugro.scheduling.placement import PendingJob, Placement
+from ugro.scheduling.planning import plan_on, view_of
 from ugro.scheduling.submit_lease import SubmitLease
 from ugro.settings import Settings
 

@@ -14,13 +14,15 @@ import pytest
 import bench.sched_policies
 import ugro.scheduling.dispatch
 import ugro.scheduling.fair_share
+import ugro.scheduling.planning
+import ugro.scheduling.preemption
 from bench.sched import jain, load_trace, main, replay_all, timeout_for
 from bench.sched_policies import USAGE_HALF_LIVES, Job, Replay, UsageLedger
 from ugro.live.dispatch_state import PendingEntry
 from ugro.registry.usage import Used
-from ugro.scheduling.dispatch import GpuView, plan_on
 from ugro.scheduling.fair_share import decayed_usage
 from ugro.scheduling.placement import Placement, plan_placements
+from ugro.scheduling.planning import GpuView, plan_on
 
 # 2 nodes x 4 GPUs. a fills n0, b 3 GPUs of n1, then c wants both nodes whole (a gang
 # of 2 x 4) and waits for b (until 7200 s by b's timeout, as by its true end).
@@ -150,8 +152,12 @@ def test_ugro_short_takes_shorter_jobs_first_until_one_waited_too_long(
 def test_the_simulator_calls_the_very_function_dispatch_calls(
     trace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert vars(bench.sched_policies)["plan_on"] is ugro.scheduling.dispatch.plan_on
-    assert vars(ugro.scheduling.dispatch)["plan_placements"] is plan_placements
+    assert vars(bench.sched_policies)["plan_on"] is ugro.scheduling.planning.plan_on
+    assert vars(ugro.scheduling.dispatch)["plan_on"] is ugro.scheduling.planning.plan_on
+    assert vars(ugro.scheduling.planning)["plan_placements"] is plan_placements
+    preemption = ugro.scheduling.preemption
+    assert vars(bench.sched_policies)["victims_for"] is preemption.victims_for
+    assert vars(bench.sched_policies)["front_of_queue"] is ugro.scheduling.fair_share.front_of_queue
     assert vars(bench.sched_policies)["fair_order"] is ugro.scheduling.fair_share.fair_order
     assert vars(bench.sched_policies)["decayed_usage"] is decayed_usage
     assert vars(bench.sched_policies)["shortest_first"] is ugro.scheduling.fair_share.shortest_first

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ugro.live.worker_info import WorkerInfo
-from ugro.scheduling.dispatch import GpuView, view_of
 from ugro.scheduling.explain import why_waiting
+from ugro.scheduling.planning import GpuView, view_of
 
 
 def _workers(node: str, count: int, blocked: dict[int, str] | None = None) -> list[WorkerInfo]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ugro.live.dispatch_state import PendingEntry
-from ugro.scheduling.dispatch import GpuView, plan_on
+from ugro.scheduling.planning import GpuView, plan_on
 
 HOUR = 3600.0
 

@@ -46,6 +46,9 @@ def test_only_jobs_of_accounts_that_used_more_per_share_and_ran_long_enough_are_
     assert victims_for(job, "bob", nodes, RUNNING, USAGE, {"alice": 20.0}, TERMS) is None
     # nor does anyone stop their own account's jobs
     assert victims_for(job, "alice", nodes, RUNNING, USAGE, {}, TERMS) is None
+    # nor a job stopped max_per_job times already
+    thrice = RUNNING | {"a1": Preemptible("a1", "alice", HOUR, stopped=3)}
+    assert victims_for(job, "bob", nodes, thrice, USAGE, {}, TERMS) is None
 
 
 def test_the_nodes_where_fewest_gpus_stop_are_chosen_then_the_least_run() -> None:

@@ -111,3 +111,18 @@ def queued_count(registry: Registry, kind: Literal["user", "group"], name: str) 
     query = select(func.count()).where(column == name, _JOBS.c.status == JobStatus.QUEUED.value)
     with registry.connections.begin() as conn:
         return int(conn.execute(query).scalar_one())
+
+
+def preempted_counts(registry: Registry, job_ids: Sequence[str]) -> dict[str, int]:
+    """How many times each of these jobs was preempted (those never were: absent)."""
+    counts: dict[str, int] = {}
+    with registry.connections.begin() as conn:
+        for start in range(0, len(job_ids), 900):
+            chunk = list(job_ids[start : start + 900])
+            query = (
+                select(_ATTEMPTS.c.job_id, func.count())
+                .where(_ATTEMPTS.c.job_id.in_(chunk), _ATTEMPTS.c.exit_reason == "preempted")
+                .group_by(_ATTEMPTS.c.job_id)
+            )
+            counts.update((job_id, int(n)) for job_id, n in conn.execute(query))
+    return counts

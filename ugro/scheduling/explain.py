@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ugro.scheduling.dispatch import GpuView
+from ugro.scheduling.planning import GpuView
 
 
 def why_waiting(

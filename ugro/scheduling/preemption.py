@@ -10,9 +10,10 @@ declared timeout is at most ``max_timeout_minutes`` and which has waited
 their GPUs, on these terms (``victims_for``):
 
 - a victim is a ``--preemptible`` job that has run at least ``min_run_minutes``
-  (so a resumed job makes progress before it can be stopped again), of an
-  account that has used more GPU time per share than the waiting job's (a user
-  who used little preempts one who used much, never the reverse);
+  (so a resumed job makes progress before it can be stopped again) and was not
+  stopped ``max_per_job`` times already, of an account that has used more GPU
+  time per share than the waiting job's (a user who used little preempts one
+  who used much, never the reverse);
 - the nodes chosen are those where the fewest GPUs must stop; at a tie, those
   whose victims ran least (the least work lost, should a job not checkpoint);
 - one preemption is under way at a time.
@@ -46,6 +47,7 @@ class Preemptible:
     job_id: str
     account: str  # whose usage fair share counts it in
     ran: float  # s its attempt has run
+    stopped: int = 0  # times it was preempted before
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ def victims_for(
 
     def may_stop(victim: Preemptible) -> bool:
         if victim.account == account or victim.ran < min_run:
+            return False
+        if victim.stopped >= policy.max_per_job:
             return False
         return usage.get(victim.account, 0.0) / shares.get(victim.account, 1.0) > own
 
@@ -131,9 +135,10 @@ def preempt_waiting(rt: Runtime) -> list[str]:
     from ugro.jobs.lifecycle import JobStatus
     from ugro.jobs.spec import JobSpec
     from ugro.live.clock import server_time
-    from ugro.registry.usage import owners_of, submitted_at
-    from ugro.scheduling.dispatch import WINDOW, gpu_view
+    from ugro.registry.usage import owners_of, preempted_counts, submitted_at
+    from ugro.scheduling.dispatch import WINDOW
     from ugro.scheduling.fair_share import usage_now
+    from ugro.scheduling.planning import gpu_view
     from ugro.scheduling.sharing import quota_view, sharing_policy
 
     sharing = sharing_policy(rt.settings)
@@ -165,15 +170,24 @@ def preempt_waiting(rt: Runtime) -> list[str]:
         ]
     if not waiting:
         return []
-    running: dict[str, Preemptible] = {}
+    rows = {}
     owner: dict[str, str] = {}
     for row in rt.registry.list_jobs(statuses=[JobStatus.RUNNING]):
         owner[row.id] = sharing.account_of(row.user, row.group_name)
         if row.started_at is not None and JobSpec.model_validate_json(row.spec).preemptible:
-            ran = now - cast(datetime, as_utc(row.started_at)).timestamp()
-            running[row.id] = Preemptible(row.id, owner[row.id], ran)
-    if not running:
+            rows[row.id] = row
+    if not rows:
         return []
+    stopped = preempted_counts(rt.registry, list(rows))
+    running = {
+        job_id: Preemptible(
+            job_id,
+            owner[job_id],
+            now - cast(datetime, as_utc(row.started_at)).timestamp(),
+            stopped.get(job_id, 0),
+        )
+        for job_id, row in rows.items()
+    }
     view = gpu_view(rt)
     nodes = {
         name: NodeGpus(len(view.free.get(name, [])), capacity, view.held.get(name, {}))

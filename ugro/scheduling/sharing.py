@@ -81,6 +81,7 @@ class PreemptionPolicy(BaseModel):
     after_minutes: float = Field(default=5.0, ge=0)
     max_timeout_minutes: float = Field(default=60.0, gt=0)
     min_run_minutes: float = Field(default=10.0, ge=0)
+    max_per_job: int = Field(default=3, ge=1)
 
     def may_preempt(self, timeout: float | None, waited: float) -> bool:
         """Whether a waiting job of ``timeout`` (s) that has waited ``waited`` (s)

@@ -37,8 +37,8 @@ from ugro.live.dispatch_state import PendingEntry, SeenGpus
 from ugro.live.leases import FirstOutcome, PlannedOn
 from ugro.live.worker_info import WorkerInfo
 from ugro.runtime import Runtime
-from ugro.scheduling.dispatch import plan_on, view_of
 from ugro.scheduling.placement import PendingJob, Placement
+from ugro.scheduling.planning import plan_on, view_of
 
 # How long (s) a client plans on what it read of the GPUs and the registry.
 _FRESH = 1.0

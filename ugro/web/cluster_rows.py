@@ -109,8 +109,8 @@ def queue_rows(client: Client) -> dict[str, Any]:
     waits and what the next pass would do with it: place it, or hold nodes for it
     (its reservation); then those waiting out a retry backoff, then those held
     back (dependencies, an array's slots)."""
-    from ugro.scheduling.dispatch import gpu_view
     from ugro.scheduling.explain import why_waiting
+    from ugro.scheduling.planning import gpu_view
     from ugro.scheduling.sharing import quota_reason, quota_view, sharing_policy
     from ugro.scheduling.workflow import why_held
 
