@@ -1,8 +1,8 @@
 """The discrete-event replay behind ``python -m bench.sched``: one policy, one trace.
 
-Events are job submissions and job ends, beat's dispatch ticks (every
-``dispatch_interval``, 30 s, while jobs wait) and, for the policies with ETAs,
-the moment a running job's ETA becomes known.
+Events are job submissions and job ends (a preempted job's stop among them),
+beat's dispatch ticks (every ``dispatch_interval``, 30 s, while jobs wait) and,
+for the policies with ETAs, the moment a running job's ETA becomes known.
 
 - ``ugro`` is what ugro does, through its own code: each pass is dispatch's
   ``plan_on`` (which calls ``plan_placements``) on the free GPUs, the busy GPUs'
@@ -30,6 +30,15 @@ the moment a running job's ETA becomes known.
   (``shortest_first``: classes doubling from an hour), fair share ordering each
   class, and a job queued over ``starvation_hours`` (48) before them all.
 - ``ugro-short-eta``: ``ugro-short`` with ``UGRO_RESERVE_BY_ETA``, as ``ugro-eta``.
+- ``ugro-preempt``: ``ugro-short`` with ``[sharing.preemption]`` at its defaults:
+  at each tick, after its pass, beat's ``preempt_waiting``: the first job of the
+  window that may preempt (``PreemptionPolicy.may_preempt``) and finds victims
+  (``victims_for``, among the jobs ``--preemptible``: a share ``preemptible`` of
+  them at random) stops them, and heads the queue, its victims behind it
+  (``front_of_queue``). A victim's GPUs free after ``stop_grace`` (its end and
+  latest end then, for the reservations meanwhile); it is queued again with what
+  it had left to run and ``restart_cost`` more. One preemption at a time: the
+  next may begin once its job started, or the grace and a tick passed.
 - ``fifo``: strict first come first served, the head blocks everything behind it.
 - ``fifo-backfill``: EASY backfill on the timeouts: the first job that does not
   fit reserves the nodes where it can start soonest, and a later job may start
@@ -52,15 +61,14 @@ import bisect
 import heapq
 import math
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.usage_ledger import UsageLedger
 from ugro.live.dispatch_state import PendingEntry
-from ugro.registry.usage import Used
 from ugro.scheduling.fair_share import (
     Queued,
-    decayed_usage,
     fair_order,
     front_of_queue,
     job_cost,
@@ -72,18 +80,6 @@ from ugro.scheduling.preemption import NodeGpus, Preemptible, victims_for
 from ugro.scheduling.sharing import PreemptionPolicy, SharingPolicy
 from ugro.settings import Settings
 
-POLICIES = (
-    "ugro",
-    "ugro-fifo",
-    "ugro-eta",
-    "ugro-short",
-    "ugro-short-eta",
-    "ugro-preempt",
-    "fifo",
-    "fifo-backfill",
-    "sjf-declared",
-    "sjf-oracle",
-)
 UGRO_POLICIES = (
     "ugro",
     "ugro-fifo",
@@ -92,11 +88,12 @@ UGRO_POLICIES = (
     "ugro-short-eta",
     "ugro-preempt",
 )
+POLICIES = (*UGRO_POLICIES, "fifo", "fifo-backfill", "sjf-declared", "sjf-oracle")
 FAIR_SHARE_POLICIES = ("ugro", "ugro-eta", "ugro-short", "ugro-short-eta", "ugro-preempt")
 ETA_POLICIES = ("ugro-eta", "ugro-short-eta")  # with UGRO_RESERVE_BY_ETA
 # order = "shortest-first"
 SHORTEST_FIRST_POLICIES = ("ugro-short", "ugro-short-eta", "ugro-preempt")
-# [sharing.preemption] with its defaults, every job --preemptible
+# [sharing.preemption] with its defaults, on the jobs --preemptible
 PREEMPT_POLICIES = ("ugro-preempt",)
 PREEMPTION = PreemptionPolicy()
 # What a stopped job's worker gives it before SIGKILL: its GPUs are free then.
@@ -109,8 +106,6 @@ WINDOW = 64  # as dispatch's _WINDOW: the most waiting jobs a pass plans on
 ETA_AFTER = 0.1  # the share of a job's run after which its ETA is known
 TICK = float(Settings.model_fields["dispatch_interval"].default)
 HALF_LIFE = float(Settings.model_fields["fair_share_half_life"].default)
-# rank_queue reads the attempts that ended within this many half-lives
-USAGE_HALF_LIVES = 6
 # ugro-short: a job queued longer than this (s) goes first
 STARVATION_BOUND = SharingPolicy.model_fields["starvation_hours"].default * 3600.0
 
@@ -134,74 +129,6 @@ class Job:
     @property
     def total_gpus(self) -> int:
         return self.gpus * self.nodes
-
-
-class UsageLedger:
-    """Each user's decayed usage at a tick, as ``rank_queue`` reads it:
-    ``decayed_usage`` over the attempts still running or ended within
-    ``USAGE_HALF_LIVES`` half-lives.
-
-    Summed anew, that is every attempt of the trace at every tick; the ledger
-    carries the sum from one tick to the next instead. What was counted at the last
-    tick has since aged by the same time, so it is multiplied by the decay that
-    ``decayed_usage`` applies for that age; what ran since (whole users' running
-    GPUs at once, and the stretches of attempts that started or ended since) is
-    added as ``decayed_usage`` of it; an attempt that leaves the window is taken off
-    as ``decayed_usage`` of it. ``tests/unit/test_bench_sched.py`` holds it to
-    ``decayed_usage`` over every attempt."""
-
-    def __init__(self, half_life: float) -> None:
-        self.half_life = half_life
-        self.at = 0.0  # when ``usage`` was last brought up to date
-        self.usage: dict[str, float] = {}
-        self.running_gpus: dict[str, int] = defaultdict(int)
-        self.attempts: dict[str, int] = defaultdict(int)  # running or in the window
-        self.fresh: dict[int, Used] = {}  # started since ``at``, still running
-        self.stretches: list[Used] = []  # run since ``at`` by attempts ended since
-        self.ended: list[tuple[float, int, Used]] = []  # (end, job, attempt): a heap
-
-    def start(self, job: int, user: str, gpus: int, now: float) -> None:
-        self.fresh[job] = Used(user, gpus, now, None)
-        self.running_gpus[user] += gpus
-        self.attempts[user] += 1
-
-    def end(self, job: int, user: str, gpus: int, started: float, now: float) -> None:
-        self.fresh.pop(job, None)
-        self.stretches.append(Used(user, gpus, max(started, self.at), now))
-        self.running_gpus[user] -= gpus
-        heapq.heappush(self.ended, (now, job, Used(user, gpus, started, now)))
-
-    def at_time(self, now: float) -> dict[str, float]:
-        """Each user's decayed GPU-seconds at ``now`` (not before the last call)."""
-        rate = math.log(2) / self.half_life
-        aged = math.exp(-rate * (now - self.at))
-        usage = {user: used * aged for user, used in self.usage.items()}
-        fresh_gpus: dict[str, int] = defaultdict(int)
-        for used in self.fresh.values():
-            fresh_gpus[used.user] += used.gpus
-        throughout = [
-            Used(user, gpus - fresh_gpus[user], self.at, None)
-            for user, gpus in self.running_gpus.items()
-            if gpus > fresh_gpus[user]
-        ]
-        since = [*throughout, *self.fresh.values(), *self.stretches]
-        for user, seconds in decayed_usage(since, now, self.half_life).items():
-            usage[user] = usage.get(user, 0.0) + seconds
-        horizon = now - USAGE_HALF_LIVES * self.half_life
-        while self.ended and self.ended[0][0] < horizon:
-            _, _, gone = heapq.heappop(self.ended)
-            self.attempts[gone.user] -= 1
-            if not self.attempts[gone.user]:
-                usage.pop(gone.user, None)  # (exactly nothing, not a rounding residue)
-            else:
-                left = usage.get(gone.user, 0.0)
-                usage[gone.user] = left - decayed_usage([gone], now, self.half_life).get(
-                    gone.user, 0.0
-                )
-        self.usage, self.at = usage, now
-        self.fresh.clear()
-        self.stretches.clear()
-        return dict(usage)
 
 
 class Replay:

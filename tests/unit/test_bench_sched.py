@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 import bench.sched_policies
+import bench.usage_ledger
 import ugro.scheduling.dispatch
 import ugro.scheduling.fair_share
 import ugro.scheduling.planning
 import ugro.scheduling.preemption
 from bench.sched import jain, load_trace, main, replay_all, timeout_for
-from bench.sched_policies import USAGE_HALF_LIVES, Job, Replay, UsageLedger
+from bench.sched_policies import Job, Replay
+from bench.usage_ledger import USAGE_HALF_LIVES, UsageLedger
 from ugro.live.dispatch_state import PendingEntry
 from ugro.registry.usage import Used
 from ugro.scheduling.fair_share import decayed_usage
@@ -159,7 +161,7 @@ def test_the_simulator_calls_the_very_function_dispatch_calls(
     assert vars(bench.sched_policies)["victims_for"] is preemption.victims_for
     assert vars(bench.sched_policies)["front_of_queue"] is ugro.scheduling.fair_share.front_of_queue
     assert vars(bench.sched_policies)["fair_order"] is ugro.scheduling.fair_share.fair_order
-    assert vars(bench.sched_policies)["decayed_usage"] is decayed_usage
+    assert vars(bench.usage_ledger)["decayed_usage"] is decayed_usage
     assert vars(bench.sched_policies)["shortest_first"] is ugro.scheduling.fair_share.shortest_first
     calls: list[list[str]] = []
 
