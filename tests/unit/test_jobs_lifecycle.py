@@ -158,3 +158,10 @@ def test_exit_reasons_are_the_values_stored_and_documented() -> None:
     # and the README's "Job status" names each one
     status_section = README.read_text().split("## Job status", 1)[1].split("\n## ", 1)[0]
     assert all(f"`{reason}`" in status_section for reason in ExitReason)
+    # and the metadata schemas allow each one an attempt can end with (a job ended
+    # for its dependency never ran: it has no metadata)
+    schemas = Path(__file__).resolve().parents[2] / "ugro" / "schemas"
+    top = json.loads((schemas / "metadata.schema.json").read_text())["$defs"]
+    node = json.loads((schemas / "node_metadata.schema.json").read_text())["properties"]
+    for allowed in (top["exit_reason"]["enum"], node["exit_reason"]["enum"]):
+        assert set(allowed) - {None} == set(ExitReason) - {ExitReason.DEPENDENCY}
