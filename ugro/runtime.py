@@ -207,18 +207,19 @@ class Runtime:
         release: tuple[str, list[int], str] | None = None,
         writes: Writes | None = None,
         **values: Any,
-    ) -> bool:
+    ) -> list[str] | None:
         """Record an attempt's end and the job's new status together (one commit),
         then mirror the status in Redis, releasing the ``release`` leases (node,
         GPUs, holder) in the same round trip (with ``writes``: in it, for the caller
-        to execute); False when the status had changed (the leases are released all
-        the same, at once).
+        to execute). Returns the jobs held waiting on this one, as the commit saw
+        them (``ugro.scheduling.workflow.job_ended`` settles them); None when the
+        status had changed (the leases are released all the same, at once).
 
         Raises:
             TransitionError: the lifecycle table does not allow the move (nothing is
                 written, the attempt's end neither).
         """
-        changed = self.registry.end_attempt_with_status(
+        changed, waiting = self.registry.end_attempt_and_dependents(
             job_id, number, attempt, new, expect, **values
         )
         if changed and release is not None:
@@ -229,7 +230,7 @@ class Runtime:
             self.live.set_job(job_id, **_live_fields(new, values))
         elif release is not None:
             self.live.leases.release(*release)
-        return changed
+        return waiting if changed else None
 
     def close(self) -> None:
         self.registry.close()

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from ugro.errors import TransitionError
+from ugro.jobs.dependencies import HOLD_AFTER
 from ugro.jobs.lifecycle import JobStatus
 from ugro.registry.models import utcnow
 from ugro.registry.store import Registry
@@ -202,6 +203,9 @@ def _everything(registry: Registry) -> list[Any]:
 def _job_life(registry: Registry, started: datetime, ended: datetime) -> list[Any]:
     """A job's submit, place-and-claim, attempt start and end, and what each returned."""
     registry.create_jobs([{**_job(job_id), "created_at": started} for job_id in ("a1", "a2")])
+    # (one held waiting on a1, which its end reads)
+    after = {**_job("a3"), "created_at": started, "hold": HOLD_AFTER}
+    registry.create_jobs([after], [{"job_id": "a3", "on_job": "a1", "kind": "after"}])
     placed = {"node": "n", "gpu_indices": "[0, 1]", "placed_at": started}
     claim = {**claim_values(), "started_at": started}
     claimed = registry.place_and_claim("a1", "tok", placed, claim)
@@ -210,9 +214,10 @@ def _job_life(registry: Registry, started: datetime, ended: datetime) -> list[An
         job_id="a1", number=1, node="n", host="h", gpu_indices="[0, 1]", pid=7, started_at=started
     )
     attempt = {"ended_at": ended, "exit_code": 0, "exit_signal": None, "exit_reason": "ok"}
-    changed = registry.end_attempt_with_status(
+    changed = registry.end_attempt_and_dependents(
         "a1", 1, attempt, JobStatus.FINISHED, [JobStatus.RUNNING], finished_at=ended, exit_code=0
     )
+    assert changed == (True, ["a3"])
     cancelled = registry.transition("a2", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
     again = registry.transition("a2", JobStatus.CANCELLED, expect=[JobStatus.QUEUED])
     return [_vars_of(claimed), held, changed, cancelled, again, _vars_of(registry.get_job("a1"))]

@@ -163,5 +163,5 @@ def test_exit_reasons_are_the_values_stored_and_documented() -> None:
     schemas = Path(__file__).resolve().parents[2] / "ugro" / "schemas"
     top = json.loads((schemas / "metadata.schema.json").read_text())["$defs"]
     node = json.loads((schemas / "node_metadata.schema.json").read_text())["properties"]
-    for allowed in (top["exit_reason"]["enum"], node["exit_reason"]["enum"]):
-        assert set(allowed) - {None} == set(ExitReason) - {ExitReason.DEPENDENCY}
+    for enum in (top["exit_reason"]["enum"], node["exit_reason"]["enum"]):
+        assert set(enum) - {None} == set(ExitReason) - {ExitReason.DEPENDENCY}

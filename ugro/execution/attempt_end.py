@@ -76,7 +76,7 @@ def record_end(
     if ending is not None:
         # The attempt's end and the job's status in one commit. "stuck" is
         # retried below; "cancelled" is by a person.
-        changed = rt.end_attempt(
+        waiting = rt.end_attempt(
             job.id,
             job.attempt,
             attempt,
@@ -89,9 +89,9 @@ def record_end(
         )
         if ending is JobStatus.CANCELLED:
             rt.registry.add_event("job_cancelled", f"{job.id} cancelled", job.id, node)
-        if changed:
+        if waiting is not None:
             # (before the dispatch pass that follows: a job it held may start in it)
-            job_ended(rt, job.id, job.array_id)
+            job_ended(rt, job.id, job.array_id, waiting)
         return
     # The retry policy counts the attempts that ended: record this one first. The
     # lease goes last: a running job without its lease is a lost one to the

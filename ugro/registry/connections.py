@@ -75,31 +75,33 @@ class RegistryConnections:
         [found] = self.write((stmt, params), rows=True)
         return cast(list[dict[str, Any]], found)
 
-    def write(self, *steps: Step, rows: bool = False) -> list[Any]:
+    def write(self, *steps: Step, rows: bool = False, reads: int = 0) -> list[Any]:
         """Run ``steps`` in one transaction, one commit: for each, how many rows it
-        changed, or with ``rows``, the rows it returned (by column key). Each
-        statement must be one built once (``ugro.registry.statements``): on SQLite it is
-        compiled at its first use and kept."""
+        changed, or with ``rows``, the rows it returned (by column key); the last
+        ``reads`` steps are reads, whose rows are returned. Each statement must be
+        one built once (``ugro.registry.statements``): on SQLite it is compiled at
+        its first use and kept."""
+        returns = [rows or n >= len(steps) - reads for n in range(len(steps))]
         direct = [
             statement
             for stmt, params in steps
             if (statement := self._direct_statement(stmt, params)) is not None
         ]
         if len(direct) < len(steps):
-            return self._through_sqlalchemy(steps, rows)
+            return self._through_sqlalchemy(steps, returns)
         conn = self._take()
         dbapi: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
         cursor = dbapi.cursor()
         done: list[Any] = []
         statement = direct[0]
         try:
-            for statement, (_, params) in zip(direct, steps, strict=True):
+            for statement, (_, params), read in zip(direct, steps, returns, strict=True):
                 if isinstance(params, Mapping):
                     cursor.execute(statement.sql, statement.bind(params))
                 else:
                     cursor.executemany(statement.sql, [statement.bind(p) for p in params])
                 # (a RETURNING's rows are read before the commit, which drops them)
-                done.append(list(map(statement.read, cursor)) if rows else cursor.rowcount)
+                done.append(list(map(statement.read, cursor)) if read else cursor.rowcount)
             dbapi.commit()  # (a read alone began no transaction: nothing to commit)
         except BaseException as exc:
             dbapi.rollback()
@@ -131,12 +133,12 @@ class RegistryConnections:
                 self._direct[key] = None
         return self._direct[key]
 
-    def _through_sqlalchemy(self, steps: Sequence[Step], rows: bool) -> list[Any]:
+    def _through_sqlalchemy(self, steps: Sequence[Step], returns: Sequence[bool]) -> list[Any]:
         done: list[Any] = []
         with self.begin() as conn:
-            for stmt, params in steps:
+            for (stmt, params), read in zip(steps, returns, strict=True):
                 result = conn.execute(stmt, params)
-                done.append([dict(row._mapping) for row in result] if rows else result.rowcount)
+                done.append([dict(row._mapping) for row in result] if read else result.rowcount)
         return done
 
     # Kept connections ------------------------------------------------------------------

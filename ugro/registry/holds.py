@@ -20,6 +20,7 @@ from sqlalchemy import Table, func, or_, select, update
 
 from ugro.jobs.dependencies import HOLD_AFTER, HOLD_SLOT, Dependency, DependencyKind
 from ugro.jobs.lifecycle import TERMINAL, JobStatus, transition_sources
+from ugro.registry import statements as sql
 from ugro.registry.models import ArrayRow, DependencyRow, JobRow, as_utc, job_from
 from ugro.registry.store import Registry
 
@@ -80,13 +81,9 @@ def array_ended(registry: Registry, array_id: str) -> bool:
 
 def held_dependents(registry: Registry, job_id: str) -> list[str]:
     """The jobs still held by their dependencies that wait on ``job_id``."""
-    query = (
-        select(_DEPENDENCIES.c.job_id)
-        .join(_JOBS, _JOBS.c.id == _DEPENDENCIES.c.job_id)
-        .where(_DEPENDENCIES.c.on_job == job_id, _JOBS.c.hold == HOLD_AFTER)
-    )
+    query = sql.held_dependents(_DEPENDENCIES, _JOBS)
     with registry.connections.begin() as conn:
-        return list(conn.scalars(query))
+        return list(conn.scalars(query, {"w_on": job_id, "w_hold": HOLD_AFTER}))
 
 
 def held_after(registry: Registry, limit: int = 1000) -> list[str]:

@@ -130,6 +130,16 @@ def statuses_by_ids(jobs: Table) -> Select[Any]:
 
 
 @cache
+def held_dependents(dependencies: Table, jobs: Table) -> Select[Any]:
+    """The jobs held by a hold (``w_hold``) that wait on one job (``w_on``)."""
+    return (
+        select(dependencies.c.job_id)
+        .join(jobs, jobs.c.id == dependencies.c.job_id)
+        .where(dependencies.c.on_job == bindparam("w_on"), jobs.c.hold == bindparam("w_hold"))
+    )
+
+
+@cache
 def held(jobs: Table, statuses: tuple[str, ...]) -> Select[Any]:
     return select(jobs.c.id, jobs.c.node, jobs.c.gpu_indices, jobs.c.members).where(
         _status_in(jobs, statuses)

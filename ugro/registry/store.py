@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ugro.errors import JobNotFound
+from ugro.jobs.dependencies import HOLD_AFTER
 from ugro.jobs.lifecycle import JobStatus, transition_sources
 from ugro.registry import statements as sql
 from ugro.registry.columns import add_missing_columns
@@ -311,6 +312,28 @@ class Registry:
         status = _status_update(job_id, new, expect, values, number)
         _, changed = self.connections.write(_attempt_update(job_id, number, attempt), status)
         return bool(changed == 1)
+
+    def end_attempt_and_dependents(
+        self,
+        job_id: str,
+        number: int,
+        attempt: dict[str, Any],
+        new: JobStatus,
+        expect: Iterable[JobStatus],
+        **values: Any,
+    ) -> tuple[bool, list[str]]:
+        """``end_attempt_with_status`` that also reads, in the same transaction, the
+        jobs held waiting on this one (``ugro.registry.holds.held_dependents``):
+        what its end may let go, at no round trip of its own."""
+        status = _status_update(job_id, new, expect, values, number)
+        waiting = (
+            sql.held_dependents(_DEPENDENCIES, _JOBS),
+            {"w_on": job_id, "w_hold": HOLD_AFTER},
+        )
+        _, changed, held = self.connections.write(
+            _attempt_update(job_id, number, attempt), status, waiting, reads=1
+        )
+        return changed == 1, [row["job_id"] for row in held]
 
     def unsettled_progress(self, limit: int) -> list[JobRow]:
         """Ended jobs whose recorded progress still says running or stuck (or that the

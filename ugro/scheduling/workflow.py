@@ -52,16 +52,22 @@ from ugro.scheduling.end_notice import announce_end
 log = logging.getLogger(__name__)
 
 
-def job_ended(rt: Runtime, job_id: str, array_id: str | None = None) -> None:
+def job_ended(
+    rt: Runtime, job_id: str, array_id: str | None = None, held: list[str] | None = None
+) -> None:
     """After ``job_id`` reached a final status: let go of the jobs it held that may
     start now, give up those that never can (and theirs, transitively), and hand
-    its array's freed slot on; tell the end to whoever asked (``end_notice``)."""
+    its array's freed slot on; tell the end to whoever asked (``end_notice``).
+    ``held``: the jobs held waiting on it, when the end's commit read them."""
     ended: list[tuple[str, str | None]] = [(job_id, array_id)]
     while ended:
         job, array = ended.pop()
         announce_end(rt, job, array)
         try:
-            waiting = held_dependents(rt.registry, job)
+            if held is not None and job == job_id:
+                waiting = list(held)
+            else:
+                waiting = held_dependents(rt.registry, job)
             if array is not None:
                 release_slots(rt, array)
                 # What waits on the array as a whole, once its last task ended.
