@@ -219,7 +219,7 @@ class Runtime:
             TransitionError: the lifecycle table does not allow the move (nothing is
                 written, the attempt's end neither).
         """
-        changed, waiting = self.registry.end_attempt_and_dependents(
+        changed, waiting = self.registry.end_attempt_with_status(
             job_id, number, attempt, new, expect, **values
         )
         if changed and release is not None:

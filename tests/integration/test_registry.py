@@ -151,10 +151,10 @@ def test_the_end_of_an_attempt_moves_on_no_later_attempt(database_url: str) -> N
     running = [JobStatus.RUNNING]
     assert not registry.transition("late", JobStatus.QUEUED, expect=running, of_attempt=1)
     ended = {"ended_at": utcnow(), "exit_reason": "lost"}
-    assert not registry.end_attempt_with_status("late", 1, ended, JobStatus.FINISHED, running)
+    assert not registry.end_attempt_with_status("late", 1, ended, JobStatus.FINISHED, running)[0]
     # Then the second attempt runs on, and its own end is what moves the job
     assert registry.get_job("late").status == JobStatus.RUNNING.value
-    assert registry.end_attempt_with_status("late", 2, ended, JobStatus.FINISHED, running)
+    assert registry.end_attempt_with_status("late", 2, ended, JobStatus.FINISHED, running)[0]
     registry.close()
 
 
@@ -170,7 +170,7 @@ def test_a_forbidden_move_raises_transition_error_and_writes_nothing(database_ur
     ended = {"ended_at": utcnow(), "exit_code": 0, "exit_signal": None, "exit_reason": "ok"}
     assert registry.end_attempt_with_status(
         "done", 1, ended, JobStatus.FINISHED, [JobStatus.RUNNING], finished_at=utcnow()
-    )
+    ) == (True, [])
     before = _everything(registry)
     # When each of the registry's status writes is asked for a move the table forbids
     attempt_again = {**ended, "exit_reason": "error"}
@@ -214,7 +214,7 @@ def _job_life(registry: Registry, started: datetime, ended: datetime) -> list[An
         job_id="a1", number=1, node="n", host="h", gpu_indices="[0, 1]", pid=7, started_at=started
     )
     attempt = {"ended_at": ended, "exit_code": 0, "exit_signal": None, "exit_reason": "ok"}
-    changed = registry.end_attempt_and_dependents(
+    changed = registry.end_attempt_with_status(
         "a1", 1, attempt, JobStatus.FINISHED, [JobStatus.RUNNING], finished_at=ended, exit_code=0
     )
     assert changed == (True, ["a3"])

@@ -300,31 +300,17 @@ class Registry:
         new: JobStatus,
         expect: Iterable[JobStatus],
         **values: Any,
-    ) -> bool:
+    ) -> tuple[bool, list[str]]:
         """``end_attempt`` and ``transition`` (of attempt ``number``) in one transaction
         (one commit). The attempt's end is recorded either way; returns whether the
-        status changed.
+        status changed, and the jobs held waiting on this one, read in the same
+        transaction (``ugro.registry.holds.held_dependents``): what its end may let
+        go, at no round trip of its own (one a job's end was 7 % of W2).
 
         Raises:
             TransitionError: as ``transition`` does (nothing is written, the
                 attempt's end neither).
         """
-        status = _status_update(job_id, new, expect, values, number)
-        _, changed = self.connections.write(_attempt_update(job_id, number, attempt), status)
-        return bool(changed == 1)
-
-    def end_attempt_and_dependents(
-        self,
-        job_id: str,
-        number: int,
-        attempt: dict[str, Any],
-        new: JobStatus,
-        expect: Iterable[JobStatus],
-        **values: Any,
-    ) -> tuple[bool, list[str]]:
-        """``end_attempt_with_status`` that also reads, in the same transaction, the
-        jobs held waiting on this one (``ugro.registry.holds.held_dependents``):
-        what its end may let go, at no round trip of its own."""
         status = _status_update(job_id, new, expect, values, number)
         waiting = (
             sql.held_dependents(_DEPENDENCIES, _JOBS),
