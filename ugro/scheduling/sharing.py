@@ -22,6 +22,7 @@ max_gpus = 24
 after_minutes = 5           # once it has waited this long
 max_timeout_minutes = 60    # if its --timeout is at most this
 min_run_minutes = 10        # a job that ran less than this is not stopped
+max_per_job = 3             # nor one stopped this many times already
 ```
 
 Without the table every share is 1 and nobody has a quota, and fair share alone
