@@ -143,7 +143,7 @@ def pass_plan(live: LiveState, cluster: Cluster) -> tuple[list[PendingEntry], li
     """What a pass reads of the queue and what it places, as ``_dispatch_pass`` does."""
     snapshot = live.dispatch.snapshot(MAX_AGE, WINDOW)
     view = view_of(snapshot.workers, snapshot.holders, cluster.in_registry)
-    plans = plan_on(view, snapshot.pending, lambda jobs: live.time_left(jobs, time.time()))
+    plans = plan_on(view, snapshot.pending, lambda jobs: live.ends.time_left(jobs, time.time()))
     return snapshot.pending, plans
 
 

@@ -18,7 +18,7 @@ from ugro.live.clock import from_reply, server_time
 from ugro.live.command_list import CommandList
 from ugro.live.connection import connect
 from ugro.live.dispatch_state import DispatchState, PendingEntry
-from ugro.live.job_ends import progress_eta_end
+from ugro.live.job_ends import RunningEnds
 from ugro.live.job_message import JobMessage
 from ugro.live.keys import Keys
 from ugro.live.leases import Leases
@@ -59,6 +59,7 @@ class LiveState:
         self.leases = Leases(client, keys)
         self.stops = StopRequests(client, keys)
         self.preemption = PreemptionState(client, keys, _PRIORITY_WEIGHT)
+        self.ends = RunningEnds(client, keys)
         self._enqueue = client.register_script(lua_source("enqueue.lua"))
         self._run_commands = client.register_script(lua_source("run_commands.lua"))
         self.dispatch = DispatchState(self)
@@ -204,47 +205,6 @@ class LiveState:
             PendingEntry.read(job_id, *fields)
             for job_id, fields in zip(ids, pipe.execute(), strict=True)
         ]
-
-    def time_left(self, job_ids: list[str], now: float) -> dict[str, float | None]:
-        """Seconds until each job's timeout stops it at the latest (None: no timeout),
-        or its stop, when it is being stopped (``stop_by``)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hmget(self.keys.job(job_id), ["timeout", "started", "stop_by"])
-        left: dict[str, float | None] = {}
-        for job_id, (timeout, started, stop_by) in zip(job_ids, pipe.execute(), strict=True):
-            begun = float(started) if started else now
-            left[job_id] = float(timeout) - (now - begun) if timeout else None
-            if stop_by:
-                of_start, _, by = stop_by.rpartition(":")
-                if of_start == started:  # (of this attempt, not an earlier one)
-                    stops_in = max(0.0, float(by) - now)
-                    ends_in = left[job_id]
-                    left[job_id] = stops_in if ends_in is None else min(ends_in, stops_in)
-        return left
-
-    def stop_by(self, job_id: str, when: float) -> None:
-        """The job's attempt is being stopped and will have ended by ``when`` (unix
-        time): a reservation may count on its GPUs then."""
-        started = cast(str | None, self.redis.hget(self.keys.job(job_id), "started"))
-        if started is not None:
-            self.redis.hset(self.keys.job(job_id), "stop_by", f"{started}:{when}")
-
-    def expected_left(self, job_ids: list[str], now: float) -> dict[str, float | None]:
-        """Seconds until each job is expected to end: by the ETA of its progress
-        (as the progress scan last recorded it) when it has one still ahead, no
-        later than its timeout; else as ``time_left``."""
-        latest = self.time_left(job_ids, now)
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hget(self.keys.job(job_id), "progress")
-        expected = dict(latest)
-        for job_id, progress in zip(job_ids, pipe.execute(), strict=True):
-            eta_end = progress_eta_end(progress)
-            if eta_end is not None and eta_end > now:
-                left = latest[job_id]
-                expected[job_id] = eta_end - now if left is None else min(left, eta_end - now)
-        return expected
 
     def dequeue(self, job_id: str) -> None:
         pipe = self.redis.pipeline(transaction=True)

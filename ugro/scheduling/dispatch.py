@@ -190,8 +190,10 @@ def _dispatch_pass(
             ids = [entry.job_id for entry in snapshot.pending]
             quotas = quota_view(rt.registry, policy, ids)
         now = time.time()
-        expected = partial(rt.live.expected_left, now=now) if rt.settings.reserve_by_eta else None
-        time_left = partial(rt.live.time_left, now=now)
+        expected = (
+            partial(rt.live.ends.expected_left, now=now) if rt.settings.reserve_by_eta else None
+        )
+        time_left = partial(rt.live.ends.time_left, now=now)
         plans = plan_on(view, snapshot.pending, time_left, quotas, expected)
         left_free = sum(map(len, view.free.values())) - sum(len(p.gpus) for p in plans)
         if limit == _HEAD and len(snapshot.pending) == limit and left_free > 0:

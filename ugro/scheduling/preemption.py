@@ -209,7 +209,7 @@ def preempt_waiting(rt: Runtime) -> list[str]:
             return []
         for victim in victims:
             live.stops.request_cancel(victim, grace, "preempted")
-            live.stop_by(victim, time.time() + grace)
+            live.ends.stop_by(victim, time.time() + grace)
             rt.registry.add_event(
                 "preempted",
                 f"{victim} preempted for {job.job_id} ({account or 'no user'})",

@@ -119,7 +119,7 @@ def queue_rows(client: Client) -> dict[str, Any]:
     pending = live.pending(limit=QUEUE_LIMIT)
     view = gpu_view(rt)
     holders = sorted({job for by_index in view.held.values() for job in by_index.values()})
-    left = live.time_left(holders, time.time()) if holders else {}
+    left = live.ends.time_left(holders, time.time()) if holders else {}
     ends = {node: [left.get(job) for job in held.values()] for node, held in view.held.items()}
     policy = sharing_policy(rt.settings)
     quotas = None
