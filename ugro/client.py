@@ -416,7 +416,7 @@ class Client:
 
             return why_held(self.rt, job.id, job.hold)
         from ugro.jobs.spec import JobSpec
-        from ugro.scheduling.explain import why_waiting
+        from ugro.scheduling.explain import why_preempting, why_waiting
         from ugro.scheduling.planning import gpu_view
         from ugro.scheduling.sharing import quota_reason
 
@@ -426,7 +426,7 @@ class Client:
         if over := quota_reason(self.rt.registry, self.rt.settings, row.user, spec.group, gpus):
             return over
         if victims := self.rt.live.preemption.stopping_for(job.id):
-            return f"preempting: {', '.join(victims)} stopping to free their GPUs"
+            return why_preempting(victims)
         ahead, ready_in = self.rt.live.queue_position(job.id)
         view = gpu_view(self.rt)
         return why_waiting(job.gpus, spec.node, view, ahead or 0, ready_in, spec.nodes)

@@ -16,6 +16,7 @@ from ugro.registry.usage import preempted_counts
 from ugro.scheduling.fair_share import rank_queue
 from ugro.scheduling.preemption import preempt_waiting
 from ugro.settings import Settings
+from ugro.web.cluster_rows import queue_rows
 
 # Saves a checkpoint on SIGTERM and exits once `saved` exists; resumed, says from
 # what, then runs until `go`.
@@ -72,7 +73,11 @@ def test_a_short_job_preempts_a_preemptible_one_which_resumes_first(two_gpus: Se
         assert preempt_waiting(rt) == [train_id]
         assert preempt_waiting(rt) == []  # one at a time
         shown = ugro(two_gpus, "status", quick.id, env=env_for(two_gpus))
-        assert f"preempting: {train_id} stopping to free their GPUs" in shown.stdout, shown
+        why = f"preempting: {train_id} stopping to free their GPUs"
+        assert why in shown.stdout, shown
+        # and so does the dashboard's queue
+        queue = {row["id"]: row["why"] for row in queue_rows(bob)["waiting"]}
+        assert queue[quick.id] == why, queue
         (rt.paths(train_id).root / "saved").touch()
         # Then bob's job runs on the trainer's GPUs, the trainer resumes next, and
         # alice's other job runs last.

@@ -47,6 +47,11 @@ def why_waiting(
     return reason
 
 
+def why_preempting(victims: list[str]) -> str:
+    """The reason a job that stopped others waits: their stops."""
+    return f"preempting: {', '.join(victims)} stopping to free their GPUs"
+
+
 def _why_gang_waits(gpus: int, nodes_wanted: int, view: GpuView, ahead: int) -> str:
     big_enough = [n for n in sorted(view.capacity) if view.capacity[n] >= gpus]
     if len(big_enough) < nodes_wanted:

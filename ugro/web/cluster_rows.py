@@ -109,7 +109,7 @@ def queue_rows(client: Client) -> dict[str, Any]:
     waits and what the next pass would do with it: place it, or hold nodes for it
     (its reservation); then those waiting out a retry backoff, then those held
     back (dependencies, an array's slots)."""
-    from ugro.scheduling.explain import why_waiting
+    from ugro.scheduling.explain import why_preempting, why_waiting
     from ugro.scheduling.planning import gpu_view
     from ugro.scheduling.sharing import quota_reason, quota_view, sharing_policy
     from ugro.scheduling.workflow import why_held
@@ -166,11 +166,15 @@ def queue_rows(client: Client) -> dict[str, Any]:
         }
 
     waiting = []
+    preempting = rt.live.preemption.preempting()
     for position, entry in enumerate(pending):
         row = rows.get(entry.job_id)
         why = None
         if row is not None and entry.job_id in plan.over_quota:
             why = quota_reason(rt.registry, rt.settings, row.user, row.group_name, entry.gpus)
+        if why is None and entry.job_id == preempting:
+            victims = rt.live.preemption.stopping_for(entry.job_id)
+            why = why_preempting(victims) if victims else None
         if why is None:
             why = why_waiting(entry.gpus, entry.node, view, position, None, entry.nodes)
         waiting.append(shown(entry.job_id, position, why))
