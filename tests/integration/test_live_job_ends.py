@@ -12,13 +12,19 @@ import redis
 from ugro.live.state import LiveState
 from ugro.settings import Settings
 
+NOW = 1_000_000.0
+
+
+@pytest.fixture
+def live(settings: Settings, live_redis: redis.Redis) -> LiveState:
+    return LiveState.open(settings)
+
 
 @pytest.mark.timeout(30)
 def test_an_eta_ahead_comes_before_the_timeout_and_one_passed_does_not_count(
-    settings: Settings, live_redis: redis.Redis
+    live: LiveState,
 ) -> None:
-    live = LiveState.open(settings)
-    now = 1_000_000.0
+    now = NOW
 
     def progress(eta: float, updated: float) -> str:
         stamp = datetime.fromtimestamp(updated, UTC).isoformat()
@@ -52,10 +58,9 @@ def test_an_eta_ahead_comes_before_the_timeout_and_one_passed_does_not_count(
 
 @pytest.mark.timeout(30)
 def test_a_job_being_stopped_ends_by_its_grace_and_only_in_the_attempt_stopped(
-    settings: Settings, live_redis: redis.Redis
+    live: LiveState,
 ) -> None:
-    live = LiveState.open(settings)
-    now = 1_000_000.0
+    now = NOW
     # Given two running jobs of an hour's timeout and one without, each asked to
     # stop within 30 s (a preemption's victims)
     live.set_job("stopping", timeout=3600, started=now - 600)
