@@ -243,11 +243,13 @@ def test_a_sweep_file_is_read_with_its_job_fields(tmp_path: Path) -> None:
         timeout: 2h
         env: {WANDB_MODE: offline}
         max_running: 4
+        preemptible: true
         """,
     )
     sweep = load_sweep(path)
     assert sweep.grid == {"lr": [1e-4, 3e-4], "opt": ["adam", "no"]}
     assert sweep.timeout == 7200.0 and sweep.env == {"WANDB_MODE": "offline"}
+    assert sweep.job_fields()["preemptible"] is True
     assert sweep.command[:4] == ["python", "train.py", "--lr", "{lr}"]
     assert len(sweep.commands("x")) == 8
 

@@ -57,6 +57,7 @@ JOB_FIELDS = (
     "epochs",
     "env",
     "tags",
+    "preemptible",
 )
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -275,6 +276,7 @@ class _JobTemplate(BaseModel):
     epochs: int | None = None
     env: dict[str, str] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    preemptible: bool = False
 
     @field_validator(*JOB_FIELDS, mode="before")
     @classmethod
