@@ -195,9 +195,13 @@ def preempt_waiting(rt: Runtime) -> list[str]:
     }
     usage = usage_now(rt, sharing)
     owners = owners_of(rt.registry, [entry.job_id for entry in waiting])
+    accounts = {
+        entry.job_id: sharing.account_of(*owners.get(entry.job_id, (None, None)))
+        for entry in waiting
+    }
+    shares = {a: sharing.share_of(a) for a in {*accounts.values(), *owner.values()}}
     for entry in waiting:
-        account = sharing.account_of(*owners.get(entry.job_id, (None, None)))
-        shares = {a: sharing.share_of(a) for a in {account, *owner.values()}}
+        account = accounts[entry.job_id]
         job = PendingJob(entry.job_id, entry.gpus, entry.node, entry.timeout, entry.nodes)
         victims = victims_for(job, account, nodes, running, usage, shares, policy)
         if victims is None:
