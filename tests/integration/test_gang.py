@@ -23,6 +23,7 @@ from ugro.job import Job
 from ugro.jobs.lifecycle import JobStatus
 from ugro.registry.members import members_of
 from ugro.registry.models import MemberRow
+from ugro.scheduling.planning import gpu_view
 from ugro.settings import Settings
 
 JOBS = Path(__file__).parents[1] / "jobs"
@@ -345,6 +346,13 @@ def test_a_member_that_never_starts_fails_the_attempt_and_the_retry_runs_elsewhe
     frozen = bed.hosts[0]
     assert frozen.worker is not None
     with Client(bed.settings) as client:
+        # (every GPU free, the earlier tests' last leases let go: the gang goes to
+        # the first two hosts by name, host0 among them)
+        wait_until(
+            lambda: sum(map(len, gpu_view(client.rt).free.values())) == 2 * len(bed.hosts),
+            30,
+            "every GPU free",
+        )
         # Given host0's workers frozen while they still look alive
         os.killpg(frozen.worker.pid, signal.SIGSTOP)
         try:
